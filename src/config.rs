@@ -1,0 +1,436 @@
+//! Configuration of `tandem serve`: one set of options, read from three
+//! places and resolved into the values the server runs with.
+//!
+//! Every option is a command-line flag, an environment variable
+//! (`TANDEM_` plus the flag's name in upper snake case) and a key of the TOML
+//! file named by `--config` (the flag's name in snake case). Precedence is
+//! flags > environment > file > built-in defaults. Validation happens once,
+//! after the layers are merged, so a bad value is reported the same way
+//! whichever layer it came from, naming the flag, the key and the rule.
+//!
+//! This module owns parsing and validation only; it never opens sockets or
+//! builds runtimes.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use serde::{Deserialize, Deserializer};
+use thiserror::Error;
+
+use crate::echo::EchoConfig;
+use crate::server::{Layout, ServerConfig};
+
+/// The seed's listen address.
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8000);
+/// One acceptor thread keeps up with far more connects per second than a
+/// small machine can serve; more only helps with several listeners' worth of
+/// churn.
+pub const DEFAULT_ACCEPTOR_THREADS: usize = 1;
+/// The seed's channel capacity.
+pub const DEFAULT_HANDOFF_CAPACITY: usize = 4000;
+/// Ten thousand sockets is a comfortable default for an echo endpoint; the
+/// server lowers it further when RLIMIT_NOFILE would not allow it.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Listen backlog passed to listen(2); the kernel caps it at somaxconn.
+pub const DEFAULT_BACKLOG: u32 = 1024;
+/// One page: large enough for a full TCP segment burst, small enough that a
+/// busy connection costs little.
+pub const DEFAULT_BUFFER_SIZE: usize = 4096;
+/// How long a connection may stay silent before it is closed.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long live connections are served after a shutdown signal.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Upper bounds that keep a typo from turning into an absurd allocation or a
+/// panic deep inside tokio (its semaphores and channels have hard limits).
+const MAX_THREADS: usize = 1024;
+const MAX_QUEUE: usize = 10_000_000;
+const MAX_BUFFER_SIZE: usize = 16 * 1024 * 1024;
+
+/// The format of the log lines on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A duration written the way people write it: `300s`, `1m`, `250ms`, `0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl FromStr for HumanDuration {
+    type Err = humantime::DurationError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        humantime::parse_duration(s.trim()).map(HumanDuration)
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        humantime::format_duration(self.0).fmt(f)
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(|err| {
+            serde::de::Error::custom(format!(
+                "invalid duration {text:?}: {err} (write it like \"300s\", \"1m\" or \"250ms\")"
+            ))
+        })
+    }
+}
+
+/// The options of `tandem serve`, each of them optional so that the layers
+/// can be told apart. The same struct is read from the command line (with
+/// environment variables) and from the TOML file.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeOptions {
+    /// TOML file with any of these options as keys (e.g. `workers = 4`).
+    #[arg(long, env = "TANDEM_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Address to listen on, IPv4 or IPv6 (`[::1]:8000`) [default: 127.0.0.1:8000].
+    #[arg(long, env = "TANDEM_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+
+    /// Runtime layout: split, single or sharded [default: split].
+    #[arg(long, env = "TANDEM_LAYOUT", value_enum)]
+    pub layout: Option<Layout>,
+
+    /// Threads of the acceptor runtime (split and sharded) [default: 1].
+    #[arg(long, env = "TANDEM_ACCEPTOR_THREADS", value_name = "N")]
+    pub acceptor_threads: Option<usize>,
+
+    /// Worker threads (split, single) or shards (sharded) [default: available parallelism].
+    #[arg(long, env = "TANDEM_WORKERS", value_name = "N")]
+    pub workers: Option<usize>,
+
+    /// Capacity of the hand-off queue between acceptor and workers [default: 4000].
+    #[arg(long, env = "TANDEM_HANDOFF_CAPACITY", value_name = "N")]
+    pub handoff_capacity: Option<usize>,
+
+    /// Connections served at once; lowered to fit RLIMIT_NOFILE [default: 10000].
+    #[arg(long, env = "TANDEM_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// Listen backlog: connections the kernel queues while the server is full [default: 1024].
+    #[arg(long, env = "TANDEM_BACKLOG", value_name = "N")]
+    pub backlog: Option<u32>,
+
+    /// Largest chunk read and echoed at once, in bytes [default: 4096].
+    #[arg(long, env = "TANDEM_BUFFER_SIZE", value_name = "BYTES")]
+    pub buffer_size: Option<usize>,
+
+    /// Set TCP_NODELAY on accepted sockets [default: true].
+    #[arg(long, env = "TANDEM_NODELAY", value_name = "BOOL", num_args = 0..=1,
+          default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub nodelay: Option<bool>,
+
+    /// Write a `\n` after each echoed chunk (the seed's behaviour) [default: false].
+    #[arg(long, env = "TANDEM_APPEND_NEWLINE", value_name = "BOOL", num_args = 0..=1,
+          default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub append_newline: Option<bool>,
+
+    /// Close a connection silent for this long; 0 disables [default: 300s].
+    #[arg(long, env = "TANDEM_IDLE_TIMEOUT", value_name = "DURATION")]
+    pub idle_timeout: Option<HumanDuration>,
+
+    /// How long live connections are served after SIGTERM/SIGINT [default: 30s].
+    #[arg(long, env = "TANDEM_SHUTDOWN_TIMEOUT", value_name = "DURATION")]
+    pub shutdown_timeout: Option<HumanDuration>,
+
+    /// Log format on stderr: text or json [default: text].
+    #[arg(long, env = "TANDEM_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// Everything `tandem serve` runs with, after merging and validation.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Address the listener binds.
+    pub listen: SocketAddr,
+    /// Listen backlog.
+    pub backlog: u32,
+    /// Runtimes, limits and timeouts of the server.
+    pub server: ServerConfig,
+    /// Behaviour of the echo handler.
+    pub echo: EchoConfig,
+    /// Log format on stderr.
+    pub log_format: LogFormat,
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file named by `--config` could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS reason.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has a key or value that does not fit.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's description, with the key and its position.
+        message: String,
+    },
+    /// A value is outside what the option allows.
+    #[error("invalid {option}: {rule}, got {value}")]
+    Invalid {
+        /// The option, named as flag, TOML key and environment variable.
+        option: OptionName,
+        /// What the option requires.
+        rule: String,
+        /// The value given.
+        value: String,
+    },
+}
+
+/// An option's three names, so that an error message points at whichever
+/// layer the user set it in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptionName(pub &'static str);
+
+impl fmt::Display for OptionName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let key = self.0.replace('-', "_");
+        write!(f, "--{} (key `{key}`, TANDEM_{})", self.0, key.to_uppercase())
+    }
+}
+
+impl ServeOptions {
+    /// Reads a TOML file of options. Unknown keys are errors.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|err| ConfigError::Parse {
+            path: path.to_owned(),
+            message: err.to_string().trim_end().replace('\n', " "),
+        })
+    }
+
+    /// Fills every option that this layer leaves unset from `lower`.
+    pub fn or(self, lower: ServeOptions) -> ServeOptions {
+        ServeOptions {
+            config: self.config.or(lower.config),
+            listen: self.listen.or(lower.listen),
+            layout: self.layout.or(lower.layout),
+            acceptor_threads: self.acceptor_threads.or(lower.acceptor_threads),
+            workers: self.workers.or(lower.workers),
+            handoff_capacity: self.handoff_capacity.or(lower.handoff_capacity),
+            max_connections: self.max_connections.or(lower.max_connections),
+            backlog: self.backlog.or(lower.backlog),
+            buffer_size: self.buffer_size.or(lower.buffer_size),
+            nodelay: self.nodelay.or(lower.nodelay),
+            append_newline: self.append_newline.or(lower.append_newline),
+            idle_timeout: self.idle_timeout.or(lower.idle_timeout),
+            shutdown_timeout: self.shutdown_timeout.or(lower.shutdown_timeout),
+            log_format: self.log_format.or(lower.log_format),
+        }
+    }
+
+    /// Merges the flags and environment (self) over the file named by
+    /// `--config`, if any, fills in defaults and validates the result.
+    pub fn resolve(self) -> Result<ServeConfig, ConfigError> {
+        let merged = match &self.config {
+            Some(path) => {
+                let file = ServeOptions::from_file(path)?;
+                self.or(file)
+            }
+            None => self,
+        };
+        merged.validate()
+    }
+
+    /// Fills in defaults and checks every value against its rule.
+    fn validate(self) -> Result<ServeConfig, ConfigError> {
+        let default_workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let idle_timeout = self.idle_timeout.map_or(DEFAULT_IDLE_TIMEOUT, |d| d.0);
+        let server = ServerConfig {
+            layout: self.layout.unwrap_or_default(),
+            acceptor_threads: in_range(
+                "acceptor-threads",
+                self.acceptor_threads.unwrap_or(DEFAULT_ACCEPTOR_THREADS),
+                1,
+                MAX_THREADS,
+            )?,
+            workers: in_range(
+                "workers",
+                self.workers.unwrap_or(default_workers),
+                1,
+                MAX_THREADS,
+            )?,
+            handoff_capacity: in_range(
+                "handoff-capacity",
+                self.handoff_capacity.unwrap_or(DEFAULT_HANDOFF_CAPACITY),
+                1,
+                MAX_QUEUE,
+            )?,
+            max_connections: in_range(
+                "max-connections",
+                self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+                1,
+                MAX_QUEUE,
+            )?,
+            idle_timeout: Some(idle_timeout).filter(|d| !d.is_zero()),
+            shutdown_timeout: self
+                .shutdown_timeout
+                .map_or(DEFAULT_SHUTDOWN_TIMEOUT, |d| d.0),
+            nodelay: self.nodelay.unwrap_or(true),
+        };
+        let backlog = in_range(
+            "backlog",
+            self.backlog.unwrap_or(DEFAULT_BACKLOG),
+            1,
+            i32::MAX as u32,
+        )?;
+        let echo = EchoConfig {
+            buffer_size: in_range(
+                "buffer-size",
+                self.buffer_size.unwrap_or(DEFAULT_BUFFER_SIZE),
+                1,
+                MAX_BUFFER_SIZE,
+            )?,
+            append_newline: self.append_newline.unwrap_or(false),
+        };
+        Ok(ServeConfig {
+            listen: self.listen.unwrap_or(DEFAULT_LISTEN),
+            backlog,
+            server,
+            echo,
+            log_format: self.log_format.unwrap_or(LogFormat::Text),
+        })
+    }
+}
+
+fn in_range<T>(option: &'static str, value: T, min: T, max: T) -> Result<T, ConfigError>
+where
+    T: PartialOrd + fmt::Display + Copy,
+{
+    if value < min || value > max {
+        return Err(ConfigError::Invalid {
+            option: OptionName(option),
+            rule: format!("must be between {min} and {max}"),
+            value: value.to_string(),
+        });
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(text: &str) -> Result<ServeOptions, ConfigError> {
+        let dir = tempfile::tempdir().map_err(|source| ConfigError::Read {
+            path: PathBuf::new(),
+            source,
+        })?;
+        let path = dir.path().join("tandem.toml");
+        std::fs::write(&path, text).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        ServeOptions::from_file(&path)
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let config = ServeOptions::default().resolve().unwrap();
+        assert_eq!(config.listen, DEFAULT_LISTEN);
+        assert_eq!(config.server.layout, Layout::Split);
+        assert_eq!(config.server.handoff_capacity, 4000);
+        assert_eq!(config.server.max_connections, 10_000);
+        assert_eq!(config.server.idle_timeout, Some(Duration::from_secs(300)));
+        assert_eq!(config.server.shutdown_timeout, Duration::from_secs(30));
+        assert!(config.server.nodelay);
+        assert_eq!(config.echo.buffer_size, 4096);
+        assert!(!config.echo.append_newline);
+        assert_eq!(config.backlog, 1024);
+    }
+
+    #[test]
+    fn file_keys_are_the_flag_names_in_snake_case() {
+        let options = file(
+            "listen = \"[::1]:9000\"\nlayout = \"sharded\"\nhandoff_capacity = 7\n\
+             append_newline = true\nidle_timeout = \"250ms\"\nshutdown_timeout = \"1m\"\n",
+        )
+        .unwrap();
+        let config = options.resolve().unwrap();
+        assert_eq!(config.listen, "[::1]:9000".parse().unwrap());
+        assert_eq!(config.server.layout, Layout::Sharded);
+        assert_eq!(config.server.handoff_capacity, 7);
+        assert!(config.echo.append_newline);
+        assert_eq!(config.server.idle_timeout, Some(Duration::from_millis(250)));
+        assert_eq!(config.server.shutdown_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn unknown_file_key_is_an_error_that_names_it() {
+        let err = file("handoff_capacty = 7\n").unwrap_err().to_string();
+        assert!(err.contains("handoff_capacty"), "{err}");
+    }
+
+    #[test]
+    fn zero_idle_timeout_disables_it() {
+        let options = ServeOptions {
+            idle_timeout: Some("0s".parse().unwrap()),
+            ..Default::default()
+        };
+        assert_eq!(options.resolve().unwrap().server.idle_timeout, None);
+    }
+
+    #[test]
+    fn zero_handoff_capacity_names_flag_key_and_env() {
+        let options = ServeOptions {
+            handoff_capacity: Some(0),
+            ..Default::default()
+        };
+        let err = options.resolve().unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "invalid --handoff-capacity (key `handoff_capacity`, TANDEM_HANDOFF_CAPACITY): \
+             must be between 1 and 10000000, got 0"
+        );
+    }
+
+    #[test]
+    fn higher_layer_wins_field_by_field() {
+        let high = ServeOptions {
+            workers: Some(3),
+            ..Default::default()
+        };
+        let low = ServeOptions {
+            workers: Some(5),
+            buffer_size: Some(100),
+            ..Default::default()
+        };
+        let merged = high.or(low);
+        assert_eq!(merged.workers, Some(3));
+        assert_eq!(merged.buffer_size, Some(100));
+    }
+
+    #[test]
+    fn bad_duration_in_file_says_how_to_write_one() {
+        let err = file("idle_timeout = \"soon\"\n").unwrap_err().to_string();
+        assert!(err.contains("invalid duration \"soon\""), "{err}");
+    }
+}

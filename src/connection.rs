@@ -1,0 +1,171 @@
+//! One accepted connection as a handler sees it: the socket, already
+//! registered with the reactor of the runtime that serves it, plus the two
+//! things that may end it from outside, the idle timeout and the shutdown
+//! cut.
+//!
+//! Both are watched without work per message. The idle timer is armed once
+//! and only re-armed when it fires early (activity merely records an
+//! instant), and the cut is a `watch` channel whose waiters are spread over
+//! several locks, so thousands of connections waiting on it do not contend.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::{Instant, Sleep};
+
+/// What [`Connection::ready`] woke up for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// The socket has data, an end-of-file or an error to read.
+    Readable,
+    /// Nothing happened for the idle timeout.
+    IdleTimeout,
+    /// The server is shutting down and the shutdown timeout has passed: write
+    /// back what is owed, then close.
+    Shutdown,
+}
+
+/// An accepted connection and the limits it is served under.
+#[derive(Debug)]
+pub struct Connection {
+    stream: TcpStream,
+    peer: SocketAddr,
+    idle: Option<IdleTimer>,
+    cut: watch::Receiver<bool>,
+    cut_seen: bool,
+}
+
+#[derive(Debug)]
+struct IdleTimer {
+    timeout: Duration,
+    last_activity: Instant,
+    // Boxed so that the connection can move; allocated once per connection.
+    sleep: Pin<Box<Sleep>>,
+}
+
+impl IdleTimer {
+    fn new(timeout: Duration) -> Self {
+        let now = Instant::now();
+        IdleTimer {
+            timeout,
+            last_activity: now,
+            sleep: Box::pin(tokio::time::sleep_until(now + timeout)),
+        }
+    }
+
+    /// Completes once a whole timeout has passed without activity.
+    async fn expired(&mut self) {
+        loop {
+            self.sleep.as_mut().await;
+            let deadline = self.last_activity + self.timeout;
+            if Instant::now() >= deadline {
+                return;
+            }
+            // There was activity since the timer was armed: re-arm it for the
+            // new deadline. This is the only place the timer wheel is touched
+            // after the first arming.
+            self.sleep.as_mut().reset(deadline);
+        }
+    }
+}
+
+impl Connection {
+    /// Wraps a socket registered with the current runtime. Must be called
+    /// from inside that runtime (the idle timer registers with it too).
+    pub(crate) fn new(
+        stream: TcpStream,
+        peer: SocketAddr,
+        idle_timeout: Option<Duration>,
+        cut: watch::Receiver<bool>,
+    ) -> Self {
+        Connection {
+            stream,
+            peer,
+            idle: idle_timeout.map(IdleTimer::new),
+            cut,
+            cut_seen: false,
+        }
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The socket, for `try_read` and `try_write`.
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// The socket, for the `AsyncRead`/`AsyncWrite` helpers.
+    pub fn stream_mut(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+
+    /// Records progress, so that the idle timeout counts from now.
+    pub fn touch(&mut self) {
+        if let Some(idle) = &mut self.idle {
+            idle.last_activity = Instant::now();
+        }
+    }
+
+    /// Waits until the socket is readable, the idle timeout has passed, or
+    /// the server cuts the connection at the end of a shutdown. Holds no data
+    /// buffer while it waits.
+    pub async fn ready(&mut self) -> io::Result<Event> {
+        if self.cut_seen {
+            return Ok(Event::Shutdown);
+        }
+        let idle = self.idle.as_mut();
+        let has_idle = idle.is_some();
+        tokio::select! {
+            // Data first: a connection with bytes to echo is served before
+            // its timers are looked at.
+            biased;
+            readable = self.stream.readable() => {
+                readable?;
+                Ok(Event::Readable)
+            }
+            // An error means the sender is gone, which only happens when the
+            // server itself is being torn down: treat it as the cut.
+            _ = self.cut.changed() => {
+                self.cut_seen = true;
+                Ok(Event::Shutdown)
+            }
+            () = async { if let Some(idle) = idle { idle.expired().await } }, if has_idle => {
+                Ok(Event::IdleTimeout)
+            }
+        }
+    }
+
+    /// Writes all of `buf`. The common case, a socket with room in its send
+    /// buffer, costs no timer; a peer that stops reading is given the idle
+    /// timeout to make room, then the write fails with `TimedOut`.
+    pub async fn write_all(&mut self, mut buf: &[u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            match self.stream.try_write(buf) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => buf = &buf[n..],
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) => return Err(err),
+            }
+        }
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let write = tokio::io::AsyncWriteExt::write_all(&mut self.stream, buf);
+        match self.idle.as_ref().map(|idle| idle.timeout) {
+            Some(timeout) => tokio::time::timeout(timeout, write).await.map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "peer did not read its echo within the idle timeout",
+                )
+            })?,
+            None => write.await,
+        }
+    }
+}

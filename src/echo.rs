@@ -1,0 +1,90 @@
+//! The echo protocol (RFC 862), and the seed's newline variant done right.
+//!
+//! Every byte read is written back, in order, before the next read; a
+//! half-close from the client is answered with everything owed and then a
+//! FIN. The connection borrows a buffer only between a readable socket and
+//! the end of the write, so an idle connection holds none, and a client that
+//! sends without reading stalls on the write, which stops the reads and lets
+//! TCP push back on it.
+
+use std::io;
+
+use tokio::io::AsyncWriteExt;
+
+use crate::buffer::Buffer;
+use crate::connection::{Connection, Event};
+use crate::handler::{Close, Handler};
+
+/// How the echo handler behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EchoConfig {
+    /// Largest chunk read, and so echoed, at once.
+    pub buffer_size: usize,
+    /// Write a `\n` after each chunk read (the seed's behaviour).
+    pub append_newline: bool,
+}
+
+impl Default for EchoConfig {
+    fn default() -> Self {
+        EchoConfig {
+            buffer_size: crate::config::DEFAULT_BUFFER_SIZE,
+            append_newline: false,
+        }
+    }
+}
+
+/// The echo handler.
+#[derive(Debug, Clone)]
+pub struct Echo {
+    config: EchoConfig,
+}
+
+impl Echo {
+    /// An echo handler with the given behaviour.
+    pub fn new(config: EchoConfig) -> Self {
+        Echo { config }
+    }
+
+    /// Bytes lent per chunk: room for the newline after a full read, which
+    /// is exactly where the seed's code wrote past its data.
+    fn lease_len(&self) -> usize {
+        self.config.buffer_size + usize::from(self.config.append_newline)
+    }
+}
+
+impl Handler for Echo {
+    async fn serve(&self, conn: &mut Connection) -> io::Result<Close> {
+        loop {
+            match conn.ready().await? {
+                Event::Readable => {}
+                Event::IdleTimeout => return Ok(Close::IdleTimeout),
+                // Everything read so far has been written back (the write
+                // finishes before the next read), so all that is owed is the
+                // FIN.
+                Event::Shutdown => {
+                    conn.stream_mut().shutdown().await?;
+                    return Ok(Close::Shutdown);
+                }
+            }
+            let mut buf = Buffer::lease(self.lease_len());
+            let read = match conn.stream().try_read(&mut buf[..self.config.buffer_size]) {
+                Ok(0) => {
+                    conn.stream_mut().shutdown().await?;
+                    return Ok(Close::Eof);
+                }
+                Ok(read) => read,
+                // Readiness was stale; the lease goes back before waiting.
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(err) => return Err(err),
+            };
+            let len = if self.config.append_newline {
+                buf[read] = b'\n';
+                read + 1
+            } else {
+                read
+            };
+            conn.write_all(&buf[..len]).await?;
+            conn.touch();
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! tandem: a TCP echo server built on the split-runtime pattern, made
+//! correct, fast and operable, and a library that makes the pattern reusable
+//! for any connection handler.
+//!
+//! # Layout of the crate
+//!
+//! - [`server`]: the machinery, generic over a [`Handler`]: listener,
+//!   acceptor, hand-off queue, runtime layouts, connection limits and the
+//!   graceful-shutdown sequence. [`Server::run`] is the entry point.
+//! - [`handler`]: the [`Handler`] trait a protocol implements, and [`Close`].
+//! - [`connection`]: [`Connection`], what a handler is given: the socket,
+//!   registered with the runtime that serves it, with its idle timeout and
+//!   the shutdown cut.
+//! - [`buffer`]: [`Buffer`], data buffers lent per chunk so that idle
+//!   connections hold none and the hot path does not allocate.
+//! - [`echo`]: the echo handler (RFC 862, plus `--append-newline`).
+//! - [`config`]: the options of `tandem serve` from flags, environment and a
+//!   TOML file, merged and validated.
+//!
+//! The `tandem` binary (`src/main.rs`) only parses the command line, sets up
+//! logging and signals, binds, and calls [`Server::run`].
+//!
+//! # The data path
+//!
+//! ```text
+//!  clients ──► listen backlog ──► acceptor runtime ──► hand-off queue ──► worker runtime
+//!              (kernel,            reserves a permit    bounded; carries    registers the
+//!               --backlog)         and a slot, then     std TcpStream +     socket, runs
+//!                                  accepts              accept instant      the handler
+//! ```
+
+pub mod buffer;
+pub mod config;
+pub mod connection;
+pub mod echo;
+pub mod handler;
+pub mod server;
+
+pub use buffer::Buffer;
+pub use connection::{Connection, Event};
+pub use echo::{Echo, EchoConfig};
+pub use handler::{Close, Handler};
+pub use server::{Layout, Server, ServerConfig, ServerError, ShutdownReport};

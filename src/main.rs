@@ -1,0 +1,149 @@
+//! The `tandem` binary: parses the command line, sets up logging and
+//! signals, binds, and hands over to the library.
+//!
+//! Exit codes: 0 after a clean shutdown, 2 for an invalid configuration,
+//! 1 for a failure at run time, 128 + the signal number when a second signal
+//! cuts a graceful shutdown short.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use tandem::config::{LogFormat, ServeConfig, ServeOptions};
+use tandem::{Echo, Server};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::LevelFilter;
+
+/// A TCP echo server built on split Tokio runtimes.
+#[derive(Debug, Parser)]
+#[command(name = "tandem", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the echo server.
+    Serve(ServeOptions),
+}
+
+fn main() -> ExitCode {
+    // clap exits with status 2 on its own for malformed flags.
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(options) => serve(options),
+    }
+}
+
+fn serve(options: ServeOptions) -> ExitCode {
+    let config = match options.resolve() {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("tandem: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(config.log_format);
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            error!("{err:#}");
+            eprintln!("tandem: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::builder()
+        .with_default_directive(LevelFilter::INFO.into())
+        .from_env_lossy();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn run(config: ServeConfig) -> anyhow::Result<()> {
+    let listener = tandem::server::bind(config.listen, config.backlog)?;
+    let addr = listener
+        .local_addr()
+        .context("cannot read the bound address")?;
+    // The first line on stdout, the contract scripts rely on to learn the port.
+    let mut stdout = std::io::stdout();
+    if let Err(err) = writeln!(stdout, "listening on {addr}").and_then(|()| stdout.flush()) {
+        warn!(cause = %err, "cannot write to stdout");
+    }
+    let server = &config.server;
+    info!(
+        listen = %addr,
+        layout = %server.layout,
+        acceptor_threads = server.acceptor_threads,
+        workers = server.workers,
+        handoff_capacity = server.handoff_capacity,
+        max_connections = server.max_connections,
+        backlog = config.backlog,
+        buffer_size = config.echo.buffer_size,
+        nodelay = server.nodelay,
+        append_newline = config.echo.append_newline,
+        idle_timeout = %server.idle_timeout.map_or("off".to_owned(), |d| humantime::format_duration(d).to_string()),
+        shutdown_timeout = %humantime::format_duration(server.shutdown_timeout),
+        "tandem serve starting"
+    );
+
+    let shutdown = watch_signals()?;
+    let report = Server::new(config.server)
+        .run(listener, Echo::new(config.echo), shutdown.cancelled_owned())?;
+    info!(
+        live = report.live,
+        drained = report.drained,
+        cut = report.cut,
+        "shutdown complete"
+    );
+    Ok(())
+}
+
+/// Cancels the returned token on the first SIGTERM or SIGINT; exits the
+/// process at once on the second.
+fn watch_signals() -> anyhow::Result<CancellationToken> {
+    let mut signals =
+        Signals::new([SIGTERM, SIGINT]).context("cannot install SIGTERM/SIGINT handlers")?;
+    let token = CancellationToken::new();
+    let shutdown = token.clone();
+    std::thread::Builder::new()
+        .name("tandem-signals".to_owned())
+        .spawn(move || {
+            let mut received = signals.forever();
+            if let Some(signal) = received.next() {
+                info!(signal = signal_name(signal), "shutting down gracefully");
+                shutdown.cancel();
+            }
+            if let Some(signal) = received.next() {
+                warn!(
+                    signal = signal_name(signal),
+                    "second signal; exiting without waiting for connections"
+                );
+                std::process::exit(128 + signal);
+            }
+        })
+        .context("cannot start the signal thread")?;
+    Ok(token)
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        SIGTERM => "SIGTERM",
+        SIGINT => "SIGINT",
+        _ => "signal",
+    }
+}

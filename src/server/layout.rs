@@ -1,0 +1,234 @@
+//! The three runtime layouts, and the runtimes each one starts.
+//!
+//! - `split`: an acceptor runtime (`--acceptor-threads`) hands connections
+//!   through one bounded queue to a multi-thread worker runtime.
+//! - `single`: one multi-thread runtime accepts and serves: the baseline.
+//! - `sharded`: the acceptor runtime deals connections, through one queue
+//!   each, to single-thread runtimes, each connection to the shard serving
+//!   the fewest.
+//!
+//! This module builds and starts them; [`super::Server::run`] stops them, the
+//! acceptor first and the serving runtimes last.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use clap::ValueEnum;
+use serde::Deserialize;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::runtime::{Builder, Runtime};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use super::acceptor::Acceptor;
+use super::handoff::{Dispatch, ShardQueue};
+use super::worker::{Serving, receive_handoffs};
+use super::{ServerConfig, ServerError};
+use crate::handler::Handler;
+
+/// How long a stopping runtime waits for its blocking threads.
+const RUNTIME_STOP_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How accepting and serving are spread over runtimes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// Acceptor runtime -> bounded hand-off queue -> multi-thread worker runtime.
+    #[default]
+    Split,
+    /// One multi-thread runtime accepts and serves.
+    Single,
+    /// Acceptor runtime -> one queue per shard -> single-thread runtimes.
+    Sharded,
+}
+
+/// The runtimes of a started server.
+pub(crate) struct Started {
+    /// Runs the acceptor tasks; `None` in `single`, where they share the
+    /// worker runtime.
+    acceptor: Option<Runtime>,
+    /// Serves connections in `split` and `single`.
+    workers: Option<Runtime>,
+    /// One thread per shard, each running its own runtime until `shards_stop`.
+    shards: Vec<JoinHandle<()>>,
+    shards_stop: CancellationToken,
+    /// The accept tasks; they end when `accept_stop` is cancelled.
+    accept_tasks: JoinSet<()>,
+    accept_stop: CancellationToken,
+}
+
+fn multi_thread(name: &str, threads: usize) -> Result<Runtime, ServerError> {
+    Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .map_err(|source| ServerError::Runtime {
+            role: name.to_owned(),
+            source,
+        })
+}
+
+/// Builds the runtimes of `config.layout` and starts accepting.
+pub(crate) fn start<H: Handler>(
+    config: &ServerConfig,
+    listener: TcpListener,
+    serving: Arc<Serving<H>>,
+    limit: Arc<Semaphore>,
+) -> Result<Started, ServerError> {
+    let accept_stop = CancellationToken::new();
+    let shards_stop = CancellationToken::new();
+    let (acceptor, workers, shards, dispatch, acceptor_tasks) = match config.layout {
+        Layout::Single => {
+            let workers = multi_thread("tandem-worker", config.workers)?;
+            (None, Some(workers), Vec::new(), Dispatch::Spawn(serving.clone()), 1)
+        }
+        Layout::Split => {
+            let acceptor = multi_thread("tandem-accept", config.acceptor_threads)?;
+            let workers = multi_thread("tandem-worker", config.workers)?;
+            let (sender, queue) = mpsc::channel(config.handoff_capacity);
+            serving
+                .tracker
+                .spawn_on(receive_handoffs(queue, serving.clone()), workers.handle());
+            let tasks = config.acceptor_threads;
+            (Some(acceptor), Some(workers), Vec::new(), Dispatch::Queue(sender), tasks)
+        }
+        Layout::Sharded => {
+            let acceptor = multi_thread("tandem-accept", config.acceptor_threads)?;
+            // The hand-off capacity is shared out: the total stays what the
+            // flag says.
+            let per_shard = config.handoff_capacity.div_ceil(config.workers).max(1);
+            let mut queues = Vec::with_capacity(config.workers);
+            let mut threads = Vec::with_capacity(config.workers);
+            for index in 0..config.workers {
+                let name = format!("tandem-shard-{index}");
+                let runtime = Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|source| ServerError::Runtime {
+                        role: name.clone(),
+                        source,
+                    })?;
+                let (sender, queue) = mpsc::channel(per_shard);
+                serving
+                    .tracker
+                    .spawn_on(receive_handoffs(queue, serving.clone()), runtime.handle());
+                let stop = shards_stop.clone();
+                let thread = std::thread::Builder::new()
+                    .name(name.clone())
+                    .spawn(move || {
+                        // A current-thread runtime runs its tasks only inside
+                        // block_on; this thread lends itself until stopped.
+                        runtime.block_on(stop.cancelled_owned());
+                        runtime.shutdown_timeout(RUNTIME_STOP_TIMEOUT);
+                    })
+                    .map_err(|source| ServerError::Runtime { role: name, source })?;
+                threads.push(thread);
+                queues.push(ShardQueue {
+                    sender,
+                    load: Default::default(),
+                });
+            }
+            let tasks = config.acceptor_threads;
+            (Some(acceptor), None, threads, Dispatch::Shards(queues), tasks)
+        }
+    };
+
+    let accept_runtime = acceptor.as_ref().or(workers.as_ref()).ok_or_else(|| {
+        ServerError::Runtime {
+            role: "tandem-accept".to_owned(),
+            source: std::io::Error::other("layout has no runtime to accept on"),
+        }
+    })?;
+    let listener = {
+        // AsyncFd registers with the reactor of the runtime entered here.
+        let _entered = accept_runtime.enter();
+        // SAFETY: the std listener owns its descriptor, and the AsyncFd owns
+        // the listener until it is dropped, so the descriptor stays open and
+        // the same for the AsyncFd's whole life.
+        unsafe { AsyncFd::register_with_interest(listener, Interest::READABLE) }.map_err(
+            |err| ServerError::Runtime {
+                role: "tandem-accept".to_owned(),
+                source: err.into(),
+            },
+        )?
+    };
+    let listener = Arc::new(listener);
+    let dispatch = Arc::new(dispatch);
+    let mut accept_tasks = JoinSet::new();
+    for _ in 0..acceptor_tasks {
+        let acceptor = Acceptor {
+            listener: listener.clone(),
+            limit: limit.clone(),
+            active: serving.active.clone(),
+            dispatch: dispatch.clone(),
+            stop: accept_stop.clone(),
+        };
+        accept_tasks.spawn_on(acceptor.run(), accept_runtime.handle());
+    }
+
+    Ok(Started {
+        acceptor,
+        workers,
+        shards,
+        shards_stop,
+        accept_tasks,
+        accept_stop,
+    })
+}
+
+impl Started {
+    /// Completes if every accept task has ended, which without a stop means
+    /// one failed.
+    pub(crate) async fn acceptors_ended(&mut self) {
+        while let Some(ended) = self.accept_tasks.join_next().await {
+            if let Err(err) = ended {
+                warn!(cause = %err, "an accept task failed");
+            }
+        }
+    }
+
+    /// Stops accepting: the accept tasks end, closing the listener (new
+    /// connects are refused from here on), and the acceptor runtime is shut
+    /// down. Connections already accepted stay with the serving runtimes.
+    pub(crate) async fn stop_accepting(&mut self) {
+        self.accept_stop.cancel();
+        self.acceptors_ended().await;
+    }
+
+    /// Shuts the acceptor runtime down. Must not be called from async code.
+    pub(crate) fn shut_down_acceptor(&mut self) {
+        if let Some(acceptor) = self.acceptor.take() {
+            acceptor.shutdown_timeout(RUNTIME_STOP_TIMEOUT);
+        }
+    }
+
+    /// Shuts the serving runtimes down, dropping any task still running.
+    /// Must not be called from async code.
+    pub(crate) fn shut_down_serving(mut self) {
+        if let Some(workers) = self.workers.take() {
+            workers.shutdown_timeout(RUNTIME_STOP_TIMEOUT);
+        }
+        self.shards_stop.cancel();
+        for shard in self.shards.drain(..) {
+            if shard.join().is_err() {
+                warn!("a shard thread panicked");
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Layout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Layout::Split => "split",
+            Layout::Single => "single",
+            Layout::Sharded => "sharded",
+        })
+    }
+}

@@ -1,0 +1,30 @@
+//! The listening socket, built with socket2 so that the backlog, address
+//! reuse and the IPv6-only flag are set explicitly rather than left to
+//! whatever `std` chooses.
+
+use std::net::{SocketAddr, TcpListener};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use super::ServerError;
+
+/// Binds a non-blocking listener on `addr` with a listen backlog of
+/// `backlog` (the kernel caps it at `net.core.somaxconn`).
+///
+/// `SO_REUSEADDR` lets a restarted server bind while old connections sit in
+/// TIME_WAIT; an IPv6 address listens for IPv6 only, so that `[::]:8000` and
+/// `0.0.0.0:8000` can be served by two processes, as with most servers.
+pub fn bind(addr: SocketAddr, backlog: u32) -> Result<TcpListener, ServerError> {
+    let listen_error = |source| ServerError::Listen { addr, source };
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+        .map_err(listen_error)?;
+    socket.set_reuse_address(true).map_err(listen_error)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true).map_err(listen_error)?;
+    }
+    socket.bind(&addr.into()).map_err(listen_error)?;
+    let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
+    socket.listen(backlog).map_err(listen_error)?;
+    socket.set_nonblocking(true).map_err(listen_error)?;
+    Ok(socket.into())
+}

@@ -1,0 +1,242 @@
+//! The server machinery, generic over the [`Handler`] it runs.
+//!
+//! One file per concept, in the order a connection meets them:
+//! - [`listener`]: the listening socket (backlog, address family);
+//! - `limits`: `--max-connections` reconciled with RLIMIT_NOFILE;
+//! - `acceptor`: the accept loop, its backpressure and its error policy;
+//! - `handoff`: what crosses from the acceptor to the serving runtime;
+//! - `layout`: the runtimes of `split`, `single` and `sharded`;
+//! - `worker`: the connection task on the serving side.
+//!
+//! [`Server::run`] ties them together and owns the shutdown sequence
+//! (invariant 8): stop accepting and shut the acceptor runtime down, serve
+//! live connections until they close or the shutdown timeout passes, cut the
+//! rest, then shut the serving runtimes down.
+
+mod acceptor;
+mod handoff;
+mod layout;
+mod limits;
+pub mod listener;
+mod worker;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::sync::{Semaphore, watch};
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+pub use self::layout::Layout;
+pub use self::listener::bind;
+use self::worker::Serving;
+use crate::handler::Handler;
+
+/// After the cut, how long connections get to write back what they have
+/// read and close before their runtime is shut down under them. A peer that
+/// does not read at all is what this bounds.
+const CUT_GRACE: Duration = Duration::from_secs(2);
+
+/// How the server runs. [`Default`] gives the documented defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Runtime layout. Default: `split`.
+    pub layout: Layout,
+    /// Threads of the acceptor runtime, and accept tasks (`split`,
+    /// `sharded`). Default: 1.
+    pub acceptor_threads: usize,
+    /// Worker threads (`split`, `single`) or shards (`sharded`).
+    /// Default: available parallelism.
+    pub workers: usize,
+    /// Capacity of the hand-off queue (shared out among shards in
+    /// `sharded`). Default: 4000.
+    pub handoff_capacity: usize,
+    /// Connections served at once, lowered to fit RLIMIT_NOFILE.
+    /// Default: 10000.
+    pub max_connections: usize,
+    /// Close connections silent for this long; `None` never does.
+    /// Default: 300 s.
+    pub idle_timeout: Option<Duration>,
+    /// How long live connections are served after shutdown begins.
+    /// Default: 30 s.
+    pub shutdown_timeout: Duration,
+    /// Set TCP_NODELAY on accepted sockets. Default: true.
+    pub nodelay: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            layout: Layout::default(),
+            acceptor_threads: crate::config::DEFAULT_ACCEPTOR_THREADS,
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            handoff_capacity: crate::config::DEFAULT_HANDOFF_CAPACITY,
+            max_connections: crate::config::DEFAULT_MAX_CONNECTIONS,
+            idle_timeout: Some(crate::config::DEFAULT_IDLE_TIMEOUT),
+            shutdown_timeout: crate::config::DEFAULT_SHUTDOWN_TIMEOUT,
+            nodelay: true,
+        }
+    }
+}
+
+/// Why the server could not start or run.
+#[derive(Debug, Error)]
+pub enum ServerError {
+    /// Binding or listening failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The OS reason.
+        source: io::Error,
+    },
+    /// A runtime or one of its threads could not be started.
+    #[error("cannot start the {role} runtime: {source}")]
+    Runtime {
+        /// The runtime's role (its thread name).
+        role: String,
+        /// The OS reason.
+        source: io::Error,
+    },
+    /// [`Server::run`] blocks its thread and starts runtimes of its own, so it
+    /// cannot be called from inside a tokio runtime.
+    #[error("Server::run must be called outside any tokio runtime")]
+    InsideRuntime,
+    /// Every accept task ended without being asked to.
+    #[error("the acceptor stopped unexpectedly; see the log for the cause")]
+    AcceptorFailed,
+}
+
+/// How a shutdown went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Connections live (served or queued) when accepting stopped.
+    pub live: usize,
+    /// Of those, connections that closed before the shutdown timeout.
+    pub drained: usize,
+    /// Of those, connections still open at the timeout and closed by the
+    /// server after writing back what they had read.
+    pub cut: usize,
+}
+
+/// A server: the layout's runtimes, the limits and the shutdown sequence
+/// around a [`Handler`].
+#[derive(Debug, Clone)]
+pub struct Server {
+    config: ServerConfig,
+}
+
+impl Server {
+    /// A server with the given configuration.
+    pub fn new(config: ServerConfig) -> Self {
+        Server { config }
+    }
+
+    /// Serves `listener` (from [`bind`]) with `handler` until `shutdown`
+    /// completes, then shuts down gracefully and reports how it went.
+    ///
+    /// Blocks the calling thread, which must not be inside a tokio runtime:
+    /// the layout's runtimes run on threads of their own, and the calling
+    /// thread only waits. `shutdown` is polled on a small current-thread
+    /// runtime, so it may use tokio's timers, signals and I/O.
+    pub fn run<H: Handler>(
+        self,
+        listener: std::net::TcpListener,
+        handler: H,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<ShutdownReport, ServerError> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(ServerError::InsideRuntime);
+        }
+        let config = self.config;
+        // The caller's thread waits on this runtime; it has no threads of
+        // its own and serves no connection.
+        let control = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|source| ServerError::Runtime {
+                role: "control".to_owned(),
+                source,
+            })?;
+        let (cut, cut_rx) = watch::channel(false);
+        let serving = Arc::new(Serving {
+            handler,
+            idle_timeout: config.idle_timeout,
+            nodelay: config.nodelay,
+            cut: cut_rx,
+            tracker: TaskTracker::new(),
+            active: Arc::new(AtomicUsize::new(0)),
+        });
+        // Fitted before the layout starts, so the runtimes' own descriptors
+        // are inside the headroom.
+        let max_connections = limits::fit_connection_limit(config.max_connections);
+        let limit = Arc::new(Semaphore::new(max_connections));
+        let mut started = layout::start(&config, listener, serving.clone(), limit)?;
+
+        let acceptor_failed = control.block_on(async {
+            tokio::select! {
+                () = shutdown => false,
+                () = started.acceptors_ended() => true,
+            }
+        });
+        if acceptor_failed {
+            warn!("every accept task has ended; shutting down");
+        }
+
+        // Invariant 8, in order: the acceptor first...
+        control.block_on(started.stop_accepting());
+        started.shut_down_acceptor();
+        let live = worker::active(&serving);
+        info!(
+            live,
+            timeout = %humantime::format_duration(config.shutdown_timeout),
+            "stopped accepting and shut the acceptor runtime down; draining live connections"
+        );
+
+        // ...then the live connections, for up to the shutdown timeout...
+        serving.tracker.close();
+        let drained_in_time = control
+            .block_on(async {
+                tokio::time::timeout(config.shutdown_timeout, serving.tracker.wait()).await
+            })
+            .is_ok();
+        let mut cut_count = 0;
+        if !drained_in_time {
+            cut_count = worker::active(&serving);
+            info!(
+                connections = cut_count,
+                "shutdown timeout passed; closing the remaining connections"
+            );
+            // Ignored error: no receiver left means no connection left.
+            let _ = cut.send(true);
+            let closed = control
+                .block_on(async {
+                    tokio::time::timeout(CUT_GRACE, serving.tracker.wait()).await
+                })
+                .is_ok();
+            if !closed {
+                warn!(
+                    connections = worker::active(&serving),
+                    "connections still writing after the cut; dropping them"
+                );
+            }
+        }
+
+        // ...and the serving runtimes last.
+        started.shut_down_serving();
+        let report = ShutdownReport {
+            live,
+            drained: live.saturating_sub(cut_count),
+            cut: cut_count,
+        };
+        if acceptor_failed {
+            return Err(ServerError::AcceptorFailed);
+        }
+        Ok(report)
+    }
+}

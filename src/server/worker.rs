@@ -1,0 +1,91 @@
+//! The serving side: what runs on the worker runtime or a shard.
+//!
+//! It owns the connection task: registering the handed-off socket with the
+//! reactor of the runtime it runs on, setting socket options, running the
+//! handler and accounting for how the connection ended. The acceptor never
+//! does any of this; it only accepts and hands over.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio_util::task::TaskTracker;
+use tracing::{debug, trace, warn};
+
+use super::handoff::Accepted;
+use crate::connection::Connection;
+use crate::handler::{Close, Handler};
+
+/// State shared by every connection task of one server.
+pub(crate) struct Serving<H> {
+    pub(crate) handler: H,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) nodelay: bool,
+    /// Flips to `true` when the shutdown timeout has passed.
+    pub(crate) cut: watch::Receiver<bool>,
+    /// Every connection task and hand-off receiver, so that shutdown can
+    /// wait for them wherever they run.
+    pub(crate) tracker: TaskTracker,
+    /// Connections admitted and not yet closed, queued ones included.
+    pub(crate) active: Arc<AtomicUsize>,
+}
+
+/// Takes connections off a hand-off queue and spawns a task for each on the
+/// current runtime, until the acceptor side is gone and the queue is empty.
+pub(crate) async fn receive_handoffs<H: Handler>(
+    mut queue: mpsc::Receiver<Accepted>,
+    serving: Arc<Serving<H>>,
+) {
+    while let Some(accepted) = queue.recv().await {
+        serving
+            .tracker
+            .spawn(serve_connection(serving.clone(), accepted));
+    }
+}
+
+/// Serves one connection on the current runtime, from registration to close.
+pub(crate) async fn serve_connection<H: Handler>(serving: Arc<Serving<H>>, accepted: Accepted) {
+    let Accepted {
+        stream,
+        peer,
+        accepted_at,
+        admission,
+    } = accepted;
+    trace!(%peer, waited_us = accepted_at.elapsed().as_micros(), "connection handed off");
+    // Registering here, not in the acceptor, binds the socket to this
+    // runtime's reactor (invariant 1).
+    let stream = match TcpStream::from_std(stream) {
+        Ok(stream) => stream,
+        Err(err) => {
+            warn!(%peer, cause = %err, "cannot register connection with the serving runtime");
+            return;
+        }
+    };
+    if serving.nodelay {
+        if let Err(err) = stream.set_nodelay(true) {
+            debug!(%peer, cause = %err, "cannot set TCP_NODELAY");
+        }
+    }
+    let mut conn = Connection::new(stream, peer, serving.idle_timeout, serving.cut.clone());
+    let outcome = serving.handler.serve(&mut conn).await;
+    drop(conn);
+    drop(admission);
+    log_close(peer, &outcome);
+}
+
+fn log_close(peer: SocketAddr, outcome: &std::io::Result<Close>) {
+    match outcome {
+        Ok(Close::Eof) => debug!(%peer, "connection closed by peer"),
+        Ok(Close::IdleTimeout) => debug!(%peer, "connection closed after idle timeout"),
+        Ok(Close::Shutdown) => debug!(%peer, "connection cut at shutdown"),
+        Err(err) => debug!(%peer, cause = %err, "connection ended with error"),
+    }
+}
+
+/// Connections admitted and not yet closed.
+pub(crate) fn active(serving: &Serving<impl Handler>) -> usize {
+    serving.active.load(Ordering::Relaxed)
+}
