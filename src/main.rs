@@ -75,6 +75,9 @@ fn init_logging(format: LogFormat) {
 }
 
 fn run(config: ServeConfig) -> anyhow::Result<()> {
+    // Before the `listening on` line: a supervisor may signal as soon as it
+    // reads it, and the default action of SIGTERM skips the graceful path.
+    let shutdown = watch_signals()?;
     let listener = tandem::server::bind(config.listen, config.backlog)?;
     let addr = listener
         .local_addr()
@@ -101,7 +104,6 @@ fn run(config: ServeConfig) -> anyhow::Result<()> {
         "tandem serve starting"
     );
 
-    let shutdown = watch_signals()?;
     let report = Server::new(config.server)
         .run(listener, Echo::new(config.echo), shutdown.cancelled_owned())?;
     info!(

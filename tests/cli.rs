@@ -1,0 +1,1033 @@
+//! Specifies the command line of `tandem serve` as a user meets it: exit
+//! statuses and messages for bad configurations and run-time failures, the
+//! stdout/stderr contract, the precedence of flags > environment > file >
+//! defaults, IPv6 listening and the help text. Every test runs the real binary
+//! over real loopback sockets.
+
+mod common;
+
+use std::io::{BufRead, BufReader, ErrorKind, Read};
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use common::{PATIENCE, TestServer, round_trip, tandem};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::{Map, Value};
+
+/// Every flag of `tandem serve`.
+const SERVE_FLAGS: [&str; 14] = [
+    "--listen",
+    "--layout",
+    "--acceptor-threads",
+    "--workers",
+    "--handoff-capacity",
+    "--max-connections",
+    "--backlog",
+    "--buffer-size",
+    "--nodelay",
+    "--append-newline",
+    "--idle-timeout",
+    "--shutdown-timeout",
+    "--log-format",
+    "--config",
+];
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+/// A `tandem` process started from a test, for the cases the harness's
+/// `TestServer` does not cover: processes expected to exit on their own and
+/// exact checks of the raw stdout. Killed on drop.
+struct Proc {
+    child: Child,
+    stdout: Option<BufReader<ChildStdout>>,
+    stderr: Arc<Mutex<String>>,
+    stderr_reader: Option<JoinHandle<()>>,
+}
+
+/// What a process that exited left behind.
+struct Finished {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Proc {
+    fn spawn(mut command: Command) -> Proc {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tandem");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut pipe = child.stderr.take().expect("stderr piped");
+        let sink = stderr.clone();
+        let stderr_reader = std::thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&chunk[..n]));
+            }
+        });
+        let stdout = BufReader::new(child.stdout.take().expect("stdout piped"));
+        Proc {
+            child,
+            stdout: Some(stdout),
+            stderr,
+            stderr_reader: Some(stderr_reader),
+        }
+    }
+
+    /// The first line of stdout, newline included; empty if the process
+    /// closed stdout (exited) without writing one.
+    fn first_line(&mut self) -> String {
+        let mut line = String::new();
+        self.stdout
+            .as_mut()
+            .expect("stdout not consumed yet")
+            .read_line(&mut line)
+            .expect("read stdout");
+        line
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), signal).expect("send signal");
+    }
+
+    /// Waits for the process to exit (failing the test after `PATIENCE`),
+    /// then collects everything it wrote.
+    fn finish(mut self) -> Finished {
+        let deadline = Instant::now() + PATIENCE;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tandem did not exit; stderr:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stdout = String::new();
+        if let Some(mut pipe) = self.stdout.take() {
+            pipe.read_to_string(&mut stdout).expect("read stdout");
+        }
+        if let Some(reader) = self.stderr_reader.take() {
+            reader.join().expect("stderr reader");
+        }
+        Finished {
+            status,
+            stdout,
+            stderr: self.stderr(),
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `tandem` with `args` (and an otherwise empty environment plus `env`)
+/// to its exit.
+fn run(args: &[&str], env: &[(&str, &str)]) -> Finished {
+    let mut command = tandem();
+    command.args(args).envs(env.iter().copied());
+    Proc::spawn(command).finish()
+}
+
+/// `tandem serve --listen 127.0.0.1:0` with `env` set, plus `args`, started
+/// with the harness.
+fn start_with_env(env: &[(&str, &str)], args: &[&str]) -> TestServer {
+    let mut command = tandem();
+    command
+        .envs(env.iter().copied())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args);
+    TestServer::spawn(command)
+}
+
+/// A TOML config file in a fresh temporary directory.
+struct ConfigFile {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl ConfigFile {
+    fn new(text: &str) -> ConfigFile {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("tandem.toml");
+        std::fs::write(&path, text).expect("write config file");
+        ConfigFile { _dir: dir, path }
+    }
+
+    fn path(&self) -> &str {
+        self.path.to_str().expect("UTF-8 temp path")
+    }
+}
+
+/// Waits for a complete stderr line containing `needle` and returns it.
+fn wait_for_line(server: &TestServer, needle: &str) -> String {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let stderr = server.stderr();
+        // Only lines followed by a newline are complete.
+        let complete = match stderr.rfind('\n') {
+            Some(end) => &stderr[..end],
+            None => "",
+        };
+        if let Some(line) = complete.lines().find(|line| line.contains(needle)) {
+            return line.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no complete line with {needle:?} in stderr:\n{stderr}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The `fields` of the JSON start-up line of a server run with
+/// `--log-format json`.
+fn startup_fields(server: &TestServer) -> Map<String, Value> {
+    let line = wait_for_line(server, "tandem serve starting");
+    let event: Value = serde_json::from_str(&line)
+        .unwrap_or_else(|err| panic!("start-up line is not JSON ({err}): {line}"));
+    let fields = event
+        .get("fields")
+        .and_then(Value::as_object)
+        .unwrap_or_else(|| panic!("start-up line has no `fields` object: {line}"));
+    assert_eq!(
+        fields.get("message").and_then(Value::as_str),
+        Some("tandem serve starting"),
+        "{line}"
+    );
+    fields.clone()
+}
+
+/// Stops `server` and asserts it shut down cleanly.
+fn stop_cleanly(mut server: TestServer) {
+    let status = server.stop();
+    assert!(
+        status.success(),
+        "tandem exited with {status}; stderr:\n{}",
+        server.stderr()
+    );
+    assert!(!server.stderr().contains("panicked"), "{}", server.stderr());
+}
+
+/// Asserts that the server echoes `abc` as `abc\n` (append_newline on).
+fn assert_appends_newline(server: &TestServer) {
+    let mut stream = server.connect();
+    assert_eq!(round_trip(&mut stream, b"abc"), b"abc");
+    let mut newline = [0u8; 1];
+    stream.read_exact(&mut newline).expect("read appended byte");
+    assert_eq!(&newline, b"\n", "expected `abc\\n` back");
+}
+
+/// Asserts that the server echoes exactly what it gets (append_newline off):
+/// had it appended a newline to the first chunk, the second would come back
+/// shifted by one byte.
+fn assert_echoes_verbatim(server: &TestServer) {
+    let mut stream = server.connect();
+    assert_eq!(round_trip(&mut stream, b"abc"), b"abc");
+    assert_eq!(
+        round_trip(&mut stream, b"def"),
+        b"def",
+        "a newline was appended to the first echo"
+    );
+}
+
+/// Binds `[::1]:0` from the test process to learn whether the machine has an
+/// IPv6 loopback at all.
+fn ipv6_loopback_available() -> bool {
+    match TcpListener::bind("[::1]:0") {
+        Ok(_) => true,
+        Err(err)
+            if err.kind() == ErrorKind::AddrNotAvailable
+                || err.raw_os_error() == Some(libc_eafnosupport()) =>
+        {
+            false
+        }
+        Err(err) => panic!("cannot probe for an IPv6 loopback: {err}"),
+    }
+}
+
+/// EAFNOSUPPORT on Linux: the kernel was built or booted without IPv6.
+fn libc_eafnosupport() -> i32 {
+    97
+}
+
+// ---------------------------------------------------------------------------
+// 1. Invalid configurations exit 2 and say what is wrong
+// ---------------------------------------------------------------------------
+
+/// One invalid configuration and what its message must mention.
+struct Invalid {
+    name: &'static str,
+    args: &'static [&'static str],
+    env: &'static [(&'static str, &'static str)],
+    /// Written to a temporary file passed with `--config`.
+    file: Option<&'static str>,
+    /// Substrings of stderr; `{path}` stands for the config file's path.
+    expect: &'static [&'static str],
+}
+
+const INVALID: &[Invalid] = &[
+    Invalid {
+        name: "zero handoff capacity",
+        args: &["--handoff-capacity", "0"],
+        env: &[],
+        file: None,
+        expect: &["--handoff-capacity", "must be between 1 and", "got 0"],
+    },
+    Invalid {
+        name: "zero workers",
+        args: &["--workers", "0"],
+        env: &[],
+        file: None,
+        expect: &["--workers", "must be between 1 and", "got 0"],
+    },
+    Invalid {
+        name: "zero buffer size",
+        args: &["--buffer-size", "0"],
+        env: &[],
+        file: None,
+        expect: &["--buffer-size", "must be between 1 and", "got 0"],
+    },
+    Invalid {
+        name: "zero max connections",
+        args: &["--max-connections", "0"],
+        env: &[],
+        file: None,
+        expect: &["--max-connections", "must be between 1 and", "got 0"],
+    },
+    Invalid {
+        name: "zero backlog",
+        args: &["--backlog", "0"],
+        env: &[],
+        file: None,
+        expect: &["--backlog", "must be between 1 and", "got 0"],
+    },
+    Invalid {
+        name: "zero acceptor threads",
+        args: &["--acceptor-threads", "0"],
+        env: &[],
+        file: None,
+        expect: &["--acceptor-threads", "must be between 1 and", "got 0"],
+    },
+    Invalid {
+        name: "duration that is not one",
+        args: &["--idle-timeout", "soon"],
+        env: &[],
+        file: None,
+        expect: &["--idle-timeout", "'soon'"],
+    },
+    Invalid {
+        name: "unknown layout",
+        args: &["--layout", "diagonal"],
+        env: &[],
+        file: None,
+        expect: &["--layout", "'diagonal'", "split", "single", "sharded"],
+    },
+    Invalid {
+        name: "listen address that is not one",
+        args: &["--listen", "not-an-address"],
+        env: &[],
+        file: None,
+        expect: &["--listen", "'not-an-address'"],
+    },
+    Invalid {
+        name: "unknown log format",
+        args: &["--log-format", "xml"],
+        env: &[],
+        file: None,
+        expect: &["--log-format", "'xml'", "text", "json"],
+    },
+    Invalid {
+        name: "zero workers from the environment",
+        args: &[],
+        env: &[("TANDEM_WORKERS", "0")],
+        file: None,
+        expect: &["TANDEM_WORKERS", "must be between 1 and", "got 0"],
+    },
+    Invalid {
+        name: "non-boolean append-newline from the environment",
+        args: &[],
+        env: &[("TANDEM_APPEND_NEWLINE", "maybe")],
+        file: None,
+        expect: &["--append-newline", "'maybe'"],
+    },
+    Invalid {
+        name: "unknown key in the file",
+        args: &[],
+        env: &[],
+        file: Some("handoff_capacty = 7\n"),
+        expect: &["{path}", "unknown field", "handoff_capacty"],
+    },
+    Invalid {
+        name: "malformed TOML",
+        args: &[],
+        env: &[],
+        file: Some("workers = \n"),
+        expect: &["{path}", "TOML parse error", "line 1"],
+    },
+    Invalid {
+        name: "string where the file needs a number",
+        args: &[],
+        env: &[],
+        file: Some("workers = \"two\"\n"),
+        expect: &["{path}", "workers", "invalid type", "\"two\""],
+    },
+    Invalid {
+        name: "bad duration in the file",
+        args: &[],
+        env: &[],
+        file: Some("idle_timeout = \"soon\"\n"),
+        expect: &["{path}", "idle_timeout", "invalid duration \"soon\""],
+    },
+    Invalid {
+        name: "out-of-range value in the file",
+        args: &[],
+        env: &[],
+        file: Some("buffer_size = 0\n"),
+        expect: &["buffer_size", "must be between 1 and", "got 0"],
+    },
+];
+
+#[test]
+fn invalid_configurations_exit_2_naming_the_option_and_the_problem() {
+    let mut failures = Vec::new();
+    for case in INVALID {
+        let file = case.file.map(ConfigFile::new);
+        let mut args = vec!["serve"];
+        if let Some(file) = &file {
+            args.extend(["--config", file.path()]);
+        }
+        args.extend(case.args);
+        // Should a case be accepted after all, it binds a free port instead of
+        // 8000 and is caught by the exit-status check below.
+        let mut env = vec![("TANDEM_LISTEN", "127.0.0.1:0")];
+        env.extend(case.env);
+        let out = run(&args, &env);
+
+        let mut problems = Vec::new();
+        if out.status.code() != Some(2) {
+            problems.push(format!("exit status {}, want 2", out.status));
+        }
+        if out.stderr.contains("panicked") {
+            problems.push("panicked".to_owned());
+        }
+        if out.stdout.contains("listening on") {
+            problems.push("started listening".to_owned());
+        }
+        for needle in case.expect {
+            let needle = match &file {
+                Some(file) => needle.replace("{path}", file.path()),
+                None => (*needle).to_owned(),
+            };
+            if !out.stderr.contains(&needle) {
+                problems.push(format!("stderr lacks {needle:?}"));
+            }
+        }
+        if !problems.is_empty() {
+            failures.push(format!(
+                "{} ({args:?}, env {:?}): {}\n  stderr: {}",
+                case.name,
+                case.env,
+                problems.join("; "),
+                out.stderr.trim_end()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn missing_config_file_exits_2_naming_the_path_and_the_os_reason() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("absent.toml");
+    let path = path.to_str().expect("UTF-8 temp path");
+
+    let out = run(&["serve", "--listen", "127.0.0.1:0", "--config", path], &[]);
+
+    assert_eq!(out.status.code(), Some(2), "stderr: {}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("cannot read config file {path}")),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("No such file or directory"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    assert!(out.stdout.is_empty(), "stdout: {}", out.stdout);
+}
+
+#[test]
+fn missing_config_file_named_by_tandem_config_exits_2_naming_the_path() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("absent.toml");
+    let path = path.to_str().expect("UTF-8 temp path");
+
+    let out = run(
+        &["serve", "--listen", "127.0.0.1:0"],
+        &[("TANDEM_CONFIG", path)],
+    );
+
+    assert_eq!(out.status.code(), Some(2), "stderr: {}", out.stderr);
+    assert!(out.stderr.contains(path), "{}", out.stderr);
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+}
+
+// ---------------------------------------------------------------------------
+// 2. Run-time failures exit 1 and say what failed and why
+// ---------------------------------------------------------------------------
+
+#[test]
+fn listening_on_an_address_in_use_exits_1_naming_the_address_and_the_os_reason() {
+    let first = TestServer::start(&[]);
+    let addr = first.addr.to_string();
+
+    let second = run(&["serve", "--listen", &addr], &[]);
+
+    assert_eq!(second.status.code(), Some(1), "stderr: {}", second.stderr);
+    assert!(
+        second.stderr.contains(&format!("cannot listen on {addr}")),
+        "{}",
+        second.stderr
+    );
+    assert!(
+        second.stderr.contains("Address already in use"),
+        "{}",
+        second.stderr
+    );
+    assert!(!second.stderr.contains("panicked"), "{}", second.stderr);
+    assert!(
+        !second.stdout.contains("listening on"),
+        "stdout: {}",
+        second.stdout
+    );
+    // The failed attempt leaves the first server untouched.
+    let mut stream = first.connect();
+    assert_eq!(round_trip(&mut stream, b"still here"), b"still here");
+    drop(stream);
+    stop_cleanly(first);
+}
+
+#[test]
+#[ignore = "bug in src/: the OS reason is printed twice, \
+            `Address already in use (os error 98): Address already in use (os error 98)`"]
+fn address_in_use_message_states_the_os_reason_once() {
+    let first = TestServer::start(&[]);
+    let addr = first.addr.to_string();
+
+    let second = run(&["serve", "--listen", &addr], &[]);
+
+    let line = second
+        .stderr
+        .lines()
+        .find(|line| line.starts_with("tandem: cannot listen on"))
+        .unwrap_or_else(|| panic!("no `tandem: cannot listen on` line:\n{}", second.stderr));
+    assert_eq!(line.matches("Address already in use").count(), 1, "{line}");
+    stop_cleanly(first);
+}
+
+// ---------------------------------------------------------------------------
+// 3. Output contract
+// ---------------------------------------------------------------------------
+
+#[test]
+fn first_stdout_line_is_exactly_listening_on_the_bound_address() {
+    let mut command = tandem();
+    command.args(["serve", "--listen", "127.0.0.1:0"]);
+    let mut proc = Proc::spawn(command);
+
+    let line = proc.first_line();
+
+    let addr: SocketAddr = line
+        .strip_prefix("listening on ")
+        .and_then(|rest| rest.strip_suffix('\n'))
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "first stdout line {line:?} is not `listening on <addr>\\n`; stderr:\n{}",
+                proc.stderr()
+            )
+        });
+    assert_eq!(line, format!("listening on {addr}\n"));
+    assert_eq!(addr.ip().to_string(), "127.0.0.1");
+    assert_ne!(
+        addr.port(),
+        0,
+        "printed the requested port, not the bound one"
+    );
+    // The printed port is the one actually serving.
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to printed address");
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream.set_write_timeout(Some(PATIENCE)).unwrap();
+    assert_eq!(round_trip(&mut stream, b"ping"), b"ping");
+    drop(stream);
+
+    proc.signal(Signal::SIGTERM);
+    let out = proc.finish();
+    assert!(
+        out.status.success(),
+        "exit {}; stderr:\n{}",
+        out.status,
+        out.stderr
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "more stdout after the first line: {:?}",
+        out.stdout
+    );
+}
+
+#[test]
+fn json_log_format_writes_only_json_objects_to_stderr() {
+    let server = TestServer::start(&["--log-format", "json"]);
+    let mut stream = server.connect();
+    assert_eq!(round_trip(&mut stream, b"hello"), b"hello");
+    drop(stream);
+    let mut server = server;
+    let status = server.stop();
+    assert!(
+        status.success(),
+        "exit {status}; stderr:\n{}",
+        server.stderr()
+    );
+    server.wait_for_log("shutdown complete");
+
+    let stderr = server.stderr();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(
+        lines.len() >= 2,
+        "expected start-up and shutdown lines:\n{stderr}"
+    );
+    for line in lines {
+        let value: Value = serde_json::from_str(line)
+            .unwrap_or_else(|err| panic!("stderr line is not JSON ({err}): {line:?}"));
+        assert!(
+            value.is_object(),
+            "stderr line is not a JSON object: {line}"
+        );
+    }
+}
+
+#[test]
+fn json_startup_line_states_the_effective_configuration() {
+    let server = TestServer::start(&[
+        "--log-format",
+        "json",
+        "--layout",
+        "sharded",
+        "--workers",
+        "2",
+        "--acceptor-threads",
+        "1",
+        "--handoff-capacity",
+        "17",
+        "--max-connections",
+        "33",
+        "--buffer-size",
+        "512",
+        "--backlog",
+        "64",
+        "--nodelay",
+        "false",
+        "--append-newline",
+        "true",
+        "--idle-timeout",
+        "90s",
+        "--shutdown-timeout",
+        "5s",
+    ]);
+
+    let fields = startup_fields(&server);
+
+    let expected = serde_json::json!({
+        "listen": server.addr.to_string(),
+        "layout": "sharded",
+        "workers": 2,
+        "acceptor_threads": 1,
+        "handoff_capacity": 17,
+        "max_connections": 33,
+        "buffer_size": 512,
+        "backlog": 64,
+        "nodelay": false,
+        "append_newline": true,
+        "idle_timeout": "1m 30s",
+        "shutdown_timeout": "5s",
+    });
+    for (key, want) in expected.as_object().unwrap() {
+        assert_eq!(fields.get(key), Some(want), "field `{key}` of {fields:?}");
+    }
+    stop_cleanly(server);
+}
+
+#[test]
+fn json_startup_line_states_the_defaults_when_nothing_is_set() {
+    let server = TestServer::start(&["--log-format", "json"]);
+
+    let fields = startup_fields(&server);
+
+    let parallelism = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(fields["layout"], "split");
+    assert_eq!(fields["workers"], parallelism);
+    assert_eq!(fields["acceptor_threads"], 1);
+    assert_eq!(fields["handoff_capacity"], 4000);
+    assert_eq!(fields["buffer_size"], 4096);
+    assert_eq!(fields["backlog"], 1024);
+    assert_eq!(fields["nodelay"], true);
+    assert_eq!(fields["append_newline"], false);
+    assert_eq!(fields["idle_timeout"], "5m");
+    assert_eq!(fields["shutdown_timeout"], "30s");
+    stop_cleanly(server);
+}
+
+// ---------------------------------------------------------------------------
+// 4. Precedence: flags > environment > file > defaults
+// ---------------------------------------------------------------------------
+
+#[test]
+fn workers_come_from_flag_over_env_over_file_over_default() {
+    let file = ConfigFile::new("workers = 3\n");
+    let config = file.path();
+    let parallelism = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cases: [(&str, &[(&str, &str)], &[&str], usize); 4] = [
+        ("default", &[], &["--log-format", "json"], parallelism),
+        (
+            "file",
+            &[],
+            &["--log-format", "json", "--config", config],
+            3,
+        ),
+        (
+            "env over file",
+            &[("TANDEM_WORKERS", "2")],
+            &["--log-format", "json", "--config", config],
+            2,
+        ),
+        (
+            "flag over env and file",
+            &[("TANDEM_WORKERS", "2")],
+            &["--log-format", "json", "--config", config, "--workers", "1"],
+            1,
+        ),
+    ];
+    for (name, env, args, want) in cases {
+        let server = start_with_env(env, args);
+        let fields = startup_fields(&server);
+        assert_eq!(fields["workers"], want, "{name}: {fields:?}");
+        // Whatever the worker count, the server serves.
+        let mut stream = server.connect();
+        assert_eq!(round_trip(&mut stream, b"abc"), b"abc", "{name}");
+        drop(stream);
+        stop_cleanly(server);
+    }
+}
+
+#[test]
+fn layout_and_log_format_from_the_environment_override_the_file() {
+    let file = ConfigFile::new("layout = \"sharded\"\nlog_format = \"text\"\n");
+
+    let server = start_with_env(
+        &[("TANDEM_LAYOUT", "single"), ("TANDEM_LOG_FORMAT", "json")],
+        &["--config", file.path()],
+    );
+
+    // The start-up line parses as JSON only if the env's log format won.
+    let fields = startup_fields(&server);
+    assert_eq!(fields["layout"], "single");
+    stop_cleanly(server);
+}
+
+#[test]
+fn append_newline_true_in_the_file_echoes_abc_as_abc_newline() {
+    let file = ConfigFile::new("append_newline = true\n");
+
+    let server = TestServer::start(&["--config", file.path()]);
+
+    assert_appends_newline(&server);
+    stop_cleanly(server);
+}
+
+#[test]
+fn append_newline_false_in_the_environment_overrides_the_file() {
+    let file = ConfigFile::new("append_newline = true\n");
+
+    let server = start_with_env(
+        &[("TANDEM_APPEND_NEWLINE", "false")],
+        &["--config", file.path()],
+    );
+
+    assert_echoes_verbatim(&server);
+    stop_cleanly(server);
+}
+
+#[test]
+fn append_newline_flag_without_a_value_turns_it_on() {
+    let server = TestServer::start(&["--append-newline"]);
+
+    assert_appends_newline(&server);
+    stop_cleanly(server);
+}
+
+#[test]
+fn append_newline_flag_set_to_false_overrides_the_environment_and_the_file() {
+    let file = ConfigFile::new("append_newline = true\n");
+
+    let server = start_with_env(
+        &[("TANDEM_APPEND_NEWLINE", "true")],
+        &["--config", file.path(), "--append-newline", "false"],
+    );
+
+    assert_echoes_verbatim(&server);
+    stop_cleanly(server);
+}
+
+#[test]
+fn echo_is_verbatim_by_default() {
+    let server = TestServer::start(&[]);
+
+    assert_echoes_verbatim(&server);
+    stop_cleanly(server);
+}
+
+#[test]
+fn config_file_can_be_named_by_tandem_config() {
+    let file = ConfigFile::new("append_newline = true\n");
+
+    let server = start_with_env(&[("TANDEM_CONFIG", file.path())], &[]);
+
+    assert_appends_newline(&server);
+    stop_cleanly(server);
+}
+
+#[test]
+fn config_flag_wins_over_tandem_config() {
+    let env_file = ConfigFile::new("append_newline = true\n");
+    let flag_file = ConfigFile::new("append_newline = false\n");
+
+    let server = start_with_env(
+        &[("TANDEM_CONFIG", env_file.path())],
+        &["--config", flag_file.path()],
+    );
+
+    assert_echoes_verbatim(&server);
+    stop_cleanly(server);
+}
+
+#[test]
+fn human_idle_timeout_in_the_file_closes_a_silent_connection_after_it() {
+    let file = ConfigFile::new("idle_timeout = \"250ms\"\n");
+    let server = TestServer::start(&["--log-format", "json", "--config", file.path()]);
+    assert_eq!(startup_fields(&server)["idle_timeout"], "250ms");
+    let mut stream = server.connect();
+    assert_eq!(round_trip(&mut stream, b"abc"), b"abc");
+    let silent_since = Instant::now();
+
+    // The read times out after PATIENCE if the server never closes.
+    let mut rest = [0u8; 16];
+    let outcome = stream.read(&mut rest);
+
+    match outcome {
+        Ok(0) => {}
+        Err(err) if err.kind() == ErrorKind::ConnectionReset => {}
+        other => panic!("expected the server to close the idle connection, got {other:?}"),
+    }
+    assert!(
+        silent_since.elapsed() >= Duration::from_millis(250),
+        "closed after {:?}, before the idle timeout",
+        silent_since.elapsed()
+    );
+    stop_cleanly(server);
+}
+
+// ---------------------------------------------------------------------------
+// 5. IPv6
+// ---------------------------------------------------------------------------
+
+#[test]
+fn listens_and_echoes_on_the_ipv6_loopback() {
+    if !ipv6_loopback_available() {
+        eprintln!("skipping: this machine has no IPv6 loopback ([::1] cannot be bound)");
+        return;
+    }
+    let mut command = tandem();
+    command.args(["serve", "--listen", "[::1]:0"]);
+    let mut proc = Proc::spawn(command);
+
+    let line = proc.first_line();
+
+    let port: u16 = line
+        .strip_prefix("listening on [::1]:")
+        .and_then(|rest| rest.strip_suffix('\n'))
+        .and_then(|port| port.parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "first stdout line {line:?} is not `listening on [::1]:<port>`; stderr:\n{}",
+                proc.stderr()
+            )
+        });
+    assert_ne!(port, 0);
+    let addr = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect over IPv6");
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream.set_write_timeout(Some(PATIENCE)).unwrap();
+    assert_eq!(round_trip(&mut stream, b"over six"), b"over six");
+    drop(stream);
+
+    proc.signal(Signal::SIGTERM);
+    let out = proc.finish();
+    assert!(
+        out.status.success(),
+        "exit {}; stderr:\n{}",
+        out.status,
+        out.stderr
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 6. Help
+// ---------------------------------------------------------------------------
+
+#[test]
+fn top_level_help_exits_0_and_lists_the_serve_command() {
+    let out = run(&["--help"], &[]);
+
+    assert!(
+        out.status.success(),
+        "exit {}; stderr:\n{}",
+        out.status,
+        out.stderr
+    );
+    assert!(out.stdout.contains("Usage: tandem"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .lines()
+            .any(|line| line.trim_start().starts_with("serve")),
+        "`serve` is not listed:\n{}",
+        out.stdout
+    );
+}
+
+fn assert_lists_every_serve_flag(help: &str) {
+    let missing: Vec<&str> = SERVE_FLAGS
+        .iter()
+        .copied()
+        .filter(|flag| !help.contains(flag))
+        .collect();
+    assert!(missing.is_empty(), "help lacks {missing:?}:\n{help}");
+}
+
+#[test]
+fn serve_help_exits_0_and_lists_every_serve_flag() {
+    let out = run(&["serve", "--help"], &[]);
+
+    assert!(
+        out.status.success(),
+        "exit {}; stderr:\n{}",
+        out.status,
+        out.stderr
+    );
+    assert_lists_every_serve_flag(&out.stdout);
+}
+
+#[test]
+fn help_serve_exits_0_and_lists_every_serve_flag() {
+    let out = run(&["help", "serve"], &[]);
+
+    assert!(
+        out.status.success(),
+        "exit {}; stderr:\n{}",
+        out.status,
+        out.stderr
+    );
+    assert_lists_every_serve_flag(&out.stdout);
+}
+
+#[test]
+fn serve_help_names_the_environment_variable_of_every_flag() {
+    let out = run(&["serve", "--help"], &[]);
+
+    assert!(out.status.success(), "exit {}", out.status);
+    let missing: Vec<String> = SERVE_FLAGS
+        .iter()
+        .map(|flag| format!("TANDEM_{}", flag[2..].replace('-', "_").to_uppercase()))
+        .filter(|var| !out.stdout.contains(var.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "help lacks {missing:?}:\n{}",
+        out.stdout
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Known bugs
+// ---------------------------------------------------------------------------
+
+#[test]
+#[ignore = "bug in src/: an idle timeout too large for an Instant is accepted, \
+            then every connection panics its worker task and is reset"]
+fn absurd_idle_timeout_is_refused_or_served_but_never_panics() {
+    let mut command = tandem();
+    command.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--idle-timeout",
+        "500000000000y",
+    ]);
+    let mut proc = Proc::spawn(command);
+
+    let line = proc.first_line();
+
+    if line.is_empty() {
+        // Refused at start-up: that must be a configuration error.
+        let out = proc.finish();
+        assert_eq!(out.status.code(), Some(2), "stderr: {}", out.stderr);
+        assert!(out.stderr.contains("--idle-timeout"), "{}", out.stderr);
+        assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+        return;
+    }
+    let addr: SocketAddr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream.set_write_timeout(Some(PATIENCE)).unwrap();
+    let mut echoed = [0u8; 3];
+    let echo = std::io::Write::write_all(&mut stream, b"abc")
+        .and_then(|()| stream.read_exact(&mut echoed));
+    proc.signal(Signal::SIGTERM);
+    let out = proc.finish();
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    echo.expect("echo with an absurd idle timeout");
+    assert_eq!(&echoed, b"abc");
+}

@@ -1,0 +1,112 @@
+//! Graceful shutdown (invariant 8) and sockets that belong to the runtime
+//! serving them (invariant 1), over real sockets and real signals.
+
+mod common;
+
+use std::io::{ErrorKind, Read};
+use std::net::{Shutdown, TcpStream};
+use std::os::unix::process::ExitStatusExt;
+
+use common::{LAYOUTS, TestServer, round_trip};
+use nix::sys::signal::Signal;
+
+/// Printed once the acceptor has stopped and its runtime has been shut down.
+const ACCEPTOR_GONE: &str = "stopped accepting and shut the acceptor runtime down";
+
+#[test]
+fn live_connections_keep_echoing_after_the_acceptor_runtime_stops() {
+    for layout in LAYOUTS {
+        let mut server = TestServer::start(&["--layout", layout]);
+        let mut live = server.connect();
+        assert_eq!(round_trip(&mut live, b"before"), b"before");
+
+        server.signal(Signal::SIGTERM);
+        server.wait_for_log(ACCEPTOR_GONE);
+
+        // The acceptor runtime, and its reactor, are gone: a socket still
+        // registered there (as in the seed) would never be woken again.
+        for round in 0..10 {
+            let message = format!("after {round}");
+            assert_eq!(round_trip(&mut live, message.as_bytes()), message.as_bytes());
+        }
+        live.shutdown(Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        live.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty(), "{layout}");
+        assert!(server.wait().success(), "{layout}");
+    }
+}
+
+#[test]
+fn sigterm_refuses_new_connections_at_once() {
+    for layout in LAYOUTS {
+        let mut server = TestServer::start(&["--layout", layout]);
+        let live = server.connect();
+        server.signal(Signal::SIGTERM);
+        server.wait_for_log(ACCEPTOR_GONE);
+        let refused = TcpStream::connect(server.addr).unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::ConnectionRefused, "{layout}");
+        drop(live);
+        assert!(server.wait().success(), "{layout}");
+    }
+}
+
+#[test]
+fn drained_connections_are_counted_and_the_exit_status_is_0() {
+    let mut server = TestServer::start(&[]);
+    let mut clients: Vec<_> = (0..3).map(|_| server.connect()).collect();
+    for client in &mut clients {
+        assert_eq!(round_trip(client, b"hi"), b"hi");
+    }
+    server.signal(Signal::SIGTERM);
+    server.wait_for_log(ACCEPTOR_GONE);
+    drop(clients);
+    let status = server.wait();
+    assert!(status.success());
+    assert!(
+        server.stderr().contains("live=3 drained=3 cut=0"),
+        "{}",
+        server.stderr()
+    );
+}
+
+#[test]
+fn shutdown_timeout_cuts_the_rest_and_still_exits_0() {
+    for layout in LAYOUTS {
+        let mut server = TestServer::start(&["--layout", layout, "--shutdown-timeout", "300ms"]);
+        let mut silent = server.connect();
+        assert_eq!(round_trip(&mut silent, b"hi"), b"hi");
+        server.signal(Signal::SIGTERM);
+        // The server closes it (EOF), the client never did.
+        let mut rest = Vec::new();
+        silent.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty());
+        assert!(server.wait().success(), "{layout}");
+        assert!(
+            server.stderr().contains("live=1 drained=0 cut=1"),
+            "{layout}: {}",
+            server.stderr()
+        );
+    }
+}
+
+#[test]
+fn sigint_shuts_down_gracefully_too() {
+    let mut server = TestServer::start(&[]);
+    server.signal(Signal::SIGINT);
+    assert!(server.wait().success());
+    assert!(server.stderr().contains("SIGINT"));
+}
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    let mut server = TestServer::start(&["--shutdown-timeout", "1h"]);
+    let mut live = server.connect();
+    assert_eq!(round_trip(&mut live, b"hi"), b"hi");
+    server.signal(Signal::SIGTERM);
+    server.wait_for_log(ACCEPTOR_GONE);
+    server.signal(Signal::SIGTERM);
+    let status = server.wait();
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{status:?}");
+    assert_eq!(status.signal(), None, "exited, not killed");
+}
