@@ -50,6 +50,8 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_THREADS: usize = 1024;
 const MAX_QUEUE: usize = 10_000_000;
 const MAX_BUFFER_SIZE: usize = 16 * 1024 * 1024;
+/// A year: longer timeouts are typos, and far-future instants overflow.
+const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
 /// The format of the log lines on stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -175,12 +177,12 @@ pub struct ServeConfig {
 #[derive(Debug, Error)]
 pub enum ConfigError {
     /// The file named by `--config` could not be read.
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}: {cause}")]
     Read {
         /// The file.
         path: PathBuf,
         /// The OS reason.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file is not valid TOML or has a key or value that does not fit.
     #[error("invalid config file {path}: {message}")]
@@ -210,16 +212,21 @@ pub struct OptionName(pub &'static str);
 impl fmt::Display for OptionName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let key = self.0.replace('-', "_");
-        write!(f, "--{} (key `{key}`, TANDEM_{})", self.0, key.to_uppercase())
+        write!(
+            f,
+            "--{} (key `{key}`, TANDEM_{})",
+            self.0,
+            key.to_uppercase()
+        )
     }
 }
 
 impl ServeOptions {
     /// Reads a TOML file of options. Unknown keys are errors.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            cause,
         })?;
         toml::from_str(&text).map_err(|err| ConfigError::Parse {
             path: path.to_owned(),
@@ -263,7 +270,10 @@ impl ServeOptions {
     /// Fills in defaults and checks every value against its rule.
     fn validate(self) -> Result<ServeConfig, ConfigError> {
         let default_workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let idle_timeout = self.idle_timeout.map_or(DEFAULT_IDLE_TIMEOUT, |d| d.0);
+        let idle_timeout = at_most(
+            "idle-timeout",
+            self.idle_timeout.map_or(DEFAULT_IDLE_TIMEOUT, |d| d.0),
+        )?;
         let server = ServerConfig {
             layout: self.layout.unwrap_or_default(),
             acceptor_threads: in_range(
@@ -291,9 +301,11 @@ impl ServeOptions {
                 MAX_QUEUE,
             )?,
             idle_timeout: Some(idle_timeout).filter(|d| !d.is_zero()),
-            shutdown_timeout: self
-                .shutdown_timeout
-                .map_or(DEFAULT_SHUTDOWN_TIMEOUT, |d| d.0),
+            shutdown_timeout: at_most(
+                "shutdown-timeout",
+                self.shutdown_timeout
+                    .map_or(DEFAULT_SHUTDOWN_TIMEOUT, |d| d.0),
+            )?,
             nodelay: self.nodelay.unwrap_or(true),
         };
         let backlog = in_range(
@@ -335,19 +347,33 @@ where
     Ok(value)
 }
 
+fn at_most(option: &'static str, value: Duration) -> Result<Duration, ConfigError> {
+    if value > MAX_TIMEOUT {
+        return Err(ConfigError::Invalid {
+            option: OptionName(option),
+            rule: format!(
+                "must be at most {}",
+                humantime::format_duration(MAX_TIMEOUT)
+            ),
+            value: humantime::format_duration(value).to_string(),
+        });
+    }
+    Ok(value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn file(text: &str) -> Result<ServeOptions, ConfigError> {
-        let dir = tempfile::tempdir().map_err(|source| ConfigError::Read {
+        let dir = tempfile::tempdir().map_err(|cause| ConfigError::Read {
             path: PathBuf::new(),
-            source,
+            cause,
         })?;
         let path = dir.path().join("tandem.toml");
-        std::fs::write(&path, text).map_err(|source| ConfigError::Read {
+        std::fs::write(&path, text).map_err(|cause| ConfigError::Read {
             path: path.clone(),
-            source,
+            cause,
         })?;
         ServeOptions::from_file(&path)
     }
@@ -410,6 +436,16 @@ mod tests {
             "invalid --handoff-capacity (key `handoff_capacity`, TANDEM_HANDOFF_CAPACITY): \
              must be between 1 and 10000000, got 0"
         );
+    }
+
+    #[test]
+    fn a_timeout_beyond_a_year_is_refused() {
+        let options = ServeOptions {
+            idle_timeout: Some("500000000000y".parse().unwrap()),
+            ..Default::default()
+        };
+        let err = options.resolve().unwrap_err().to_string();
+        assert!(err.starts_with("invalid --idle-timeout"), "{err}");
     }
 
     #[test]

@@ -53,7 +53,7 @@ impl IdleTimer {
         IdleTimer {
             timeout,
             last_activity: now,
-            sleep: Box::pin(tokio::time::sleep_until(now + timeout)),
+            sleep: Box::pin(tokio::time::sleep(timeout)),
         }
     }
 
@@ -61,7 +61,11 @@ impl IdleTimer {
     async fn expired(&mut self) {
         loop {
             self.sleep.as_mut().await;
-            let deadline = self.last_activity + self.timeout;
+            // `sleep` saturates far-future deadlines; so does this.
+            let Some(deadline) = self.last_activity.checked_add(self.timeout) else {
+                std::future::pending::<()>().await;
+                return;
+            };
             if Instant::now() >= deadline {
                 return;
             }

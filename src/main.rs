@@ -54,7 +54,6 @@ fn serve(options: ServeOptions) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             error!("{err:#}");
-            eprintln!("tandem: {err:#}");
             ExitCode::FAILURE
         }
     }
@@ -82,11 +81,6 @@ fn run(config: ServeConfig) -> anyhow::Result<()> {
     let addr = listener
         .local_addr()
         .context("cannot read the bound address")?;
-    // The first line on stdout, the contract scripts rely on to learn the port.
-    let mut stdout = std::io::stdout();
-    if let Err(err) = writeln!(stdout, "listening on {addr}").and_then(|()| stdout.flush()) {
-        warn!(cause = %err, "cannot write to stdout");
-    }
     let server = &config.server;
     info!(
         listen = %addr,
@@ -104,8 +98,14 @@ fn run(config: ServeConfig) -> anyhow::Result<()> {
         "tandem serve starting"
     );
 
-    let report = Server::new(config.server)
-        .run(listener, Echo::new(config.echo), shutdown.cancelled_owned())?;
+    let running = Server::new(config.server).start(listener, Echo::new(config.echo))?;
+    // The first line on stdout, printed once connections are being served:
+    // the contract scripts rely on to learn the port.
+    let mut stdout = std::io::stdout();
+    if let Err(err) = writeln!(stdout, "listening on {addr}").and_then(|()| stdout.flush()) {
+        warn!(cause = %err, "cannot write to stdout");
+    }
+    let report = running.wait(shutdown.cancelled_owned())?;
     info!(
         live = report.live,
         drained = report.drained,

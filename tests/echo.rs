@@ -124,7 +124,10 @@ fn zero_idle_timeout_keeps_silent_connections_open() {
         .unwrap();
     let mut byte = [0u8; 1];
     let silence = stream.read(&mut byte).unwrap_err();
-    assert!(matches!(silence.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut));
+    assert!(matches!(
+        silence.kind(),
+        ErrorKind::WouldBlock | ErrorKind::TimedOut
+    ));
     assert_eq!(round_trip(&mut stream, b"x"), b"x");
     drop(stream);
     assert!(server.stop().success());

@@ -27,7 +27,10 @@ fn live_connections_keep_echoing_after_the_acceptor_runtime_stops() {
         // registered there (as in the seed) would never be woken again.
         for round in 0..10 {
             let message = format!("after {round}");
-            assert_eq!(round_trip(&mut live, message.as_bytes()), message.as_bytes());
+            assert_eq!(
+                round_trip(&mut live, message.as_bytes()),
+                message.as_bytes()
+            );
         }
         live.shutdown(Shutdown::Write).unwrap();
         let mut rest = Vec::new();

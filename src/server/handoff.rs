@@ -103,10 +103,10 @@ impl<H: Handler> Dispatch<H> {
                     .iter()
                     .filter(|shard| shard.sender.capacity() > 0)
                     .min_by_key(load);
-                if let Some(shard) = with_room {
-                    if let Ok(permit) = shard.sender.try_reserve() {
-                        return Some(Slot::Shard(permit, &shard.load));
-                    }
+                if let Some(shard) = with_room
+                    && let Ok(permit) = shard.sender.try_reserve()
+                {
+                    return Some(Slot::Shard(permit, &shard.load));
                 }
                 let shard = shards.iter().min_by_key(load)?;
                 let permit = shard.sender.reserve().await.ok()?;

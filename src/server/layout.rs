@@ -68,9 +68,9 @@ fn multi_thread(name: &str, threads: usize) -> Result<Runtime, ServerError> {
         .thread_name(name)
         .enable_all()
         .build()
-        .map_err(|source| ServerError::Runtime {
+        .map_err(|cause| ServerError::Runtime {
             role: name.to_owned(),
-            source,
+            cause,
         })
 }
 
@@ -86,7 +86,13 @@ pub(crate) fn start<H: Handler>(
     let (acceptor, workers, shards, dispatch, acceptor_tasks) = match config.layout {
         Layout::Single => {
             let workers = multi_thread("tandem-worker", config.workers)?;
-            (None, Some(workers), Vec::new(), Dispatch::Spawn(serving.clone()), 1)
+            (
+                None,
+                Some(workers),
+                Vec::new(),
+                Dispatch::Spawn(serving.clone()),
+                1,
+            )
         }
         Layout::Split => {
             let acceptor = multi_thread("tandem-accept", config.acceptor_threads)?;
@@ -96,7 +102,13 @@ pub(crate) fn start<H: Handler>(
                 .tracker
                 .spawn_on(receive_handoffs(queue, serving.clone()), workers.handle());
             let tasks = config.acceptor_threads;
-            (Some(acceptor), Some(workers), Vec::new(), Dispatch::Queue(sender), tasks)
+            (
+                Some(acceptor),
+                Some(workers),
+                Vec::new(),
+                Dispatch::Queue(sender),
+                tasks,
+            )
         }
         Layout::Sharded => {
             let acceptor = multi_thread("tandem-accept", config.acceptor_threads)?;
@@ -107,13 +119,14 @@ pub(crate) fn start<H: Handler>(
             let mut threads = Vec::with_capacity(config.workers);
             for index in 0..config.workers {
                 let name = format!("tandem-shard-{index}");
-                let runtime = Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|source| ServerError::Runtime {
-                        role: name.clone(),
-                        source,
-                    })?;
+                let runtime =
+                    Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(|cause| ServerError::Runtime {
+                            role: name.clone(),
+                            cause,
+                        })?;
                 let (sender, queue) = mpsc::channel(per_shard);
                 serving
                     .tracker
@@ -127,7 +140,7 @@ pub(crate) fn start<H: Handler>(
                         runtime.block_on(stop.cancelled_owned());
                         runtime.shutdown_timeout(RUNTIME_STOP_TIMEOUT);
                     })
-                    .map_err(|source| ServerError::Runtime { role: name, source })?;
+                    .map_err(|cause| ServerError::Runtime { role: name, cause })?;
                 threads.push(thread);
                 queues.push(ShardQueue {
                     sender,
@@ -135,28 +148,36 @@ pub(crate) fn start<H: Handler>(
                 });
             }
             let tasks = config.acceptor_threads;
-            (Some(acceptor), None, threads, Dispatch::Shards(queues), tasks)
+            (
+                Some(acceptor),
+                None,
+                threads,
+                Dispatch::Shards(queues),
+                tasks,
+            )
         }
     };
 
-    let accept_runtime = acceptor.as_ref().or(workers.as_ref()).ok_or_else(|| {
-        ServerError::Runtime {
-            role: "tandem-accept".to_owned(),
-            source: std::io::Error::other("layout has no runtime to accept on"),
-        }
-    })?;
+    let accept_runtime =
+        acceptor
+            .as_ref()
+            .or(workers.as_ref())
+            .ok_or_else(|| ServerError::Runtime {
+                role: "tandem-accept".to_owned(),
+                cause: std::io::Error::other("layout has no runtime to accept on"),
+            })?;
     let listener = {
         // AsyncFd registers with the reactor of the runtime entered here.
         let _entered = accept_runtime.enter();
         // SAFETY: the std listener owns its descriptor, and the AsyncFd owns
         // the listener until it is dropped, so the descriptor stays open and
         // the same for the AsyncFd's whole life.
-        unsafe { AsyncFd::register_with_interest(listener, Interest::READABLE) }.map_err(
-            |err| ServerError::Runtime {
+        unsafe { AsyncFd::register_with_interest(listener, Interest::READABLE) }.map_err(|err| {
+            ServerError::Runtime {
                 role: "tandem-accept".to_owned(),
-                source: err.into(),
-            },
-        )?
+                cause: err.into(),
+            }
+        })?
     };
     let listener = Arc::new(listener);
     let dispatch = Arc::new(dispatch);
@@ -180,6 +201,14 @@ pub(crate) fn start<H: Handler>(
         accept_tasks,
         accept_stop,
     })
+}
+
+impl Drop for Started {
+    // A server dropped without a shutdown still stops its threads.
+    fn drop(&mut self) {
+        self.accept_stop.cancel();
+        self.shards_stop.cancel();
+    }
 }
 
 impl Started {

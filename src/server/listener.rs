@@ -15,7 +15,7 @@ use super::ServerError;
 /// TIME_WAIT; an IPv6 address listens for IPv6 only, so that `[::]:8000` and
 /// `0.0.0.0:8000` can be served by two processes, as with most servers.
 pub fn bind(addr: SocketAddr, backlog: u32) -> Result<TcpListener, ServerError> {
-    let listen_error = |source| ServerError::Listen { addr, source };
+    let listen_error = |cause| ServerError::Listen { addr, cause };
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
         .map_err(listen_error)?;
     socket.set_reuse_address(true).map_err(listen_error)?;

@@ -88,20 +88,22 @@ impl Default for ServerConfig {
 #[derive(Debug, Error)]
 pub enum ServerError {
     /// Binding or listening failed.
-    #[error("cannot listen on {addr}: {source}")]
+    // The OS reason is part of the message rather than a `source`, so that
+    // it is printed once however the error chain is rendered.
+    #[error("cannot listen on {addr}: {cause}")]
     Listen {
         /// The address asked for.
         addr: SocketAddr,
         /// The OS reason.
-        source: io::Error,
+        cause: io::Error,
     },
     /// A runtime or one of its threads could not be started.
-    #[error("cannot start the {role} runtime: {source}")]
+    #[error("cannot start the {role} runtime: {cause}")]
     Runtime {
         /// The runtime's role (its thread name).
         role: String,
         /// The OS reason.
-        source: io::Error,
+        cause: io::Error,
     },
     /// [`Server::run`] blocks its thread and starts runtimes of its own, so it
     /// cannot be called from inside a tokio runtime.
@@ -131,6 +133,17 @@ pub struct Server {
     config: ServerConfig,
 }
 
+/// A started server: accepting and serving until [`Running::wait`] sees its
+/// shutdown future complete.
+#[must_use = "a server that is not waited on is stopped at once when dropped"]
+pub struct Running<H> {
+    config: ServerConfig,
+    control: tokio::runtime::Runtime,
+    started: layout::Started,
+    serving: Arc<Serving<H>>,
+    cut: watch::Sender<bool>,
+}
+
 impl Server {
     /// A server with the given configuration.
     pub fn new(config: ServerConfig) -> Self {
@@ -138,18 +151,28 @@ impl Server {
     }
 
     /// Serves `listener` (from [`bind`]) with `handler` until `shutdown`
-    /// completes, then shuts down gracefully and reports how it went.
-    ///
-    /// Blocks the calling thread, which must not be inside a tokio runtime:
-    /// the layout's runtimes run on threads of their own, and the calling
-    /// thread only waits. `shutdown` is polled on a small current-thread
-    /// runtime, so it may use tokio's timers, signals and I/O.
+    /// completes, then shuts down gracefully and reports how it went:
+    /// [`start`](Server::start) followed by [`wait`](Running::wait).
     pub fn run<H: Handler>(
         self,
         listener: std::net::TcpListener,
         handler: H,
         shutdown: impl Future<Output = ()>,
     ) -> Result<ShutdownReport, ServerError> {
+        self.start(listener, handler)?.wait(shutdown)
+    }
+
+    /// Builds the layout's runtimes and starts accepting on `listener`.
+    /// When this returns, connections are being served.
+    ///
+    /// Must not be called from inside a tokio runtime: the server's runtimes
+    /// run on threads of their own, and the calling thread later waits in
+    /// [`Running::wait`].
+    pub fn start<H: Handler>(
+        self,
+        listener: std::net::TcpListener,
+        handler: H,
+    ) -> Result<Running<H>, ServerError> {
         if tokio::runtime::Handle::try_current().is_ok() {
             return Err(ServerError::InsideRuntime);
         }
@@ -159,9 +182,9 @@ impl Server {
         let control = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|source| ServerError::Runtime {
+            .map_err(|cause| ServerError::Runtime {
                 role: "control".to_owned(),
-                source,
+                cause,
             })?;
         let (cut, cut_rx) = watch::channel(false);
         let serving = Arc::new(Serving {
@@ -176,8 +199,30 @@ impl Server {
         // are inside the headroom.
         let max_connections = limits::fit_connection_limit(config.max_connections);
         let limit = Arc::new(Semaphore::new(max_connections));
-        let mut started = layout::start(&config, listener, serving.clone(), limit)?;
+        let started = layout::start(&config, listener, serving.clone(), limit)?;
+        Ok(Running {
+            config,
+            control,
+            started,
+            serving,
+            cut,
+        })
+    }
+}
 
+impl<H: Handler> Running<H> {
+    /// Serves until `shutdown` completes, then shuts down gracefully
+    /// (invariant 8) and reports how it went. Blocks the calling thread;
+    /// `shutdown` is polled on a small current-thread runtime, so it may use
+    /// tokio's timers, signals and I/O.
+    pub fn wait(self, shutdown: impl Future<Output = ()>) -> Result<ShutdownReport, ServerError> {
+        let Running {
+            config,
+            control,
+            mut started,
+            serving,
+            cut,
+        } = self;
         let acceptor_failed = control.block_on(async {
             tokio::select! {
                 () = shutdown => false,
@@ -188,7 +233,7 @@ impl Server {
             warn!("every accept task has ended; shutting down");
         }
 
-        // Invariant 8, in order: the acceptor first...
+        // The acceptor first...
         control.block_on(started.stop_accepting());
         started.shut_down_acceptor();
         let live = worker::active(&serving);
@@ -215,9 +260,7 @@ impl Server {
             // Ignored error: no receiver left means no connection left.
             let _ = cut.send(true);
             let closed = control
-                .block_on(async {
-                    tokio::time::timeout(CUT_GRACE, serving.tracker.wait()).await
-                })
+                .block_on(async { tokio::time::timeout(CUT_GRACE, serving.tracker.wait()).await })
                 .is_ok();
             if !closed {
                 warn!(
@@ -229,14 +272,13 @@ impl Server {
 
         // ...and the serving runtimes last.
         started.shut_down_serving();
-        let report = ShutdownReport {
-            live,
-            drained: live.saturating_sub(cut_count),
-            cut: cut_count,
-        };
         if acceptor_failed {
             return Err(ServerError::AcceptorFailed);
         }
-        Ok(report)
+        Ok(ShutdownReport {
+            live,
+            drained: live.saturating_sub(cut_count),
+            cut: cut_count,
+        })
     }
 }

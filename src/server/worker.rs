@@ -64,10 +64,10 @@ pub(crate) async fn serve_connection<H: Handler>(serving: Arc<Serving<H>>, accep
             return;
         }
     };
-    if serving.nodelay {
-        if let Err(err) = stream.set_nodelay(true) {
-            debug!(%peer, cause = %err, "cannot set TCP_NODELAY");
-        }
+    if serving.nodelay
+        && let Err(err) = stream.set_nodelay(true)
+    {
+        debug!(%peer, cause = %err, "cannot set TCP_NODELAY");
     }
     let mut conn = Connection::new(stream, peer, serving.idle_timeout, serving.cut.clone());
     let outcome = serving.handler.serve(&mut conn).await;

@@ -33,7 +33,9 @@ impl TestServer {
     /// `tandem serve --listen 127.0.0.1:0` plus `args`.
     pub fn start(args: &[&str]) -> TestServer {
         let mut command = tandem();
-        command.args(["serve", "--listen", "127.0.0.1:0"]).args(args);
+        command
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args);
         TestServer::spawn(command)
     }
 
