@@ -24,13 +24,13 @@ use thiserror::Error;
 use crate::echo::EchoConfig;
 use crate::server::{Layout, ServerConfig};
 
-/// The seed's listen address.
+/// The listen address of the article's server.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8000);
 /// One acceptor thread keeps up with far more connects per second than a
 /// small machine can serve; more only helps with several listeners' worth of
 /// churn.
 pub const DEFAULT_ACCEPTOR_THREADS: usize = 1;
-/// The seed's channel capacity.
+/// The channel capacity of the article's server.
 pub const DEFAULT_HANDOFF_CAPACITY: usize = 4000;
 /// Ten thousand sockets is a comfortable default for an echo endpoint; the
 /// server lowers it further when RLIMIT_NOFILE would not allow it.
@@ -140,7 +140,7 @@ pub struct ServeOptions {
           default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
     pub nodelay: Option<bool>,
 
-    /// Write a `\n` after each echoed chunk (the seed's behaviour) [default: false].
+    /// Write a `\n` after each echoed chunk as the article's server does [default: false].
     #[arg(long, env = "TANDEM_APPEND_NEWLINE", value_name = "BOOL", num_args = 0..=1,
           default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
     pub append_newline: Option<bool>,

@@ -1,4 +1,4 @@
-//! The echo protocol (RFC 862), and the seed's newline variant done right.
+//! The echo protocol (RFC 862), and the article's newline variant done right.
 //!
 //! Every byte read is written back, in order, before the next read; a
 //! half-close from the client is answered with everything owed and then a
@@ -20,7 +20,7 @@ use crate::handler::{Close, Handler};
 pub struct EchoConfig {
     /// Largest chunk read, and so echoed, at once.
     pub buffer_size: usize,
-    /// Write a `\n` after each chunk read (the seed's behaviour).
+    /// Write a `\n` after each chunk read (the behaviour of the article's server).
     pub append_newline: bool,
 }
 
@@ -46,7 +46,7 @@ impl Echo {
     }
 
     /// Bytes lent per chunk: room for the newline after a full read, which
-    /// is exactly where the seed's code wrote past its data.
+    /// is exactly where the article's code wrote past its data.
     fn lease_len(&self) -> usize {
         self.config.buffer_size + usize::from(self.config.append_newline)
     }

@@ -75,7 +75,7 @@ fn append_newline_follows_each_chunk_with_a_newline() {
 
 #[test]
 fn append_newline_after_a_full_buffer_is_a_newline_not_a_stale_byte() {
-    // The seed pushed '\n' past the end of a full-length buffer and sent the
+    // The article's code pushed '\n' past the end of a full-length buffer and sent the
     // byte at that index instead. With a 4-byte buffer, 4 bytes fill it.
     let mut server = TestServer::start(&["--append-newline", "--buffer-size", "4"]);
     let mut stream = server.connect();

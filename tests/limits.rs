@@ -159,3 +159,46 @@ fn descriptor_exhaustion_pauses_accepting_without_spinning_and_recovers() {
         assert!(server.stop().success(), "{layout}");
     }
 }
+
+#[test]
+fn max_connections_is_lowered_to_fit_the_descriptor_limit_and_the_rest_wait() {
+    let mut command = common::tandem();
+    command.args(["serve", "--listen", "127.0.0.1:0"]);
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child
+    // between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+            rlimit::setrlimit(Resource::NOFILE, 64, 64)
+        });
+    }
+    let mut server = TestServer::spawn(command);
+    server.wait_for_log("--max-connections lowered to fit RLIMIT_NOFILE");
+    let log = server.stderr();
+    let lowered_to: usize = log
+        .split("lowered_to=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no lowered_to in:\n{log}"));
+    assert!(lowered_to > 0 && lowered_to < 64, "{lowered_to}");
+
+    // More clients than fit: the extra ones wait in the backlog instead of
+    // running the server out of descriptors.
+    let mut clients: Vec<_> = (0..lowered_to + 5).map(|_| server.connect()).collect();
+    let mut served = 0;
+    for (i, client) in clients.iter_mut().enumerate() {
+        let message = format!("client {i}");
+        client.write_all(message.as_bytes()).unwrap();
+        if echoed_within(client, message.as_bytes(), Duration::from_millis(300)) {
+            served += 1;
+        }
+    }
+    assert_eq!(served, lowered_to);
+    assert!(
+        !server.stderr().contains("accept failed"),
+        "{}",
+        server.stderr()
+    );
+    drop(clients);
+    assert!(server.stop().success());
+}

@@ -24,7 +24,7 @@ fn live_connections_keep_echoing_after_the_acceptor_runtime_stops() {
         server.wait_for_log(ACCEPTOR_GONE);
 
         // The acceptor runtime, and its reactor, are gone: a socket still
-        // registered there (as in the seed) would never be woken again.
+        // registered there (as in the article's sketch) would never be woken again.
         for round in 0..10 {
             let message = format!("after {round}");
             assert_eq!(

@@ -1,0 +1,175 @@
+//! The library's machinery, seen through a probe handler that reports where
+//! and how it runs: runtime threads named by role, sockets configured by the
+//! server, shards dealt by load.
+
+use std::io::{self, Read};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use tandem::{Close, Connection, Handler, Layout, Server, ServerConfig, ServerError};
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+
+/// Writes `<thread name> nodelay=<bool>\n`, then waits for the peer to
+/// close, so that the connection counts as live until then.
+struct Probe;
+
+impl Handler for Probe {
+    async fn serve(&self, conn: &mut Connection) -> io::Result<Close> {
+        let thread = std::thread::current().name().unwrap_or("").to_owned();
+        let report = format!("{thread} nodelay={}\n", conn.stream().nodelay()?);
+        conn.write_all(report.as_bytes()).await?;
+        loop {
+            conn.ready().await?;
+            let mut byte = [0u8; 1];
+            match conn.stream().try_read(&mut byte) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                Err(err) => return Err(err),
+            }
+        }
+        conn.stream_mut().shutdown().await?;
+        Ok(Close::Eof)
+    }
+}
+
+/// A probe server on a thread of its own, stopped when dropped.
+struct ProbeServer {
+    addr: std::net::SocketAddr,
+    stop: CancellationToken,
+    thread: Option<std::thread::JoinHandle<Result<tandem::ShutdownReport, ServerError>>>,
+}
+
+impl ProbeServer {
+    fn start(config: ServerConfig) -> ProbeServer {
+        let listener = tandem::server::bind("127.0.0.1:0".parse().unwrap(), 128).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let running = Server::new(config).start(listener, Probe).unwrap();
+        let thread = std::thread::spawn({
+            let stop = stop.clone();
+            move || running.wait(stop.cancelled_owned())
+        });
+        ProbeServer {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Connects and returns the probe's line and the open connection.
+    fn probe(&self) -> (String, TcpStream) {
+        let mut stream = TcpStream::connect(self.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while byte != *b"\n" {
+            stream.read_exact(&mut byte).unwrap();
+            line.push(byte[0]);
+        }
+        (String::from_utf8(line).unwrap().trim().to_owned(), stream)
+    }
+}
+
+impl Drop for ProbeServer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn config(layout: Layout) -> ServerConfig {
+    ServerConfig {
+        layout,
+        workers: 2,
+        ..ServerConfig::default()
+    }
+}
+
+/// Names of this process's threads.
+fn thread_names() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.unwrap().path().join("comm")).ok())
+        .map(|name| name.trim().to_owned())
+        .collect()
+}
+
+#[test]
+fn split_serves_on_worker_threads_and_accepts_on_its_own_thread() {
+    let server = ProbeServer::start(config(Layout::Split));
+    let (line, _conn) = server.probe();
+    assert!(line.starts_with("tandem-worker "), "{line}");
+    assert!(thread_names().iter().any(|name| name == "tandem-accept"));
+}
+
+#[test]
+fn single_accepts_and_serves_on_the_same_worker_threads() {
+    let server = ProbeServer::start(config(Layout::Single));
+    let (line, _conn) = server.probe();
+    assert!(line.starts_with("tandem-worker "), "{line}");
+}
+
+#[test]
+fn sharded_deals_each_connection_to_the_least_loaded_shard() {
+    let server = ProbeServer::start(config(Layout::Sharded));
+    let mut shards = Vec::new();
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        let (line, conn) = server.probe();
+        shards.push(line.split(' ').next().unwrap().to_owned());
+        open.push(conn);
+    }
+    assert_eq!(
+        shards,
+        [
+            "tandem-shard-0",
+            "tandem-shard-1",
+            "tandem-shard-0",
+            "tandem-shard-1"
+        ]
+    );
+    // Closing both of shard 0's connections makes it the least loaded.
+    drop(open.remove(2));
+    drop(open.remove(0));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (line, _conn) = server.probe();
+        if line.starts_with("tandem-shard-0 ") {
+            break;
+        }
+        // The closes may not have been seen yet.
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never dealt to shard 0"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn accepted_sockets_get_tcp_nodelay_unless_disabled() {
+    let on = ProbeServer::start(config(Layout::Split));
+    assert!(on.probe().0.ends_with("nodelay=true"));
+    let off = ProbeServer::start(ServerConfig {
+        nodelay: false,
+        ..config(Layout::Split)
+    });
+    assert!(off.probe().0.ends_with("nodelay=false"));
+}
+
+#[test]
+fn starting_inside_a_tokio_runtime_is_an_error_not_a_panic() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let listener = tandem::server::bind("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+    let result =
+        runtime.block_on(async { Server::new(config(Layout::Split)).start(listener, Probe) });
+    assert!(matches!(result, Err(ServerError::InsideRuntime)));
+}
