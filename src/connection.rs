@@ -121,7 +121,11 @@ impl Connection {
     /// the server cuts the connection at the end of a shutdown. Holds no data
     /// buffer while it waits.
     pub async fn ready(&mut self) -> io::Result<Event> {
-        if self.cut_seen {
+        // Checked before the socket, so that a peer that never stops sending
+        // is still cut. `has_changed` is one atomic load; an error means the
+        // sender is gone, which only happens when the server is torn down.
+        if self.cut_seen || self.cut.has_changed().unwrap_or(true) {
+            self.cut_seen = true;
             return Ok(Event::Shutdown);
         }
         let idle = self.idle.as_mut();
@@ -134,8 +138,6 @@ impl Connection {
                 readable?;
                 Ok(Event::Readable)
             }
-            // An error means the sender is gone, which only happens when the
-            // server itself is being torn down: treat it as the cut.
             _ = self.cut.changed() => {
                 self.cut_seen = true;
                 Ok(Event::Shutdown)

@@ -113,3 +113,39 @@ fn a_second_signal_exits_at_once() {
     assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{status:?}");
     assert_eq!(status.signal(), None, "exited, not killed");
 }
+
+#[test]
+fn a_client_that_never_stops_sending_is_still_cut_at_the_timeout() {
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+
+    let mut server = TestServer::start(&["--shutdown-timeout", "300ms"]);
+    let mut reader = server.connect();
+    let mut writer = reader.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        // As fast as it can, so that the socket is always readable, until
+        // the server closes the connection (the write then fails).
+        let chunk = vec![7u8; 64 * 1024];
+        while Instant::now() < deadline && writer.write_all(&chunk).is_ok() {}
+    });
+    let mut echoed = [0u8; 1024];
+    reader.read_exact(&mut echoed).unwrap();
+    server.signal(Signal::SIGTERM);
+    // Read until the server's FIN (or a reset, once it closes with our
+    // latest bytes unread).
+    let mut sink = [0u8; 64 * 1024];
+    loop {
+        match reader.read(&mut sink) {
+            Ok(0) => break,
+            Ok(_) => continue,
+            Err(err) if err.kind() == ErrorKind::ConnectionReset => break,
+            Err(err) => panic!("{err}"),
+        }
+    }
+    assert!(server.wait().success());
+    sender.join().unwrap();
+    let log = server.stderr();
+    assert!(log.contains("live=1 drained=0 cut=1"), "{log}");
+    assert!(!log.contains("dropping them"), "{log}");
+}
