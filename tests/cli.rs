@@ -6,17 +6,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, ErrorKind, Read};
+use std::io::{ErrorKind, Read};
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{PATIENCE, TestServer, round_trip, tandem};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use common::{PATIENCE, Proc, TestServer, round_trip, tandem};
+use nix::sys::signal::Signal;
 use serde_json::{Map, Value};
 
 /// Every flag of `tandem serve`.
@@ -41,130 +37,6 @@ const SERVE_FLAGS: [&str; 14] = [
 // Helpers
 // ---------------------------------------------------------------------------
 
-/// A `tandem` process started from a test, for the cases the harness's
-/// `TestServer` does not cover: processes expected to exit on their own and
-/// exact checks of the raw stdout. Killed on drop.
-struct Proc {
-    child: Child,
-    stdout: Option<BufReader<ChildStdout>>,
-    stderr: Arc<Mutex<String>>,
-    stderr_reader: Option<JoinHandle<()>>,
-}
-
-/// What a process that exited left behind.
-struct Finished {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Proc {
-    fn spawn(mut command: Command) -> Proc {
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn tandem");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut pipe = child.stderr.take().expect("stderr piped");
-        let sink = stderr.clone();
-        let stderr_reader = std::thread::spawn(move || {
-            let mut chunk = [0u8; 4096];
-            while let Ok(n) = pipe.read(&mut chunk) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&chunk[..n]));
-            }
-        });
-        let stdout = BufReader::new(child.stdout.take().expect("stdout piped"));
-        Proc {
-            child,
-            stdout: Some(stdout),
-            stderr,
-            stderr_reader: Some(stderr_reader),
-        }
-    }
-
-    /// The first line of stdout, newline included; empty if the process
-    /// closed stdout (exited) without writing one.
-    fn first_line(&mut self) -> String {
-        let mut line = String::new();
-        self.stdout
-            .as_mut()
-            .expect("stdout not consumed yet")
-            .read_line(&mut line)
-            .expect("read stdout");
-        line
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    fn signal(&self, signal: Signal) {
-        kill(Pid::from_raw(self.child.id() as i32), signal).expect("send signal");
-    }
-
-    /// Waits for the process to exit (failing the test after `PATIENCE`),
-    /// then collects everything it wrote.
-    fn finish(mut self) -> Finished {
-        let deadline = Instant::now() + PATIENCE;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "tandem did not exit; stderr:\n{}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let mut stdout = String::new();
-        if let Some(mut pipe) = self.stdout.take() {
-            pipe.read_to_string(&mut stdout).expect("read stdout");
-        }
-        if let Some(reader) = self.stderr_reader.take() {
-            reader.join().expect("stderr reader");
-        }
-        Finished {
-            status,
-            stdout,
-            stderr: self.stderr(),
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Runs `tandem` with `args` (and an otherwise empty environment plus `env`)
-/// to its exit.
-fn run(args: &[&str], env: &[(&str, &str)]) -> Finished {
-    let mut command = tandem();
-    command.args(args).envs(env.iter().copied());
-    Proc::spawn(command).finish()
-}
-
-/// `tandem serve --listen 127.0.0.1:0` with `env` set, plus `args`, started
-/// with the harness.
-fn start_with_env(env: &[(&str, &str)], args: &[&str]) -> TestServer {
-    let mut command = tandem();
-    command
-        .envs(env.iter().copied())
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .args(args);
-    TestServer::spawn(command)
-}
-
 /// A TOML config file in a fresh temporary directory.
 struct ConfigFile {
     _dir: tempfile::TempDir,
@@ -184,31 +56,10 @@ impl ConfigFile {
     }
 }
 
-/// Waits for a complete stderr line containing `needle` and returns it.
-fn wait_for_line(server: &TestServer, needle: &str) -> String {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let stderr = server.stderr();
-        // Only lines followed by a newline are complete.
-        let complete = match stderr.rfind('\n') {
-            Some(end) => &stderr[..end],
-            None => "",
-        };
-        if let Some(line) = complete.lines().find(|line| line.contains(needle)) {
-            return line.to_owned();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no complete line with {needle:?} in stderr:\n{stderr}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// The `fields` of the JSON start-up line of a server run with
 /// `--log-format json`.
 fn startup_fields(server: &TestServer) -> Map<String, Value> {
-    let line = wait_for_line(server, "tandem serve starting");
+    let line = server.wait_for_line("tandem serve starting");
     let event: Value = serde_json::from_str(&line)
         .unwrap_or_else(|err| panic!("start-up line is not JSON ({err}): {line}"));
     let fields = event
@@ -423,7 +274,7 @@ fn invalid_configurations_exit_2_naming_the_option_and_the_problem() {
         // 8000 and is caught by the exit-status check below.
         let mut env = vec![("TANDEM_LISTEN", "127.0.0.1:0")];
         env.extend(case.env);
-        let out = run(&args, &env);
+        let out = Proc::run(&args, &env);
 
         let mut problems = Vec::new();
         if out.status.code() != Some(2) {
@@ -463,7 +314,7 @@ fn missing_config_file_exits_2_naming_the_path_and_the_os_reason() {
     let path = dir.path().join("absent.toml");
     let path = path.to_str().expect("UTF-8 temp path");
 
-    let out = run(&["serve", "--listen", "127.0.0.1:0", "--config", path], &[]);
+    let out = Proc::run(&["serve", "--listen", "127.0.0.1:0", "--config", path], &[]);
 
     assert_eq!(out.status.code(), Some(2), "stderr: {}", out.stderr);
     assert!(
@@ -487,7 +338,7 @@ fn missing_config_file_named_by_tandem_config_exits_2_naming_the_path() {
     let path = dir.path().join("absent.toml");
     let path = path.to_str().expect("UTF-8 temp path");
 
-    let out = run(
+    let out = Proc::run(
         &["serve", "--listen", "127.0.0.1:0"],
         &[("TANDEM_CONFIG", path)],
     );
@@ -506,7 +357,7 @@ fn listening_on_an_address_in_use_exits_1_naming_the_address_and_the_os_reason()
     let first = TestServer::start(&[]);
     let addr = first.addr.to_string();
 
-    let second = run(&["serve", "--listen", &addr], &[]);
+    let second = Proc::run(&["serve", "--listen", &addr], &[]);
 
     assert_eq!(second.status.code(), Some(1), "stderr: {}", second.stderr);
     assert!(
@@ -537,7 +388,7 @@ fn address_in_use_message_states_the_os_reason_once() {
     let first = TestServer::start(&[]);
     let addr = first.addr.to_string();
 
-    let second = run(&["serve", "--listen", &addr], &[]);
+    let second = Proc::run(&["serve", "--listen", &addr], &[]);
 
     let line = second
         .stderr
@@ -708,7 +559,7 @@ fn json_startup_line_states_the_defaults_when_nothing_is_set() {
 /// Starts a JSON-logging server with `env` and `args`, checks that it
 /// serves, stops it and returns the `workers` of its start-up line.
 fn reported_workers(env: &[(&str, &str)], args: &[&str]) -> Value {
-    let server = start_with_env(env, &[&["--log-format", "json"], args].concat());
+    let server = TestServer::start_with_env(env, &[&["--log-format", "json"], args].concat());
     let workers = startup_fields(&server)["workers"].clone();
     let mut stream = server.connect();
     assert_eq!(round_trip(&mut stream, b"abc"), b"abc");
@@ -756,7 +607,7 @@ fn workers_flag_overrides_the_environment_and_the_file() {
 fn layout_and_log_format_from_the_environment_override_the_file() {
     let file = ConfigFile::new("layout = \"sharded\"\nlog_format = \"text\"\n");
 
-    let server = start_with_env(
+    let server = TestServer::start_with_env(
         &[("TANDEM_LAYOUT", "single"), ("TANDEM_LOG_FORMAT", "json")],
         &["--config", file.path()],
     );
@@ -781,7 +632,7 @@ fn append_newline_true_in_the_file_echoes_abc_as_abc_newline() {
 fn append_newline_false_in_the_environment_overrides_the_file() {
     let file = ConfigFile::new("append_newline = true\n");
 
-    let server = start_with_env(
+    let server = TestServer::start_with_env(
         &[("TANDEM_APPEND_NEWLINE", "false")],
         &["--config", file.path()],
     );
@@ -802,7 +653,7 @@ fn append_newline_flag_without_a_value_turns_it_on() {
 fn append_newline_flag_set_to_false_overrides_the_environment_and_the_file() {
     let file = ConfigFile::new("append_newline = true\n");
 
-    let server = start_with_env(
+    let server = TestServer::start_with_env(
         &[("TANDEM_APPEND_NEWLINE", "true")],
         &["--config", file.path(), "--append-newline", "false"],
     );
@@ -823,7 +674,7 @@ fn echo_is_verbatim_by_default() {
 fn config_file_can_be_named_by_tandem_config() {
     let file = ConfigFile::new("append_newline = true\n");
 
-    let server = start_with_env(&[("TANDEM_CONFIG", file.path())], &[]);
+    let server = TestServer::start_with_env(&[("TANDEM_CONFIG", file.path())], &[]);
 
     assert_appends_newline(&server);
     stop_cleanly(server);
@@ -834,7 +685,7 @@ fn config_flag_wins_over_tandem_config() {
     let env_file = ConfigFile::new("append_newline = true\n");
     let flag_file = ConfigFile::new("append_newline = false\n");
 
-    let server = start_with_env(
+    let server = TestServer::start_with_env(
         &[("TANDEM_CONFIG", env_file.path())],
         &["--config", flag_file.path()],
     );
@@ -919,7 +770,7 @@ fn listens_and_echoes_on_the_ipv6_loopback() {
 
 #[test]
 fn top_level_help_exits_0_and_lists_the_serve_command() {
-    let out = run(&["--help"], &[]);
+    let out = Proc::run(&["--help"], &[]);
 
     assert!(
         out.status.success(),
@@ -948,7 +799,7 @@ fn assert_lists_every_serve_flag(help: &str) {
 
 #[test]
 fn serve_help_exits_0_and_lists_every_serve_flag() {
-    let out = run(&["serve", "--help"], &[]);
+    let out = Proc::run(&["serve", "--help"], &[]);
 
     assert!(
         out.status.success(),
@@ -961,7 +812,7 @@ fn serve_help_exits_0_and_lists_every_serve_flag() {
 
 #[test]
 fn help_serve_exits_0_and_lists_every_serve_flag() {
-    let out = run(&["help", "serve"], &[]);
+    let out = Proc::run(&["help", "serve"], &[]);
 
     assert!(
         out.status.success(),
@@ -974,7 +825,7 @@ fn help_serve_exits_0_and_lists_every_serve_flag() {
 
 #[test]
 fn serve_help_names_the_environment_variable_of_every_flag() {
-    let out = run(&["serve", "--help"], &[]);
+    let out = Proc::run(&["serve", "--help"], &[]);
 
     assert!(out.status.success(), "exit {}", out.status);
     let missing: Vec<String> = SERVE_FLAGS

@@ -1,11 +1,13 @@
-//! A `tandem serve` process for integration tests: started on a free
-//! loopback port, talked to over real sockets, stopped with real signals.
+//! A `tandem` process for integration tests: started with an empty
+//! environment, its stderr captured as it comes, stopped with real signals;
+//! and, once it prints `listening on`, a server talked to over real sockets.
 #![allow(dead_code)] // each test file uses its own part of this harness
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -22,25 +24,23 @@ pub fn tandem() -> Command {
     command
 }
 
-/// A running server and what it has written to stderr so far.
-pub struct TestServer {
+/// A running `tandem` process. Killed on drop.
+pub struct Proc {
     child: Child,
-    pub addr: SocketAddr,
+    stdout: Option<BufReader<ChildStdout>>,
     stderr: Arc<Mutex<String>>,
+    stderr_reader: Option<JoinHandle<()>>,
 }
 
-impl TestServer {
-    /// `tandem serve --listen 127.0.0.1:0` plus `args`.
-    pub fn start(args: &[&str]) -> TestServer {
-        let mut command = tandem();
-        command
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(args);
-        TestServer::spawn(command)
-    }
+/// What a process that exited left behind.
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
 
-    /// Starts `command` and waits for its `listening on` line.
-    pub fn spawn(mut command: Command) -> TestServer {
+impl Proc {
+    pub fn spawn(mut command: Command) -> Proc {
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -50,7 +50,7 @@ impl TestServer {
         let stderr = Arc::new(Mutex::new(String::new()));
         let mut pipe = child.stderr.take().expect("stderr piped");
         let sink = stderr.clone();
-        std::thread::spawn(move || {
+        let stderr_reader = std::thread::spawn(move || {
             let mut chunk = [0u8; 4096];
             while let Ok(n) = pipe.read(&mut chunk) {
                 if n == 0 {
@@ -61,37 +61,49 @@ impl TestServer {
                     .push_str(&String::from_utf8_lossy(&chunk[..n]));
             }
         });
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout piped"));
-        let mut line = String::new();
-        stdout.read_line(&mut line).expect("read stdout");
-        let Some(addr) = line.trim().strip_prefix("listening on ") else {
-            let _ = child.wait();
-            panic!(
-                "expected `listening on <addr>`, got {line:?}; stderr:\n{}",
-                stderr.lock().unwrap()
-            );
-        };
-        let addr = addr.parse().expect("a socket address");
-        // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-        TestServer {
+        let stdout = BufReader::new(child.stdout.take().expect("stdout piped"));
+        Proc {
             child,
-            addr,
+            stdout: Some(stdout),
             stderr,
+            stderr_reader: Some(stderr_reader),
         }
+    }
+
+    /// Runs `tandem` with `args`, and `env` in an otherwise empty
+    /// environment, to its exit.
+    pub fn run(args: &[&str], env: &[(&str, &str)]) -> Finished {
+        let mut command = tandem();
+        command.args(args).envs(env.iter().copied());
+        Proc::spawn(command).finish()
     }
 
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    /// A client connected to the server, with read and write timeouts so
-    /// that a test fails instead of hanging.
-    pub fn connect(&self) -> TcpStream {
-        let stream = TcpStream::connect(self.addr).expect("connect to tandem");
-        stream.set_read_timeout(Some(PATIENCE)).unwrap();
-        stream.set_write_timeout(Some(PATIENCE)).unwrap();
-        stream
+    /// The first line of stdout, newline included; empty if the process
+    /// closed stdout (exited) without writing one.
+    pub fn first_line(&mut self) -> String {
+        let mut line = String::new();
+        self.stdout
+            .as_mut()
+            .expect("stdout not consumed yet")
+            .read_line(&mut line)
+            .expect("read stdout");
+        line
+    }
+
+    /// Drains the rest of stdout in the background, so that the process
+    /// never blocks on a full pipe.
+    fn discard_stdout(&mut self) {
+        if let Some(mut stdout) = self.stdout.take() {
+            std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
     }
 
     pub fn signal(&self, signal: Signal) {
@@ -114,34 +126,120 @@ impl TestServer {
         }
     }
 
-    /// SIGTERM, then the exit status.
-    pub fn stop(&mut self) -> ExitStatus {
-        self.signal(Signal::SIGTERM);
-        self.wait()
+    /// Waits for the process to exit, then collects everything it wrote.
+    pub fn finish(mut self) -> Finished {
+        let status = self.wait();
+        let mut stdout = String::new();
+        if let Some(mut pipe) = self.stdout.take() {
+            pipe.read_to_string(&mut stdout).expect("read stdout");
+        }
+        if let Some(reader) = self.stderr_reader.take() {
+            reader.join().expect("stderr reader");
+        }
+        Finished {
+            status,
+            stdout,
+            stderr: self.stderr(),
+        }
     }
 
-    pub fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    /// Waits until stderr contains `needle`; panics with the log if it never does.
-    pub fn wait_for_log(&self, needle: &str) {
+    /// Waits for a complete stderr line containing `needle` and returns it;
+    /// fails the test, showing the log, if none comes.
+    pub fn wait_for_line(&self, needle: &str) -> String {
         let deadline = Instant::now() + PATIENCE;
-        while !self.stderr().contains(needle) {
+        loop {
+            let stderr = self.stderr();
+            // Only lines followed by a newline are complete.
+            let complete = stderr.rfind('\n').map_or("", |end| &stderr[..end]);
+            if let Some(line) = complete.lines().find(|line| line.contains(needle)) {
+                return line.to_owned();
+            }
             assert!(
                 Instant::now() < deadline,
-                "no {needle:?} in stderr:\n{}",
-                self.stderr()
+                "no complete line with {needle:?} in stderr:\n{stderr}"
             );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
 }
 
-impl Drop for TestServer {
+impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A server that has printed `listening on <addr>`.
+pub struct TestServer {
+    proc: Proc,
+    pub addr: SocketAddr,
+}
+
+impl std::ops::Deref for TestServer {
+    type Target = Proc;
+
+    fn deref(&self) -> &Proc {
+        &self.proc
+    }
+}
+
+impl std::ops::DerefMut for TestServer {
+    fn deref_mut(&mut self) -> &mut Proc {
+        &mut self.proc
+    }
+}
+
+impl TestServer {
+    /// `tandem serve --listen 127.0.0.1:0` plus `args`.
+    pub fn start(args: &[&str]) -> TestServer {
+        TestServer::start_with_env(&[], args)
+    }
+
+    /// `tandem serve --listen 127.0.0.1:0` plus `args`, with `env` set.
+    pub fn start_with_env(env: &[(&str, &str)], args: &[&str]) -> TestServer {
+        let mut command = tandem();
+        command
+            .envs(env.iter().copied())
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args);
+        TestServer::spawn(command)
+    }
+
+    /// Starts `command` and waits for its `listening on` line.
+    pub fn spawn(command: Command) -> TestServer {
+        let mut proc = Proc::spawn(command);
+        let line = proc.first_line();
+        let Some(addr) = line.trim().strip_prefix("listening on ") else {
+            let out = proc.finish();
+            panic!(
+                "expected `listening on <addr>`, got {line:?}; stderr:\n{}",
+                out.stderr
+            );
+        };
+        let addr = addr.parse().expect("a socket address");
+        proc.discard_stdout();
+        TestServer { proc, addr }
+    }
+
+    /// A client connected to the server, with read and write timeouts so
+    /// that a test fails instead of hanging.
+    pub fn connect(&self) -> TcpStream {
+        let stream = TcpStream::connect(self.addr).expect("connect to tandem");
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        stream.set_write_timeout(Some(PATIENCE)).unwrap();
+        stream
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn stop(&mut self) -> ExitStatus {
+        self.signal(Signal::SIGTERM);
+        self.wait()
+    }
+
+    /// Waits until stderr has a line containing `needle`.
+    pub fn wait_for_log(&self, needle: &str) {
+        self.wait_for_line(needle);
     }
 }
 
