@@ -11,10 +11,11 @@
 use std::cell::RefCell;
 use std::ops::{Deref, DerefMut};
 
-/// Free buffers kept per thread. Enough for every connection a thread serves
-/// in one burst of readiness events; beyond it, a returned buffer is freed so
-/// that a past spike of slow readers does not pin memory forever.
-const CACHED_PER_THREAD: usize = 64;
+/// Bytes of free buffers kept per thread: 64 of the default 4 KiB, enough for
+/// every connection a thread serves in one burst of readiness events. Beyond
+/// it a returned buffer is freed, so that a past spike of slow readers does
+/// not pin memory for good. One buffer is always kept, whatever its size.
+const CACHED_BYTES_PER_THREAD: usize = 256 * 1024;
 
 thread_local! {
     static FREE: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
@@ -56,7 +57,8 @@ impl Drop for Buffer {
         // simply freed.
         let _ = FREE.try_with(|free| {
             let mut free = free.borrow_mut();
-            if free.len() < CACHED_PER_THREAD {
+            let room = (CACHED_BYTES_PER_THREAD / bytes.len().max(1)).max(1);
+            if free.len() < room {
                 free.push(bytes);
             }
         });
@@ -88,6 +90,20 @@ mod tests {
         drop(first);
         let second = Buffer::lease(100);
         assert_eq!(second.as_ptr(), address);
+    }
+
+    #[test]
+    fn large_buffers_are_cached_one_at_a_time() {
+        let len = CACHED_BYTES_PER_THREAD;
+        let (first, second) = (Buffer::lease(len), Buffer::lease(len));
+        let kept = first.as_ptr();
+        drop(first);
+        drop(second); // over the byte budget: freed, not cached
+        let reused = Buffer::lease(len);
+        assert_eq!(reused.as_ptr(), kept);
+        // The cache is empty now: the second buffer was not kept.
+        let fresh = Buffer::lease(len);
+        assert_ne!(fresh.as_ptr(), kept);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use serde::{Deserialize, Deserializer};
 use thiserror::Error;
 
 use crate::echo::EchoConfig;
-use crate::server::{Layout, ServerConfig};
+use crate::server::{Layout, MAX_QUEUE, MAX_THREADS, ServerConfig};
 
 /// The listen address of the article's server.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8000);
@@ -45,10 +45,7 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long live connections are served after a shutdown signal.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Upper bounds that keep a typo from turning into an absurd allocation or a
-/// panic deep inside tokio (its semaphores and channels have hard limits).
-const MAX_THREADS: usize = 1024;
-const MAX_QUEUE: usize = 10_000_000;
+/// Largest read chunk: a typo should not become an absurd allocation.
 const MAX_BUFFER_SIZE: usize = 16 * 1024 * 1024;
 /// A year: longer timeouts are typos, and far-future instants overflow.
 const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 60 * 60);

@@ -17,6 +17,8 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
+use crate::buffer::Buffer;
+
 /// What [`Connection::ready`] woke up for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
@@ -149,29 +151,59 @@ impl Connection {
     }
 
     /// Writes all of `buf`. The common case, a socket with room in its send
-    /// buffer, costs no timer; a peer that stops reading is given the idle
-    /// timeout to make room, then the write fails with `TimedOut`.
+    /// buffer, costs no timer. A peer that stops reading is given the idle
+    /// timeout to make room, counted afresh after every byte it takes; then
+    /// the write fails with `TimedOut`.
     pub async fn write_all(&mut self, mut buf: &[u8]) -> io::Result<()> {
+        let timeout = self.idle.as_ref().map(|idle| idle.timeout);
         while !buf.is_empty() {
             match self.stream.try_write(buf) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => buf = &buf[n..],
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    let writable = self.stream.writable();
+                    match timeout {
+                        Some(timeout) => {
+                            tokio::time::timeout(timeout, writable)
+                                .await
+                                .map_err(|_| {
+                                    io::Error::new(
+                                        io::ErrorKind::TimedOut,
+                                        "peer did not read its echo within the idle timeout",
+                                    )
+                                })??
+                        }
+                        None => writable.await?,
+                    }
+                }
                 Err(err) => return Err(err),
             }
         }
-        if buf.is_empty() {
-            return Ok(());
-        }
-        let write = tokio::io::AsyncWriteExt::write_all(&mut self.stream, buf);
-        match self.idle.as_ref().map(|idle| idle.timeout) {
-            Some(timeout) => tokio::time::timeout(timeout, write).await.map_err(|_| {
-                io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "peer did not read its echo within the idle timeout",
-                )
-            })?,
-            None => write.await,
-        }
+        Ok(())
+    }
+
+    /// Reads and discards what the peer still sends, until it closes or
+    /// `limit` passes. Called after the server's FIN on a connection it
+    /// closes first: closing a socket with unread data makes the kernel send
+    /// a reset, which can destroy echo bytes still on their way to the peer.
+    pub(crate) async fn linger(&mut self, limit: Duration) {
+        let mut scratch = Buffer::lease(LINGER_SCRATCH);
+        let drain = async {
+            loop {
+                if self.stream.readable().await.is_err() {
+                    return;
+                }
+                match self.stream.try_read(&mut scratch) {
+                    Ok(0) => return,
+                    Ok(_) => {}
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => return,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(limit, drain).await;
     }
 }
+
+/// Size of the buffer that lingering reads discard into.
+const LINGER_SCRATCH: usize = 4096;

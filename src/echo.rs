@@ -40,8 +40,10 @@ pub struct Echo {
 }
 
 impl Echo {
-    /// An echo handler with the given behaviour.
-    pub fn new(config: EchoConfig) -> Self {
+    /// An echo handler with the given behaviour. A `buffer_size` of 0 is
+    /// taken as 1: a read into an empty buffer could not tell data from EOF.
+    pub fn new(mut config: EchoConfig) -> Self {
+        config.buffer_size = config.buffer_size.max(1);
         Echo { config }
     }
 

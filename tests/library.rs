@@ -173,3 +173,33 @@ fn starting_inside_a_tokio_runtime_is_an_error_not_a_panic() {
         runtime.block_on(async { Server::new(config(Layout::Split)).start(listener, Probe) });
     assert!(matches!(result, Err(ServerError::InsideRuntime)));
 }
+
+#[test]
+fn a_config_out_of_range_is_an_error_not_a_panic() {
+    let listener = tandem::server::bind("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+    let zero_queue = ServerConfig {
+        handoff_capacity: 0,
+        ..config(Layout::Split)
+    };
+    let result = Server::new(zero_queue).start(listener, Probe);
+    assert!(matches!(
+        result,
+        Err(ServerError::InvalidConfig {
+            field: "handoff_capacity",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn waiting_inside_a_tokio_runtime_is_an_error_not_a_panic() {
+    let listener = tandem::server::bind("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+    let running = Server::new(config(Layout::Split))
+        .start(listener, Probe)
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let result = runtime.block_on(async { running.wait(std::future::ready(())) });
+    assert!(matches!(result, Err(ServerError::InsideRuntime)));
+}

@@ -149,3 +149,53 @@ fn a_client_that_never_stops_sending_is_still_cut_at_the_timeout() {
     assert!(log.contains("live=1 drained=0 cut=1"), "{log}");
     assert!(!log.contains("dropping them"), "{log}");
 }
+
+#[test]
+fn a_cut_client_gets_its_echo_then_a_clean_eof_not_a_reset() {
+    use std::io::Write;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    let mut server = TestServer::start(&["--shutdown-timeout", "300ms"]);
+    let mut reader = server.connect();
+    let mut writer = reader.try_clone().unwrap();
+    let saw_eof = Arc::new(AtomicBool::new(false));
+    let sender = std::thread::spawn({
+        let saw_eof = saw_eof.clone();
+        move || {
+            let mut sent = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            let mut chunk = 0u8;
+            // Sends until the client has read the server's FIN. Nobody reads
+            // at first, so the server blocks on its echo and unread data
+            // piles up in its receive buffer: what it has at the cut.
+            while !saw_eof.load(Ordering::Relaxed) && Instant::now() < deadline {
+                let data = vec![chunk; 16 * 1024];
+                if let Err(err) = writer.write_all(&data) {
+                    return Err(err);
+                }
+                sent.extend_from_slice(&data);
+                chunk = chunk.wrapping_add(1);
+            }
+            writer.shutdown(std::net::Shutdown::Write).unwrap();
+            Ok(sent)
+        }
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    server.signal(Signal::SIGTERM);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut echoed = Vec::new();
+    let read = reader.read_to_end(&mut echoed);
+    saw_eof.store(true, Ordering::Relaxed);
+    read.expect("a clean EOF, not a reset");
+    let sent = sender
+        .join()
+        .unwrap()
+        .expect("the server reset the connection while we were sending");
+    assert!(
+        sent.starts_with(&echoed),
+        "the echo is not a prefix of what was sent"
+    );
+    assert!(server.wait().success());
+}

@@ -23,7 +23,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::handoff::{Accepted, Admission, Dispatch};
+use super::handoff::{Accepted, Admission, Counted, Dispatch};
 use crate::handler::Handler;
 
 /// First pause after a resource error: long enough for a few connections to
@@ -194,7 +194,11 @@ impl<H: Handler> Acceptor<H> {
                 stream,
                 peer,
                 accepted_at: Instant::now(),
-                admission: Admission::new(permit, self.active.clone()),
+                admission: Admission {
+                    permit,
+                    active: Counted::new(&self.active),
+                    shard_load: None,
+                },
             });
         }
     }

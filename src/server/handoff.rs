@@ -29,39 +29,34 @@ pub(crate) struct Accepted {
     pub(crate) admission: Admission,
 }
 
+/// One unit of a shared count, held for as long as this value lives.
+#[derive(Debug)]
+pub(crate) struct Counted(Arc<AtomicUsize>);
+
+impl Counted {
+    pub(crate) fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Counted(count.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// A connection's claim on the server's capacity, released when it drops:
-/// the `--max-connections` permit, the active-connection count and, in the
-/// sharded layout, the load of the shard that serves it.
+/// the `--max-connections` permit, its place in the active-connection count
+/// and, in the sharded layout, in the load of the shard that serves it.
 #[derive(Debug)]
 pub(crate) struct Admission {
-    _permit: OwnedSemaphorePermit,
-    active: Arc<AtomicUsize>,
-    shard_load: Option<Arc<AtomicUsize>>,
-}
-
-impl Admission {
-    pub(crate) fn new(permit: OwnedSemaphorePermit, active: Arc<AtomicUsize>) -> Self {
-        active.fetch_add(1, Ordering::Relaxed);
-        Admission {
-            _permit: permit,
-            active,
-            shard_load: None,
-        }
-    }
-
-    fn assign_to_shard(&mut self, load: Arc<AtomicUsize>) {
-        load.fetch_add(1, Ordering::Relaxed);
-        self.shard_load = Some(load);
-    }
-}
-
-impl Drop for Admission {
-    fn drop(&mut self) {
-        self.active.fetch_sub(1, Ordering::Relaxed);
-        if let Some(load) = &self.shard_load {
-            load.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
+    // Both are held only for what their Drop releases.
+    #[expect(dead_code, reason = "held for its Drop")]
+    pub(crate) permit: OwnedSemaphorePermit,
+    #[expect(dead_code, reason = "held for its Drop")]
+    pub(crate) active: Counted,
+    pub(crate) shard_load: Option<Counted>,
 }
 
 /// One shard's end of the hand-off.
@@ -85,7 +80,9 @@ pub(crate) enum Dispatch<H> {
 pub(crate) enum Slot<'a, H> {
     Spawn(&'a Arc<Serving<H>>),
     Queue(mpsc::Permit<'a, Accepted>),
-    Shard(mpsc::Permit<'a, Accepted>, &'a Arc<AtomicUsize>),
+    /// The shard's load counts the connection from the reservation on, so
+    /// that concurrent acceptors spread out.
+    Shard(mpsc::Permit<'a, Accepted>, Counted),
 }
 
 impl<H: Handler> Dispatch<H> {
@@ -96,21 +93,21 @@ impl<H: Handler> Dispatch<H> {
             Dispatch::Spawn(serving) => Some(Slot::Spawn(serving)),
             Dispatch::Queue(sender) => sender.reserve().await.ok().map(Slot::Queue),
             Dispatch::Shards(shards) => {
-                // The least-loaded shard that has room now; if every queue is
-                // full, wait for the least-loaded one.
+                // The least-loaded live shard that has room now; if every
+                // queue is full, wait for the least-loaded one.
                 let load = |shard: &&ShardQueue| shard.load.load(Ordering::Relaxed);
-                let with_room = shards
-                    .iter()
+                let live = || shards.iter().filter(|shard| !shard.sender.is_closed());
+                let with_room = live()
                     .filter(|shard| shard.sender.capacity() > 0)
                     .min_by_key(load);
                 if let Some(shard) = with_room
                     && let Ok(permit) = shard.sender.try_reserve()
                 {
-                    return Some(Slot::Shard(permit, &shard.load));
+                    return Some(Slot::Shard(permit, Counted::new(&shard.load)));
                 }
-                let shard = shards.iter().min_by_key(load)?;
+                let shard = live().min_by_key(load)?;
                 let permit = shard.sender.reserve().await.ok()?;
-                Some(Slot::Shard(permit, &shard.load))
+                Some(Slot::Shard(permit, Counted::new(&shard.load)))
             }
         }
     }
@@ -127,7 +124,7 @@ impl<H: Handler> Slot<'_, H> {
             }
             Slot::Queue(permit) => permit.send(accepted),
             Slot::Shard(permit, load) => {
-                accepted.admission.assign_to_shard(load.clone());
+                accepted.admission.shard_load = Some(load);
                 permit.send(accepted);
             }
         }

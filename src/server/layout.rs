@@ -83,6 +83,9 @@ pub(crate) fn start<H: Handler>(
 ) -> Result<Started, ServerError> {
     let accept_stop = CancellationToken::new();
     let shards_stop = CancellationToken::new();
+    // Shard threads started before a failure further down must not be left
+    // waiting forever.
+    let stop_shards_on_error = shards_stop.clone().drop_guard();
     let (acceptor, workers, shards, dispatch, acceptor_tasks) = match config.layout {
         Layout::Single => {
             let workers = multi_thread("tandem-worker", config.workers)?;
@@ -193,6 +196,7 @@ pub(crate) fn start<H: Handler>(
         accept_tasks.spawn_on(acceptor.run(), accept_runtime.handle());
     }
 
+    stop_shards_on_error.disarm();
     Ok(Started {
         acceptor,
         workers,

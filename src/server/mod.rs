@@ -24,7 +24,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use thiserror::Error;
@@ -41,6 +41,13 @@ use crate::handler::Handler;
 /// read and close before their runtime is shut down under them. A peer that
 /// does not read at all is what this bounds.
 const CUT_GRACE: Duration = Duration::from_secs(2);
+
+/// Most threads a runtime may be given: far beyond any useful number, low
+/// enough that a typo does not exhaust the process's thread limit.
+pub const MAX_THREADS: usize = 1024;
+/// Largest hand-off capacity and connection limit: tokio's channels and
+/// semaphores have hard limits well above it.
+pub const MAX_QUEUE: usize = 10_000_000;
 
 /// How the server runs. [`Default`] gives the documented defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +74,28 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// Set TCP_NODELAY on accepted sockets. Default: true.
     pub nodelay: bool,
+}
+
+impl ServerConfig {
+    /// Checks every count against its range.
+    pub fn validate(&self) -> Result<(), ServerError> {
+        let checks = [
+            ("acceptor_threads", self.acceptor_threads, MAX_THREADS),
+            ("workers", self.workers, MAX_THREADS),
+            ("handoff_capacity", self.handoff_capacity, MAX_QUEUE),
+            ("max_connections", self.max_connections, MAX_QUEUE),
+        ];
+        for (field, value, max) in checks {
+            if value < 1 || value > max {
+                return Err(ServerError::InvalidConfig {
+                    field,
+                    rule: format!("must be between 1 and {max}"),
+                    value,
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for ServerConfig {
@@ -109,6 +138,16 @@ pub enum ServerError {
     /// cannot be called from inside a tokio runtime.
     #[error("Server::run must be called outside any tokio runtime")]
     InsideRuntime,
+    /// A [`ServerConfig`] field is out of range.
+    #[error("invalid server configuration: {field} {rule}, got {value}")]
+    InvalidConfig {
+        /// The field.
+        field: &'static str,
+        /// What the field requires.
+        rule: String,
+        /// The value given.
+        value: usize,
+    },
     /// Every accept task ended without being asked to.
     #[error("the acceptor stopped unexpectedly; see the log for the cause")]
     AcceptorFailed,
@@ -122,7 +161,8 @@ pub struct ShutdownReport {
     /// Of those, connections that closed before the shutdown timeout.
     pub drained: usize,
     /// Of those, connections still open at the timeout and closed by the
-    /// server after writing back what they had read.
+    /// server: after writing back what they had read, or, for the few still
+    /// stuck writing to a peer that does not read, dropped.
     pub cut: usize,
 }
 
@@ -177,6 +217,7 @@ impl Server {
             return Err(ServerError::InsideRuntime);
         }
         let config = self.config;
+        config.validate()?;
         // The caller's thread waits on this runtime; it has no threads of
         // its own and serves no connection.
         let control = tokio::runtime::Builder::new_current_thread()
@@ -194,12 +235,13 @@ impl Server {
             cut: cut_rx,
             tracker: TaskTracker::new(),
             active: Arc::new(AtomicUsize::new(0)),
+            cut_count: AtomicUsize::new(0),
         });
-        // Fitted before the layout starts, so the runtimes' own descriptors
-        // are inside the headroom.
-        let max_connections = limits::fit_connection_limit(config.max_connections);
-        let limit = Arc::new(Semaphore::new(max_connections));
-        let started = layout::start(&config, listener, serving.clone(), limit)?;
+        // No permits until the layout has started: the limit is fitted to
+        // the descriptors left once the runtimes have opened theirs.
+        let limit = Arc::new(Semaphore::new(0));
+        let started = layout::start(&config, listener, serving.clone(), limit.clone())?;
+        limit.add_permits(limits::fit_connection_limit(config.max_connections));
         Ok(Running {
             config,
             control,
@@ -216,6 +258,12 @@ impl<H: Handler> Running<H> {
     /// `shutdown` is polled on a small current-thread runtime, so it may use
     /// tokio's timers, signals and I/O.
     pub fn wait(self, shutdown: impl Future<Output = ()>) -> Result<ShutdownReport, ServerError> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            // Dropping runtimes in async code panics: stop the server from a
+            // thread of its own instead.
+            std::thread::spawn(move || drop(self));
+            return Err(ServerError::InsideRuntime);
+        }
         let Running {
             config,
             control,
@@ -250,11 +298,10 @@ impl<H: Handler> Running<H> {
                 tokio::time::timeout(config.shutdown_timeout, serving.tracker.wait()).await
             })
             .is_ok();
-        let mut cut_count = 0;
+        let mut dropped = 0;
         if !drained_in_time {
-            cut_count = worker::active(&serving);
             info!(
-                connections = cut_count,
+                connections = worker::active(&serving),
                 "shutdown timeout passed; closing the remaining connections"
             );
             // Ignored error: no receiver left means no connection left.
@@ -263,22 +310,23 @@ impl<H: Handler> Running<H> {
                 .block_on(async { tokio::time::timeout(CUT_GRACE, serving.tracker.wait()).await })
                 .is_ok();
             if !closed {
+                dropped = worker::active(&serving);
                 warn!(
-                    connections = worker::active(&serving),
+                    connections = dropped,
                     "connections still writing after the cut; dropping them"
                 );
             }
         }
-
         // ...and the serving runtimes last.
         started.shut_down_serving();
         if acceptor_failed {
             return Err(ServerError::AcceptorFailed);
         }
+        let cut = serving.cut_count.load(Ordering::Relaxed) + dropped;
         Ok(ShutdownReport {
             live,
-            drained: live.saturating_sub(cut_count),
-            cut: cut_count,
+            drained: live.saturating_sub(cut),
+            cut,
         })
     }
 }

@@ -31,7 +31,14 @@ pub(crate) struct Serving<H> {
     pub(crate) tracker: TaskTracker,
     /// Connections admitted and not yet closed, queued ones included.
     pub(crate) active: Arc<AtomicUsize>,
+    /// Connections closed by the server at the end of the shutdown timeout.
+    pub(crate) cut_count: AtomicUsize,
 }
+
+/// How long a connection cut at shutdown keeps reading (and discarding)
+/// after its FIN, so that the peer can take the last echo before the close.
+/// Shorter than the grace the shutdown sequence gives the cut.
+pub(crate) const LINGER: Duration = Duration::from_secs(1);
 
 /// Takes connections off a hand-off queue and spawns a task for each on the
 /// current runtime, until the acceptor side is gone and the queue is empty.
@@ -71,6 +78,10 @@ pub(crate) async fn serve_connection<H: Handler>(serving: Arc<Serving<H>>, accep
     }
     let mut conn = Connection::new(stream, peer, serving.idle_timeout, serving.cut.clone());
     let outcome = serving.handler.serve(&mut conn).await;
+    if let Ok(Close::Shutdown) = outcome {
+        serving.cut_count.fetch_add(1, Ordering::Relaxed);
+        conn.linger(LINGER).await;
+    }
     drop(conn);
     drop(admission);
     log_close(peer, &outcome);
