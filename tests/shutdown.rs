@@ -172,9 +172,7 @@ fn a_cut_client_gets_its_echo_then_a_clean_eof_not_a_reset() {
             // piles up in its receive buffer: what it has at the cut.
             while !saw_eof.load(Ordering::Relaxed) && Instant::now() < deadline {
                 let data = vec![chunk; 16 * 1024];
-                if let Err(err) = writer.write_all(&data) {
-                    return Err(err);
-                }
+                writer.write_all(&data)?;
                 sent.extend_from_slice(&data);
                 chunk = chunk.wrapping_add(1);
             }
