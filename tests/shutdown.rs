@@ -177,7 +177,7 @@ fn a_cut_client_gets_its_echo_then_a_clean_eof_not_a_reset() {
                 chunk = chunk.wrapping_add(1);
             }
             writer.shutdown(std::net::Shutdown::Write).unwrap();
-            Ok(sent)
+            Ok::<_, std::io::Error>(sent)
         }
     });
     std::thread::sleep(Duration::from_millis(200));
