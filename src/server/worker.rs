@@ -80,7 +80,9 @@ pub(crate) async fn serve_connection<H: Handler>(serving: Arc<Serving<H>>, accep
     let outcome = serving.handler.serve(&mut conn).await;
     if let Ok(Close::Shutdown) = outcome {
         serving.cut_count.fetch_add(1, Ordering::Relaxed);
-        conn.linger(LINGER).await;
+        // Boxed: only cut connections pay for this state, instead of every
+        // connection's task carrying it.
+        Box::pin(conn.linger(LINGER)).await;
     }
     drop(conn);
     drop(admission);
