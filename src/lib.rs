@@ -29,6 +29,7 @@
 //!                                  accepts              accept instant      the handler
 //! ```
 
+pub mod bench;
 pub mod buffer;
 pub mod config;
 pub mod connection;

@@ -12,6 +12,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
+use tandem::bench::BenchOptions;
 use tandem::config::{LogFormat, ServeConfig, ServeOptions};
 use tandem::{Echo, Server};
 use tokio_util::sync::CancellationToken;
@@ -31,6 +32,8 @@ struct Cli {
 enum Command {
     /// Run the echo server.
     Serve(ServeOptions),
+    /// Load an echo server and measure it, checking every byte.
+    Bench(BenchOptions),
 }
 
 fn main() -> ExitCode {
@@ -38,7 +41,41 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(options) => serve(options),
+        Command::Bench(options) => bench(&options),
     }
+}
+
+fn bench(options: &BenchOptions) -> ExitCode {
+    if let Err(err) = options.validate() {
+        eprintln!("tandem: {err}");
+        return ExitCode::from(2);
+    }
+    let report = match tandem::bench::run(options, !options.json) {
+        Ok(report) => report,
+        Err(err) => {
+            eprintln!("tandem: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let printed = if options.json {
+        serde_json::to_string(&report).map(|json| println!("{json}"))
+    } else {
+        print!("{report}");
+        Ok(())
+    };
+    if let Err(err) = printed {
+        eprintln!("tandem: cannot write the report: {err}");
+        return ExitCode::FAILURE;
+    }
+    if report.errors > 0 {
+        eprintln!(
+            "tandem: {} connection(s) failed; first: {}",
+            report.errors,
+            report.first_error.as_deref().unwrap_or("unknown")
+        );
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
 }
 
 fn serve(options: ServeOptions) -> ExitCode {

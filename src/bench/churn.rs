@@ -1,0 +1,78 @@
+//! Churn: every request on a new connection (connect, send, receive, close),
+//! measuring connects per second and the latency from the start of the
+//! connect to the last byte of the first echo.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::client::close;
+use super::pattern::{Block, Verifier};
+use super::stats::{Recorder, Stats};
+
+/// One churning worker: opens, uses and closes connections one after
+/// another until the window ends. `ids` numbers the connections of the run.
+pub async fn churn(
+    target: SocketAddr,
+    block: &Block,
+    message_size: usize,
+    stats: &Stats,
+    ids: &AtomicU64,
+    skip_newlines: bool,
+) {
+    let end = Instant::from_std(stats.measure_until);
+    let mut recorder = Recorder::new(stats);
+    let mut outbound = vec![0u8; message_size];
+    let mut inbound = vec![0u8; message_size.max(4096)];
+    while Instant::now() < end {
+        let id = ids.fetch_add(1, Ordering::Relaxed);
+        let pattern = block.pattern(id, message_size);
+        let started = Instant::now();
+        let result = async {
+            let mut stream = TcpStream::connect(target)
+                .await
+                .map_err(|err| format!("connect to {target} failed: {err}"))?;
+            // A reply must not wait for a delayed ACK.
+            let _ = stream.set_nodelay(true);
+            pattern.write(0, &mut outbound);
+            stream
+                .write_all(&outbound)
+                .await
+                .map_err(|err| format!("write failed: {err}"))?;
+            let mut verifier = Verifier::new(pattern, skip_newlines);
+            while verifier.completed() == 0 {
+                let read = stream
+                    .read(&mut inbound)
+                    .await
+                    .map_err(|err| format!("read failed: {err}"))?;
+                if read == 0 {
+                    return Err("server closed before echoing".to_owned());
+                }
+                verifier
+                    .check(&inbound[..read])
+                    .map_err(|_| "echo differs from what was sent".to_owned())?;
+            }
+            let echoed = Instant::now();
+            close(stream, &mut verifier, &mut inbound).await?;
+            Ok(echoed)
+        }
+        .await;
+        match result {
+            Ok(echoed) => {
+                if stats.in_window(started.into_std()) {
+                    stats.connects.fetch_add(1, Ordering::Relaxed);
+                }
+                recorder.record(started.into_std(), echoed.into_std(), message_size);
+                stats.progress.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(what) => {
+                stats.error(what);
+                // Refused or reset: do not hammer a server that is down.
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! One load connection of the closed or open loop.
+//!
+//! A single task drives both directions from readiness (`try_read`,
+//! `try_write`), so a connection never blocks its reads behind its writes:
+//! whatever the server does, the generator keeps taking its echo.
+//!
+//! Closed loop: up to `pipeline` messages in flight, each timed from its
+//! send. Open loop: messages are due on a fixed schedule and each is timed
+//! from the instant it was due, not from when it could be sent, so a server
+//! that stalls shows its stall in every message that should have gone out
+//! meanwhile (no coordinated omission).
+
+use std::collections::VecDeque;
+use std::io;
+use std::pin::pin;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::pattern::{Pattern, Verifier};
+use super::stats::{Recorder, Stats};
+
+/// Most bytes a connection queues for sending: an open loop against a
+/// stalled server stops queueing here, and the late messages go out (still
+/// timed from when they were due) once the server moves again.
+const MAX_QUEUED_BYTES: usize = 4 * 1024 * 1024;
+/// How long after the end of the window the last echoes may take.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest read at once.
+const READ_CHUNK: usize = 64 * 1024;
+/// Lateness of an open-loop send that is put down to the generator's timer
+/// (tokio's has millisecond resolution) rather than to the server: a message
+/// sent this late or less is timed from its actual send. Anything later, as
+/// when a server stops reading and the socket fills, counts in full.
+const TIMER_SLACK: Duration = Duration::from_millis(2);
+
+/// When a connection may send its next message.
+#[derive(Debug, Clone, Copy)]
+pub enum Pacing {
+    /// Keep this many messages in flight.
+    Closed { pipeline: usize },
+    /// One message every `interval`, the first due at `first`.
+    Open { first: Instant, interval: Duration },
+}
+
+/// Drives one connection until the window ends and its echoes are in.
+/// Returns a description of what went wrong, if anything did.
+pub async fn drive(
+    stream: TcpStream,
+    pattern: Pattern,
+    pacing: Pacing,
+    stats: &Stats,
+    skip_newlines: bool,
+) -> Result<(), String> {
+    let size = pattern.message_size();
+    let end = Instant::from_std(stats.measure_until);
+    let mut verifier = Verifier::new(pattern.clone(), skip_newlines);
+    let mut recorder = Recorder::new(stats);
+    let mut queued: Vec<u8> = Vec::with_capacity(match pacing {
+        Pacing::Closed { pipeline } => pipeline * size,
+        Pacing::Open { .. } => size * 16,
+    });
+    let mut written = 0;
+    let mut inbound = vec![0u8; READ_CHUNK.min(size.max(4096) * 4)];
+    // Start instant of every message sent and not yet echoed, in order.
+    let mut starts: VecDeque<Instant> = VecDeque::new();
+    let mut sent: u64 = 0;
+    let mut due = match pacing {
+        Pacing::Open { first, .. } => first,
+        Pacing::Closed { .. } => end,
+    };
+    let mut timer = pin!(tokio::time::sleep_until(due));
+    let give_up = pin!(tokio::time::sleep_until(end + DRAIN_TIMEOUT));
+    let mut give_up = give_up;
+
+    loop {
+        let now = Instant::now();
+        if now < end {
+            match pacing {
+                Pacing::Closed { pipeline } => {
+                    while starts.len() < pipeline {
+                        queue(&pattern, sent, &mut queued);
+                        starts.push_back(now);
+                        sent += 1;
+                    }
+                }
+                Pacing::Open { interval, .. } => {
+                    let mut on_schedule = 0;
+                    while due <= now && due < end && queued.len() - written < MAX_QUEUED_BYTES {
+                        queue(&pattern, sent, &mut queued);
+                        starts.push_back(due + (now - due).min(TIMER_SLACK));
+                        on_schedule += u64::from(stats.in_window(due.into_std()));
+                        sent += 1;
+                        due += interval;
+                    }
+                    stats
+                        .sent
+                        .fetch_add(on_schedule, std::sync::atomic::Ordering::Relaxed);
+                    if timer.deadline() != due.min(end) {
+                        timer.as_mut().reset(due.min(end));
+                    }
+                }
+            }
+        }
+        // Send what is queued, as far as the socket takes it.
+        while written < queued.len() {
+            match stream.try_write(&queued[written..]) {
+                Ok(n) => written += n,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) => return Err(format!("write failed: {err}")),
+            }
+        }
+        if written == queued.len() {
+            queued.clear();
+            written = 0;
+        }
+        if now >= end && starts.is_empty() && queued.is_empty() {
+            break;
+        }
+
+        let pending_write = !queued.is_empty();
+        let open_loop_waiting = matches!(pacing, Pacing::Open { .. }) && now < end;
+        tokio::select! {
+            biased;
+            readable = stream.readable() => {
+                readable.map_err(|err| format!("read failed: {err}"))?;
+                let read = match stream.try_read(&mut inbound) {
+                    Ok(0) => return Err(format!(
+                        "server closed the connection with {} messages unanswered",
+                        starts.len()
+                    )),
+                    Ok(read) => read,
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(err) => return Err(format!("read failed: {err}")),
+                };
+                let done = verifier.check(&inbound[..read]).map_err(|mismatch| {
+                    format!(
+                        "echo differs from what was sent: message {}, byte {}",
+                        mismatch.message, mismatch.offset
+                    )
+                })?;
+                let arrived = Instant::now();
+                for _ in 0..done {
+                    let Some(start) = starts.pop_front() else {
+                        return Err("server echoed more than was sent".to_owned());
+                    };
+                    recorder.record(start.into_std(), arrived.into_std(), size);
+                }
+                stats.progress.fetch_add(done, std::sync::atomic::Ordering::Relaxed);
+            }
+            writable = stream.writable(), if pending_write => {
+                writable.map_err(|err| format!("write failed: {err}"))?;
+            }
+            () = timer.as_mut(), if open_loop_waiting => {}
+            () = give_up.as_mut() => {
+                return Err(format!(
+                    "{} echoes still missing {} s after the end",
+                    starts.len(),
+                    DRAIN_TIMEOUT.as_secs()
+                ));
+            }
+        }
+    }
+    close(stream, &mut verifier, &mut inbound).await
+}
+
+fn queue(pattern: &Pattern, message: u64, queued: &mut Vec<u8>) {
+    let from = queued.len();
+    queued.resize(from + pattern.message_size(), 0);
+    pattern.write(message, &mut queued[from..]);
+}
+
+/// Half-closes and expects nothing more than a FIN back.
+pub async fn close(
+    mut stream: TcpStream,
+    verifier: &mut Verifier,
+    inbound: &mut [u8],
+) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .shutdown()
+        .await
+        .map_err(|err| format!("half-close failed: {err}"))?;
+    let finish = async {
+        loop {
+            let extra = "server sent bytes that were never sent to it";
+            match stream.read(inbound).await {
+                Ok(0) if verifier.at_boundary() => return Ok(()),
+                Ok(0) => return Err(extra.to_owned()),
+                // Only newlines a server appends may follow the last echo.
+                Ok(read) => {
+                    if verifier.check(&inbound[..read]) != Ok(0) {
+                        return Err(extra.to_owned());
+                    }
+                }
+                Err(err) => return Err(format!("read after half-close failed: {err}")),
+            }
+        }
+    };
+    match tokio::time::timeout(DRAIN_TIMEOUT, finish).await {
+        Ok(result) => result,
+        Err(_) => Err("server did not close after the client's half-close".to_owned()),
+    }
+}

@@ -1,0 +1,413 @@
+//! `tandem bench`: a load generator whose numbers can be trusted.
+//!
+//! - [`pattern`]: what is sent, and the byte-for-byte check of the echo;
+//! - `client`: one connection of the closed or open loop;
+//! - `churn`: a new connection per request;
+//! - `stats`: latency histogram and counters of a run;
+//! - [`report`]: the figures, as a table or JSON.
+//!
+//! A run connects first (at `--connect-rate` if given), then warms up, then
+//! measures for `--duration`: only messages sent inside that window count.
+//! Every byte of every echo is checked; any failure counts as an error and
+//! makes the command exit non-zero.
+
+mod churn;
+mod client;
+pub mod pattern;
+pub mod report;
+mod stats;
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use thiserror::Error;
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use self::client::{Pacing, drive};
+use self::pattern::Block;
+pub use self::report::{Latency, Report};
+use self::stats::Stats;
+use crate::config::HumanDuration;
+
+/// Largest message: more would only measure memory bandwidth.
+const MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
+/// Most bytes in flight per connection in the closed loop; the reads and
+/// writes of one connection share one task, so this bounds its buffers.
+const MAX_IN_FLIGHT_BYTES: usize = 16 * 1024 * 1024;
+
+/// The options of `tandem bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchOptions {
+    /// Echo server to load.
+    #[arg(long, env = "TANDEM_BENCH_TARGET", value_name = "ADDR")]
+    pub target: SocketAddr,
+    /// Connections (closed and open loop) or concurrent churners (--churn).
+    #[arg(
+        long,
+        env = "TANDEM_BENCH_CONNECTIONS",
+        default_value_t = 50,
+        value_name = "N"
+    )]
+    pub connections: usize,
+    /// Bytes per message.
+    #[arg(
+        long,
+        env = "TANDEM_BENCH_MESSAGE_SIZE",
+        default_value_t = 64,
+        value_name = "B"
+    )]
+    pub message_size: usize,
+    /// Messages in flight per connection (closed loop).
+    #[arg(
+        long,
+        env = "TANDEM_BENCH_PIPELINE",
+        default_value_t = 1,
+        value_name = "D"
+    )]
+    pub pipeline: usize,
+    /// Length of the measured window.
+    #[arg(
+        long,
+        env = "TANDEM_BENCH_DURATION",
+        default_value = "10s",
+        value_name = "DURATION"
+    )]
+    pub duration: HumanDuration,
+    /// Load before the window, not counted.
+    #[arg(
+        long,
+        env = "TANDEM_BENCH_WARMUP",
+        default_value = "2s",
+        value_name = "DURATION"
+    )]
+    pub warmup: HumanDuration,
+    /// Threads of the generator's runtime.
+    #[arg(
+        long,
+        env = "TANDEM_BENCH_THREADS",
+        default_value_t = 1,
+        value_name = "N"
+    )]
+    pub threads: usize,
+    /// Open connections at this many per second instead of all at once.
+    #[arg(long, env = "TANDEM_BENCH_CONNECT_RATE", value_name = "PER_SEC")]
+    pub connect_rate: Option<f64>,
+    /// Open loop: send this many messages per second in total, spread over
+    /// the connections; latency counts from each message's intended send.
+    #[arg(
+        long,
+        env = "TANDEM_BENCH_RATE",
+        value_name = "PER_SEC",
+        conflicts_with = "churn"
+    )]
+    pub rate: Option<f64>,
+    /// Churn: every request on a new connection.
+    #[arg(long, env = "TANDEM_BENCH_CHURN")]
+    pub churn: bool,
+    /// The server appends `\n` to each chunk (`serve --append-newline`).
+    #[arg(long, env = "TANDEM_BENCH_EXPECT_NEWLINE")]
+    pub expect_newline: bool,
+    /// Print one JSON object instead of the table.
+    #[arg(long, env = "TANDEM_BENCH_JSON")]
+    pub json: bool,
+}
+
+/// Why a run could not be made.
+#[derive(Debug, Error)]
+pub enum BenchError {
+    /// An option is out of range.
+    #[error("invalid --{option}: {rule}, got {value}")]
+    Invalid {
+        option: &'static str,
+        rule: String,
+        value: String,
+    },
+    /// The generator's runtime could not start.
+    #[error("cannot start the load generator: {0}")]
+    Runtime(std::io::Error),
+    /// Not every connection could be opened before the run.
+    #[error("cannot connect to {target}: {cause} ({opened} of {wanted} connections opened)")]
+    Connect {
+        target: SocketAddr,
+        cause: std::io::Error,
+        opened: usize,
+        wanted: usize,
+    },
+}
+
+impl BenchOptions {
+    /// Checks the options against their ranges.
+    pub fn validate(&self) -> Result<(), BenchError> {
+        let invalid = |option, rule: &str, value: String| BenchError::Invalid {
+            option,
+            rule: rule.to_owned(),
+            value,
+        };
+        let count = |option, value: usize, max: usize| {
+            if value == 0 || value > max {
+                return Err(invalid(
+                    option,
+                    &format!("must be between 1 and {max}"),
+                    value.to_string(),
+                ));
+            }
+            Ok(())
+        };
+        count("connections", self.connections, 100_000)?;
+        count("message-size", self.message_size, MAX_MESSAGE_SIZE)?;
+        count("pipeline", self.pipeline, 65_536)?;
+        count("threads", self.threads, crate::server::MAX_THREADS)?;
+        if self.pipeline * self.message_size > MAX_IN_FLIGHT_BYTES {
+            return Err(invalid(
+                "pipeline",
+                "times --message-size must be at most 16 MiB",
+                self.pipeline.to_string(),
+            ));
+        }
+        if self.duration.0.is_zero() {
+            return Err(invalid(
+                "duration",
+                "must be more than 0",
+                self.duration.to_string(),
+            ));
+        }
+        for (option, rate) in [("rate", self.rate), ("connect-rate", self.connect_rate)] {
+            if let Some(rate) = rate
+                && !(rate.is_finite() && rate > 0.0)
+            {
+                return Err(invalid(
+                    option,
+                    "must be a positive number",
+                    rate.to_string(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn mode(&self) -> &'static str {
+        match (self.churn, self.rate) {
+            (true, _) => "churn",
+            (false, Some(_)) => "open",
+            (false, None) => "closed",
+        }
+    }
+}
+
+/// Runs the load described by `options` and reports what it measured.
+/// `progress` shows a live bar on stderr when stderr is a terminal.
+pub fn run(options: &BenchOptions, progress: bool) -> Result<Report, BenchError> {
+    options.validate()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(options.threads)
+        .thread_name("tandem-bench")
+        .enable_all()
+        .build()
+        .map_err(BenchError::Runtime)?;
+    runtime.block_on(run_async(
+        options,
+        progress && std::io::stderr().is_terminal(),
+    ))
+}
+
+async fn run_async(options: &BenchOptions, show_progress: bool) -> Result<Report, BenchError> {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0x5EED, |since| since.as_nanos() as u64);
+    let block = Block::new(options.message_size, seed, options.expect_newline);
+    let streams = if options.churn {
+        Vec::new()
+    } else {
+        connect_all(options).await?
+    };
+
+    let start = Instant::now();
+    let stats = Arc::new(Stats::new(
+        (start + options.warmup.0).into_std(),
+        options.duration.0,
+    ));
+    let ids = Arc::new(AtomicU64::new(0));
+    let mut tasks = JoinSet::new();
+    if options.churn {
+        for _ in 0..options.connections {
+            let (block, stats, ids) = (block.clone(), stats.clone(), ids.clone());
+            let (target, size, newline) =
+                (options.target, options.message_size, options.expect_newline);
+            tasks.spawn(async move {
+                churn::churn(target, &block, size, &stats, &ids, newline).await;
+            });
+        }
+    } else {
+        let count = streams.len();
+        for (id, stream) in streams.into_iter().enumerate() {
+            let pacing = match options.rate {
+                // Connection i's messages are due every count/rate seconds,
+                // the connections spread evenly over that interval.
+                Some(rate) => Pacing::Open {
+                    first: start + Duration::from_secs_f64(id as f64 / rate),
+                    interval: Duration::from_secs_f64(count as f64 / rate),
+                },
+                None => Pacing::Closed {
+                    pipeline: options.pipeline,
+                },
+            };
+            let pattern = block.pattern(id as u64, options.message_size);
+            let (stats, newline) = (stats.clone(), options.expect_newline);
+            tasks.spawn(async move {
+                if let Err(what) = drive(stream, pattern, pacing, &stats, newline).await {
+                    stats.error(what);
+                }
+            });
+        }
+    }
+
+    let bar = show_progress.then(|| progress_bar(options));
+    let cpu_at_start = watch_window(&stats, &mut tasks, bar.as_ref(), start).await;
+    let cpu_used = cpu_time().saturating_sub(cpu_at_start);
+    while tasks.join_next().await.is_some() {}
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    Ok(report(options, &stats, cpu_used))
+}
+
+/// Opens every connection, at `--connect-rate` if given.
+async fn connect_all(options: &BenchOptions) -> Result<Vec<TcpStream>, BenchError> {
+    let started = Instant::now();
+    let mut connecting = JoinSet::new();
+    for index in 0..options.connections {
+        let target = options.target;
+        let at = options
+            .connect_rate
+            .map(|rate| started + Duration::from_secs_f64(index as f64 / rate));
+        connecting.spawn(async move {
+            if let Some(at) = at {
+                tokio::time::sleep_until(at).await;
+            }
+            let stream = TcpStream::connect(target).await?;
+            // Messages are written whole; Nagle would only add delay.
+            stream.set_nodelay(true)?;
+            Ok::<_, std::io::Error>(stream)
+        });
+    }
+    let mut streams = Vec::with_capacity(options.connections);
+    let mut failure = None;
+    while let Some(joined) = connecting.join_next().await {
+        match joined {
+            Ok(Ok(stream)) => streams.push(stream),
+            Ok(Err(err)) => failure = failure.or(Some(err)),
+            Err(join) => failure = failure.or(Some(std::io::Error::other(join.to_string()))),
+        }
+    }
+    match failure {
+        None => Ok(streams),
+        Some(cause) => Err(BenchError::Connect {
+            target: options.target,
+            cause,
+            opened: streams.len(),
+            wanted: options.connections,
+        }),
+    }
+}
+
+/// Waits through warm-up and window, updating the progress bar; returns
+/// the process's CPU time at the start of the window.
+async fn watch_window(
+    stats: &Stats,
+    tasks: &mut JoinSet<()>,
+    bar: Option<&ProgressBar>,
+    start: Instant,
+) -> Duration {
+    let from = Instant::from_std(stats.measure_from);
+    let until = Instant::from_std(stats.measure_until);
+    let mut cpu_at_start = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut last = (Instant::now(), 0u64);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = tokio::time::sleep_until(from), if cpu_at_start.is_none() => {
+                cpu_at_start = Some(cpu_time());
+            }
+            () = tokio::time::sleep_until(until) => break,
+            // Every task has ended early (each failed): nothing to wait for.
+            joined = tasks.join_next() => if joined.is_none() { break },
+        }
+        if let Some(bar) = bar {
+            let now = Instant::now();
+            let done = stats.progress.load(Ordering::Relaxed);
+            let rate = (done - last.1) as f64 / (now - last.0).as_secs_f64().max(1e-3);
+            last = (now, done);
+            bar.set_position((now - start).as_millis() as u64);
+            bar.set_message(format!("{rate:.0} msg/s"));
+        }
+    }
+    cpu_at_start.unwrap_or_else(cpu_time)
+}
+
+fn progress_bar(options: &BenchOptions) -> ProgressBar {
+    let total = options.warmup.0 + options.duration.0;
+    let bar = ProgressBar::new(total.as_millis() as u64);
+    if let Ok(style) = ProgressStyle::with_template("{spinner} [{elapsed}] {wide_bar} {msg}") {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// User plus system CPU time of this process so far.
+fn cpu_time() -> Duration {
+    use nix::sys::resource::{UsageWho, getrusage};
+    getrusage(UsageWho::RUSAGE_SELF).map_or(Duration::ZERO, |usage| {
+        let to_duration = |t: nix::sys::time::TimeVal| {
+            Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1000)
+        };
+        to_duration(usage.user_time()) + to_duration(usage.system_time())
+    })
+}
+
+fn report(options: &BenchOptions, stats: &Stats, cpu: Duration) -> Report {
+    let seconds = options.duration.0.as_secs_f64();
+    let messages = stats.messages.load(Ordering::Relaxed);
+    let sent_rate = options
+        .rate
+        .map(|_| stats.sent.load(Ordering::Relaxed) as f64 / seconds);
+    Report {
+        mode: options.mode(),
+        target: options.target.to_string(),
+        connections: options.connections,
+        message_size: options.message_size,
+        pipeline: if options.rate.is_some() || options.churn {
+            1
+        } else {
+            options.pipeline
+        },
+        messages,
+        errors: stats.errors.load(Ordering::Relaxed),
+        duration_secs: seconds,
+        msgs_per_sec: messages as f64 / seconds,
+        bytes_per_sec: stats.bytes.load(Ordering::Relaxed) as f64 / seconds,
+        latency_us: Latency::of(&stats.histogram()),
+        target_rate: options.rate,
+        sent_rate,
+        kept_up: options
+            .rate
+            .zip(sent_rate)
+            .map(|(target, sent)| sent >= 0.95 * target),
+        connects_per_sec: options
+            .churn
+            .then(|| stats.connects.load(Ordering::Relaxed) as f64 / seconds),
+        generator_cpu_us_per_msg: if messages == 0 {
+            0.0
+        } else {
+            cpu.as_secs_f64() * 1e6 / messages as f64
+        },
+        first_error: stats.first_error(),
+    }
+}

@@ -1,0 +1,128 @@
+//! The figures of a run, as a table for people and as JSON with stable keys
+//! for scripts.
+
+use std::fmt;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Latency percentiles, in microseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Latency {
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+}
+
+impl Latency {
+    /// Percentiles of `histogram` (all 0 when it is empty).
+    pub fn of(histogram: &Histogram<u64>) -> Latency {
+        Latency {
+            p50: histogram.value_at_quantile(0.50),
+            p90: histogram.value_at_quantile(0.90),
+            p99: histogram.value_at_quantile(0.99),
+            p999: histogram.value_at_quantile(0.999),
+            max: histogram.max(),
+        }
+    }
+}
+
+/// What a run measured. The field names are the JSON keys and stay stable.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// `closed`, `open` or `churn`.
+    pub mode: &'static str,
+    /// The server measured.
+    pub target: String,
+    pub connections: usize,
+    pub message_size: usize,
+    pub pipeline: usize,
+    /// Messages echoed and verified within the measured window.
+    pub messages: u64,
+    /// Connections that failed: I/O errors, wrong bytes, early closes.
+    pub errors: u64,
+    /// Length of the measured window (warm-up excluded).
+    pub duration_secs: f64,
+    pub msgs_per_sec: f64,
+    /// Echoed payload bytes per second.
+    pub bytes_per_sec: f64,
+    /// Round-trip latency; from the intended send time in the open loop,
+    /// from the start of the connect in churn.
+    pub latency_us: Latency,
+    /// Open loop: messages per second asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_rate: Option<f64>,
+    /// Open loop: messages per second actually sent on schedule.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sent_rate: Option<f64>,
+    /// Open loop: false when sends fell more than 5% behind the schedule.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kept_up: Option<bool>,
+    /// Churn: connections opened, used and closed per second.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connects_per_sec: Option<f64>,
+    /// CPU time (user + system) the generator used per message.
+    pub generator_cpu_us_per_msg: f64,
+    /// The first error, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_error: Option<String>,
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{} loop against {}: {} connections, {} B messages, pipeline {}, {:.1} s measured",
+            self.mode,
+            self.target,
+            self.connections,
+            self.message_size,
+            self.pipeline,
+            self.duration_secs
+        )?;
+        let row = |f: &mut fmt::Formatter<'_>, name: &str, value: String| {
+            writeln!(f, "  {name:<22} {value}")
+        };
+        if let Some(rate) = self.connects_per_sec {
+            row(f, "connects/s", format!("{rate:.0}"))?;
+        }
+        row(f, "messages/s", format!("{:.0}", self.msgs_per_sec))?;
+        row(f, "bytes/s", format!("{:.0}", self.bytes_per_sec))?;
+        if let (Some(target), Some(sent)) = (self.target_rate, self.sent_rate) {
+            row(
+                f,
+                "target rate",
+                format!("{target:.0} msg/s, sent {sent:.0} msg/s"),
+            )?;
+        }
+        let l = self.latency_us;
+        row(
+            f,
+            "latency (µs)",
+            format!(
+                "p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+                l.p50, l.p90, l.p99, l.p999, l.max
+            ),
+        )?;
+        row(f, "messages", self.messages.to_string())?;
+        row(f, "errors", self.errors.to_string())?;
+        row(
+            f,
+            "generator CPU",
+            format!("{:.2} µs per message", self.generator_cpu_us_per_msg),
+        )?;
+        if self.kept_up == Some(false) {
+            writeln!(
+                f,
+                "  warning: sends fell behind the schedule: the generator (or the server's \
+                 backpressure) could not keep the target rate"
+            )?;
+        }
+        if let Some(error) = &self.first_error {
+            writeln!(f, "  first error: {error}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,254 @@
+//! `tandem bench` against servers whose behaviour is known: a correct echo,
+//! one that corrupts bytes, one that answers after a fixed delay, and one
+//! that stalls for a second. The generator must say which is which.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Proc, TestServer};
+use serde_json::Value;
+
+/// A blocking echo server on its own threads, one per connection, with
+/// `respond` deciding what to send back for each chunk read. Lives as long
+/// as the test process.
+fn fake_server(respond: impl Fn(&mut Vec<u8>) + Send + Sync + 'static) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let respond = Arc::new(respond);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let respond = respond.clone();
+            std::thread::spawn(move || {
+                let _ = stream.set_nodelay(true);
+                let mut chunk = vec![0u8; 64 * 1024];
+                loop {
+                    let n = match stream.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    let mut reply = chunk[..n].to_vec();
+                    respond(&mut reply);
+                    if stream.write_all(&reply).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Runs `tandem bench --json` with `args` and returns its exit success and
+/// its report.
+fn bench(target: SocketAddr, args: &[&str]) -> (bool, Value) {
+    let target = target.to_string();
+    let mut all = vec!["bench", "--target", &target, "--json"];
+    all.extend_from_slice(args);
+    let out = Proc::run(&all, &[]);
+    let report = serde_json::from_str(out.stdout.trim())
+        .unwrap_or_else(|err| panic!("no JSON report ({err}): {}\n{}", out.stdout, out.stderr));
+    (out.status.success(), report)
+}
+
+fn latency(report: &Value, key: &str) -> u64 {
+    report["latency_us"][key].as_u64().unwrap()
+}
+
+#[test]
+fn a_correct_echo_gives_a_clean_report_with_the_stable_keys() {
+    let mut server = TestServer::start(&[]);
+    let (ok, report) = bench(server.addr, &["--duration", "1s", "--warmup", "200ms"]);
+    assert!(ok, "{report}");
+    assert_eq!(report["errors"], 0);
+    assert!(report["messages"].as_u64().unwrap() > 100, "{report}");
+    for key in [
+        "messages",
+        "errors",
+        "duration_secs",
+        "msgs_per_sec",
+        "bytes_per_sec",
+    ] {
+        assert!(report[key].is_number(), "{key} missing: {report}");
+    }
+    for key in ["p50", "p90", "p99", "p999", "max"] {
+        assert!(
+            report["latency_us"][key].is_u64(),
+            "latency_us.{key} missing"
+        );
+    }
+    assert!(server.stop().success());
+}
+
+#[test]
+fn every_mode_verifies_against_a_real_server_including_appended_newlines() {
+    let mut server = TestServer::start(&["--append-newline"]);
+    let short = [
+        "--duration",
+        "500ms",
+        "--warmup",
+        "100ms",
+        "--expect-newline",
+    ];
+    for mode in [
+        &["--pipeline", "8"][..],
+        &["--rate", "2000"],
+        &["--churn", "--connections", "4"],
+    ] {
+        let (ok, report) = bench(server.addr, &[&short[..], mode].concat());
+        assert!(ok, "{mode:?}: {report}");
+        assert!(
+            report["messages"].as_u64().unwrap() > 0,
+            "{mode:?}: {report}"
+        );
+    }
+    assert!(server.stop().success());
+}
+
+#[test]
+fn corrupted_bytes_are_errors_and_a_non_zero_exit() {
+    let server = fake_server(|reply| {
+        let last = reply.len() - 1;
+        reply[last] ^= 0x20;
+    });
+    let (ok, report) = bench(server, &["--duration", "500ms", "--warmup", "0s"]);
+    assert!(!ok);
+    assert!(report["errors"].as_u64().unwrap() > 0, "{report}");
+    assert!(
+        report["first_error"].as_str().unwrap().contains("differs"),
+        "{report}"
+    );
+}
+
+#[test]
+fn a_missing_newline_is_an_error_when_one_is_expected() {
+    let server = fake_server(|_| {});
+    let (ok, _) = bench(
+        server,
+        &[
+            "--duration",
+            "300ms",
+            "--warmup",
+            "0s",
+            "--message-size",
+            "5",
+        ],
+    );
+    assert!(ok, "a plain echo passes without --expect-newline");
+    let server = fake_server(|reply| reply.push(b'x'));
+    let (ok, report) = bench(
+        server,
+        &["--duration", "300ms", "--warmup", "0s", "--expect-newline"],
+    );
+    assert!(!ok && report["errors"].as_u64().unwrap() > 0, "{report}");
+}
+
+#[test]
+fn a_fixed_reply_delay_is_the_median_latency() {
+    let delay = Duration::from_millis(20);
+    let server = fake_server(move |_| std::thread::sleep(delay));
+    let (ok, report) = bench(
+        server,
+        &[
+            "--connections",
+            "4",
+            "--duration",
+            "2s",
+            "--warmup",
+            "200ms",
+        ],
+    );
+    assert!(ok, "{report}");
+    let p50 = latency(&report, "p50") as f64;
+    let expected = delay.as_micros() as f64;
+    assert!(
+        (p50 - expected).abs() <= 0.2 * expected,
+        "p50 {p50} µs, expected {expected} µs ± 20%"
+    );
+}
+
+/// A server that echoes at once, except that every reply due during one
+/// second, starting `after` its first connection, waits until that second
+/// is over.
+fn stalling_server(after: Duration) -> SocketAddr {
+    let stall: Arc<std::sync::OnceLock<(Instant, Instant)>> = Arc::default();
+    fake_server(move |_| {
+        let (from, until) = *stall.get_or_init(|| {
+            let from = Instant::now() + after;
+            (from, from + Duration::from_secs(1))
+        });
+        let now = Instant::now();
+        if now >= from && now < until {
+            std::thread::sleep(until - now);
+        }
+    })
+}
+
+#[test]
+fn a_one_second_stall_shows_in_the_open_loop_tail_and_hides_in_the_closed_loop() {
+    let window = [
+        "--connections",
+        "10",
+        "--duration",
+        "3s",
+        "--warmup",
+        "300ms",
+    ];
+
+    let (ok, open) = bench(
+        stalling_server(Duration::from_millis(1300)),
+        &[&window[..], &["--rate", "1000"]].concat(),
+    );
+    assert!(ok, "{open}");
+    // A third of the window's messages were due during the stall.
+    assert!(latency(&open, "p90") >= 500_000, "open loop: {open}");
+
+    let (ok, closed) = bench(stalling_server(Duration::from_millis(1300)), &window);
+    assert!(ok, "{closed}");
+    // Each connection had one message waiting through the stall...
+    assert!(latency(&closed, "max") >= 900_000, "closed loop: {closed}");
+    // ...among thousands that were not: the percentiles do not show it.
+    assert!(latency(&closed, "p99") < 100_000, "closed loop: {closed}");
+}
+
+#[test]
+fn invalid_options_exit_2_naming_the_option() {
+    let cases: [&[&str]; 4] = [
+        &["--connections", "0"],
+        &["--message-size", "0"],
+        &["--rate=-5"],
+        &["--duration", "0s"],
+    ];
+    for args in cases {
+        let mut all = vec!["bench", "--target", "127.0.0.1:9"];
+        all.extend_from_slice(args);
+        let out = Proc::run(&all, &[]);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", out.stderr);
+        let option = args[0].split('=').next().unwrap();
+        assert!(out.stderr.contains(option), "{args:?}: {}", out.stderr);
+    }
+}
+
+#[test]
+fn an_unreachable_target_is_a_run_time_failure_naming_it() {
+    // Bind then drop: a port with nothing listening.
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let out = Proc::run(
+        &["bench", "--target", &addr.to_string(), "--duration", "1s"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        out.stderr.contains(&format!("cannot connect to {addr}")),
+        "{}",
+        out.stderr
+    );
+    let _ = TcpStream::connect(addr).unwrap_err();
+}
