@@ -142,6 +142,11 @@ pub struct ServeOptions {
           default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
     pub append_newline: Option<bool>,
 
+    /// Benchmarking knob: CPU time spent per chunk before echoing it, to
+    /// model CPU-heavy handlers [default: 0].
+    #[arg(long, env = "TANDEM_SIMULATE_WORK", value_name = "DURATION")]
+    pub simulate_work: Option<HumanDuration>,
+
     /// Close a connection silent for this long; 0 disables [default: 300s].
     #[arg(long, env = "TANDEM_IDLE_TIMEOUT", value_name = "DURATION")]
     pub idle_timeout: Option<HumanDuration>,
@@ -245,6 +250,7 @@ impl ServeOptions {
             buffer_size: self.buffer_size.or(lower.buffer_size),
             nodelay: self.nodelay.or(lower.nodelay),
             append_newline: self.append_newline.or(lower.append_newline),
+            simulate_work: self.simulate_work.or(lower.simulate_work),
             idle_timeout: self.idle_timeout.or(lower.idle_timeout),
             shutdown_timeout: self.shutdown_timeout.or(lower.shutdown_timeout),
             log_format: self.log_format.or(lower.log_format),
@@ -319,6 +325,10 @@ impl ServeOptions {
                 MAX_BUFFER_SIZE,
             )?,
             append_newline: self.append_newline.unwrap_or(false),
+            simulate_work: at_most(
+                "simulate-work",
+                self.simulate_work.map_or(Duration::ZERO, |d| d.0),
+            )?,
         };
         Ok(ServeConfig {
             listen: self.listen.unwrap_or(DEFAULT_LISTEN),

@@ -8,6 +8,7 @@
 //! TCP push back on it.
 
 use std::io;
+use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 
@@ -22,6 +23,9 @@ pub struct EchoConfig {
     pub buffer_size: usize,
     /// Write a `\n` after each chunk read (the behaviour of the article's server).
     pub append_newline: bool,
+    /// CPU time burnt per chunk before it is written back: a benchmarking
+    /// knob that models handlers doing real work. Zero in production.
+    pub simulate_work: Duration,
 }
 
 impl Default for EchoConfig {
@@ -29,6 +33,7 @@ impl Default for EchoConfig {
         EchoConfig {
             buffer_size: crate::config::DEFAULT_BUFFER_SIZE,
             append_newline: false,
+            simulate_work: Duration::ZERO,
         }
     }
 }
@@ -79,6 +84,9 @@ impl Handler for Echo {
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(err) => return Err(err),
             };
+            if !self.config.simulate_work.is_zero() {
+                burn_cpu(self.config.simulate_work);
+            }
             let len = if self.config.append_newline {
                 buf[read] = b'\n';
                 read + 1
@@ -88,5 +96,14 @@ impl Handler for Echo {
             conn.write_all(&buf[..len]).await?;
             conn.touch();
         }
+    }
+}
+
+/// Keeps the current thread busy for `work`, as a CPU-bound handler would:
+/// the worker thread can do nothing else meanwhile, which is the point.
+fn burn_cpu(work: Duration) {
+    let until = Instant::now() + work;
+    while Instant::now() < until {
+        std::hint::spin_loop();
     }
 }

@@ -130,6 +130,7 @@ fn run(config: ServeConfig) -> anyhow::Result<()> {
         buffer_size = config.echo.buffer_size,
         nodelay = server.nodelay,
         append_newline = config.echo.append_newline,
+        simulate_work = %humantime::format_duration(config.echo.simulate_work),
         idle_timeout = %server.idle_timeout.map_or("off".to_owned(), |d| humantime::format_duration(d).to_string()),
         shutdown_timeout = %humantime::format_duration(server.shutdown_timeout),
         "tandem serve starting"

@@ -252,3 +252,26 @@ fn an_unreachable_target_is_a_run_time_failure_naming_it() {
     );
     let _ = TcpStream::connect(addr).unwrap_err();
 }
+
+#[test]
+fn simulated_work_on_the_server_shows_as_latency() {
+    let mut server = TestServer::start(&["--simulate-work", "20ms"]);
+    let (ok, report) = bench(
+        server.addr,
+        &[
+            "--connections",
+            "1",
+            "--duration",
+            "1s",
+            "--warmup",
+            "100ms",
+        ],
+    );
+    assert!(ok, "{report}");
+    let p50 = latency(&report, "p50");
+    assert!(
+        (20_000..24_000).contains(&p50),
+        "p50 {p50} µs with 20 ms of work per echo"
+    );
+    assert!(server.stop().success());
+}

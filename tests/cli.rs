@@ -16,7 +16,7 @@ use nix::sys::signal::Signal;
 use serde_json::{Map, Value};
 
 /// Every flag of `tandem serve`.
-const SERVE_FLAGS: [&str; 14] = [
+const SERVE_FLAGS: [&str; 15] = [
     "--listen",
     "--layout",
     "--acceptor-threads",
@@ -27,6 +27,7 @@ const SERVE_FLAGS: [&str; 14] = [
     "--buffer-size",
     "--nodelay",
     "--append-newline",
+    "--simulate-work",
     "--idle-timeout",
     "--shutdown-timeout",
     "--log-format",
