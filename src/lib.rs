@@ -36,6 +36,7 @@ pub mod connection;
 pub mod echo;
 pub mod handler;
 pub mod server;
+pub mod suite;
 
 pub use buffer::Buffer;
 pub use connection::{Connection, Event};

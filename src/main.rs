@@ -14,6 +14,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tandem::bench::BenchOptions;
 use tandem::config::{LogFormat, ServeConfig, ServeOptions};
+use tandem::suite::SuiteOptions;
 use tandem::{Echo, Server};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -34,6 +35,8 @@ enum Command {
     Serve(ServeOptions),
     /// Load an echo server and measure it, checking every byte.
     Bench(BenchOptions),
+    /// Compare the layouts and the epoll reference over a matrix of loads.
+    Suite(SuiteOptions),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +45,20 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(options) => serve(options),
         Command::Bench(options) => bench(&options),
+        Command::Suite(options) => suite(&options),
+    }
+}
+
+fn suite(options: &SuiteOptions) -> ExitCode {
+    match tandem::suite::run(options) {
+        Ok(dir) => {
+            println!("results in {}", dir.display());
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("tandem: {err}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -1,0 +1,389 @@
+//! The measurements of a suite, each a list of cells; a cell is one load,
+//! sampled `runs` times on every server, the servers interleaved.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::servers::{RunningServer, ServerSpec};
+use super::{Plan, SuiteError};
+use crate::bench::{self, BenchOptions, Report};
+use crate::config::HumanDuration;
+
+/// The cell whose median throughput is each server's "maximum" for the
+/// open-loop rates: 64 B messages over 50 connections.
+const MAX_CELL: (usize, usize, usize) = (64, 50, 1);
+/// Concurrent churners.
+const CHURNERS: usize = 4;
+/// CPU burnt per chunk by a server in the isolation test: with 50 busy
+/// connections it keeps every worker of a small machine saturated.
+const ISOLATION_WORK: &str = "500us";
+
+/// One load, measured on each server.
+#[derive(Debug, Clone, Serialize)]
+pub struct Cell {
+    /// `closed`, `open`, `churn`, `isolation` or `memory`.
+    pub section: &'static str,
+    /// What was loaded, for tables: e.g. `64 B x 50 conns, pipeline 1`.
+    pub label: String,
+    /// What `value` is: e.g. `msgs/s`, `p99 µs`, `bytes/conn`.
+    pub metric: &'static str,
+    pub message_size: usize,
+    pub connections: usize,
+    pub pipeline: usize,
+    /// Open loop: fraction of each server's maximum.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fraction: Option<f64>,
+    pub servers: Vec<Samples>,
+}
+
+/// One server's samples of a cell.
+#[derive(Debug, Clone, Serialize)]
+pub struct Samples {
+    pub server: String,
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    pub samples: Vec<Sample>,
+}
+
+/// One measurement.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sample {
+    pub value: f64,
+    /// The generator's report, when the load generator made the sample.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<Report>,
+}
+
+impl Samples {
+    fn of(server: &str, samples: Vec<Sample>) -> Samples {
+        let mut values: Vec<f64> = samples.iter().map(|sample| sample.value).collect();
+        values.sort_by(f64::total_cmp);
+        let median = match values.len() {
+            0 => 0.0,
+            n if n % 2 == 1 => values[n / 2],
+            n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+        };
+        Samples {
+            server: server.to_owned(),
+            median,
+            min: values.first().copied().unwrap_or(0.0),
+            max: values.last().copied().unwrap_or(0.0),
+            samples,
+        }
+    }
+
+    /// Generator errors over all samples.
+    pub fn errors(&self) -> u64 {
+        self.samples
+            .iter()
+            .filter_map(|sample| sample.report.as_ref())
+            .map(|report| report.errors)
+            .sum()
+    }
+}
+
+/// Runs `sample` `runs` times per server, interleaving the servers, each
+/// sample on a freshly started server.
+fn interleave(
+    servers: &[ServerSpec],
+    runs: usize,
+    mut sample: impl FnMut(usize, &RunningServer) -> Result<Sample, SuiteError>,
+) -> Result<Vec<Samples>, SuiteError> {
+    let mut taken: Vec<Vec<Sample>> = vec![Vec::new(); servers.len()];
+    for _ in 0..runs {
+        for (index, spec) in servers.iter().enumerate() {
+            let running = spec.start()?;
+            let result = sample(index, &running);
+            running.stop();
+            taken[index].push(result?);
+        }
+    }
+    Ok(servers
+        .iter()
+        .zip(taken)
+        .map(|(spec, samples)| Samples::of(&spec.name, samples))
+        .collect())
+}
+
+fn load(plan: &Plan, target: std::net::SocketAddr) -> BenchOptions {
+    BenchOptions {
+        target,
+        connections: 50,
+        message_size: 64,
+        pipeline: 1,
+        duration: HumanDuration(Duration::from_secs_f64(plan.duration_secs)),
+        warmup: HumanDuration(Duration::from_secs_f64(plan.warmup_secs)),
+        threads: 1,
+        // Thousands of simultaneous connects would overflow the backlog and
+        // wait out SYN retries; a fast ramp avoids measuring that.
+        connect_rate: None,
+        rate: None,
+        churn: false,
+        expect_newline: false,
+        json: true,
+    }
+}
+
+fn bench_sample(
+    server: &str,
+    options: &BenchOptions,
+    value: impl Fn(&Report) -> f64,
+) -> Result<Sample, SuiteError> {
+    let report = bench::run(options, false).map_err(|cause| SuiteError::Bench {
+        server: server.to_owned(),
+        cause,
+    })?;
+    Ok(Sample {
+        value: value(&report),
+        report: Some(report),
+    })
+}
+
+fn progress(what: &str) {
+    eprintln!("suite: {what}");
+}
+
+/// Every measurement of `plan`, in order.
+pub fn all(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteError> {
+    let mut cells = closed(plan, servers)?;
+    let maxima: Vec<f64> = cells
+        .iter()
+        .find(|cell| (cell.message_size, cell.connections, cell.pipeline) == MAX_CELL)
+        .or(cells.first())
+        .map(|cell| cell.servers.iter().map(|samples| samples.median).collect())
+        .unwrap_or_default();
+    cells.extend(open(plan, servers, &maxima)?);
+    cells.push(churn(plan, servers)?);
+    cells.extend(isolation(plan, servers)?);
+    cells.push(memory(plan, servers)?);
+    Ok(cells)
+}
+
+fn closed(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteError> {
+    let mut cells = Vec::new();
+    for &pipeline in &plan.pipelines {
+        for &size in &plan.message_sizes {
+            for &connections in &plan.connections {
+                let label = format!("{size} B x {connections} conns, pipeline {pipeline}");
+                progress(&format!("closed loop: {label}"));
+                let samples = interleave(servers, plan.runs, |index, running| {
+                    let mut options = load(plan, running.addr);
+                    options.message_size = size;
+                    options.connections = connections;
+                    options.pipeline = pipeline;
+                    if connections > 1000 {
+                        options.connect_rate = Some(20_000.0);
+                    }
+                    bench_sample(&servers[index].name, &options, |report| report.msgs_per_sec)
+                })?;
+                cells.push(Cell {
+                    section: "closed",
+                    label,
+                    metric: "msgs/s",
+                    message_size: size,
+                    connections,
+                    pipeline,
+                    fraction: None,
+                    servers: samples,
+                });
+            }
+        }
+    }
+    Ok(cells)
+}
+
+fn open(plan: &Plan, servers: &[ServerSpec], maxima: &[f64]) -> Result<Vec<Cell>, SuiteError> {
+    let mut cells = Vec::new();
+    for &fraction in &plan.open_fractions {
+        let label = format!(
+            "64 B x 50 conns at {:.0}% of each server's maximum",
+            fraction * 100.0
+        );
+        progress(&format!("open loop: {label}"));
+        let samples = interleave(servers, plan.runs, |index, running| {
+            let mut options = load(plan, running.addr);
+            options.rate = Some((maxima.get(index).copied().unwrap_or(1000.0) * fraction).max(1.0));
+            bench_sample(&servers[index].name, &options, |report| {
+                report.latency_us.p99 as f64
+            })
+        })?;
+        cells.push(Cell {
+            section: "open",
+            label,
+            metric: "p99 µs",
+            message_size: 64,
+            connections: 50,
+            pipeline: 1,
+            fraction: Some(fraction),
+            servers: samples,
+        });
+    }
+    Ok(cells)
+}
+
+fn churn(plan: &Plan, servers: &[ServerSpec]) -> Result<Cell, SuiteError> {
+    progress("churn");
+    let samples = interleave(servers, plan.runs, |index, running| {
+        let mut options = load(plan, running.addr);
+        options.churn = true;
+        options.connections = CHURNERS;
+        bench_sample(&servers[index].name, &options, |report| {
+            report.connects_per_sec.unwrap_or(0.0)
+        })
+    })?;
+    Ok(Cell {
+        section: "churn",
+        label: format!("new connection per 64 B request, {CHURNERS} at a time"),
+        metric: "connects/s",
+        message_size: 64,
+        connections: CHURNERS,
+        pipeline: 1,
+        fraction: None,
+        servers: samples,
+    })
+}
+
+/// New connections while the workers are saturated: the article's claim
+/// that a separate acceptor keeps the server responsive, put to the test.
+fn isolation(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteError> {
+    progress("isolation");
+    let busy: Vec<ServerSpec> = servers
+        .iter()
+        .filter(|spec| spec.is_tandem && !spec.name.contains('+'))
+        .map(|spec| spec.with_args(&["--simulate-work", ISOLATION_WORK]))
+        .collect();
+    let mut p50 = Vec::new();
+    let samples = interleave(&busy, plan.runs, |index, running| {
+        let background = load(plan, running.addr);
+        let mut probe = load(plan, running.addr);
+        probe.churn = true;
+        probe.connections = 1;
+        let name = busy[index].name.clone();
+        let saturate = std::thread::spawn(move || bench::run(&background, false));
+        // The probe's window sits inside the background's.
+        std::thread::sleep(Duration::from_secs_f64(plan.warmup_secs / 2.0));
+        let sample = bench_sample(&name, &probe, |report| report.latency_us.p99 as f64);
+        let _ = saturate.join();
+        if let Ok(sample) = &sample {
+            p50.push((
+                index,
+                sample.report.as_ref().map_or(0, |r| r.latency_us.p50),
+            ));
+        }
+        sample
+    })?;
+    let cell = |metric: &'static str, servers| Cell {
+        section: "isolation",
+        label: format!(
+            "{metric} connect to first echo, 50 connections keeping the workers busy \
+             with {ISOLATION_WORK} of work per echo"
+        ),
+        metric,
+        message_size: 64,
+        connections: 1,
+        pipeline: 1,
+        fraction: None,
+        servers,
+    };
+    let medians: Vec<Samples> = samples
+        .iter()
+        .enumerate()
+        .map(|(index, samples)| {
+            let values = p50
+                .iter()
+                .filter(|(i, _)| *i == index)
+                .map(|(_, v)| Sample {
+                    value: *v as f64,
+                    report: None,
+                })
+                .collect();
+            Samples::of(&samples.server, values)
+        })
+        .collect();
+    Ok(vec![cell("p50 µs", medians), cell("p99 µs", samples)])
+}
+
+/// Resident memory per idle connection.
+fn memory(plan: &Plan, servers: &[ServerSpec]) -> Result<Cell, SuiteError> {
+    let count = plan.idle_connections;
+    progress(&format!("memory: {count} idle connections"));
+    let samples = interleave(servers, plan.runs, |index, running| {
+        let before = running.rss_bytes().unwrap_or(0);
+        let held = hold_idle(running.addr, count).map_err(|why| SuiteError::Server {
+            name: servers[index].name.clone(),
+            why,
+        })?;
+        std::thread::sleep(Duration::from_secs(1));
+        let after = running.rss_bytes().unwrap_or(0);
+        drop(held);
+        Ok(Sample {
+            value: after.saturating_sub(before) as f64 / count as f64,
+            report: None,
+        })
+    })?;
+    Ok(Cell {
+        section: "memory",
+        label: format!("RSS growth per idle connection, {count} connections"),
+        metric: "bytes/conn",
+        message_size: 16,
+        connections: count,
+        pipeline: 1,
+        fraction: None,
+        servers: samples,
+    })
+}
+
+/// Opens `count` connections, echoes 16 bytes on each (so each is accepted
+/// and served), and returns them open.
+fn hold_idle(
+    target: std::net::SocketAddr,
+    count: usize,
+) -> Result<Vec<std::net::TcpStream>, String> {
+    use std::io::{Read, Write};
+    let mut held = Vec::with_capacity(count);
+    for _ in 0..count {
+        let mut stream =
+            std::net::TcpStream::connect(target).map_err(|err| format!("connect: {err}"))?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(|err| err.to_string())?;
+        let mut echo = [0u8; 16];
+        stream
+            .write_all(b"idle connection!")
+            .map_err(|err| format!("write: {err}"))?;
+        stream
+            .read_exact(&mut echo)
+            .map_err(|err| format!("read: {err}"))?;
+        held.push(stream);
+    }
+    Ok(held)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples(values: &[f64]) -> Samples {
+        let taken = values
+            .iter()
+            .map(|&value| Sample {
+                value,
+                report: None,
+            })
+            .collect();
+        Samples::of("s", taken)
+    }
+
+    #[test]
+    fn the_median_of_an_odd_count_is_the_middle_value() {
+        let s = samples(&[30.0, 10.0, 20.0]);
+        assert_eq!((s.median, s.min, s.max), (20.0, 10.0, 30.0));
+    }
+
+    #[test]
+    fn the_median_of_an_even_count_is_the_mean_of_the_middle_two() {
+        assert_eq!(samples(&[4.0, 1.0, 3.0, 2.0]).median, 2.5);
+    }
+}

@@ -1,0 +1,245 @@
+//! `tandem suite`: the comparison the article never made.
+//!
+//! Starts each server (tandem's layouts and the epoll reference), runs a
+//! matrix of loads against it with the load generator, and writes
+//! `results.json`, a markdown report and plots to `<out>/<name>/`.
+//!
+//! - `servers`: what is compared, and starting and stopping it;
+//! - `measure`: each kind of measurement (closed and open loop, churn,
+//!   isolation, memory) as cells of samples;
+//! - `report`: the markdown tables; `plots`: the SVG and PNG charts.
+//!
+//! Fairness: within a cell the servers are interleaved (A B C A B C ...),
+//! every sample starts a fresh server, and each figure is the median of
+//! `--runs` samples with their min and max. The machine's cores and load are
+//! recorded beside the results.
+
+mod measure;
+mod plots;
+mod report;
+mod servers;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use serde::Serialize;
+use thiserror::Error;
+
+pub use self::measure::{Cell, Sample, Samples};
+use self::servers::ServerSpec;
+use crate::config::HumanDuration;
+
+/// The options of `tandem suite`.
+#[derive(Debug, Clone, Args)]
+pub struct SuiteOptions {
+    /// A small matrix that finishes in a few minutes.
+    #[arg(long)]
+    pub quick: bool,
+    /// Name of the results folder [default: quick or full, with the date].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Where result folders go.
+    #[arg(long, default_value = "bench/results", value_name = "DIR")]
+    pub out: PathBuf,
+    /// The epoll reference server [default: examples/epoll_echo next to this binary].
+    #[arg(long, value_name = "PATH")]
+    pub reference: Option<PathBuf>,
+    /// Samples per server and cell (at least 3 for a median with a range).
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub runs: usize,
+    /// Measured window of each sample [default: 1s quick, 5s full].
+    #[arg(long, value_name = "DURATION")]
+    pub duration: Option<HumanDuration>,
+}
+
+/// Why a suite could not run.
+#[derive(Debug, Error)]
+pub enum SuiteError {
+    /// A server would not start.
+    #[error("cannot start server {name}: {why}")]
+    Server { name: String, why: String },
+    /// The load generator failed outright.
+    #[error("load generator failed against {server}: {cause}")]
+    Bench {
+        server: String,
+        cause: crate::bench::BenchError,
+    },
+    /// Results could not be written.
+    #[error("cannot write {path}: {cause}")]
+    Write {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    /// An option is out of range, or a needed file is missing.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The loads of one suite.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub message_sizes: Vec<usize>,
+    pub connections: Vec<usize>,
+    pub pipelines: Vec<usize>,
+    /// Open-loop rates, as fractions of each server's closed-loop maximum.
+    pub open_fractions: Vec<f64>,
+    pub idle_connections: usize,
+    pub runs: usize,
+    pub duration_secs: f64,
+    pub warmup_secs: f64,
+}
+
+impl Plan {
+    fn new(options: &SuiteOptions) -> Plan {
+        let duration = options.duration.map(|d| d.0);
+        if options.quick {
+            Plan {
+                message_sizes: vec![64, 16 * 1024],
+                connections: vec![1, 50, 1000],
+                pipelines: vec![1],
+                open_fractions: vec![0.5, 0.9],
+                idle_connections: 5000,
+                runs: options.runs,
+                duration_secs: duration.unwrap_or(Duration::from_secs(1)).as_secs_f64(),
+                warmup_secs: 0.5,
+            }
+        } else {
+            Plan {
+                message_sizes: vec![64, 1024, 16 * 1024],
+                connections: vec![1, 50, 500, 1000, 5000],
+                pipelines: vec![1, 16],
+                open_fractions: vec![0.25, 0.5, 0.75, 0.9],
+                idle_connections: 5000,
+                runs: options.runs,
+                duration_secs: duration.unwrap_or(Duration::from_secs(5)).as_secs_f64(),
+                warmup_secs: 1.0,
+            }
+        }
+    }
+}
+
+/// The machine the suite ran on.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub cores: usize,
+    pub cpu: String,
+    pub kernel: String,
+    pub loadavg_before: String,
+    pub loadavg_after: String,
+}
+
+fn first_line(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .map(|text| text.lines().next().unwrap_or("").trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|line| line.starts_with("model name"))
+                .and_then(|line| line.split(':').nth(1))
+                .map(|model| model.trim().to_owned())
+        })
+        .unwrap_or_default()
+}
+
+/// Everything a suite measured: `results.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Results {
+    pub name: String,
+    pub machine: Machine,
+    pub plan: Plan,
+    pub servers: Vec<String>,
+    pub cells: Vec<Cell>,
+}
+
+/// Runs the suite and writes its results; returns the results folder.
+pub fn run(options: &SuiteOptions) -> Result<PathBuf, SuiteError> {
+    if options.runs == 0 {
+        return Err(SuiteError::Invalid("--runs must be at least 1".to_owned()));
+    }
+    let tandem = std::env::current_exe()
+        .map_err(|err| SuiteError::Invalid(format!("cannot find the tandem binary: {err}")))?;
+    let reference = match &options.reference {
+        Some(path) => path.clone(),
+        None => tandem
+            .parent()
+            .map(|dir| dir.join("examples").join("epoll_echo"))
+            .unwrap_or_default(),
+    };
+    if !reference.is_file() {
+        return Err(SuiteError::Invalid(format!(
+            "no epoll reference server at {}: build it with \
+             `cargo build --release --examples`, or pass --reference",
+            reference.display()
+        )));
+    }
+    // Thousands of client sockets live in this process.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let servers = vec![
+        ServerSpec::tandem("single", &tandem, &["--layout", "single"]),
+        ServerSpec::tandem("split", &tandem, &["--layout", "split"]),
+        ServerSpec::tandem("sharded", &tandem, &["--layout", "sharded"]),
+        // The article's thread counts.
+        ServerSpec::tandem(
+            "split-2+8",
+            &tandem,
+            &[
+                "--layout",
+                "split",
+                "--acceptor-threads",
+                "2",
+                "--workers",
+                "8",
+            ],
+        ),
+        ServerSpec::reference(reference, cores),
+    ];
+    let plan = Plan::new(options);
+    let name = options.name.clone().unwrap_or_else(|| {
+        let kind = if options.quick { "quick" } else { "full" };
+        format!("{kind}-{}", today())
+    });
+    let loadavg_before = first_line("/proc/loadavg");
+    let cells = measure::all(&plan, &servers)?;
+    let results = Results {
+        name: name.clone(),
+        machine: Machine {
+            cores,
+            cpu: cpu_model(),
+            kernel: first_line("/proc/sys/kernel/osrelease"),
+            loadavg_before,
+            loadavg_after: first_line("/proc/loadavg"),
+        },
+        plan,
+        servers: servers.iter().map(|server| server.name.clone()).collect(),
+        cells,
+    };
+    let dir = options.out.join(&name);
+    write_results(&dir, &results)?;
+    Ok(dir)
+}
+
+fn today() -> String {
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    now.get(..10).unwrap_or(&now).to_owned()
+}
+
+fn write_results(dir: &std::path::Path, results: &Results) -> Result<(), SuiteError> {
+    let write_error = |path: PathBuf| move |cause| SuiteError::Write { path, cause };
+    std::fs::create_dir_all(dir).map_err(write_error(dir.to_owned()))?;
+    let json = serde_json::to_string_pretty(results)
+        .map_err(|err| write_error(dir.join("results.json"))(std::io::Error::other(err)))?;
+    std::fs::write(dir.join("results.json"), json)
+        .map_err(write_error(dir.join("results.json")))?;
+    let charts = plots::draw(dir, results).map_err(write_error(dir.to_owned()))?;
+    let markdown = report::markdown(results, &charts);
+    std::fs::write(dir.join("report.md"), markdown).map_err(write_error(dir.join("report.md")))?;
+    Ok(())
+}

@@ -1,0 +1,151 @@
+//! The servers a suite compares: `tandem serve` in each layout, and the
+//! hand-written epoll reference. Each measurement starts its server afresh
+//! on a free loopback port and stops it with SIGTERM afterwards.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use super::SuiteError;
+
+/// How long a stopped server may take to exit before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A server to measure: a name for the tables, and how to start it.
+#[derive(Debug, Clone)]
+pub struct ServerSpec {
+    /// Name in tables and plots.
+    pub name: String,
+    program: PathBuf,
+    args: Vec<String>,
+    /// Whether it is a tandem layout (and so takes tandem's flags).
+    pub is_tandem: bool,
+}
+
+impl ServerSpec {
+    /// `tandem serve` with `args`, run from `tandem`.
+    pub fn tandem(name: &str, tandem: &std::path::Path, args: &[&str]) -> ServerSpec {
+        let mut all = vec!["serve", "--listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        ServerSpec {
+            name: name.to_owned(),
+            program: tandem.to_owned(),
+            args: all.iter().map(|arg| (*arg).to_owned()).collect(),
+            is_tandem: true,
+        }
+    }
+
+    /// The epoll reference server at `program`.
+    pub fn reference(program: PathBuf, threads: usize) -> ServerSpec {
+        ServerSpec {
+            name: "epoll".to_owned(),
+            program,
+            args: vec![
+                "--listen".to_owned(),
+                "127.0.0.1:0".to_owned(),
+                "--threads".to_owned(),
+                threads.to_string(),
+            ],
+            is_tandem: false,
+        }
+    }
+
+    /// This server with `extra` arguments appended.
+    pub fn with_args(&self, extra: &[&str]) -> ServerSpec {
+        let mut spec = self.clone();
+        spec.args.extend(extra.iter().map(|arg| (*arg).to_owned()));
+        spec
+    }
+
+    /// Starts the server and waits for its `listening on` line.
+    pub fn start(&self) -> Result<RunningServer, SuiteError> {
+        let failed = |why: String| SuiteError::Server {
+            name: self.name.clone(),
+            why,
+        };
+        let mut child = Command::new(&self.program)
+            .args(&self.args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|err| failed(format!("cannot run {}: {err}", self.program.display())))?;
+        let mut line = String::new();
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| failed("no stdout".to_owned()))?;
+        let mut stdout = BufReader::new(stdout);
+        let read = stdout.read_line(&mut line);
+        let addr = match read {
+            Ok(_) => line
+                .trim()
+                .strip_prefix("listening on ")
+                .and_then(|addr| addr.parse::<SocketAddr>().ok()),
+            Err(_) => None,
+        };
+        let Some(addr) = addr else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(failed(format!(
+                "expected `listening on <addr>`, got {line:?}"
+            )));
+        };
+        // Keep the pipe drained so the server never blocks writing to it.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        Ok(RunningServer { child, addr })
+    }
+}
+
+/// A started server, stopped when dropped.
+#[derive(Debug)]
+pub struct RunningServer {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl RunningServer {
+    /// Its resident memory, from /proc.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
+    /// SIGTERM, then waits for the exit; kills it if it takes too long.
+    pub fn stop(mut self) {
+        self.terminate();
+    }
+
+    fn terminate(&mut self) {
+        let pid = Pid::from_raw(self.child.id() as i32);
+        if kill(pid, Signal::SIGTERM).is_err() {
+            let _ = self.child.kill();
+        }
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.terminate();
+        }
+    }
+}
