@@ -114,6 +114,11 @@ pub async fn drive(
         if written == queued.len() {
             queued.clear();
             written = 0;
+        } else if written > MAX_QUEUED_BYTES {
+            // A socket that keeps taking only part: drop the sent prefix so
+            // the buffer stays bounded.
+            queued.drain(..written);
+            written = 0;
         }
         if now >= end && starts.is_empty() && queued.is_empty() {
             break;
