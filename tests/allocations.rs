@@ -1,13 +1,16 @@
-//! The echo hot path does not allocate per message: buffers are lent from a
-//! per-thread cache, timers are not touched per message, and nothing is
-//! formatted. Counted with a global allocator over real round trips, in
-//! every layout.
+//! Neither the echo hot path nor the load generator allocates per message:
+//! buffers are lent or reused, timers are not touched per message, and
+//! nothing is formatted. Counted with a global allocator over real round
+//! trips.
 
 use std::alloc::{GlobalAlloc, Layout as AllocLayout, System};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use std::time::Duration;
+
+use tandem::config::HumanDuration;
 use tandem::{Echo, EchoConfig, Layout, Server, ServerConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +33,37 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// The count is process-wide: tests that read it take turns.
+static COUNTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A split-layout echo server on its own thread, and the token that stops it.
+fn start_server(
+    layout: Layout,
+) -> (
+    std::net::SocketAddr,
+    CancellationToken,
+    std::thread::JoinHandle<()>,
+) {
+    let listener = tandem::server::bind("127.0.0.1:0".parse().unwrap(), 128).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = ServerConfig {
+        layout,
+        workers: 2,
+        ..ServerConfig::default()
+    };
+    let running = Server::new(config)
+        .start(listener, Echo::new(EchoConfig::default()))
+        .unwrap();
+    let stop = CancellationToken::new();
+    let thread = std::thread::spawn({
+        let stop = stop.clone();
+        move || {
+            running.wait(stop.cancelled_owned()).unwrap();
+        }
+    });
+    (addr, stop, thread)
+}
+
 fn round_trips(stream: &mut TcpStream, count: usize) {
     let mut echoed = [0u8; 64];
     for i in 0..count {
@@ -42,22 +76,11 @@ fn round_trips(stream: &mut TcpStream, count: usize) {
 
 #[test]
 fn ten_thousand_round_trips_allocate_almost_nothing() {
+    let _turn = COUNTING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     for layout in [Layout::Split, Layout::Single, Layout::Sharded] {
-        let listener = tandem::server::bind("127.0.0.1:0".parse().unwrap(), 128).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let config = ServerConfig {
-            layout,
-            workers: 2,
-            ..ServerConfig::default()
-        };
-        let running = Server::new(config)
-            .start(listener, Echo::new(EchoConfig::default()))
-            .unwrap();
-        let stop = CancellationToken::new();
-        let server = std::thread::spawn({
-            let stop = stop.clone();
-            move || running.wait(stop.cancelled_owned())
-        });
+        let (addr, stop, server) = start_server(layout);
 
         let mut stream = TcpStream::connect(addr).unwrap();
         stream.set_nodelay(true).unwrap();
@@ -75,6 +98,41 @@ fn ten_thousand_round_trips_allocate_almost_nothing() {
 
         drop(stream);
         stop.cancel();
-        server.join().unwrap().unwrap();
+        server.join().unwrap();
     }
+}
+
+#[test]
+fn the_load_generator_allocates_a_fixed_amount_not_per_message() {
+    let _turn = COUNTING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let (addr, stop, server) = start_server(Layout::Split);
+    let options = tandem::bench::BenchOptions {
+        target: addr,
+        connections: 4,
+        message_size: 64,
+        pipeline: 1,
+        duration: HumanDuration(Duration::from_secs(1)),
+        warmup: HumanDuration(Duration::from_millis(100)),
+        threads: 1,
+        connect_rate: None,
+        rate: None,
+        churn: false,
+        expect_newline: false,
+        json: true,
+    };
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let report = tandem::bench::run(&options, false).unwrap();
+    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    assert_eq!(report.errors, 0);
+    // Start-up (runtime, connections, histogram) is a few hundred; one per
+    // message would be as many as the messages.
+    assert!(
+        allocations * 20 < report.messages,
+        "{allocations} allocations for {} messages",
+        report.messages
+    );
+    stop.cancel();
+    server.join().unwrap();
 }
