@@ -713,9 +713,11 @@ fn human_idle_timeout_in_the_file_closes_a_silent_connection_after_it() {
         Err(err) if err.kind() == ErrorKind::ConnectionReset => {}
         other => panic!("expected the server to close the idle connection, got {other:?}"),
     }
+    // The server's idle clock starts at its own last write, a little before
+    // the client saw the echo: allow for that.
     assert!(
-        silent_since.elapsed() >= Duration::from_millis(250),
-        "closed after {:?}, before the idle timeout",
+        silent_since.elapsed() >= Duration::from_millis(200),
+        "closed after {:?}, well before the idle timeout",
         silent_since.elapsed()
     );
     stop_cleanly(server);
