@@ -269,8 +269,9 @@ fn simulated_work_on_the_server_shows_as_latency() {
     );
     assert!(ok, "{report}");
     let p50 = latency(&report, "p50");
+    // At least the work; a loaded machine may stretch it, never shorten it.
     assert!(
-        (20_000..24_000).contains(&p50),
+        (20_000..40_000).contains(&p50),
         "p50 {p50} µs with 20 ms of work per echo"
     );
     assert!(server.stop().success());
