@@ -109,18 +109,10 @@ fn the_load_generator_allocates_a_fixed_amount_not_per_message() {
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let (addr, stop, server) = start_server(Layout::Split);
     let options = tandem::bench::BenchOptions {
-        target: addr,
         connections: 4,
-        message_size: 64,
-        pipeline: 1,
         duration: HumanDuration(Duration::from_secs(1)),
         warmup: HumanDuration(Duration::from_millis(100)),
-        threads: 1,
-        connect_rate: None,
-        rate: None,
-        churn: false,
-        expect_newline: false,
-        json: true,
+        ..tandem::bench::BenchOptions::new(addr)
     };
     let before = ALLOCATIONS.load(Ordering::Relaxed);
     let report = tandem::bench::run(&options, false).unwrap();

@@ -42,6 +42,11 @@ const MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
 /// writes of one connection share one task, so this bounds its buffers.
 const MAX_IN_FLIGHT_BYTES: usize = 16 * 1024 * 1024;
 
+const DEFAULT_CONNECTIONS: usize = 50;
+const DEFAULT_MESSAGE_SIZE: usize = 64;
+const DEFAULT_DURATION: HumanDuration = HumanDuration(Duration::from_secs(10));
+const DEFAULT_WARMUP: HumanDuration = HumanDuration(Duration::from_secs(2));
+
 /// The options of `tandem bench`.
 #[derive(Debug, Clone, Args)]
 pub struct BenchOptions {
@@ -143,6 +148,24 @@ pub enum BenchError {
 }
 
 impl BenchOptions {
+    /// A closed loop against `target` with the command line's defaults.
+    pub fn new(target: SocketAddr) -> BenchOptions {
+        BenchOptions {
+            target,
+            connections: DEFAULT_CONNECTIONS,
+            message_size: DEFAULT_MESSAGE_SIZE,
+            pipeline: 1,
+            duration: DEFAULT_DURATION,
+            warmup: DEFAULT_WARMUP,
+            threads: 1,
+            connect_rate: None,
+            rate: None,
+            churn: false,
+            expect_newline: false,
+            json: false,
+        }
+    }
+
     /// Checks the options against their ranges.
     pub fn validate(&self) -> Result<(), BenchError> {
         let invalid = |option, rule: &str, value: String| BenchError::Invalid {

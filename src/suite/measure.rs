@@ -109,20 +109,9 @@ fn interleave(
 
 fn load(plan: &Plan, target: std::net::SocketAddr) -> BenchOptions {
     BenchOptions {
-        target,
-        connections: 50,
-        message_size: 64,
-        pipeline: 1,
         duration: HumanDuration(Duration::from_secs_f64(plan.duration_secs)),
         warmup: HumanDuration(Duration::from_secs_f64(plan.warmup_secs)),
-        threads: 1,
-        // Thousands of simultaneous connects would overflow the backlog and
-        // wait out SYN retries; a fast ramp avoids measuring that.
-        connect_rate: None,
-        rate: None,
-        churn: false,
-        expect_newline: false,
-        json: true,
+        ..BenchOptions::new(target)
     }
 }
 
