@@ -16,6 +16,11 @@
 //! - [`echo`]: the echo handler (RFC 862, plus `--append-newline`).
 //! - [`config`]: the options of `tandem serve` from flags, environment and a
 //!   TOML file, merged and validated.
+//! - [`bench`]: the load generator (`tandem bench`): closed loop, open loop
+//!   without coordinated omission, churn; every echoed byte checked.
+//! - [`suite`]: the comparison suite (`tandem suite`): the layouts and the
+//!   epoll reference (`examples/epoll_echo.rs`) over a matrix of loads, with
+//!   a markdown report and plots.
 //!
 //! The `tandem` binary (`src/main.rs`) only parses the command line, sets up
 //! logging and signals, binds, and calls [`Server::run`].
