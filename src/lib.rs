@@ -16,7 +16,7 @@
 //! - [`echo`]: the echo handler (RFC 862, plus `--append-newline`).
 //! - [`config`]: the options of `tandem serve` from flags, environment and a
 //!   TOML file, merged and validated.
-//! - [`bench`]: the load generator (`tandem bench`): closed loop, open loop
+//! - [`bench`](mod@bench): the load generator (`tandem bench`): closed loop, open loop
 //!   without coordinated omission, churn; every echoed byte checked.
 //! - [`suite`]: the comparison suite (`tandem suite`): the layouts and the
 //!   epoll reference (`examples/epoll_echo.rs`) over a matrix of loads, with
