@@ -217,19 +217,22 @@ fn a_one_second_stall_shows_in_the_open_loop_tail_and_hides_in_the_closed_loop()
 
 #[test]
 fn invalid_options_exit_2_naming_the_option() {
-    let cases: [&[&str]; 4] = [
-        &["--connections", "0"],
-        &["--message-size", "0"],
-        &["--rate=-5"],
-        &["--duration", "0s"],
+    let cases: [(&str, &[&str]); 7] = [
+        ("--connections", &["--connections", "0"]),
+        ("--message-size", &["--message-size", "0"]),
+        ("--rate", &["--rate=-5"]),
+        ("--rate", &["--rate=1e-300"]),
+        ("--duration", &["--duration", "0s"]),
+        ("--duration", &["--duration", "400000000000y"]),
+        ("--message-size", &["--churn", "--message-size", "1048576"]),
     ];
-    for args in cases {
+    for (option, args) in cases {
         let mut all = vec!["bench", "--target", "127.0.0.1:9"];
         all.extend_from_slice(args);
         let out = Proc::run(&all, &[]);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", out.stderr);
-        let option = args[0].split('=').next().unwrap();
         assert!(out.stderr.contains(option), "{args:?}: {}", out.stderr);
+        assert!(!out.stderr.contains("panicked"), "{args:?}: {}", out.stderr);
     }
 }
 
@@ -275,4 +278,38 @@ fn simulated_work_on_the_server_shows_as_latency() {
         "p50 {p50} µs with 20 ms of work per echo"
     );
     assert!(server.stop().success());
+}
+
+/// A server that accepts and reads, and never answers.
+fn silent_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut sink = [0u8; 4096];
+                while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_server_that_never_answers_ends_every_mode_with_errors_not_a_hang() {
+    let server = silent_server();
+    let window = [
+        "--duration",
+        "300ms",
+        "--warmup",
+        "0s",
+        "--connections",
+        "2",
+    ];
+    for mode in [&[][..], &["--rate", "100"], &["--churn"]] {
+        let (ok, report) = bench(server, &[&window[..], mode].concat());
+        assert!(!ok, "{mode:?}: {report}");
+        assert!(report["errors"].as_u64().unwrap() > 0, "{mode:?}: {report}");
+    }
 }

@@ -31,7 +31,9 @@ pub async fn churn(
         let id = ids.fetch_add(1, Ordering::Relaxed);
         let pattern = block.pattern(id, message_size);
         let started = Instant::now();
-        let result = async {
+        // A server that accepts and then goes silent must not hold the run.
+        let deadline = started.max(end) + super::client::DRAIN_TIMEOUT;
+        let attempt = async {
             let mut stream = TcpStream::connect(target)
                 .await
                 .map_err(|err| format!("connect to {target} failed: {err}"))?;
@@ -58,8 +60,11 @@ pub async fn churn(
             let echoed = Instant::now();
             close(stream, &mut verifier, &mut inbound).await?;
             Ok(echoed)
-        }
-        .await;
+        };
+        let result = match tokio::time::timeout_at(deadline, attempt).await {
+            Ok(result) => result,
+            Err(_) => Err("no echo before the run's deadline".to_owned()),
+        };
         match result {
             Ok(echoed) => {
                 if stats.in_window(started.into_std()) {

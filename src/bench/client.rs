@@ -25,6 +25,10 @@ use super::stats::{Recorder, Stats};
 /// stalled server stops queueing here, and the late messages go out (still
 /// timed from when they were due) once the server moves again.
 const MAX_QUEUED_BYTES: usize = 4 * 1024 * 1024;
+/// Most messages a connection keeps unanswered in the open loop: against a
+/// server that reads but never replies, the loop stops here instead of
+/// growing without bound.
+const MAX_UNANSWERED: usize = 1 << 20;
 /// How long after the end of the window the last echoes may take.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest read at once.
@@ -76,30 +80,37 @@ pub async fn drive(
 
     loop {
         let now = Instant::now();
-        if now < end {
-            match pacing {
-                Pacing::Closed { pipeline } => {
-                    while starts.len() < pipeline {
-                        queue(&pattern, sent, &mut queued);
-                        starts.push_back(now);
-                        sent += 1;
-                    }
+        // Checked here as well as in the select below: a server that keeps
+        // sending must not keep a connection from giving up.
+        if now >= end + DRAIN_TIMEOUT {
+            return Err(missing(starts.len()));
+        }
+        match pacing {
+            Pacing::Closed { pipeline } if now < end => {
+                while starts.len() < pipeline {
+                    queue(&pattern, sent, &mut queued);
+                    starts.push_back(now);
+                    sent += 1;
                 }
-                Pacing::Open { interval, .. } => {
-                    let mut on_schedule = 0;
-                    while due <= now && due < end && queued.len() - written < MAX_QUEUED_BYTES {
-                        queue(&pattern, sent, &mut queued);
-                        starts.push_back(due + (now - due).min(TIMER_SLACK));
-                        on_schedule += u64::from(stats.in_window(due.into_std()));
-                        sent += 1;
-                        due += interval;
-                    }
-                    stats
-                        .sent
-                        .fetch_add(on_schedule, std::sync::atomic::Ordering::Relaxed);
-                    if timer.deadline() != due.min(end) {
-                        timer.as_mut().reset(due.min(end));
-                    }
+            }
+            Pacing::Closed { .. } => {}
+            // Every message due inside the window is sent, even when the
+            // window has closed by the time there is room for it: the late
+            // ones are the slow ones, and dropping them would hide them.
+            Pacing::Open { interval, .. } => {
+                let mut on_schedule = 0;
+                while due <= now && due < end && !full(&queued, written, &starts) {
+                    queue(&pattern, sent, &mut queued);
+                    starts.push_back(due + (now - due).min(TIMER_SLACK));
+                    on_schedule += u64::from(stats.in_window(due.into_std()));
+                    sent += 1;
+                    due += interval;
+                }
+                stats
+                    .sent
+                    .fetch_add(on_schedule, std::sync::atomic::Ordering::Relaxed);
+                if timer.deadline() != due.min(end) {
+                    timer.as_mut().reset(due.min(end));
                 }
             }
         }
@@ -120,12 +131,19 @@ pub async fn drive(
             queued.drain(..written);
             written = 0;
         }
-        if now >= end && starts.is_empty() && queued.is_empty() {
+        let all_due_sent = match pacing {
+            Pacing::Open { .. } => due >= end,
+            Pacing::Closed { .. } => now >= end,
+        };
+        if all_due_sent && starts.is_empty() && queued.is_empty() {
             break;
         }
 
         let pending_write = !queued.is_empty();
-        let open_loop_waiting = matches!(pacing, Pacing::Open { .. }) && now < end;
+        // With a full queue the next due message cannot go anyway: wait for
+        // the socket (or the echoes) rather than for the timer.
+        let open_loop_waiting =
+            matches!(pacing, Pacing::Open { .. }) && due < end && !full(&queued, written, &starts);
         tokio::select! {
             biased;
             readable = stream.readable() => {
@@ -158,16 +176,23 @@ pub async fn drive(
                 writable.map_err(|err| format!("write failed: {err}"))?;
             }
             () = timer.as_mut(), if open_loop_waiting => {}
-            () = give_up.as_mut() => {
-                return Err(format!(
-                    "{} echoes still missing {} s after the end",
-                    starts.len(),
-                    DRAIN_TIMEOUT.as_secs()
-                ));
-            }
+            () = give_up.as_mut() => return Err(missing(starts.len())),
         }
     }
     close(stream, &mut verifier, &mut inbound).await
+}
+
+fn missing(echoes: usize) -> String {
+    format!(
+        "{echoes} echoes still missing {} s after the end",
+        DRAIN_TIMEOUT.as_secs()
+    )
+}
+
+/// True when an open-loop connection may queue nothing more: too many bytes
+/// unsent, or too many messages unanswered.
+fn full(queued: &[u8], written: usize, starts: &VecDeque<Instant>) -> bool {
+    queued.len() - written >= MAX_QUEUED_BYTES || starts.len() >= MAX_UNANSWERED
 }
 
 fn queue(pattern: &Pattern, message: u64, queued: &mut Vec<u8>) {

@@ -42,6 +42,15 @@ const MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
 /// writes of one connection share one task, so this bounds its buffers.
 const MAX_IN_FLIGHT_BYTES: usize = 16 * 1024 * 1024;
 
+/// Largest churn message: it must fit in the socket buffers, since each
+/// request is written whole before its echo is read.
+const MAX_CHURN_MESSAGE: usize = 64 * 1024;
+/// Longest window or warm-up.
+const MAX_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
+/// Rates outside this range are typos, and make schedules of zero or
+/// infinite intervals.
+const MIN_RATE: f64 = 0.001;
+const MAX_RATE: f64 = 1e9;
 const DEFAULT_CONNECTIONS: usize = 50;
 const DEFAULT_MESSAGE_SIZE: usize = 64;
 const DEFAULT_DURATION: HumanDuration = HumanDuration(Duration::from_secs(10));
@@ -194,6 +203,19 @@ impl BenchOptions {
                 self.pipeline.to_string(),
             ));
         }
+        if self.churn && self.message_size > MAX_CHURN_MESSAGE {
+            // A churn request is written whole before its echo is read.
+            return Err(invalid(
+                "message-size",
+                "must be at most 65536 with --churn",
+                self.message_size.to_string(),
+            ));
+        }
+        for (option, value) in [("duration", self.duration), ("warmup", self.warmup)] {
+            if value.0 > MAX_WINDOW {
+                return Err(invalid(option, "must be at most a day", value.to_string()));
+            }
+        }
         if self.duration.0.is_zero() {
             return Err(invalid(
                 "duration",
@@ -203,11 +225,11 @@ impl BenchOptions {
         }
         for (option, rate) in [("rate", self.rate), ("connect-rate", self.connect_rate)] {
             if let Some(rate) = rate
-                && !(rate.is_finite() && rate > 0.0)
+                && !(MIN_RATE..=MAX_RATE).contains(&rate)
             {
                 return Err(invalid(
                     option,
-                    "must be a positive number",
+                    &format!("must be between {MIN_RATE} and {MAX_RATE} per second"),
                     rate.to_string(),
                 ));
             }

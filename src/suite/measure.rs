@@ -245,16 +245,31 @@ fn isolation(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteErro
         .collect();
     let mut p50 = Vec::new();
     let samples = interleave(&busy, plan.runs, |index, running| {
-        let background = load(plan, running.addr);
+        // The background runs a warm-up longer than the probe's and ends
+        // after it, so that every probe sample meets saturated workers.
+        let mut background = load(plan, running.addr);
+        background.duration = HumanDuration(background.duration.0 + background.warmup.0);
         let mut probe = load(plan, running.addr);
         probe.churn = true;
         probe.connections = 1;
         let name = busy[index].name.clone();
         let saturate = std::thread::spawn(move || bench::run(&background, false));
-        // The probe's window sits inside the background's.
         std::thread::sleep(Duration::from_secs_f64(plan.warmup_secs / 2.0));
         let sample = bench_sample(&name, &probe, |report| report.latency_us.p99 as f64);
-        let _ = saturate.join();
+        match saturate.join() {
+            Ok(Ok(_)) => {}
+            Ok(Err(cause)) => {
+                return Err(SuiteError::Bench {
+                    server: name,
+                    cause,
+                });
+            }
+            Err(_) => {
+                return Err(SuiteError::Invalid(
+                    "the isolation background load panicked".to_owned(),
+                ));
+            }
+        }
         if let Ok(sample) = &sample {
             p50.push((
                 index,
