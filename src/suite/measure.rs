@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::servers::{RunningServer, ServerSpec};
-use super::{Plan, SuiteError};
+use super::{Plan, Section, SuiteError};
 use crate::bench::{self, BenchOptions, Report};
 use crate::config::HumanDuration;
 
@@ -136,17 +136,37 @@ fn progress(what: &str) {
 
 /// Every measurement of `plan`, in order.
 pub fn all(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteError> {
-    let mut cells = closed(plan, servers)?;
-    let maxima: Vec<f64> = cells
-        .iter()
-        .find(|cell| (cell.message_size, cell.connections, cell.pipeline) == MAX_CELL)
-        .or(cells.first())
-        .map(|cell| cell.servers.iter().map(|samples| samples.median).collect())
-        .unwrap_or_default();
-    cells.extend(open(plan, servers, &maxima)?);
-    cells.push(churn(plan, servers)?);
-    cells.extend(isolation(plan, servers)?);
-    cells.push(memory(plan, servers)?);
+    let mut cells = Vec::new();
+    if plan.runs(Section::Closed) {
+        cells = closed(plan, servers)?;
+    } else if plan.runs(Section::Open) {
+        // The open loop's rates come from this one closed-loop cell.
+        let mut only_max = plan.clone();
+        (
+            only_max.message_sizes,
+            only_max.connections,
+            only_max.pipelines,
+        ) = (vec![MAX_CELL.0], vec![MAX_CELL.1], vec![MAX_CELL.2]);
+        cells = closed(&only_max, servers)?;
+    }
+    if plan.runs(Section::Open) {
+        let maxima: Vec<f64> = cells
+            .iter()
+            .find(|cell| (cell.message_size, cell.connections, cell.pipeline) == MAX_CELL)
+            .or(cells.first())
+            .map(|cell| cell.servers.iter().map(|samples| samples.median).collect())
+            .unwrap_or_default();
+        cells.extend(open(plan, servers, &maxima)?);
+    }
+    if plan.runs(Section::Churn) {
+        cells.push(churn(plan, servers)?);
+    }
+    if plan.runs(Section::Isolation) {
+        cells.extend(isolation(plan, servers)?);
+    }
+    if plan.runs(Section::Memory) {
+        cells.push(memory(plan, servers)?);
+    }
     Ok(cells)
 }
 

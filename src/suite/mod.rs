@@ -51,6 +51,21 @@ pub struct SuiteOptions {
     /// Measured window of each sample [default: 1s quick, 5s full].
     #[arg(long, value_name = "DURATION")]
     pub duration: Option<HumanDuration>,
+    /// Run only these measurements (the open loop also runs the closed-loop
+    /// cell it takes each server's maximum from).
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "SECTION")]
+    pub only: Vec<Section>,
+}
+
+/// The measurements of a suite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Section {
+    Closed,
+    Open,
+    Churn,
+    Isolation,
+    Memory,
 }
 
 /// Why a suite could not run.
@@ -85,12 +100,19 @@ pub struct Plan {
     /// Open-loop rates, as fractions of each server's closed-loop maximum.
     pub open_fractions: Vec<f64>,
     pub idle_connections: usize,
+    /// The measurements to run; all when empty.
+    pub only: Vec<Section>,
     pub runs: usize,
     pub duration_secs: f64,
     pub warmup_secs: f64,
 }
 
 impl Plan {
+    /// True if `section` is to run.
+    fn runs(&self, section: Section) -> bool {
+        self.only.is_empty() || self.only.contains(&section)
+    }
+
     fn new(options: &SuiteOptions) -> Plan {
         let duration = options.duration.map(|d| d.0);
         if options.quick {
@@ -100,6 +122,7 @@ impl Plan {
                 pipelines: vec![1],
                 open_fractions: vec![0.5, 0.9],
                 idle_connections: 5000,
+                only: options.only.clone(),
                 runs: options.runs,
                 duration_secs: duration.unwrap_or(Duration::from_secs(1)).as_secs_f64(),
                 warmup_secs: 0.5,
@@ -111,6 +134,7 @@ impl Plan {
                 pipelines: vec![1, 16],
                 open_fractions: vec![0.25, 0.5, 0.75, 0.9],
                 idle_connections: 5000,
+                only: options.only.clone(),
                 runs: options.runs,
                 duration_secs: duration.unwrap_or(Duration::from_secs(5)).as_secs_f64(),
                 warmup_secs: 1.0,
