@@ -139,125 +139,117 @@ struct Invalid {
     expect: &'static [&'static str],
 }
 
+/// The fields an entry of [`INVALID`] leaves out.
+const PLAIN: Invalid = Invalid {
+    name: "",
+    args: &[],
+    env: &[],
+    file: None,
+    expect: &[],
+};
+
 const INVALID: &[Invalid] = &[
     Invalid {
         name: "zero handoff capacity",
         args: &["--handoff-capacity", "0"],
-        env: &[],
-        file: None,
         expect: &["--handoff-capacity", "must be between 1 and", "got 0"],
+        ..PLAIN
     },
     Invalid {
         name: "zero workers",
         args: &["--workers", "0"],
-        env: &[],
-        file: None,
         expect: &["--workers", "must be between 1 and", "got 0"],
+        ..PLAIN
     },
     Invalid {
         name: "zero buffer size",
         args: &["--buffer-size", "0"],
-        env: &[],
-        file: None,
         expect: &["--buffer-size", "must be between 1 and", "got 0"],
+        ..PLAIN
     },
     Invalid {
         name: "zero max connections",
         args: &["--max-connections", "0"],
-        env: &[],
-        file: None,
         expect: &["--max-connections", "must be between 1 and", "got 0"],
+        ..PLAIN
     },
     Invalid {
         name: "zero backlog",
         args: &["--backlog", "0"],
-        env: &[],
-        file: None,
         expect: &["--backlog", "must be between 1 and", "got 0"],
+        ..PLAIN
     },
     Invalid {
         name: "zero acceptor threads",
         args: &["--acceptor-threads", "0"],
-        env: &[],
-        file: None,
         expect: &["--acceptor-threads", "must be between 1 and", "got 0"],
+        ..PLAIN
     },
     Invalid {
         name: "duration that is not one",
         args: &["--idle-timeout", "soon"],
-        env: &[],
-        file: None,
         expect: &["--idle-timeout", "'soon'"],
+        ..PLAIN
     },
     Invalid {
         name: "unknown layout",
         args: &["--layout", "diagonal"],
-        env: &[],
-        file: None,
         expect: &["--layout", "'diagonal'", "split", "single", "sharded"],
+        ..PLAIN
     },
     Invalid {
         name: "listen address that is not one",
         args: &["--listen", "not-an-address"],
-        env: &[],
-        file: None,
         expect: &["--listen", "'not-an-address'"],
+        ..PLAIN
     },
     Invalid {
         name: "unknown log format",
         args: &["--log-format", "xml"],
-        env: &[],
-        file: None,
         expect: &["--log-format", "'xml'", "text", "json"],
+        ..PLAIN
     },
     Invalid {
         name: "zero workers from the environment",
-        args: &[],
         env: &[("TANDEM_WORKERS", "0")],
-        file: None,
         expect: &["TANDEM_WORKERS", "must be between 1 and", "got 0"],
+        ..PLAIN
     },
     Invalid {
         name: "non-boolean append-newline from the environment",
-        args: &[],
         env: &[("TANDEM_APPEND_NEWLINE", "maybe")],
-        file: None,
         expect: &["--append-newline", "'maybe'"],
+        ..PLAIN
     },
     Invalid {
         name: "unknown key in the file",
-        args: &[],
-        env: &[],
         file: Some("handoff_capacty = 7\n"),
         expect: &["{path}", "unknown field", "handoff_capacty"],
+        ..PLAIN
     },
     Invalid {
         name: "malformed TOML",
-        args: &[],
-        env: &[],
         file: Some("workers = \n"),
         expect: &["{path}", "TOML parse error", "line 1"],
+        ..PLAIN
     },
     Invalid {
         name: "string where the file needs a number",
-        args: &[],
-        env: &[],
         file: Some("workers = \"two\"\n"),
         expect: &["{path}", "workers", "invalid type", "\"two\""],
+        ..PLAIN
     },
     Invalid {
         name: "bad duration in the file",
-        args: &[],
-        env: &[],
         file: Some("idle_timeout = \"soon\"\n"),
         expect: &["{path}", "idle_timeout", "invalid duration \"soon\""],
+        ..PLAIN
     },
     Invalid {
         name: "out-of-range value in the file",
-        args: &[],
-        env: &[],
         file: Some("buffer_size = 0\n"),
         expect: &["buffer_size", "must be between 1 and", "got 0"],
+        ..PLAIN
     },
 ];
 
