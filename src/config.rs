@@ -22,7 +22,7 @@ use serde::{Deserialize, Deserializer};
 use thiserror::Error;
 
 use crate::echo::EchoConfig;
-use crate::server::{Layout, MAX_QUEUE, MAX_THREADS, ServerConfig};
+use crate::server::{Layout, ServerConfig, ServerError};
 
 /// The listen address of the article's server.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8000);
@@ -207,17 +207,18 @@ pub enum ConfigError {
 }
 
 /// An option's three names, so that an error message points at whichever
-/// layer the user set it in.
+/// layer the user set it in. Holds the TOML key (snake case); the flag and
+/// the environment variable derive from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OptionName(pub &'static str);
 
 impl fmt::Display for OptionName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let key = self.0.replace('-', "_");
+        let key = self.0;
         write!(
             f,
             "--{} (key `{key}`, TANDEM_{})",
-            self.0,
+            key.replace('_', "-"),
             key.to_uppercase()
         )
     }
@@ -274,43 +275,31 @@ impl ServeOptions {
     fn validate(self) -> Result<ServeConfig, ConfigError> {
         let default_workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let idle_timeout = at_most(
-            "idle-timeout",
+            "idle_timeout",
             self.idle_timeout.map_or(DEFAULT_IDLE_TIMEOUT, |d| d.0),
         )?;
         let server = ServerConfig {
             layout: self.layout.unwrap_or_default(),
-            acceptor_threads: in_range(
-                "acceptor-threads",
-                self.acceptor_threads.unwrap_or(DEFAULT_ACCEPTOR_THREADS),
-                1,
-                MAX_THREADS,
-            )?,
-            workers: in_range(
-                "workers",
-                self.workers.unwrap_or(default_workers),
-                1,
-                MAX_THREADS,
-            )?,
-            handoff_capacity: in_range(
-                "handoff-capacity",
-                self.handoff_capacity.unwrap_or(DEFAULT_HANDOFF_CAPACITY),
-                1,
-                MAX_QUEUE,
-            )?,
-            max_connections: in_range(
-                "max-connections",
-                self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
-                1,
-                MAX_QUEUE,
-            )?,
+            acceptor_threads: self.acceptor_threads.unwrap_or(DEFAULT_ACCEPTOR_THREADS),
+            workers: self.workers.unwrap_or(default_workers),
+            handoff_capacity: self.handoff_capacity.unwrap_or(DEFAULT_HANDOFF_CAPACITY),
+            max_connections: self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
             idle_timeout: Some(idle_timeout).filter(|d| !d.is_zero()),
             shutdown_timeout: at_most(
-                "shutdown-timeout",
+                "shutdown_timeout",
                 self.shutdown_timeout
                     .map_or(DEFAULT_SHUTDOWN_TIMEOUT, |d| d.0),
             )?,
             nodelay: self.nodelay.unwrap_or(true),
         };
+        // The server's own ranges, reported under the option's three names.
+        if let Err(ServerError::InvalidConfig { field, rule, value }) = server.validate() {
+            return Err(ConfigError::Invalid {
+                option: OptionName(field),
+                rule,
+                value: value.to_string(),
+            });
+        }
         let backlog = in_range(
             "backlog",
             self.backlog.unwrap_or(DEFAULT_BACKLOG),
@@ -319,14 +308,14 @@ impl ServeOptions {
         )?;
         let echo = EchoConfig {
             buffer_size: in_range(
-                "buffer-size",
+                "buffer_size",
                 self.buffer_size.unwrap_or(DEFAULT_BUFFER_SIZE),
                 1,
                 MAX_BUFFER_SIZE,
             )?,
             append_newline: self.append_newline.unwrap_or(false),
             simulate_work: at_most(
-                "simulate-work",
+                "simulate_work",
                 self.simulate_work.map_or(Duration::ZERO, |d| d.0),
             )?,
         };
