@@ -104,6 +104,11 @@ pub struct ServeOptions {
     #[arg(long, env = "TANDEM_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
 
+    /// Serve metrics, health and readiness over HTTP on this address, from
+    /// a runtime of its own [default: off].
+    #[arg(long, env = "TANDEM_ADMIN_LISTEN", value_name = "ADDR")]
+    pub admin_listen: Option<SocketAddr>,
+
     /// Runtime layout: split, single or sharded [default: split].
     #[arg(long, env = "TANDEM_LAYOUT", value_enum)]
     pub layout: Option<Layout>,
@@ -165,6 +170,8 @@ pub struct ServeOptions {
 pub struct ServeConfig {
     /// Address the listener binds.
     pub listen: SocketAddr,
+    /// Address of the admin endpoint, if any.
+    pub admin_listen: Option<SocketAddr>,
     /// Listen backlog.
     pub backlog: u32,
     /// Runtimes, limits and timeouts of the server.
@@ -242,6 +249,7 @@ impl ServeOptions {
         ServeOptions {
             config: self.config.or(lower.config),
             listen: self.listen.or(lower.listen),
+            admin_listen: self.admin_listen.or(lower.admin_listen),
             layout: self.layout.or(lower.layout),
             acceptor_threads: self.acceptor_threads.or(lower.acceptor_threads),
             workers: self.workers.or(lower.workers),
@@ -321,6 +329,7 @@ impl ServeOptions {
         };
         Ok(ServeConfig {
             listen: self.listen.unwrap_or(DEFAULT_LISTEN),
+            admin_listen: self.admin_listen,
             backlog,
             server,
             echo,

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
 use crate::buffer::Buffer;
+use crate::metrics::tally;
 
 /// What [`Connection::ready`] woke up for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +40,8 @@ pub struct Connection {
     idle: Option<IdleTimer>,
     cut: watch::Receiver<bool>,
     cut_seen: bool,
+    /// Whether bytes read and written are counted in the server's metrics.
+    metered: bool,
 }
 
 #[derive(Debug)]
@@ -87,6 +90,7 @@ impl Connection {
         peer: SocketAddr,
         idle_timeout: Option<Duration>,
         cut: watch::Receiver<bool>,
+        metered: bool,
     ) -> Self {
         Connection {
             stream,
@@ -94,6 +98,7 @@ impl Connection {
             idle: idle_timeout.map(IdleTimer::new),
             cut,
             cut_seen: false,
+            metered,
         }
     }
 
@@ -102,12 +107,26 @@ impl Connection {
         self.peer
     }
 
-    /// The socket, for `try_read` and `try_write`.
+    /// The socket itself. Bytes moved through it directly rather than
+    /// through [`try_read`](Self::try_read) and
+    /// [`write_all`](Self::write_all) are not counted in the metrics.
     pub fn stream(&self) -> &TcpStream {
         &self.stream
     }
 
-    /// The socket, for the `AsyncRead`/`AsyncWrite` helpers.
+    /// Reads what the socket has without waiting, as
+    /// [`TcpStream::try_read`]: `Ok(0)` is end-of-file, `WouldBlock` means
+    /// the readiness was stale. Counted in the metrics.
+    pub fn try_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let read = self.stream.try_read(buf)?;
+        if self.metered {
+            tally::received(read);
+        }
+        Ok(read)
+    }
+
+    /// The socket, for the `AsyncRead`/`AsyncWrite` helpers (uncounted, as
+    /// [`stream`](Self::stream)).
     pub fn stream_mut(&mut self) -> &mut TcpStream {
         &mut self.stream
     }
@@ -154,12 +173,18 @@ impl Connection {
     /// buffer, costs no timer. A peer that stops reading is given the idle
     /// timeout to make room, counted afresh after every byte it takes; then
     /// the write fails with `TimedOut`.
+    /// Every byte the socket takes is counted in the metrics.
     pub async fn write_all(&mut self, mut buf: &[u8]) -> io::Result<()> {
         let timeout = self.idle.as_ref().map(|idle| idle.timeout);
         while !buf.is_empty() {
             match self.stream.try_write(buf) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => buf = &buf[n..],
+                Ok(n) => {
+                    if self.metered {
+                        tally::sent(n);
+                    }
+                    buf = &buf[n..];
+                }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
                     let writable = self.stream.writable();
                     match timeout {

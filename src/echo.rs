@@ -74,7 +74,7 @@ impl Handler for Echo {
                 }
             }
             let mut buf = Buffer::lease(self.lease_len());
-            let read = match conn.stream().try_read(&mut buf[..self.config.buffer_size]) {
+            let read = match conn.try_read(&mut buf[..self.config.buffer_size]) {
                 Ok(0) => {
                     conn.stream_mut().shutdown().await?;
                     return Ok(Close::Eof);

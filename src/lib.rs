@@ -34,12 +34,14 @@
 //!                                  accepts              accept instant      the handler
 //! ```
 
+pub mod admin;
 pub mod bench;
 pub mod buffer;
 pub mod config;
 pub mod connection;
 pub mod echo;
 pub mod handler;
+pub mod metrics;
 pub mod server;
 pub mod suite;
 

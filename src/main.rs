@@ -127,6 +127,9 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// Listen backlog of the admin endpoint: scrapers and probes, a handful.
+const ADMIN_BACKLOG: u32 = 64;
+
 fn run(config: ServeConfig) -> anyhow::Result<()> {
     // Before the `listening on` line: a supervisor may signal as soon as it
     // reads it, and the default action of SIGTERM skips the graceful path.
@@ -153,12 +156,23 @@ fn run(config: ServeConfig) -> anyhow::Result<()> {
         "tandem serve starting"
     );
 
-    let running = Server::new(config.server).start(listener, Echo::new(config.echo))?;
+    let mut server = Server::new(config.server);
+    if let Some(admin) = config.admin_listen {
+        server = server.admin(tandem::server::bind(admin, ADMIN_BACKLOG)?);
+    }
+    let running = server.start(listener, Echo::new(config.echo))?;
     // The first line on stdout, printed once connections are being served:
     // the contract scripts rely on to learn the port.
+    let mut lines = vec![format!("listening on {addr}")];
+    if let Some(admin) = running.admin_addr() {
+        info!(admin = %admin, "admin endpoint serving /metrics, /healthz and /readyz");
+        lines.push(format!("admin listening on {admin}"));
+    }
     let mut stdout = std::io::stdout();
-    if let Err(err) = writeln!(stdout, "listening on {addr}").and_then(|()| stdout.flush()) {
-        warn!(cause = %err, "cannot write to stdout");
+    for line in lines {
+        if let Err(err) = writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+            warn!(cause = %err, "cannot write to stdout");
+        }
     }
     let report = running.wait(shutdown.cancelled_owned())?;
     info!(

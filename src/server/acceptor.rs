@@ -25,6 +25,7 @@ use tracing::{debug, warn};
 
 use super::handoff::{Accepted, Admission, Counted, Dispatch};
 use crate::handler::Handler;
+use crate::metrics::Metrics;
 
 /// First pause after a resource error: long enough for a few connections to
 /// close, short enough to be invisible when it was a blip.
@@ -135,6 +136,7 @@ pub(crate) struct Acceptor<H> {
     pub(crate) active: Arc<AtomicUsize>,
     pub(crate) dispatch: Arc<Dispatch<H>>,
     pub(crate) stop: CancellationToken,
+    pub(crate) metrics: Option<Metrics>,
 }
 
 impl<H: Handler> Acceptor<H> {
@@ -167,6 +169,9 @@ impl<H: Handler> Acceptor<H> {
                     () = self.stop.cancelled() => return,
                     accepted = accept(&self.listener) => accepted,
                 };
+                if let (Err(err), Some(metrics)) = (&accepted, &self.metrics) {
+                    metrics.accept_error(classify(err).1);
+                }
                 match accepted {
                     Ok(accepted) => break accepted,
                     Err(err) => match classify(&err) {
@@ -186,8 +191,14 @@ impl<H: Handler> Acceptor<H> {
                 }
             };
             backoff.reset();
+            if let Some(metrics) = &self.metrics {
+                metrics.connection_accepted();
+            }
             if let Err(err) = stream.set_nonblocking(true) {
                 debug!(%peer, cause = %err, "cannot make accepted socket non-blocking; dropping it");
+                if let Some(metrics) = &self.metrics {
+                    metrics.connection_rejected();
+                }
                 continue;
             }
             slot.deliver(Accepted {
@@ -237,6 +248,17 @@ mod tests {
     fn an_unknown_error_backs_off_rather_than_spin() {
         let err = io::Error::from_raw_os_error(libc::EINVAL);
         assert_eq!(classify(&err).0, AcceptErrorAction::BackOff);
+    }
+
+    #[test]
+    fn every_kind_of_accept_error_has_its_metric_series() {
+        for errno in 0..512 {
+            let (_, kind) = classify(&io::Error::from_raw_os_error(errno));
+            assert!(
+                crate::metrics::ACCEPT_ERROR_KINDS.contains(&kind),
+                "errno {errno} is sorted as {kind:?}, which has no series"
+            );
+        }
     }
 
     #[test]

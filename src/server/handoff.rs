@@ -71,18 +71,25 @@ pub(crate) enum Dispatch<H> {
     /// `single`: the acceptor shares the serving runtime and spawns there.
     Spawn(Arc<Serving<H>>),
     /// `split`: one queue to the worker runtime.
-    Queue(mpsc::Sender<Accepted>),
+    Queue {
+        sender: mpsc::Sender<Accepted>,
+        /// Connections in the queue(s), for the queue-depth gauge.
+        queued: Arc<AtomicUsize>,
+    },
     /// `sharded`: one queue per single-thread runtime.
-    Shards(Vec<ShardQueue>),
+    Shards {
+        shards: Vec<ShardQueue>,
+        queued: Arc<AtomicUsize>,
+    },
 }
 
 /// A reserved place for one connection, obtained before accepting it.
 pub(crate) enum Slot<'a, H> {
     Spawn(&'a Arc<Serving<H>>),
-    Queue(mpsc::Permit<'a, Accepted>),
+    Queue(mpsc::Permit<'a, Accepted>, &'a AtomicUsize),
     /// The shard's load counts the connection from the reservation on, so
     /// that concurrent acceptors spread out.
-    Shard(mpsc::Permit<'a, Accepted>, Counted),
+    Shard(mpsc::Permit<'a, Accepted>, &'a AtomicUsize, Counted),
 }
 
 impl<H: Handler> Dispatch<H> {
@@ -91,8 +98,12 @@ impl<H: Handler> Dispatch<H> {
     pub(crate) async fn reserve(&self) -> Option<Slot<'_, H>> {
         match self {
             Dispatch::Spawn(serving) => Some(Slot::Spawn(serving)),
-            Dispatch::Queue(sender) => sender.reserve().await.ok().map(Slot::Queue),
-            Dispatch::Shards(shards) => {
+            Dispatch::Queue { sender, queued } => sender
+                .reserve()
+                .await
+                .ok()
+                .map(|permit| Slot::Queue(permit, queued)),
+            Dispatch::Shards { shards, queued } => {
                 // The least-loaded live shard that has room now; if every
                 // queue is full, wait for the least-loaded one.
                 let load = |shard: &&ShardQueue| shard.load.load(Ordering::Relaxed);
@@ -103,11 +114,11 @@ impl<H: Handler> Dispatch<H> {
                 if let Some(shard) = with_room
                     && let Ok(permit) = shard.sender.try_reserve()
                 {
-                    return Some(Slot::Shard(permit, Counted::new(&shard.load)));
+                    return Some(Slot::Shard(permit, queued, Counted::new(&shard.load)));
                 }
                 let shard = live().min_by_key(load)?;
                 let permit = shard.sender.reserve().await.ok()?;
-                Some(Slot::Shard(permit, Counted::new(&shard.load)))
+                Some(Slot::Shard(permit, queued, Counted::new(&shard.load)))
             }
         }
     }
@@ -122,9 +133,15 @@ impl<H: Handler> Slot<'_, H> {
                     .tracker
                     .spawn(serve_connection(serving.clone(), accepted));
             }
-            Slot::Queue(permit) => permit.send(accepted),
-            Slot::Shard(permit, load) => {
+            // Counted before the send, so that the receiver's decrement
+            // never comes first.
+            Slot::Queue(permit, queued) => {
+                queued.fetch_add(1, Ordering::Relaxed);
+                permit.send(accepted);
+            }
+            Slot::Shard(permit, queued, load) => {
                 accepted.admission.shard_load = Some(load);
+                queued.fetch_add(1, Ordering::Relaxed);
                 permit.send(accepted);
             }
         }

@@ -30,6 +30,7 @@ use super::handoff::{Dispatch, ShardQueue};
 use super::worker::{Serving, receive_handoffs};
 use super::{ServerConfig, ServerError};
 use crate::handler::Handler;
+use crate::metrics::{Load, Metrics, tally};
 
 /// How long a stopping runtime waits for its blocking threads.
 const RUNTIME_STOP_TIMEOUT: Duration = Duration::from_secs(1);
@@ -62,16 +63,43 @@ pub(crate) struct Started {
     accept_stop: CancellationToken,
 }
 
-fn multi_thread(name: &str, threads: usize) -> Result<Runtime, ServerError> {
-    Builder::new_multi_thread()
-        .worker_threads(threads)
-        .thread_name(name)
-        .enable_all()
-        .build()
-        .map_err(|cause| ServerError::Runtime {
-            role: name.to_owned(),
-            cause,
-        })
+/// Builds a runtime; with metrics, its threads tally bytes into them and
+/// are watched under `label`.
+fn build(
+    mut builder: Builder,
+    name: &str,
+    label: &str,
+    metrics: Option<&Metrics>,
+) -> Result<Runtime, ServerError> {
+    builder.thread_name(name).enable_all();
+    if let Some(metrics) = metrics {
+        let totals = metrics.totals().clone();
+        builder
+            .on_thread_start(move || tally::attach(totals.clone()))
+            // An idle thread owes the totals nothing: a scrape of a quiet
+            // server sees every byte.
+            .on_thread_park(tally::flush)
+            .on_thread_stop(tally::detach);
+    }
+    let runtime = builder.build().map_err(|cause| ServerError::Runtime {
+        role: name.to_owned(),
+        cause,
+    })?;
+    if let Some(metrics) = metrics {
+        metrics.watch_runtime(label, runtime.handle());
+    }
+    Ok(runtime)
+}
+
+fn multi_thread(
+    name: &str,
+    label: &str,
+    threads: usize,
+    metrics: Option<&Metrics>,
+) -> Result<Runtime, ServerError> {
+    let mut builder = Builder::new_multi_thread();
+    builder.worker_threads(threads);
+    build(builder, name, label, metrics)
 }
 
 /// Builds the runtimes of `config.layout` and starts accepting.
@@ -81,25 +109,34 @@ pub(crate) fn start<H: Handler>(
     serving: Arc<Serving<H>>,
     limit: Arc<Semaphore>,
 ) -> Result<Started, ServerError> {
+    let metrics = serving.metrics.as_ref();
     let accept_stop = CancellationToken::new();
     let shards_stop = CancellationToken::new();
     // Shard threads started before a failure further down must not be left
     // waiting forever.
     let stop_shards_on_error = shards_stop.clone().drop_guard();
-    let (acceptor, workers, shards, dispatch, acceptor_tasks) = match config.layout {
+    let queued = serving.queued.clone();
+    let (acceptor, workers, shards, dispatch, acceptor_tasks, queue_capacity) = match config.layout
+    {
         Layout::Single => {
-            let workers = multi_thread("tandem-worker", config.workers)?;
+            let workers = multi_thread("tandem-worker", "worker", config.workers, metrics)?;
             (
                 None,
                 Some(workers),
                 Vec::new(),
                 Dispatch::Spawn(serving.clone()),
                 1,
+                0,
             )
         }
         Layout::Split => {
-            let acceptor = multi_thread("tandem-accept", config.acceptor_threads)?;
-            let workers = multi_thread("tandem-worker", config.workers)?;
+            let acceptor = multi_thread(
+                "tandem-accept",
+                "acceptor",
+                config.acceptor_threads,
+                metrics,
+            )?;
+            let workers = multi_thread("tandem-worker", "worker", config.workers, metrics)?;
             let (sender, queue) = mpsc::channel(config.handoff_capacity);
             serving
                 .tracker
@@ -109,12 +146,18 @@ pub(crate) fn start<H: Handler>(
                 Some(acceptor),
                 Some(workers),
                 Vec::new(),
-                Dispatch::Queue(sender),
+                Dispatch::Queue { sender, queued },
                 tasks,
+                config.handoff_capacity,
             )
         }
         Layout::Sharded => {
-            let acceptor = multi_thread("tandem-accept", config.acceptor_threads)?;
+            let acceptor = multi_thread(
+                "tandem-accept",
+                "acceptor",
+                config.acceptor_threads,
+                metrics,
+            )?;
             // The hand-off capacity is shared out: the total stays what the
             // flag says.
             let per_shard = config.handoff_capacity.div_ceil(config.workers).max(1);
@@ -122,26 +165,31 @@ pub(crate) fn start<H: Handler>(
             let mut threads = Vec::with_capacity(config.workers);
             for index in 0..config.workers {
                 let name = format!("tandem-shard-{index}");
-                let runtime =
-                    Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .map_err(|cause| ServerError::Runtime {
-                            role: name.clone(),
-                            cause,
-                        })?;
+                let runtime = build(
+                    Builder::new_current_thread(),
+                    &name,
+                    &format!("shard-{index}"),
+                    metrics,
+                )?;
                 let (sender, queue) = mpsc::channel(per_shard);
                 serving
                     .tracker
                     .spawn_on(receive_handoffs(queue, serving.clone()), runtime.handle());
                 let stop = shards_stop.clone();
+                // A current-thread runtime starts no thread of its own, so
+                // the thread that lends itself to it attaches its tally.
+                let totals = metrics.map(|metrics| metrics.totals().clone());
                 let thread = std::thread::Builder::new()
                     .name(name.clone())
                     .spawn(move || {
+                        if let Some(totals) = totals {
+                            tally::attach(totals);
+                        }
                         // A current-thread runtime runs its tasks only inside
                         // block_on; this thread lends itself until stopped.
                         runtime.block_on(stop.cancelled_owned());
                         runtime.shutdown_timeout(RUNTIME_STOP_TIMEOUT);
+                        tally::detach();
                     })
                     .map_err(|cause| ServerError::Runtime { role: name, cause })?;
                 threads.push(thread);
@@ -155,11 +203,22 @@ pub(crate) fn start<H: Handler>(
                 Some(acceptor),
                 None,
                 threads,
-                Dispatch::Shards(queues),
+                Dispatch::Shards {
+                    shards: queues,
+                    queued,
+                },
                 tasks,
+                per_shard * config.workers,
             )
         }
     };
+    if let Some(metrics) = metrics {
+        metrics.watch_load(Load {
+            active: serving.active.clone(),
+            queued: serving.queued.clone(),
+            capacity: queue_capacity,
+        });
+    }
 
     let accept_runtime =
         acceptor
@@ -192,6 +251,7 @@ pub(crate) fn start<H: Handler>(
             active: serving.active.clone(),
             dispatch: dispatch.clone(),
             stop: accept_stop.clone(),
+            metrics: serving.metrics.clone(),
         };
         accept_tasks.spawn_on(acceptor.run(), accept_runtime.handle());
     }

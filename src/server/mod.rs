@@ -13,7 +13,7 @@
 //! live connections until they close or the shutdown timeout passes, cut the
 //! rest, then shut the serving runtimes down.
 
-mod acceptor;
+pub(crate) mod acceptor;
 mod handoff;
 mod layout;
 mod limits;
@@ -35,7 +35,9 @@ use tracing::{info, warn};
 pub use self::layout::Layout;
 pub use self::listener::bind;
 use self::worker::Serving;
+use crate::admin::{Admin, Readiness};
 use crate::handler::Handler;
+use crate::metrics::Metrics;
 
 /// After the cut, how long connections get to write back what they have
 /// read and close before their runtime is shut down under them. A peer that
@@ -168,9 +170,10 @@ pub struct ShutdownReport {
 
 /// A server: the layout's runtimes, the limits and the shutdown sequence
 /// around a [`Handler`].
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Server {
     config: ServerConfig,
+    admin: Option<std::net::TcpListener>,
 }
 
 /// A started server: accepting and serving until [`Running::wait`] sees its
@@ -182,12 +185,27 @@ pub struct Running<H> {
     started: layout::Started,
     serving: Arc<Serving<H>>,
     cut: watch::Sender<bool>,
+    readiness: Readiness,
+    /// Dropped after the serving runtimes, so that the drain stays
+    /// observable.
+    admin: Option<Admin>,
 }
 
 impl Server {
     /// A server with the given configuration.
     pub fn new(config: ServerConfig) -> Self {
-        Server { config }
+        Server {
+            config,
+            admin: None,
+        }
+    }
+
+    /// Keeps metrics and serves the admin endpoint (`/metrics`, `/healthz`,
+    /// `/readyz`) on `listener`, from a one-thread runtime of its own. See
+    /// [`crate::admin`].
+    pub fn admin(mut self, listener: std::net::TcpListener) -> Self {
+        self.admin = Some(listener);
+        self
     }
 
     /// Serves `listener` (from [`bind`]) with `handler` until `shutdown`
@@ -216,7 +234,7 @@ impl Server {
         if tokio::runtime::Handle::try_current().is_ok() {
             return Err(ServerError::InsideRuntime);
         }
-        let config = self.config;
+        let Server { config, admin } = self;
         config.validate()?;
         // The caller's thread waits on this runtime; it has no threads of
         // its own and serves no connection.
@@ -236,19 +254,43 @@ impl Server {
             tracker: TaskTracker::new(),
             active: Arc::new(AtomicUsize::new(0)),
             cut_count: AtomicUsize::new(0),
+            queued: Arc::new(AtomicUsize::new(0)),
+            metrics: admin.is_some().then(Metrics::new),
         });
         // No permits until the layout has started: the limit is fitted to
         // the descriptors left once the runtimes have opened theirs.
         let limit = Arc::new(Semaphore::new(0));
         let started = layout::start(&config, listener, serving.clone(), limit.clone())?;
         limit.add_permits(limits::fit_connection_limit(config.max_connections));
+        let readiness = Readiness::default();
+        let admin = match (admin, &serving.metrics) {
+            (Some(listener), Some(metrics)) => {
+                Some(Admin::start(listener, metrics.clone(), readiness.clone())?)
+            }
+            _ => None,
+        };
+        readiness.accepting();
         Ok(Running {
             config,
             control,
             started,
             serving,
             cut,
+            readiness,
+            admin,
         })
+    }
+}
+
+impl<H> Running<H> {
+    /// The admin endpoint's address, if the server has one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(Admin::local_addr)
+    }
+
+    /// The server's metrics, kept when it has an admin endpoint.
+    pub fn metrics(&self) -> Option<&Metrics> {
+        self.serving.metrics.as_ref()
     }
 }
 
@@ -270,6 +312,8 @@ impl<H: Handler> Running<H> {
             mut started,
             serving,
             cut,
+            readiness,
+            admin,
         } = self;
         let acceptor_failed = control.block_on(async {
             tokio::select! {
@@ -277,6 +321,9 @@ impl<H: Handler> Running<H> {
                 () = started.acceptors_ended() => true,
             }
         });
+        // Before anything stops: a load balancer polling `/readyz` moves
+        // new clients elsewhere while the live ones drain.
+        readiness.stopping();
         if acceptor_failed {
             warn!("every accept task has ended; shutting down");
         }
@@ -317,8 +364,9 @@ impl<H: Handler> Running<H> {
                 );
             }
         }
-        // ...and the serving runtimes last.
+        // ...and the serving runtimes last, then the admin endpoint.
         started.shut_down_serving();
+        drop(admin);
         if acceptor_failed {
             return Err(ServerError::AcceptorFailed);
         }

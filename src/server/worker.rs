@@ -18,6 +18,7 @@ use tracing::{debug, trace, warn};
 use super::handoff::Accepted;
 use crate::connection::Connection;
 use crate::handler::{Close, Handler};
+use crate::metrics::{CloseReason, Metrics};
 
 /// State shared by every connection task of one server.
 pub(crate) struct Serving<H> {
@@ -33,6 +34,10 @@ pub(crate) struct Serving<H> {
     pub(crate) active: Arc<AtomicUsize>,
     /// Connections closed by the server at the end of the shutdown timeout.
     pub(crate) cut_count: AtomicUsize,
+    /// Connections handed off and not yet taken off their queue.
+    pub(crate) queued: Arc<AtomicUsize>,
+    /// Where connections are counted, when the server keeps metrics.
+    pub(crate) metrics: Option<Metrics>,
 }
 
 /// How long a connection cut at shutdown keeps reading (and discarding)
@@ -47,6 +52,7 @@ pub(crate) async fn receive_handoffs<H: Handler>(
     serving: Arc<Serving<H>>,
 ) {
     while let Some(accepted) = queue.recv().await {
+        serving.queued.fetch_sub(1, Ordering::Relaxed);
         serving
             .tracker
             .spawn(serve_connection(serving.clone(), accepted));
@@ -61,22 +67,35 @@ pub(crate) async fn serve_connection<H: Handler>(serving: Arc<Serving<H>>, accep
         accepted_at,
         admission,
     } = accepted;
-    trace!(%peer, waited_us = accepted_at.elapsed().as_micros(), "connection handed off");
     // Registering here, not in the acceptor, binds the socket to this
     // runtime's reactor (invariant 1).
     let stream = match TcpStream::from_std(stream) {
         Ok(stream) => stream,
         Err(err) => {
             warn!(%peer, cause = %err, "cannot register connection with the serving runtime");
+            if let Some(metrics) = &serving.metrics {
+                metrics.connection_rejected();
+            }
             return;
         }
     };
+    let waited = accepted_at.elapsed();
+    trace!(%peer, waited_us = waited.as_micros(), "connection handed off");
+    if let Some(metrics) = &serving.metrics {
+        metrics.handoff_waited(waited);
+    }
     if serving.nodelay
         && let Err(err) = stream.set_nodelay(true)
     {
         debug!(%peer, cause = %err, "cannot set TCP_NODELAY");
     }
-    let mut conn = Connection::new(stream, peer, serving.idle_timeout, serving.cut.clone());
+    let mut conn = Connection::new(
+        stream,
+        peer,
+        serving.idle_timeout,
+        serving.cut.clone(),
+        serving.metrics.is_some(),
+    );
     let outcome = serving.handler.serve(&mut conn).await;
     if let Ok(Close::Shutdown) = outcome {
         serving.cut_count.fetch_add(1, Ordering::Relaxed);
@@ -86,7 +105,24 @@ pub(crate) async fn serve_connection<H: Handler>(serving: Arc<Serving<H>>, accep
     }
     drop(conn);
     drop(admission);
+    if let Some(metrics) = &serving.metrics {
+        metrics.connection_closed(close_reason(&outcome));
+    }
     log_close(peer, &outcome);
+}
+
+/// How an outcome is counted in `tandem_connections_closed_total`.
+fn close_reason(outcome: &std::io::Result<Close>) -> CloseReason {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+    match outcome {
+        Ok(Close::Eof) => CloseReason::Eof,
+        Ok(Close::IdleTimeout) => CloseReason::IdleTimeout,
+        Ok(Close::Shutdown) => CloseReason::Shutdown,
+        Err(err) if matches!(err.kind(), ConnectionReset | ConnectionAborted | BrokenPipe) => {
+            CloseReason::Reset
+        }
+        Err(_) => CloseReason::Error,
+    }
 }
 
 fn log_close(peer: SocketAddr, outcome: &std::io::Result<Close>) {

@@ -1,0 +1,362 @@
+//! The server's metrics, rendered in the Prometheus text format.
+//!
+//! [`Metrics`] owns one registry per server (no process-global recorder, so
+//! that several servers can live in one process) and every series the admin
+//! endpoint exposes. The names are fixed and every series exists from
+//! start-up, counters at 0, so that dashboards and alerts never see a series
+//! appear late.
+//!
+//! Three kinds of sources feed it, each at the cost its frequency allows:
+//! - per read and write, bytes go through [`tally`]: plain thread-local
+//!   integers, flushed to shared totals in batches, never an atomic per read;
+//! - per connection (accepted, closed, rejected, hand-off wait), a counter
+//!   or histogram is updated at once;
+//! - per second, [`runtimes`] samples every tokio runtime of the server, and
+//!   the gauges that mirror server state (active connections, queue depth)
+//!   are read when a scrape renders them.
+
+pub(crate) mod runtimes;
+pub(crate) mod tally;
+
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder, SharedString};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+
+use self::runtimes::RuntimeProbe;
+use self::tally::Totals;
+
+/// Bucket bounds of `tandem_handoff_wait_seconds`, from 10 µs (an idle
+/// server) to 10 s (a hand-off queue thousands deep behind a stalled worker).
+const HANDOFF_WAIT_BUCKETS: [f64; 19] = [
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The help line of every series.
+const HELP: &[(&str, &str)] = &[
+    (
+        "tandem_connections_accepted_total",
+        "Connections accepted from the listen backlog.",
+    ),
+    (
+        "tandem_connections_active",
+        "Connections admitted and not yet closed, queued ones included.",
+    ),
+    (
+        "tandem_connections_closed_total",
+        "Served connections closed, by reason.",
+    ),
+    (
+        "tandem_connections_rejected_total",
+        "Connections accepted and closed at once, never served.",
+    ),
+    ("tandem_bytes_received_total", "Bytes read from clients."),
+    ("tandem_bytes_sent_total", "Bytes written to clients."),
+    (
+        "tandem_handoff_queue_depth",
+        "Accepted connections waiting in the hand-off queues.",
+    ),
+    (
+        "tandem_handoff_queue_capacity",
+        "Capacity of the hand-off queues (0 in the single layout, which has none).",
+    ),
+    (
+        "tandem_handoff_wait_seconds",
+        "Time from accept to the start of serving.",
+    ),
+    ("tandem_accept_errors_total", "Accept errors, by kind."),
+    (
+        "tandem_runtime_workers",
+        "Worker threads of each tokio runtime.",
+    ),
+    (
+        "tandem_runtime_busy_ratio",
+        "Share of the last second each runtime's workers spent busy (0 to 1).",
+    ),
+    (
+        "tandem_runtime_global_queue_depth",
+        "Tasks waiting in each runtime's global queue.",
+    ),
+    ("tandem_runtime_alive_tasks", "Tasks alive in each runtime."),
+    (
+        "tandem_runtime_io_driver_ready_total",
+        "Readiness events each runtime's I/O driver delivered (built with tokio_unstable only).",
+    ),
+];
+
+/// Why a served connection closed: the `reason` label of
+/// `tandem_connections_closed_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer closed its side, and got everything back.
+    Eof,
+    /// The peer reset the connection or went away mid-write.
+    Reset,
+    /// Nothing happened for the idle timeout.
+    IdleTimeout,
+    /// Cut at the end of the shutdown timeout.
+    Shutdown,
+    /// Any other I/O error, including a peer that would not take its echo.
+    Error,
+}
+
+impl CloseReason {
+    const ALL: [CloseReason; 5] = [
+        CloseReason::Eof,
+        CloseReason::Reset,
+        CloseReason::IdleTimeout,
+        CloseReason::Shutdown,
+        CloseReason::Error,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Eof => "eof",
+            CloseReason::Reset => "reset",
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::Error => "error",
+        }
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The `kind` label values of `tandem_accept_errors_total`: what
+/// [`crate::server`]'s accept-error policy sorts errors into.
+pub(crate) const ACCEPT_ERROR_KINDS: [&str; 10] = [
+    "emfile",
+    "enfile",
+    "enobufs",
+    "enomem",
+    "aborted",
+    "reset",
+    "interrupted",
+    "network",
+    "denied",
+    "other",
+];
+
+/// A server's metrics. Cheap to clone; every clone is the same registry.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    accepted: Counter,
+    rejected: Counter,
+    closed: [Counter; CloseReason::ALL.len()],
+    accept_errors: [Counter; ACCEPT_ERROR_KINDS.len()],
+    bytes_received: Counter,
+    bytes_sent: Counter,
+    totals: Arc<Totals>,
+    active: Gauge,
+    queue_depth: Gauge,
+    queue_capacity: Gauge,
+    handoff_wait: Histogram,
+    /// What the gauges mirror; set once the server has started.
+    load: OnceLock<Load>,
+    runtimes: Mutex<Vec<RuntimeProbe>>,
+}
+
+/// The server state that gauges mirror at each scrape.
+pub(crate) struct Load {
+    /// Connections admitted and not yet closed.
+    pub(crate) active: Arc<AtomicUsize>,
+    /// Connections waiting in hand-off queues.
+    pub(crate) queued: Arc<AtomicUsize>,
+    /// Total capacity of the hand-off queues; 0 in `single`, which has none.
+    pub(crate) capacity: usize,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn key(name: &'static str, labels: &[(&'static str, String)]) -> Key {
+    let labels: Vec<Label> = labels
+        .iter()
+        .map(|(name, value)| Label::new(*name, value.clone()))
+        .collect();
+    Key::from_parts(name, labels)
+}
+
+const METADATA: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, None);
+
+impl Metrics {
+    /// An empty registry with every fixed series at zero.
+    pub fn new() -> Self {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full("tandem_handoff_wait_seconds".into()),
+                &HANDOFF_WAIT_BUCKETS,
+            )
+            // A fixed, non-empty list: the builder rejects only an empty one.
+            .unwrap_or_else(|_| PrometheusBuilder::new())
+            .build_recorder();
+        let handle = recorder.handle();
+        // The exporter keeps one description per name, whatever its kind.
+        for &(name, help) in HELP {
+            recorder.describe_counter(name.into(), None, SharedString::const_str(help));
+        }
+        let counter = |name: &'static str, labels: &[(&'static str, String)]| {
+            recorder.register_counter(&key(name, labels), &METADATA)
+        };
+        let closed = CloseReason::ALL.map(|reason| {
+            counter(
+                "tandem_connections_closed_total",
+                &[("reason", reason.as_str().to_owned())],
+            )
+        });
+        let accept_errors = ACCEPT_ERROR_KINDS
+            .map(|kind| counter("tandem_accept_errors_total", &[("kind", kind.to_owned())]));
+        let inner = Inner {
+            accepted: counter("tandem_connections_accepted_total", &[]),
+            rejected: counter("tandem_connections_rejected_total", &[]),
+            closed,
+            accept_errors,
+            bytes_received: counter("tandem_bytes_received_total", &[]),
+            bytes_sent: counter("tandem_bytes_sent_total", &[]),
+            totals: Arc::new(Totals::default()),
+            active: recorder.register_gauge(&key("tandem_connections_active", &[]), &METADATA),
+            queue_depth: recorder
+                .register_gauge(&key("tandem_handoff_queue_depth", &[]), &METADATA),
+            queue_capacity: recorder
+                .register_gauge(&key("tandem_handoff_queue_capacity", &[]), &METADATA),
+            handoff_wait: recorder
+                .register_histogram(&key("tandem_handoff_wait_seconds", &[]), &METADATA),
+            load: OnceLock::new(),
+            runtimes: Mutex::new(Vec::new()),
+            handle,
+            recorder,
+        };
+        Metrics {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The whole registry in the Prometheus text exposition format, with
+    /// the gauges that mirror server state read now.
+    pub fn render(&self) -> String {
+        let inner = &*self.inner;
+        if let Some(load) = inner.load.get() {
+            inner.active.set(load.active.load(Ordering::Relaxed) as f64);
+            inner
+                .queue_depth
+                .set(load.queued.load(Ordering::Relaxed) as f64);
+            inner.queue_capacity.set(load.capacity as f64);
+        }
+        let (received, sent) = inner.totals.read();
+        inner.bytes_received.absolute(received);
+        inner.bytes_sent.absolute(sent);
+        let mut text = inner.handle.render();
+        let probes = inner
+            .runtimes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        RuntimeProbe::render_busy_seconds(&probes, &mut text);
+        text
+    }
+
+    /// Takes one sample of every runtime's metrics (see [`runtimes`]).
+    pub(crate) fn sample_runtimes(&self) {
+        let mut probes = self
+            .inner
+            .runtimes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for probe in probes.iter_mut() {
+            probe.sample();
+        }
+    }
+
+    /// Starts watching a runtime, under `runtime="<label>"`. Its series
+    /// exist from this call on.
+    pub(crate) fn watch_runtime(&self, label: &str, handle: &tokio::runtime::Handle) {
+        let recorder = &self.inner.recorder;
+        let labels = [("runtime", label.to_owned())];
+        let gauge = |name| recorder.register_gauge(&key(name, &labels), &METADATA);
+        #[cfg(tokio_unstable)]
+        let counter = |name| recorder.register_counter(&key(name, &labels), &METADATA);
+        let mut probe = RuntimeProbe::new(
+            label,
+            handle,
+            runtimes::Series {
+                workers: gauge("tandem_runtime_workers"),
+                busy_ratio: gauge("tandem_runtime_busy_ratio"),
+                global_queue_depth: gauge("tandem_runtime_global_queue_depth"),
+                alive_tasks: gauge("tandem_runtime_alive_tasks"),
+                #[cfg(tokio_unstable)]
+                io_driver_ready: counter("tandem_runtime_io_driver_ready_total"),
+            },
+        );
+        probe.sample();
+        self.inner
+            .runtimes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(probe);
+    }
+
+    /// Gives the gauges the server state they mirror.
+    pub(crate) fn watch_load(&self, load: Load) {
+        // Set once per server; a second call would be a bug, and keeping
+        // the first is harmless.
+        let _ = self.inner.load.set(load);
+    }
+
+    /// The shared totals that thread-local tallies flush into.
+    pub(crate) fn totals(&self) -> &Arc<Totals> {
+        &self.inner.totals
+    }
+
+    pub(crate) fn connection_accepted(&self) {
+        self.inner.accepted.increment(1);
+    }
+
+    pub(crate) fn connection_rejected(&self) {
+        self.inner.rejected.increment(1);
+    }
+
+    pub(crate) fn connection_closed(&self, reason: CloseReason) {
+        let index = CloseReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(CloseReason::ALL.len() - 1);
+        self.inner.closed[index].increment(1);
+    }
+
+    /// Counts an accept error of `kind`, one of [`ACCEPT_ERROR_KINDS`];
+    /// an unknown kind counts as `other`.
+    pub(crate) fn accept_error(&self, kind: &str) {
+        let index = ACCEPT_ERROR_KINDS
+            .iter()
+            .position(|k| *k == kind)
+            .unwrap_or(ACCEPT_ERROR_KINDS.len() - 1);
+        self.inner.accept_errors[index].increment(1);
+    }
+
+    pub(crate) fn handoff_waited(&self, wait: Duration) {
+        self.inner.handoff_wait.record(wait.as_secs_f64());
+    }
+}
