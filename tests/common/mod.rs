@@ -174,6 +174,9 @@ impl Drop for Proc {
 pub struct TestServer {
     proc: Proc,
     pub addr: SocketAddr,
+    /// The admin endpoint, when the server was started with
+    /// `--admin-listen` and printed `admin listening on <addr>`.
+    pub admin: Option<SocketAddr>,
 }
 
 impl std::ops::Deref for TestServer {
@@ -207,7 +210,15 @@ impl TestServer {
     }
 
     /// Starts `command` and waits for its `listening on` line.
+    /// With an admin endpoint (flag or environment), also waits for its
+    /// `admin listening on <addr>` line.
     pub fn spawn(command: Command) -> TestServer {
+        let with_admin = command
+            .get_args()
+            .any(|arg| arg.to_str().is_some_and(|a| a.starts_with("--admin-listen")))
+            || command
+                .get_envs()
+                .any(|(key, value)| key == "TANDEM_ADMIN_LISTEN" && value.is_some());
         let mut proc = Proc::spawn(command);
         let line = proc.first_line();
         let Some(addr) = line.trim().strip_prefix("listening on ") else {
@@ -218,8 +229,29 @@ impl TestServer {
             );
         };
         let addr = addr.parse().expect("a socket address");
+        let admin = with_admin.then(|| {
+            let line = proc.first_line();
+            line.trim()
+                .strip_prefix("admin listening on ")
+                .unwrap_or_else(|| panic!("expected `admin listening on <addr>`, got {line:?}"))
+                .parse()
+                .expect("a socket address")
+        });
         proc.discard_stdout();
-        TestServer { proc, addr }
+        TestServer { proc, addr, admin }
+    }
+
+    /// `tandem serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0` plus
+    /// `args`.
+    pub fn start_with_admin(args: &[&str]) -> TestServer {
+        let mut all = vec!["--admin-listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        TestServer::start(&all)
+    }
+
+    /// The admin endpoint's address; panics if the server has none.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.expect("the server was started with --admin-listen")
     }
 
     /// A client connected to the server, with read and write timeouts so
