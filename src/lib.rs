@@ -14,6 +14,10 @@
 //! - [`buffer`]: [`Buffer`], data buffers lent per chunk so that idle
 //!   connections hold none and the hot path does not allocate.
 //! - [`echo`]: the echo handler (RFC 862, plus `--append-newline`).
+//! - [`metrics`](mod@metrics): [`Metrics`], the server's Prometheus series,
+//!   fed without an atomic operation per read, and sampled per runtime.
+//! - [`admin`]: the admin endpoint (`/metrics`, `/healthz`, `/readyz`) on a
+//!   one-thread runtime of its own; [`Server::admin`] turns it on.
 //! - [`config`]: the options of `tandem serve` from flags, environment and a
 //!   TOML file, merged and validated.
 //! - [`bench`](mod@bench): the load generator (`tandem bench`): closed loop, open loop
@@ -49,4 +53,5 @@ pub use buffer::Buffer;
 pub use connection::{Connection, Event};
 pub use echo::{Echo, EchoConfig};
 pub use handler::{Close, Handler};
+pub use metrics::Metrics;
 pub use server::{Layout, Server, ServerConfig, ServerError, ShutdownReport};

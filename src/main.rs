@@ -20,6 +20,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::prelude::*;
+
+#[cfg(all(feature = "console", not(tokio_unstable)))]
+compile_error!(
+    "the `console` feature needs tokio's unstable API: build with RUSTFLAGS=\"--cfg tokio_unstable\" (see the README)"
+);
 
 /// A TCP echo server built on split Tokio runtimes.
 #[derive(Debug, Parser)]
@@ -113,18 +119,24 @@ fn serve(options: ServeOptions) -> ExitCode {
     }
 }
 
+/// Logs to stderr, filtered by `RUST_LOG`; built with the `console`
+/// feature, also serves tokio-console (its own filter, so `RUST_LOG` does
+/// not hide the runtime's task events from it).
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::builder()
         .with_default_directive(LevelFilter::INFO.into())
         .from_env_lossy();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let lines = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let lines = match format {
+        LogFormat::Text => lines.boxed(),
+        LogFormat::Json => lines.json().boxed(),
+    };
+    let registry = tracing_subscriber::registry().with(lines.with_filter(filter));
+    #[cfg(feature = "console")]
+    let registry = registry.with(console_subscriber::spawn());
+    registry.init();
 }
 
 /// Listen backlog of the admin endpoint: scrapers and probes, a handful.

@@ -6,7 +6,7 @@ use std::io::{self, Read};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use tandem::{Close, Connection, Handler, Layout, Server, ServerConfig, ServerError};
+use tandem::{Close, Connection, Handler, Layout, Metrics, Server, ServerConfig, ServerError};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
@@ -37,22 +37,35 @@ impl Handler for Probe {
 /// A probe server on a thread of its own, stopped when dropped.
 struct ProbeServer {
     addr: std::net::SocketAddr,
+    metrics: Option<Metrics>,
     stop: CancellationToken,
     thread: Option<std::thread::JoinHandle<Result<tandem::ShutdownReport, ServerError>>>,
 }
 
 impl ProbeServer {
     fn start(config: ServerConfig) -> ProbeServer {
+        ProbeServer::start_server(Server::new(config))
+    }
+
+    /// With an admin endpoint, and so with metrics.
+    fn start_with_admin(config: ServerConfig) -> ProbeServer {
+        let admin = tandem::server::bind("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+        ProbeServer::start_server(Server::new(config).admin(admin))
+    }
+
+    fn start_server(server: Server) -> ProbeServer {
         let listener = tandem::server::bind("127.0.0.1:0".parse().unwrap(), 128).unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
-        let running = Server::new(config).start(listener, Probe).unwrap();
+        let running = server.start(listener, Probe).unwrap();
+        let metrics = running.metrics().cloned();
         let thread = std::thread::spawn({
             let stop = stop.clone();
             move || running.wait(stop.cancelled_owned())
         });
         ProbeServer {
             addr,
+            metrics,
             stop,
             thread: Some(thread),
         }
@@ -202,4 +215,58 @@ fn waiting_inside_a_tokio_runtime_is_an_error_not_a_panic() {
         .unwrap();
     let result = runtime.block_on(async { running.wait(std::future::ready(())) });
     assert!(matches!(result, Err(ServerError::InsideRuntime)));
+}
+
+/// The value of an unlabelled series in a rendered exposition.
+fn sample(exposition: &str, name: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        let (series, value) = line.split_once(' ')?;
+        (series == name).then(|| value.parse().ok())?
+    })
+}
+
+/// Polls `metrics` until `name` reads `want`: byte counts reach the shared
+/// totals when the serving thread next goes idle.
+fn wait_for_sample(metrics: &Metrics, name: &str, want: f64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = sample(&metrics.render(), name);
+        if got == Some(want) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} stayed at {got:?}, expected {want}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn two_servers_in_one_process_keep_their_metrics_apart() {
+    for layout in [Layout::Split, Layout::Single, Layout::Sharded] {
+        let busy = ProbeServer::start_with_admin(config(layout));
+        let quiet = ProbeServer::start_with_admin(config(layout));
+        let mut sent = 0;
+        for _ in 0..3 {
+            let (line, _conn) = busy.probe();
+            sent += line.len() + 1;
+        }
+        let (quiet_line, _conn) = quiet.probe();
+        let busy_metrics = busy.metrics.as_ref().unwrap();
+        let quiet_metrics = quiet.metrics.as_ref().unwrap();
+        wait_for_sample(busy_metrics, "tandem_connections_accepted_total", 3.0);
+        wait_for_sample(quiet_metrics, "tandem_connections_accepted_total", 1.0);
+        // What the probe writes through `Connection::write_all` is counted,
+        // on whichever runtime thread served it, for its own server only.
+        wait_for_sample(busy_metrics, "tandem_bytes_sent_total", sent as f64);
+        let quiet_sent = quiet_line.len() + 1;
+        wait_for_sample(quiet_metrics, "tandem_bytes_sent_total", quiet_sent as f64);
+    }
+}
+
+#[test]
+fn a_server_without_an_admin_endpoint_keeps_no_metrics() {
+    let server = ProbeServer::start(config(Layout::Split));
+    assert!(server.metrics.is_none());
 }

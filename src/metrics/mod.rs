@@ -7,11 +7,11 @@
 //! appear late.
 //!
 //! Three kinds of sources feed it, each at the cost its frequency allows:
-//! - per read and write, bytes go through [`tally`]: plain thread-local
+//! - per read and write, bytes go through `tally`: plain thread-local
 //!   integers, flushed to shared totals in batches, never an atomic per read;
 //! - per connection (accepted, closed, rejected, hand-off wait), a counter
 //!   or histogram is updated at once;
-//! - per second, [`runtimes`] samples every tokio runtime of the server, and
+//! - per second, `runtimes` samples every tokio runtime of the server, and
 //!   the gauges that mirror server state (active connections, queue depth)
 //!   are read when a scrape renders them.
 
@@ -45,6 +45,10 @@ const HELP: &[(&str, &str)] = &[
     (
         "tandem_connections_active",
         "Connections admitted and not yet closed, queued ones included.",
+    ),
+    (
+        "tandem_connections_max",
+        "Connections served at once at most: --max-connections, fitted to RLIMIT_NOFILE.",
     ),
     (
         "tandem_connections_closed_total",
@@ -163,6 +167,7 @@ struct Inner {
     bytes_sent: Counter,
     totals: Arc<Totals>,
     active: Gauge,
+    max: Gauge,
     queue_depth: Gauge,
     queue_capacity: Gauge,
     handoff_wait: Histogram,
@@ -239,6 +244,7 @@ impl Metrics {
             bytes_sent: counter("tandem_bytes_sent_total", &[]),
             totals: Arc::new(Totals::default()),
             active: recorder.register_gauge(&key("tandem_connections_active", &[]), &METADATA),
+            max: recorder.register_gauge(&key("tandem_connections_max", &[]), &METADATA),
             queue_depth: recorder
                 .register_gauge(&key("tandem_handoff_queue_depth", &[]), &METADATA),
             queue_capacity: recorder
@@ -278,7 +284,7 @@ impl Metrics {
         text
     }
 
-    /// Takes one sample of every runtime's metrics (see [`runtimes`]).
+    /// Takes one sample of every runtime's metrics (see `runtimes`).
     pub(crate) fn sample_runtimes(&self) {
         let mut probes = self
             .inner
@@ -323,6 +329,11 @@ impl Metrics {
         // Set once per server; a second call would be a bug, and keeping
         // the first is harmless.
         let _ = self.inner.load.set(load);
+    }
+
+    /// Records the connection limit in force.
+    pub(crate) fn connection_limit(&self, limit: usize) {
+        self.inner.max.set(limit as f64);
     }
 
     /// The shared totals that thread-local tallies flush into.

@@ -261,7 +261,11 @@ impl Server {
         // the descriptors left once the runtimes have opened theirs.
         let limit = Arc::new(Semaphore::new(0));
         let started = layout::start(&config, listener, serving.clone(), limit.clone())?;
-        limit.add_permits(limits::fit_connection_limit(config.max_connections));
+        let max_connections = limits::fit_connection_limit(config.max_connections);
+        limit.add_permits(max_connections);
+        if let Some(metrics) = &serving.metrics {
+            metrics.connection_limit(max_connections);
+        }
         let readiness = Readiness::default();
         let admin = match (admin, &serving.metrics) {
             (Some(listener), Some(metrics)) => {
