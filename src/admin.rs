@@ -55,7 +55,7 @@ const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Whether the server accepts new connections, as `/readyz` reports it.
 #[derive(Debug, Clone, Default)]
-pub struct Readiness(Arc<AtomicU8>);
+pub(crate) struct Readiness(Arc<AtomicU8>);
 
 const STARTING: u8 = 0;
 const ACCEPTING: u8 = 1;
@@ -142,7 +142,7 @@ async fn sample(metrics: Metrics) {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        metrics.sample_runtimes();
+        metrics.tick();
     }
 }
 

@@ -16,7 +16,7 @@
 //! - [`echo`]: the echo handler (RFC 862, plus `--append-newline`).
 //! - [`metrics`](mod@metrics): [`Metrics`], the server's Prometheus series,
 //!   fed without an atomic operation per read, and sampled per runtime.
-//! - [`admin`]: the admin endpoint (`/metrics`, `/healthz`, `/readyz`) on a
+//! - `admin`: the admin endpoint (`/metrics`, `/healthz`, `/readyz`) on a
 //!   one-thread runtime of its own; [`Server::admin`] turns it on.
 //! - [`config`]: the options of `tandem serve` from flags, environment and a
 //!   TOML file, merged and validated.
@@ -38,7 +38,6 @@
 //!                                  accepts              accept instant      the handler
 //! ```
 
-pub mod admin;
 pub mod bench;
 pub mod buffer;
 pub mod config;
@@ -46,6 +45,8 @@ pub mod connection;
 pub mod echo;
 pub mod handler;
 pub mod metrics;
+
+mod admin;
 pub mod server;
 pub mod suite;
 

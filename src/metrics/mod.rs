@@ -284,8 +284,11 @@ impl Metrics {
         text
     }
 
-    /// Takes one sample of every runtime's metrics (see `runtimes`).
-    pub(crate) fn sample_runtimes(&self) {
+    /// The once-a-second work: samples every runtime (see `runtimes`), and
+    /// folds the histogram samples recorded since the last tick into their
+    /// buckets, so that a server nobody scrapes does not accumulate them.
+    pub(crate) fn tick(&self) {
+        self.inner.handle.run_upkeep();
         let mut probes = self
             .inner
             .runtimes

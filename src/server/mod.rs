@@ -200,9 +200,15 @@ impl Server {
         }
     }
 
-    /// Keeps metrics and serves the admin endpoint (`/metrics`, `/healthz`,
-    /// `/readyz`) on `listener`, from a one-thread runtime of its own. See
-    /// [`crate::admin`].
+    /// Keeps [`Metrics`] and serves the admin endpoint on `listener`, from a
+    /// one-thread runtime of its own, so that it answers while the workers
+    /// are saturated:
+    /// - `GET /metrics`: the Prometheus text exposition of the metrics;
+    /// - `GET /healthz`: 200 while the process runs;
+    /// - `GET /readyz`: 200 while accepting, 503 from the moment
+    ///   [`Running::wait`] begins the shutdown.
+    ///
+    /// The admin runtime stops last, after the serving runtimes.
     pub fn admin(mut self, listener: std::net::TcpListener) -> Self {
         self.admin = Some(listener);
         self
