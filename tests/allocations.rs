@@ -36,9 +36,11 @@ static GLOBAL: Counting = Counting;
 /// The count is process-wide: tests that read it take turns.
 static COUNTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// A split-layout echo server on its own thread, and the token that stops it.
+/// An echo server on its own thread, with or without metrics and the admin
+/// endpoint, and the token that stops it.
 fn start_server(
     layout: Layout,
+    metrics: bool,
 ) -> (
     std::net::SocketAddr,
     CancellationToken,
@@ -51,7 +53,11 @@ fn start_server(
         workers: 2,
         ..ServerConfig::default()
     };
-    let running = Server::new(config)
+    let mut server = Server::new(config);
+    if metrics {
+        server = server.admin(tandem::server::bind("127.0.0.1:0".parse().unwrap(), 16).unwrap());
+    }
+    let running = server
         .start(listener, Echo::new(EchoConfig::default()))
         .unwrap();
     let stop = CancellationToken::new();
@@ -79,8 +85,10 @@ fn ten_thousand_round_trips_allocate_almost_nothing() {
     let _turn = COUNTING
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    for layout in [Layout::Split, Layout::Single, Layout::Sharded] {
-        let (addr, stop, server) = start_server(layout);
+    let layouts = [Layout::Split, Layout::Single, Layout::Sharded];
+    // With metrics, bytes are counted per read and write without allocating.
+    for (layout, metrics) in layouts.into_iter().flat_map(|l| [(l, false), (l, true)]) {
+        let (addr, stop, server) = start_server(layout, metrics);
 
         let mut stream = TcpStream::connect(addr).unwrap();
         stream.set_nodelay(true).unwrap();
@@ -93,7 +101,7 @@ fn ten_thousand_round_trips_allocate_almost_nothing() {
         // housekeeping (its threads park and unpark).
         assert!(
             allocations < 100,
-            "{layout}: {allocations} allocations for 10 000 round trips"
+            "{layout} (metrics: {metrics}): {allocations} allocations for 10 000 round trips"
         );
 
         drop(stream);
@@ -107,7 +115,7 @@ fn the_load_generator_allocates_a_fixed_amount_not_per_message() {
     let _turn = COUNTING
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let (addr, stop, server) = start_server(Layout::Split);
+    let (addr, stop, server) = start_server(Layout::Split, false);
     let options = tandem::bench::BenchOptions {
         connections: 4,
         duration: HumanDuration(Duration::from_secs(1)),
