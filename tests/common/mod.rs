@@ -213,12 +213,12 @@ impl TestServer {
     /// With an admin endpoint (flag or environment), also waits for its
     /// `admin listening on <addr>` line.
     pub fn spawn(command: Command) -> TestServer {
-        let with_admin = command
-            .get_args()
-            .any(|arg| arg.to_str().is_some_and(|a| a.starts_with("--admin-listen")))
-            || command
-                .get_envs()
-                .any(|(key, value)| key == "TANDEM_ADMIN_LISTEN" && value.is_some());
+        let with_admin = command.get_args().any(|arg| {
+            arg.to_str()
+                .is_some_and(|a| a.starts_with("--admin-listen"))
+        }) || command
+            .get_envs()
+            .any(|(key, value)| key == "TANDEM_ADMIN_LISTEN" && value.is_some());
         let mut proc = Proc::spawn(command);
         let line = proc.first_line();
         let Some(addr) = line.trim().strip_prefix("listening on ") else {
@@ -251,7 +251,8 @@ impl TestServer {
 
     /// The admin endpoint's address; panics if the server has none.
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin.expect("the server was started with --admin-listen")
+        self.admin
+            .expect("the server was started with --admin-listen")
     }
 
     /// A client connected to the server, with read and write timeouts so

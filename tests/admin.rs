@@ -1,0 +1,1039 @@
+//! Specifies the admin endpoint (`--admin-listen`) as its users meet it:
+//! fetched with curl, checked by promtool and scraped by a real Prometheus
+//! server. Every series exists from start-up; the counters follow real
+//! traffic in every layout and say why each connection closed; `/readyz`
+//! turns away new clients while live ones drain; the endpoint answers while
+//! the workers are stalled. Every test runs the real binary over loopback.
+//!
+//! Byte counters reach the endpoint in batches, so every check of a value
+//! polls until it arrives, within `PATIENCE`.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{LAYOUTS, PATIENCE, Proc, TestServer, random_bytes, round_trip, tandem};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+/// The media type of the Prometheus text exposition format.
+const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The `reason` label values of `tandem_connections_closed_total`.
+const CLOSE_REASONS: [&str; 5] = ["eof", "reset", "idle_timeout", "shutdown", "error"];
+
+/// The `kind` label values of `tandem_accept_errors_total`.
+const ACCEPT_ERROR_KINDS: [&str; 10] = [
+    "emfile",
+    "enfile",
+    "enobufs",
+    "enomem",
+    "aborted",
+    "reset",
+    "interrupted",
+    "network",
+    "denied",
+    "other",
+];
+
+/// The series every runtime has, under its `runtime` label.
+const RUNTIME_SERIES: [&str; 5] = [
+    "tandem_runtime_workers",
+    "tandem_runtime_busy_ratio",
+    "tandem_runtime_busy_seconds_total",
+    "tandem_runtime_global_queue_depth",
+    "tandem_runtime_alive_tasks",
+];
+
+/// How long the stall test gives the admin endpoint to answer: well under
+/// the 10 s the only worker is stalled for.
+const STALL_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Between two polls of an endpoint.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+// ---------------------------------------------------------------------------
+// Helpers: HTTP, the exposition, traffic
+// ---------------------------------------------------------------------------
+
+/// An HTTP response as it came off the wire.
+#[derive(Debug)]
+struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Response {
+    /// Parses a raw HTTP/1.1 response: what `curl -i` prints, or what a
+    /// server writes before closing a `Connection: close` exchange.
+    fn parse(raw: &[u8]) -> Response {
+        let split = raw
+            .windows(4)
+            .position(|window| window == b"\r\n\r\n")
+            .unwrap_or_else(|| panic!("no end of headers in {:?}", String::from_utf8_lossy(raw)));
+        let head = String::from_utf8_lossy(&raw[..split]);
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap_or_default();
+        let status = status_line
+            .strip_prefix("HTTP/1.1 ")
+            .and_then(|rest| rest.get(..3))
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("not an HTTP/1.1 status line: {status_line:?}"));
+        let headers = lines
+            .filter_map(|line| line.split_once(':'))
+            .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+            .collect();
+        Response {
+            status,
+            headers,
+            body: raw[split + 4..].to_vec(),
+        }
+    }
+
+    /// The value of header `name` (any case), if present.
+    fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One HTTP/1.1 request with `Connection: close`, read to the end. Every
+/// step fails after `patience` instead of hanging.
+fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    patience: Duration,
+) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect_timeout(&addr, patience)?;
+    stream.set_read_timeout(Some(patience))?;
+    stream.set_write_timeout(Some(patience))?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    Ok(Response::parse(&raw))
+}
+
+/// `GET path`, which must get an answer.
+fn get(addr: SocketAddr, path: &str) -> Response {
+    request(addr, "GET", path, PATIENCE)
+        .unwrap_or_else(|err| panic!("GET http://{addr}{path} failed: {err}"))
+}
+
+/// Runs `curl -sS -i` with `args` on `url` and parses the response it printed.
+fn curl(args: &[&str], url: &str) -> Response {
+    let out = Command::new("curl")
+        .args(["-sS", "-i", "--max-time", "20"])
+        .args(args)
+        .arg(url)
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run curl ({err}); install it (.ci/run does)"));
+    assert!(
+        out.status.success(),
+        "curl {args:?} {url} exited with {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Response::parse(&out.stdout)
+}
+
+/// The series of `tandem_connections_closed_total` for `reason`.
+fn closed(reason: &str) -> String {
+    format!("tandem_connections_closed_total{{reason=\"{reason}\"}}")
+}
+
+/// A scraped `/metrics` page: every sample's value, by its series as
+/// written (`name` or `name{label="value"}`).
+struct Exposition {
+    text: String,
+    samples: BTreeMap<String, f64>,
+}
+
+impl Exposition {
+    fn parse(text: String) -> Exposition {
+        let samples = text
+            .lines()
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .map(|line| {
+                let (series, value) = line
+                    .rsplit_once(' ')
+                    .unwrap_or_else(|| panic!("sample without a value: {line:?}"));
+                let value = value
+                    .parse()
+                    .unwrap_or_else(|_| panic!("sample with a malformed value: {line:?}"));
+                (series.to_owned(), value)
+            })
+            .collect();
+        Exposition { text, samples }
+    }
+
+    fn get(&self, series: &str) -> Option<f64> {
+        self.samples.get(series).copied()
+    }
+
+    /// The `runtime` label values that series `name` has.
+    fn runtimes(&self, name: &str) -> BTreeSet<String> {
+        let prefix = format!("{name}{{runtime=\"");
+        self.samples
+            .keys()
+            .filter_map(|series| series.strip_prefix(&prefix)?.strip_suffix("\"}"))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// `GET /metrics`, which must answer 200.
+fn scrape(admin: SocketAddr) -> Exposition {
+    let response = get(admin, "/metrics");
+    assert_eq!(response.status, 200, "{}", response.text());
+    Exposition::parse(response.text())
+}
+
+/// Scrapes until every series in `expected` has its value, and returns that
+/// scrape; fails after `PATIENCE`, showing the last one.
+fn scrape_until(admin: SocketAddr, expected: &[(&str, f64)]) -> Exposition {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let exposition = scrape(admin);
+        if expected
+            .iter()
+            .all(|(series, value)| exposition.get(series) == Some(*value))
+        {
+            return exposition;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected {expected:?}; the last scrape was:\n{}",
+            exposition.text
+        );
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// `clients` clients, one after another, each echo `bytes` random bytes,
+/// half-close and read the server's FIN: each ends as a clean `eof` close.
+fn echo_and_close(server: &TestServer, clients: usize, bytes: usize) {
+    for _ in 0..clients {
+        let mut stream = server.connect();
+        let payload = random_bytes(bytes);
+        assert!(round_trip(&mut stream, &payload) == payload, "echo differs");
+        stream.shutdown(Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        stream.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty(), "{} bytes after the echo", rest.len());
+    }
+}
+
+/// The runtimes a server of `layout` with `workers` workers has.
+fn runtimes_of(layout: &str, workers: usize) -> BTreeSet<String> {
+    let serving: Vec<String> = match layout {
+        "sharded" => (0..workers).map(|shard| format!("shard-{shard}")).collect(),
+        _ => vec!["worker".to_owned()],
+    };
+    let acceptor = (layout != "single").then(|| "acceptor".to_owned());
+    serving
+        .into_iter()
+        .chain(acceptor)
+        .chain(["admin".to_owned()])
+        .collect()
+}
+
+/// A TOML config file in a fresh temporary directory.
+struct ConfigFile {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl ConfigFile {
+    fn new(text: &str) -> ConfigFile {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("tandem.toml");
+        std::fs::write(&path, text).expect("write config file");
+        ConfigFile { _dir: dir, path }
+    }
+
+    fn path(&self) -> &str {
+        self.path.to_str().expect("UTF-8 temp path")
+    }
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+// ---------------------------------------------------------------------------
+// 1. Every series from start-up
+// ---------------------------------------------------------------------------
+
+#[test]
+fn every_series_exists_from_start_up_with_counters_at_zero_in_every_layout() {
+    let mut zero = vec![
+        "tandem_connections_accepted_total".to_owned(),
+        "tandem_connections_rejected_total".to_owned(),
+        "tandem_bytes_received_total".to_owned(),
+        "tandem_bytes_sent_total".to_owned(),
+        "tandem_handoff_wait_seconds_count".to_owned(),
+        "tandem_handoff_wait_seconds_sum".to_owned(),
+        "tandem_handoff_wait_seconds_bucket{le=\"+Inf\"}".to_owned(),
+        "tandem_connections_active".to_owned(),
+        "tandem_handoff_queue_depth".to_owned(),
+    ];
+    zero.extend(CLOSE_REASONS.map(closed));
+    zero.extend(
+        ACCEPT_ERROR_KINDS.map(|kind| format!("tandem_accept_errors_total{{kind=\"{kind}\"}}")),
+    );
+    for layout in LAYOUTS {
+        let mut server = TestServer::start_with_admin(&["--layout", layout, "--workers", "2"]);
+
+        let exposition = scrape(server.admin_addr());
+
+        for series in &zero {
+            assert_eq!(
+                exposition.get(series),
+                Some(0.0),
+                "{layout}: {series}\n{}",
+                exposition.text
+            );
+        }
+        for gauge in ["tandem_handoff_queue_capacity", "tandem_connections_max"] {
+            assert!(
+                exposition.get(gauge).is_some(),
+                "{layout}: {gauge}\n{}",
+                exposition.text
+            );
+        }
+        for name in RUNTIME_SERIES {
+            assert_eq!(
+                exposition.runtimes(name),
+                runtimes_of(layout, 2),
+                "{layout}: runtimes of {name}\n{}",
+                exposition.text
+            );
+        }
+        assert!(server.stop().success(), "{layout}: {}", server.stderr());
+    }
+}
+
+#[test]
+fn runtime_workers_counts_the_threads_of_each_runtime() {
+    let cases = [
+        (
+            "split",
+            vec![("acceptor", 2.0), ("worker", 3.0), ("admin", 1.0)],
+        ),
+        ("single", vec![("worker", 3.0), ("admin", 1.0)]),
+        (
+            "sharded",
+            vec![
+                ("acceptor", 2.0),
+                ("shard-0", 1.0),
+                ("shard-1", 1.0),
+                ("shard-2", 1.0),
+                ("admin", 1.0),
+            ],
+        ),
+    ];
+    for (layout, expected) in cases {
+        let server = TestServer::start_with_admin(&[
+            "--layout",
+            layout,
+            "--acceptor-threads",
+            "2",
+            "--workers",
+            "3",
+        ]);
+
+        let exposition = scrape(server.admin_addr());
+
+        for (runtime, threads) in expected {
+            let series = format!("tandem_runtime_workers{{runtime=\"{runtime}\"}}");
+            assert_eq!(
+                exposition.get(&series),
+                Some(threads),
+                "{layout}: {series}\n{}",
+                exposition.text
+            );
+        }
+    }
+}
+
+#[test]
+fn handoff_queue_capacity_is_the_configured_capacity_and_0_in_single() {
+    for (layout, capacity) in [("split", 10.0), ("single", 0.0), ("sharded", 10.0)] {
+        let server = TestServer::start_with_admin(&[
+            "--layout",
+            layout,
+            "--workers",
+            "2",
+            "--handoff-capacity",
+            "10",
+        ]);
+
+        let exposition = scrape(server.admin_addr());
+
+        assert_eq!(
+            exposition.get("tandem_handoff_queue_capacity"),
+            Some(capacity),
+            "{layout}\n{}",
+            exposition.text
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 2. Counters follow traffic
+// ---------------------------------------------------------------------------
+
+#[test]
+fn counters_follow_connections_and_bytes_in_every_layout() {
+    const CLIENTS: usize = 4;
+    const BYTES: usize = 20_000;
+    for layout in LAYOUTS {
+        let mut server = TestServer::start_with_admin(&["--layout", layout, "--workers", "2"]);
+
+        echo_and_close(&server, CLIENTS, BYTES);
+
+        let clients = CLIENTS as f64;
+        let bytes = (CLIENTS * BYTES) as f64;
+        let eof = closed("eof");
+        scrape_until(
+            server.admin_addr(),
+            &[
+                ("tandem_connections_accepted_total", clients),
+                (&eof, clients),
+                ("tandem_bytes_received_total", bytes),
+                ("tandem_bytes_sent_total", bytes),
+                ("tandem_handoff_wait_seconds_count", clients),
+                ("tandem_connections_active", 0.0),
+            ],
+        );
+        assert!(server.stop().success(), "{layout}: {}", server.stderr());
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 3. Why connections closed
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_client_that_resets_mid_echo_is_counted_as_reset_in_every_layout() {
+    for layout in LAYOUTS {
+        let mut server = TestServer::start_with_admin(&["--layout", layout]);
+        let mut client = server.connect();
+        // Far less than the socket buffers on the way hold: the write
+        // completes although the client reads next to nothing.
+        client.write_all(&random_bytes(64 * 1024)).unwrap();
+        let mut first = [0u8; 1];
+        client.read_exact(&mut first).unwrap();
+
+        // With echo bytes still unread, and SO_LINGER 0, the close is a reset.
+        socket2::SockRef::from(&client)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(client);
+
+        let reset = closed("reset");
+        scrape_until(
+            server.admin_addr(),
+            &[(&reset, 1.0), ("tandem_connections_active", 0.0)],
+        );
+        assert!(server.stop().success(), "{layout}: {}", server.stderr());
+    }
+}
+
+#[test]
+fn a_silent_client_is_counted_as_idle_timeout_in_every_layout() {
+    for layout in LAYOUTS {
+        let mut server =
+            TestServer::start_with_admin(&["--layout", layout, "--idle-timeout", "300ms"]);
+        let mut silent = server.connect();
+
+        // The server's FIN, once the idle timeout has passed.
+        let mut rest = Vec::new();
+        silent.read_to_end(&mut rest).unwrap();
+        drop(silent);
+
+        let idle = closed("idle_timeout");
+        scrape_until(
+            server.admin_addr(),
+            &[(&idle, 1.0), ("tandem_connections_active", 0.0)],
+        );
+        assert!(server.stop().success(), "{layout}: {}", server.stderr());
+    }
+}
+
+/// A client that sends as fast as it can and never reads. After a few
+/// megabytes the server is stuck writing an echo nobody takes, so it does not
+/// notice the shutdown cut, and drops the connection only when the cut's
+/// grace period is over: the process, and its admin endpoint, outlive the
+/// cut by that grace.
+struct NeverReads {
+    stream: TcpStream,
+    sender: Option<std::thread::JoinHandle<()>>,
+}
+
+impl NeverReads {
+    fn connect(server: &TestServer) -> NeverReads {
+        let stream = server.connect();
+        let mut writer = stream.try_clone().expect("clone the client socket");
+        let sender = std::thread::spawn(move || {
+            let chunk = vec![7u8; 64 * 1024];
+            // Until the connection is gone, at either end.
+            while writer.write_all(&chunk).is_ok() {}
+        });
+        NeverReads {
+            stream,
+            sender: Some(sender),
+        }
+    }
+}
+
+impl Drop for NeverReads {
+    fn drop(&mut self) {
+        // Wakes the sender from its blocked write.
+        let _ = self.stream.shutdown(Shutdown::Both);
+        if let Some(sender) = self.sender.take() {
+            let _ = sender.join();
+        }
+    }
+}
+
+#[test]
+fn a_connection_cut_at_the_shutdown_timeout_is_counted_as_shutdown_in_every_layout() {
+    for layout in LAYOUTS {
+        let mut server = TestServer::start_with_admin(&[
+            "--layout",
+            layout,
+            "--workers",
+            "2",
+            "--shutdown-timeout",
+            "1s",
+        ]);
+        let admin = server.admin_addr();
+        let mut cut = server.connect();
+        assert_eq!(round_trip(&mut cut, b"hi"), b"hi");
+        let stuck = NeverReads::connect(&server);
+        scrape_until(admin, &[("tandem_connections_active", 2.0)]);
+
+        server.signal(Signal::SIGTERM);
+        // The cut: the server's FIN, then the server is done with it as soon
+        // as the client closes too.
+        let mut rest = Vec::new();
+        cut.read_to_end(&mut rest).unwrap();
+        drop(cut);
+
+        let shutdown = closed("shutdown");
+        scrape_until(admin, &[(&shutdown, 1.0)]);
+        drop(stuck);
+        assert!(server.wait().success(), "{layout}: {}", server.stderr());
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 4. Health and readiness
+// ---------------------------------------------------------------------------
+
+#[test]
+fn healthz_and_readyz_answer_200_while_the_server_accepts() {
+    let mut server = TestServer::start_with_admin(&[]);
+    let admin = server.admin_addr();
+
+    let health = curl(&[], &format!("http://{admin}/healthz"));
+    let ready = curl(&[], &format!("http://{admin}/readyz"));
+
+    assert_eq!((health.status, health.text().as_str()), (200, "ok\n"));
+    assert_eq!((ready.status, ready.text().as_str()), (200, "ready\n"));
+    assert!(server.stop().success(), "{}", server.stderr());
+}
+
+#[test]
+fn readyz_turns_503_on_sigterm_while_a_live_connection_drains() {
+    let mut server = TestServer::start_with_admin(&["--shutdown-timeout", "20s"]);
+    let admin = server.admin_addr();
+    let mut held = server.connect();
+    assert_eq!(round_trip(&mut held, b"before"), b"before");
+
+    server.signal(Signal::SIGTERM);
+    let deadline = Instant::now() + PATIENCE;
+    while get(admin, "/readyz").status != 503 {
+        assert!(Instant::now() < deadline, "/readyz never turned 503");
+        std::thread::sleep(POLL_INTERVAL);
+    }
+
+    let ready = curl(&[], &format!("http://{admin}/readyz"));
+    assert_eq!(ready.status, 503);
+    assert!(ready.text().contains("shutting down"), "{}", ready.text());
+    let health = curl(&[], &format!("http://{admin}/healthz"));
+    assert_eq!(health.status, 200, "/healthz during the drain");
+    scrape_until(admin, &[("tandem_connections_active", 1.0)]);
+    assert_eq!(round_trip(&mut held, b"draining"), b"draining");
+
+    held.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    held.read_to_end(&mut rest).unwrap();
+    assert!(server.wait().success(), "{}", server.stderr());
+}
+
+// ---------------------------------------------------------------------------
+// 5. Real consumers: promtool and a Prometheus server
+// ---------------------------------------------------------------------------
+
+/// Runs `promtool check metrics` on `text`; returns its exit status and
+/// everything it printed.
+fn promtool_check_metrics(text: &str) -> (std::process::ExitStatus, String) {
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|err| {
+            panic!("cannot run promtool ({err}); install the prometheus package (.ci/run does)")
+        });
+    let mut stdin = promtool.stdin.take().expect("stdin piped");
+    // promtool reads all of stdin before it prints anything, so writing
+    // first cannot deadlock on its output pipes.
+    stdin.write_all(text.as_bytes()).expect("write to promtool");
+    drop(stdin);
+    let out = promtool.wait_with_output().expect("wait for promtool");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status, printed)
+}
+
+#[test]
+fn the_exposition_passes_promtool_check_metrics_after_traffic_in_every_layout() {
+    for layout in LAYOUTS {
+        let mut server = TestServer::start_with_admin(&["--layout", layout, "--workers", "2"]);
+        echo_and_close(&server, 2, 1000);
+        let eof = closed("eof");
+        let exposition = scrape_until(
+            server.admin_addr(),
+            &[("tandem_handoff_wait_seconds_count", 2.0), (&eof, 2.0)],
+        );
+
+        let (status, printed) = promtool_check_metrics(&exposition.text);
+
+        assert!(
+            status.success(),
+            "{layout}: promtool exited with {status}:\n{printed}\nfor:\n{}",
+            exposition.text
+        );
+        assert!(server.stop().success(), "{layout}: {}", server.stderr());
+    }
+}
+/// A `prometheus` server, from a temporary directory, scraping one target
+/// every second. Killed on drop.
+struct Prometheus {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    /// Starts Prometheus with job `tandem` scraping `target`, and waits
+    /// until it is ready. If the port picked for it was taken meanwhile,
+    /// tries another.
+    fn start(target: SocketAddr) -> Prometheus {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+                 scrape_configs:\n  - job_name: tandem\n    scrape_interval: 1s\n    \
+                 static_configs:\n      - targets: ['{target}']\n"
+            ),
+        )
+        .expect("write prometheus.yml");
+        let mut failures = Vec::new();
+        for attempt in 0..5 {
+            let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            let log = dir.path().join(format!("prometheus-{attempt}.log"));
+            let mut child = Prometheus::spawn(&config, &dir.path().join("data"), addr, &log);
+            match wait_until_ready(&mut child, addr, &log) {
+                Ok(()) => {
+                    return Prometheus {
+                        child,
+                        addr,
+                        _dir: dir,
+                    };
+                }
+                Err(failure) if failure.contains("address already in use") => {
+                    failures.push(failure);
+                }
+                Err(failure) => panic!("prometheus did not start: {failure}"),
+            }
+        }
+        panic!(
+            "prometheus found no free port:\n{}",
+            failures.join("\n---\n")
+        );
+    }
+
+    fn spawn(config: &Path, data: &Path, addr: SocketAddr, log: &Path) -> Child {
+        let log = File::create(log).expect("create prometheus log");
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", data.display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log file"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|err| {
+                panic!(
+                    "cannot run prometheus ({err}); install the prometheus package (.ci/run does)"
+                )
+            })
+    }
+
+    /// The value of the first series `promql` selects now, if any.
+    fn query(&self, promql: &str) -> Option<f64> {
+        let body = self.api(
+            &["-G", "--data-urlencode", &format!("query={promql}")],
+            "query",
+        );
+        let answer: Value = serde_json::from_str(&body).ok()?;
+        answer["data"]["result"][0]["value"][1]
+            .as_str()?
+            .parse()
+            .ok()
+    }
+
+    /// `GET /api/v1/<endpoint>` with curl; the body.
+    fn api(&self, args: &[&str], endpoint: &str) -> String {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "20"])
+            .args(args)
+            .arg(format!("http://{}/api/v1/{endpoint}", self.addr))
+            .output()
+            .expect("run curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until the Prometheus at `addr` says it is ready; `Err` with its
+/// log if it exits or is not ready within `PATIENCE`.
+fn wait_until_ready(child: &mut Child, addr: SocketAddr, log: &Path) -> Result<(), String> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait prometheus") {
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            return Err(format!("prometheus exited with {status}:\n{log}"));
+        }
+        if let Ok(response) = request(addr, "GET", "/-/ready", PATIENCE)
+            && response.status == 200
+            && response.text().contains("Ready")
+        {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            return Err(format!("prometheus not ready after {PATIENCE:?}:\n{log}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_prometheus_server_scrapes_the_endpoint_and_sees_the_accepted_connections() {
+    const CLIENTS: usize = 3;
+    let mut server = TestServer::start_with_admin(&[]);
+    let prometheus = Prometheus::start(server.admin_addr());
+
+    echo_and_close(&server, CLIENTS, 100);
+
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let up = prometheus.query("up{job=\"tandem\"}");
+        let accepted = prometheus.query("tandem_connections_accepted_total{job=\"tandem\"}");
+        if up == Some(1.0) && accepted == Some(CLIENTS as f64) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "prometheus sees up={up:?} accepted={accepted:?}; its targets:\n{}",
+            prometheus.api(&[], "targets")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(prometheus);
+    assert!(server.stop().success(), "{}", server.stderr());
+}
+
+// ---------------------------------------------------------------------------
+// 6. Answers while the workers are stalled
+// ---------------------------------------------------------------------------
+
+/// CPU time, user and system, used so far by the threads of process `pid`
+/// named `name` (none yet counts as zero: a new thread names itself once it
+/// first runs).
+fn thread_cpu_time(pid: u32, name: &str) -> Duration {
+    let ticks_per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .expect("clock ticks per second") as f64;
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("read /proc/<pid>/task");
+    let mut ticks = 0;
+    for task in tasks.flatten().map(|entry| entry.path()) {
+        let named =
+            std::fs::read_to_string(task.join("comm")).is_ok_and(|comm| comm.trim_end() == name);
+        // A thread that ended meanwhile has no stat any more.
+        let Some(stat) = named
+            .then(|| std::fs::read_to_string(task.join("stat")).ok())
+            .flatten()
+        else {
+            continue;
+        };
+        // After the command name in parentheses, the fields start at the
+        // 3rd (state); utime and stime are the 14th and 15th.
+        let fields: Vec<u64> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| {
+                rest.split_whitespace()
+                    .map(|f| f.parse().unwrap_or(0))
+                    .collect()
+            })
+            .unwrap_or_default();
+        ticks += fields[11] + fields[12];
+    }
+    Duration::from_secs_f64(ticks as f64 / ticks_per_second)
+}
+
+#[test]
+fn admin_answers_while_the_only_worker_is_stalled_in_every_layout() {
+    for layout in LAYOUTS {
+        let server = TestServer::start_with_admin(&[
+            "--layout",
+            layout,
+            "--workers",
+            "1",
+            "--simulate-work",
+            "10s",
+        ]);
+        let admin = server.admin_addr();
+        let serving_thread = match layout {
+            "sharded" => "tandem-shard-0",
+            _ => "tandem-worker",
+        };
+        let mut client = server.connect();
+        client.write_all(b"x").unwrap();
+        // The byte has been read once the serving thread burns CPU: it
+        // is stalled for 10 s from then on.
+        let deadline = Instant::now() + PATIENCE;
+        while thread_cpu_time(server.pid(), serving_thread) < Duration::from_millis(300) {
+            assert!(
+                Instant::now() < deadline,
+                "{layout}: the worker never started its work"
+            );
+            std::thread::sleep(POLL_INTERVAL);
+        }
+
+        let health = request(admin, "GET", "/healthz", STALL_PATIENCE);
+        let metrics = request(admin, "GET", "/metrics", STALL_PATIENCE);
+
+        let health =
+            health.unwrap_or_else(|err| panic!("{layout}: /healthz during the stall: {err}"));
+        let metrics =
+            metrics.unwrap_or_else(|err| panic!("{layout}: /metrics during the stall: {err}"));
+        assert_eq!(health.status, 200, "{layout}");
+        assert_eq!(metrics.status, 200, "{layout}");
+        assert!(
+            metrics.text().contains("\ntandem_connections_active 1\n"),
+            "{layout}:\n{}",
+            metrics.text()
+        );
+        // No echo yet: the answers came during the stall, not after it.
+        client.set_nonblocking(true).unwrap();
+        let echoed = client.read(&mut [0u8; 1]);
+        assert!(
+            matches!(&echoed, Err(err) if err.kind() == ErrorKind::WouldBlock),
+            "{layout}: the stall was over before the admin endpoint answered: {echoed:?}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 7. HTTP
+// ---------------------------------------------------------------------------
+
+#[test]
+fn metrics_answers_200_in_the_prometheus_text_format() {
+    let server = TestServer::start_with_admin(&[]);
+
+    let response = curl(&[], &format!("http://{}/metrics", server.admin_addr()));
+
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("content-type"), Some(METRICS_CONTENT_TYPE));
+    assert!(
+        response
+            .text()
+            .contains("# TYPE tandem_connections_accepted_total counter\n"),
+        "{}",
+        response.text()
+    );
+}
+
+#[test]
+fn an_unknown_path_answers_404() {
+    let server = TestServer::start_with_admin(&[]);
+
+    let response = curl(&[], &format!("http://{}/metrics/nope", server.admin_addr()));
+
+    assert_eq!(response.status, 404, "{}", response.text());
+}
+
+#[test]
+fn post_answers_405_and_allows_get_and_head() {
+    let server = TestServer::start_with_admin(&[]);
+    for path in ["/metrics", "/healthz", "/readyz"] {
+        let url = format!("http://{}{path}", server.admin_addr());
+
+        let response = curl(&["--data", ""], &url);
+
+        assert_eq!(response.status, 405, "{path}: {}", response.text());
+        assert_eq!(response.header("allow"), Some("GET, HEAD"), "{path}");
+    }
+}
+
+#[test]
+fn head_metrics_answers_200_without_a_body() {
+    let server = TestServer::start_with_admin(&[]);
+    let admin = server.admin_addr();
+
+    let headers = curl(&["--head"], &format!("http://{admin}/metrics"));
+    let raw = request(admin, "HEAD", "/metrics", PATIENCE).expect("HEAD /metrics");
+
+    assert_eq!(headers.status, 200);
+    assert_eq!(headers.header("content-type"), Some(METRICS_CONTENT_TYPE));
+    assert_eq!(raw.status, 200);
+    assert!(raw.body.is_empty(), "a body after HEAD: {:?}", raw.text());
+}
+
+// ---------------------------------------------------------------------------
+// 8. Configuration
+// ---------------------------------------------------------------------------
+
+#[test]
+fn admin_listen_on_an_address_in_use_exits_1_naming_the_address() {
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let addr = taken.local_addr().unwrap().to_string();
+
+    let out = Proc::run(
+        &["serve", "--listen", "127.0.0.1:0", "--admin-listen", &addr],
+        &[],
+    );
+
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("cannot listen on {addr}: Address already in use")),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stdout.contains("listening on"),
+        "stdout: {}",
+        out.stdout
+    );
+}
+
+#[test]
+fn admin_listen_that_is_not_an_address_exits_2_naming_the_flag() {
+    let out = Proc::run(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "nonsense",
+        ],
+        &[],
+    );
+
+    assert_eq!(out.status.code(), Some(2), "stderr: {}", out.stderr);
+    assert!(out.stderr.contains("--admin-listen"), "{}", out.stderr);
+    assert!(out.stderr.contains("nonsense"), "{}", out.stderr);
+}
+
+#[test]
+fn admin_listen_in_the_config_file_serves_the_endpoint() {
+    let file = ConfigFile::new("admin_listen = \"127.0.0.1:0\"\n");
+    let mut command = tandem();
+    command.args(["serve", "--listen", "127.0.0.1:0", "--config", file.path()]);
+    let mut proc = Proc::spawn(command);
+
+    let first = proc.first_line();
+    let second = proc.first_line();
+
+    assert!(first.starts_with("listening on "), "{first:?}");
+    let admin: SocketAddr = second
+        .trim_end()
+        .strip_prefix("admin listening on ")
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("expected `admin listening on <addr>`, got {second:?}"));
+    assert_eq!(curl(&[], &format!("http://{admin}/healthz")).status, 200);
+    proc.signal(Signal::SIGTERM);
+    let out = proc.finish();
+    assert!(out.status.success(), "{}", out.stderr);
+}
+
+#[test]
+fn tandem_admin_listen_in_the_environment_serves_the_endpoint() {
+    let mut server = TestServer::start_with_env(&[("TANDEM_ADMIN_LISTEN", "127.0.0.1:0")], &[]);
+
+    let health = curl(&[], &format!("http://{}/healthz", server.admin_addr()));
+
+    assert_eq!(health.status, 200);
+    assert!(server.stop().success(), "{}", server.stderr());
+}
+
+#[test]
+fn without_admin_listen_stdout_has_only_the_listening_line() {
+    let mut command = tandem();
+    command.args(["serve", "--listen", "127.0.0.1:0"]);
+    let mut proc = Proc::spawn(command);
+    let first = proc.first_line();
+    assert!(first.starts_with("listening on "), "{first:?}");
+
+    // Everything else the server prints to stdout, up to its exit.
+    proc.signal(Signal::SIGTERM);
+    let out = proc.finish();
+
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(out.stdout, "", "stdout after `listening on`");
+}
