@@ -153,6 +153,7 @@ fn run(config: ServeConfig) -> anyhow::Result<()> {
     let server = &config.server;
     info!(
         listen = %addr,
+        admin_listen = %config.admin_listen.map_or("off".to_owned(), |a| a.to_string()),
         layout = %server.layout,
         acceptor_threads = server.acceptor_threads,
         workers = server.workers,

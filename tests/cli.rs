@@ -16,8 +16,9 @@ use nix::sys::signal::Signal;
 use serde_json::{Map, Value};
 
 /// Every flag of `tandem serve`.
-const SERVE_FLAGS: [&str; 15] = [
+const SERVE_FLAGS: [&str; 16] = [
     "--listen",
+    "--admin-listen",
     "--layout",
     "--acceptor-threads",
     "--workers",

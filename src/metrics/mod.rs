@@ -353,11 +353,15 @@ impl Metrics {
     }
 
     pub(crate) fn connection_closed(&self, reason: CloseReason) {
+        self.connections_closed(reason, 1);
+    }
+
+    pub(crate) fn connections_closed(&self, reason: CloseReason, count: usize) {
         let index = CloseReason::ALL
             .iter()
             .position(|r| *r == reason)
             .unwrap_or(CloseReason::ALL.len() - 1);
-        self.inner.closed[index].increment(1);
+        self.inner.closed[index].increment(count as u64);
     }
 
     /// Counts an accept error of `kind`, one of [`ACCEPT_ERROR_KINDS`];

@@ -158,9 +158,7 @@ pub(crate) fn start<H: Handler>(
                 config.acceptor_threads,
                 metrics,
             )?;
-            // The hand-off capacity is shared out: the total stays what the
-            // flag says.
-            let per_shard = config.handoff_capacity.div_ceil(config.workers).max(1);
+            let mut total_capacity = 0;
             let mut queues = Vec::with_capacity(config.workers);
             let mut threads = Vec::with_capacity(config.workers);
             for index in 0..config.workers {
@@ -171,7 +169,9 @@ pub(crate) fn start<H: Handler>(
                     &format!("shard-{index}"),
                     metrics,
                 )?;
-                let (sender, queue) = mpsc::channel(per_shard);
+                let capacity = shard_capacity(config.handoff_capacity, config.workers, index);
+                total_capacity += capacity;
+                let (sender, queue) = mpsc::channel(capacity);
                 serving
                     .tracker
                     .spawn_on(receive_handoffs(queue, serving.clone()), runtime.handle());
@@ -208,7 +208,7 @@ pub(crate) fn start<H: Handler>(
                     queued,
                 },
                 tasks,
-                per_shard * config.workers,
+                total_capacity,
             )
         }
     };
@@ -267,6 +267,14 @@ pub(crate) fn start<H: Handler>(
     })
 }
 
+/// Shard `index`'s share of the hand-off capacity: the shares add up to
+/// exactly `total`, unless there are more shards than places, when each
+/// shard still gets the one place a queue needs.
+fn shard_capacity(total: usize, shards: usize, index: usize) -> usize {
+    let share = total / shards + usize::from(index < total % shards);
+    share.max(1)
+}
+
 impl Drop for Started {
     // A server dropped without a shutdown still stops its threads.
     fn drop(&mut self) {
@@ -323,5 +331,28 @@ impl std::fmt::Display for Layout {
             Layout::Single => "single",
             Layout::Sharded => "sharded",
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shard_capacity;
+
+    fn shares(total: usize, shards: usize) -> Vec<usize> {
+        (0..shards)
+            .map(|index| shard_capacity(total, shards, index))
+            .collect()
+    }
+
+    #[test]
+    fn shard_queues_share_out_exactly_the_configured_capacity() {
+        assert_eq!(shares(10, 3), [4, 3, 3]);
+        assert_eq!(shares(4000, 2), [2000, 2000]);
+        assert_eq!(shares(7, 7), [1; 7]);
+    }
+
+    #[test]
+    fn every_shard_queue_has_room_for_one_even_when_places_are_fewer() {
+        assert_eq!(shares(2, 3), [1, 1, 1]);
     }
 }

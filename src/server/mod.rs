@@ -37,7 +37,7 @@ pub use self::listener::bind;
 use self::worker::Serving;
 use crate::admin::{Admin, Readiness};
 use crate::handler::Handler;
-use crate::metrics::Metrics;
+use crate::metrics::{CloseReason, Metrics};
 
 /// After the cut, how long connections get to write back what they have
 /// read and close before their runtime is shut down under them. A peer that
@@ -368,6 +368,11 @@ impl<H: Handler> Running<H> {
                 .is_ok();
             if !closed {
                 dropped = worker::active(&serving);
+                // Their tasks end with the runtime, without accounting for
+                // themselves.
+                if let Some(metrics) = &serving.metrics {
+                    metrics.connections_closed(CloseReason::Shutdown, dropped);
+                }
                 warn!(
                     connections = dropped,
                     "connections still writing after the cut; dropping them"
