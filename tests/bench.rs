@@ -1,15 +1,17 @@
 //! `tandem bench` against servers whose behaviour is known: a correct echo,
 //! one that corrupts bytes, one that answers after a fixed delay, and one
-//! that stalls for a second. The generator must say which is which.
+//! that stalls for a second. The generator must say which is which. And
+//! with `--server-metrics`, what a real server's admin endpoint says about
+//! the run.
 
 mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use common::{Proc, TestServer};
+use common::{LAYOUTS, Proc, TestServer};
 use serde_json::Value;
 
 /// A blocking echo server on its own threads, one per connection, with
@@ -217,7 +219,7 @@ fn a_one_second_stall_shows_in_the_open_loop_tail_and_hides_in_the_closed_loop()
 
 #[test]
 fn invalid_options_exit_2_naming_the_option() {
-    let cases: [(&str, &[&str]); 7] = [
+    let cases: [(&str, &[&str]); 10] = [
         ("--connections", &["--connections", "0"]),
         ("--message-size", &["--message-size", "0"]),
         ("--rate", &["--rate=-5"]),
@@ -225,6 +227,9 @@ fn invalid_options_exit_2_naming_the_option() {
         ("--duration", &["--duration", "0s"]),
         ("--duration", &["--duration", "400000000000y"]),
         ("--message-size", &["--churn", "--message-size", "1048576"]),
+        ("--server-metrics", &["--server-metrics", "ftp://x"]),
+        ("--server-metrics", &["--server-metrics", "nonsense"]),
+        ("--server-metrics", &["--server-metrics", "http://"]),
     ];
     for (option, args) in cases {
         let mut all = vec!["bench", "--target", "127.0.0.1:9"];
@@ -312,4 +317,144 @@ fn a_server_that_never_answers_ends_every_mode_with_errors_not_a_hang() {
         assert!(!ok, "{mode:?}: {report}");
         assert!(report["errors"].as_u64().unwrap() > 0, "{mode:?}: {report}");
     }
+}
+
+/// Connections of each `--server-metrics` run.
+const SCRAPED_CONNECTIONS: u64 = 4;
+
+/// One `tandem bench --server-metrics` run against a real server in each
+/// layout (two workers, so the shards are known), made once and read by
+/// the tests below: `(layout, report)`.
+fn scraped_runs() -> &'static [(&'static str, Value)] {
+    static RUNS: OnceLock<Vec<(&'static str, Value)>> = OnceLock::new();
+    RUNS.get_or_init(|| {
+        LAYOUTS
+            .iter()
+            .map(|&layout| {
+                let mut server =
+                    TestServer::start_with_admin(&["--layout", layout, "--workers", "2"]);
+                let url = format!("http://{}/metrics", server.admin_addr());
+                let connections = SCRAPED_CONNECTIONS.to_string();
+                let (ok, report) = bench(
+                    server.addr,
+                    &[
+                        "--connections",
+                        &connections,
+                        "--duration",
+                        "1s",
+                        "--warmup",
+                        "300ms",
+                        "--server-metrics",
+                        &url,
+                    ],
+                );
+                assert!(ok, "{layout}: {report}");
+                assert!(report["server"].is_object(), "{layout}: {report}");
+                assert!(server.stop().success());
+                (layout, report)
+            })
+            .collect()
+    })
+}
+
+#[test]
+fn the_server_counts_every_connection_of_the_run_accepted_then_closed_by_eof() {
+    // The run's connection figures count from before the first connect,
+    // so the closed loop's connections, opened before the warm-up, are in.
+    for (layout, report) in scraped_runs() {
+        let run = &report["server"]["run"];
+        assert_eq!(
+            run["connections_accepted"], SCRAPED_CONNECTIONS,
+            "{layout}: {run}"
+        );
+        assert_eq!(run["handoffs"], SCRAPED_CONNECTIONS, "{layout}: {run}");
+        let closed = run["connections_closed"].as_object().unwrap();
+        for (reason, count) in closed {
+            let expected = if reason == "eof" {
+                SCRAPED_CONNECTIONS
+            } else {
+                0
+            };
+            assert_eq!(count, expected, "{layout}: closed by {reason}: {run}");
+        }
+        assert_eq!(run["connections_rejected"], 0, "{layout}: {run}");
+        assert_eq!(run["accept_errors"], 0, "{layout}: {run}");
+        assert!(run["handoff_wait_us"]["p99"].is_number(), "{layout}: {run}");
+    }
+}
+
+#[test]
+fn the_server_receives_and_echoes_at_least_every_byte_the_client_counts_in_the_window() {
+    // The window's first scrape is answered before the window opens and
+    // its last comes after every close, so every message the client counts
+    // is in the server's bytes; so may be the last of the warm-up's.
+    for (layout, report) in scraped_runs() {
+        let counted =
+            report["messages"].as_u64().unwrap() * report["message_size"].as_u64().unwrap();
+        assert!(counted > 0, "{layout}: {report}");
+        let window = &report["server"]["window"];
+        for key in ["bytes_received", "bytes_sent"] {
+            let server = window[key].as_u64().unwrap();
+            assert!(
+                server >= counted,
+                "{layout}: {key} {server} < {counted} counted by the client"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_server_reports_a_busy_ratio_between_0_and_1_for_each_runtime_of_its_layout() {
+    for (layout, report) in scraped_runs() {
+        let busy = report["server"]["window"]["busy_ratio"]
+            .as_object()
+            .unwrap();
+        let mut runtimes: Vec<&str> = busy.keys().map(String::as_str).collect();
+        runtimes.sort_unstable();
+        let expected: &[&str] = match *layout {
+            "split" => &["acceptor", "admin", "worker"],
+            "sharded" => &["acceptor", "admin", "shard-0", "shard-1"],
+            _ => &["admin", "worker"],
+        };
+        assert_eq!(runtimes, expected, "{layout}");
+        for (runtime, ratio) in busy {
+            let ratio = ratio.as_f64().unwrap();
+            assert!(
+                (0.0..=1.0).contains(&ratio),
+                "{layout}: {runtime} busy {ratio}"
+            );
+        }
+    }
+}
+
+#[test]
+fn an_unreachable_metrics_url_is_a_run_time_failure_naming_it() {
+    let mut server = TestServer::start(&[]);
+    // Bind then drop: a port with nothing listening.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let url = format!("http://{closed}/metrics");
+    let target = server.addr.to_string();
+    let out = Proc::run(
+        &[
+            "bench",
+            "--target",
+            &target,
+            "--duration",
+            "1s",
+            "--server-metrics",
+            &url,
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!("cannot scrape {url}")),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    assert!(server.stop().success());
 }

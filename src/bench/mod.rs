@@ -4,6 +4,8 @@
 //! - `client`: one connection of the closed or open loop;
 //! - `churn`: a new connection per request;
 //! - `stats`: latency histogram and counters of a run;
+//! - [`server_metrics`]: with `--server-metrics`, the server's own figures
+//!   of the run, from its admin endpoint;
 //! - [`report`]: the figures, as a table or JSON.
 //!
 //! A run connects first (at `--connect-rate` if given), then warms up, then
@@ -15,6 +17,7 @@ mod churn;
 mod client;
 pub mod pattern;
 pub mod report;
+pub mod server_metrics;
 mod stats;
 
 use std::io::IsTerminal;
@@ -33,6 +36,7 @@ use tokio::time::Instant;
 use self::client::{Pacing, drive};
 use self::pattern::Block;
 pub use self::report::{Latency, Report};
+use self::server_metrics::{MetricsUrl, ScrapeError, ServerWatch, WINDOW_LEAD};
 use self::stats::Stats;
 use crate::config::HumanDuration;
 
@@ -131,6 +135,12 @@ pub struct BenchOptions {
     /// Print one JSON object instead of the table.
     #[arg(long, env = "TANDEM_BENCH_JSON")]
     pub json: bool,
+    /// A tandem server's metrics (`http://ADMIN/metrics`, from `serve
+    /// --admin-listen`): scraped around the run, to report the server's
+    /// busy ratios, hand-off waits, connections and bytes beside the
+    /// client's figures.
+    #[arg(long, env = "TANDEM_BENCH_SERVER_METRICS", value_name = "URL")]
+    pub server_metrics: Option<MetricsUrl>,
 }
 
 /// Why a run could not be made.
@@ -154,6 +164,9 @@ pub enum BenchError {
         opened: usize,
         wanted: usize,
     },
+    /// The server's metrics could not be scraped (`--server-metrics`).
+    #[error(transparent)]
+    ServerMetrics(#[from] ScrapeError),
 }
 
 impl BenchOptions {
@@ -172,6 +185,7 @@ impl BenchOptions {
             churn: false,
             expect_newline: false,
             json: false,
+            server_metrics: None,
         }
     }
 
@@ -267,17 +281,32 @@ async fn run_async(options: &BenchOptions, show_progress: bool) -> Result<Report
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0x5EED, |since| since.as_nanos() as u64);
     let block = Block::new(options.message_size, seed, options.expect_newline);
+    // Before the first connection: the server's figures then count every
+    // connection of the run, and a wrong URL fails before any load.
+    let mut watch = match &options.server_metrics {
+        Some(url) => Some(ServerWatch::begin(url.clone()).await?),
+        None => None,
+    };
     let streams = if options.churn {
         Vec::new()
     } else {
         connect_all(options).await?
     };
 
+    // The window's first scrape must be answered before the window opens:
+    // it starts a little ahead of it, or, when the warm-up is too short for
+    // that, before the load starts.
+    let scrape_before_load = watch.is_some() && options.warmup.0 < WINDOW_LEAD;
+    let early_scrape = match (&watch, scrape_before_load) {
+        (Some(watch), true) => Some(server_metrics::scrape(watch.url()).await?),
+        _ => None,
+    };
     let start = Instant::now();
-    let stats = Arc::new(Stats::new(
-        (start + options.warmup.0).into_std(),
-        options.duration.0,
-    ));
+    let opens = start + options.warmup.0;
+    if let (Some(watch), Some(snapshot)) = (watch.as_mut(), early_scrape) {
+        watch.window_opened(snapshot, opens);
+    }
+    let stats = Arc::new(Stats::new(opens.into_std(), options.duration.0));
     let ids = Arc::new(AtomicU64::new(0));
     let mut tasks = JoinSet::new();
     if options.churn {
@@ -314,13 +343,33 @@ async fn run_async(options: &BenchOptions, show_progress: bool) -> Result<Report
     }
 
     let bar = show_progress.then(|| progress_bar(options));
-    let cpu_at_start = watch_window(&stats, &mut tasks, bar.as_ref(), start).await;
+    let window_scrape = async {
+        let url = watch.as_ref().filter(|_| !scrape_before_load)?.url();
+        tokio::time::sleep_until(opens.checked_sub(WINDOW_LEAD).unwrap_or(start)).await;
+        Some(server_metrics::scrape(url).await)
+    };
+    let (cpu_at_start, window_scrape) = tokio::join!(
+        watch_window(&stats, &mut tasks, bar.as_ref(), start),
+        window_scrape
+    );
     let cpu_used = cpu_time().saturating_sub(cpu_at_start);
     while tasks.join_next().await.is_some() {}
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    Ok(report(options, &stats, cpu_used))
+    let server = match watch {
+        Some(mut watch) => {
+            if let Some(snapshot) = window_scrape.transpose()? {
+                watch.window_opened(snapshot, opens);
+            }
+            Some(watch.finish().await?)
+        }
+        None => None,
+    };
+    Ok(Report {
+        server,
+        ..report(options, &stats, cpu_used)
+    })
 }
 
 /// Opens every connection, at `--connect-rate` if given.
@@ -454,5 +503,6 @@ fn report(options: &BenchOptions, stats: &Stats, cpu: Duration) -> Report {
             cpu.as_secs_f64() * 1e6 / messages as f64
         },
         first_error: stats.first_error(),
+        server: None,
     }
 }

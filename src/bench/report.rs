@@ -6,6 +6,8 @@ use std::fmt;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use super::server_metrics::ServerFigures;
+
 /// Latency percentiles, in microseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Latency {
@@ -68,6 +70,9 @@ pub struct Report {
     /// The first error, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_error: Option<String>,
+    /// With `--server-metrics`: what the server's own metrics say.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerFigures>,
 }
 
 impl fmt::Display for Report {
@@ -122,6 +127,9 @@ impl fmt::Display for Report {
         }
         if let Some(error) = &self.first_error {
             writeln!(f, "  first error: {error}")?;
+        }
+        if let Some(server) = &self.server {
+            write!(f, "{server}")?;
         }
         Ok(())
     }

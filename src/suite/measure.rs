@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::scraper::Scraper;
 use super::servers::{RunningServer, ServerSpec};
 use super::{Plan, Section, SuiteError};
 use crate::bench::{self, BenchOptions, Report};
@@ -18,11 +19,19 @@ const CHURNERS: usize = 4;
 /// CPU burnt per chunk by a server in the isolation test: with 50 busy
 /// connections it keeps every worker of a small machine saturated.
 const ISOLATION_WORK: &str = "500us";
+/// The loads of the admin section, closed loop: (message size,
+/// connections). Small messages make the per-read metrics cost show most;
+/// large ones are where bytes are counted in bulk.
+const ADMIN_LOADS: [(usize, usize); 2] = [(64, 50), (16 * 1024, 50)];
+/// How often the admin section scrapes a server with its endpoint on:
+/// more often than the 15 s to 1 min Prometheus is usually set to, so that
+/// the cost, if any, shows.
+const SCRAPE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// One load, measured on each server.
 #[derive(Debug, Clone, Serialize)]
 pub struct Cell {
-    /// `closed`, `open`, `churn`, `isolation` or `memory`.
+    /// `closed`, `open`, `churn`, `isolation`, `memory` or `admin`.
     pub section: &'static str,
     /// What was loaded, for tables: e.g. `64 B x 50 conns, pipeline 1`.
     pub label: String,
@@ -35,6 +44,10 @@ pub struct Cell {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fraction: Option<f64>,
     pub servers: Vec<Samples>,
+    /// Admin section: the median with the endpoint on over the median with
+    /// it off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_off_ratio: Option<f64>,
 }
 
 /// One server's samples of a cell.
@@ -51,23 +64,23 @@ pub struct Samples {
 #[derive(Debug, Clone, Serialize)]
 pub struct Sample {
     pub value: f64,
-    /// The generator's report, when the load generator made the sample.
+    /// The generator's report, when the load generator made the sample;
+    /// against a tandem server it carries the server's own figures
+    /// (`report.server`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub report: Option<Report>,
+    /// Admin section: scrapes of `/metrics` made during the sample.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scrapes: Option<u64>,
 }
 
 impl Samples {
     fn of(server: &str, samples: Vec<Sample>) -> Samples {
         let mut values: Vec<f64> = samples.iter().map(|sample| sample.value).collect();
         values.sort_by(f64::total_cmp);
-        let median = match values.len() {
-            0 => 0.0,
-            n if n % 2 == 1 => values[n / 2],
-            n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
-        };
         Samples {
             server: server.to_owned(),
-            median,
+            median: median(values.clone()).unwrap_or(0.0),
             min: values.first().copied().unwrap_or(0.0),
             max: values.last().copied().unwrap_or(0.0),
             samples,
@@ -81,6 +94,17 @@ impl Samples {
             .filter_map(|sample| sample.report.as_ref())
             .map(|report| report.errors)
             .sum()
+    }
+}
+
+/// The median of `values`; `None` when there are none.
+pub fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(values[n / 2]),
+        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
     }
 }
 
@@ -107,11 +131,14 @@ fn interleave(
         .collect())
 }
 
-fn load(plan: &Plan, target: std::net::SocketAddr) -> BenchOptions {
+/// The plan's window against `server`, scraping its metrics if it has an
+/// admin endpoint.
+fn load(plan: &Plan, server: &RunningServer) -> BenchOptions {
     BenchOptions {
         duration: HumanDuration(Duration::from_secs_f64(plan.duration_secs)),
         warmup: HumanDuration(Duration::from_secs_f64(plan.warmup_secs)),
-        ..BenchOptions::new(target)
+        server_metrics: server.metrics_url(),
+        ..BenchOptions::new(server.addr)
     }
 }
 
@@ -127,6 +154,7 @@ fn bench_sample(
     Ok(Sample {
         value: value(&report),
         report: Some(report),
+        scrapes: None,
     })
 }
 
@@ -167,6 +195,9 @@ pub fn all(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteError>
     if plan.runs(Section::Memory) {
         cells.push(memory(plan, servers)?);
     }
+    if plan.runs(Section::Admin) {
+        cells.extend(admin(plan, servers)?);
+    }
     Ok(cells)
 }
 
@@ -178,7 +209,7 @@ fn closed(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteError> 
                 let label = format!("{size} B x {connections} conns, pipeline {pipeline}");
                 progress(&format!("closed loop: {label}"));
                 let samples = interleave(servers, plan.runs, |index, running| {
-                    let mut options = load(plan, running.addr);
+                    let mut options = load(plan, running);
                     options.message_size = size;
                     options.connections = connections;
                     options.pipeline = pipeline;
@@ -196,6 +227,7 @@ fn closed(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteError> 
                     pipeline,
                     fraction: None,
                     servers: samples,
+                    on_off_ratio: None,
                 });
             }
         }
@@ -212,7 +244,7 @@ fn open(plan: &Plan, servers: &[ServerSpec], maxima: &[f64]) -> Result<Vec<Cell>
         );
         progress(&format!("open loop: {label}"));
         let samples = interleave(servers, plan.runs, |index, running| {
-            let mut options = load(plan, running.addr);
+            let mut options = load(plan, running);
             options.rate = Some((maxima.get(index).copied().unwrap_or(1000.0) * fraction).max(1.0));
             bench_sample(&servers[index].name, &options, |report| {
                 report.latency_us.p99 as f64
@@ -227,6 +259,7 @@ fn open(plan: &Plan, servers: &[ServerSpec], maxima: &[f64]) -> Result<Vec<Cell>
             pipeline: 1,
             fraction: Some(fraction),
             servers: samples,
+            on_off_ratio: None,
         });
     }
     Ok(cells)
@@ -235,7 +268,7 @@ fn open(plan: &Plan, servers: &[ServerSpec], maxima: &[f64]) -> Result<Vec<Cell>
 fn churn(plan: &Plan, servers: &[ServerSpec]) -> Result<Cell, SuiteError> {
     progress("churn");
     let samples = interleave(servers, plan.runs, |index, running| {
-        let mut options = load(plan, running.addr);
+        let mut options = load(plan, running);
         options.churn = true;
         options.connections = CHURNERS;
         bench_sample(&servers[index].name, &options, |report| {
@@ -251,6 +284,7 @@ fn churn(plan: &Plan, servers: &[ServerSpec]) -> Result<Cell, SuiteError> {
         pipeline: 1,
         fraction: None,
         servers: samples,
+        on_off_ratio: None,
     })
 }
 
@@ -267,9 +301,11 @@ fn isolation(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteErro
     let samples = interleave(&busy, plan.runs, |index, running| {
         // The background runs a warm-up longer than the probe's and ends
         // after it, so that every probe sample meets saturated workers.
-        let mut background = load(plan, running.addr);
+        // Only the probe scrapes: its figures are the sample's.
+        let mut background = load(plan, running);
+        background.server_metrics = None;
         background.duration = HumanDuration(background.duration.0 + background.warmup.0);
-        let mut probe = load(plan, running.addr);
+        let mut probe = load(plan, running);
         probe.churn = true;
         probe.connections = 1;
         let name = busy[index].name.clone();
@@ -310,6 +346,7 @@ fn isolation(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteErro
         pipeline: 1,
         fraction: None,
         servers,
+        on_off_ratio: None,
     };
     let medians: Vec<Samples> = samples
         .iter()
@@ -321,6 +358,7 @@ fn isolation(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteErro
                 .map(|(_, v)| Sample {
                     value: *v as f64,
                     report: None,
+                    scrapes: None,
                 })
                 .collect();
             Samples::of(&samples.server, values)
@@ -345,6 +383,7 @@ fn memory(plan: &Plan, servers: &[ServerSpec]) -> Result<Cell, SuiteError> {
         Ok(Sample {
             value: after.saturating_sub(before) as f64 / count as f64,
             report: None,
+            scrapes: None,
         })
     })?;
     Ok(Cell {
@@ -356,7 +395,63 @@ fn memory(plan: &Plan, servers: &[ServerSpec]) -> Result<Cell, SuiteError> {
         pipeline: 1,
         fraction: None,
         servers: samples,
+        on_off_ratio: None,
     })
+}
+
+/// What observability costs: `split` with the admin endpoint off, and on
+/// with its `/metrics` scraped every [`SCRAPE_INTERVAL`] as a Prometheus
+/// server would, over the same closed-loop loads. The load generator does
+/// not scrape here, so that the scraper is the only difference.
+fn admin(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteError> {
+    let split = servers
+        .iter()
+        .find(|spec| spec.name == "split")
+        .ok_or_else(|| {
+            SuiteError::Invalid("the admin section needs the split server".to_owned())
+        })?;
+    let pair = [
+        split.with_admin("split (admin off)", false),
+        split.with_admin("split (admin on)", true),
+    ];
+    let mut cells = Vec::new();
+    for (size, connections) in ADMIN_LOADS {
+        let label = format!("{size} B x {connections} conns, pipeline 1");
+        progress(&format!("admin endpoint off and on: {label}"));
+        let samples = interleave(&pair, plan.runs, |index, running| {
+            let name = &pair[index].name;
+            let mut options = load(plan, running);
+            options.server_metrics = None;
+            options.message_size = size;
+            options.connections = connections;
+            let scraper = match running.metrics_url() {
+                Some(url) => Some(Scraper::start(url, SCRAPE_INTERVAL)?),
+                None => None,
+            };
+            let sample = bench_sample(name, &options, |report| report.msgs_per_sec);
+            let scrapes = match scraper {
+                Some(scraper) => Some(scraper.stop(name)?),
+                None => None,
+            };
+            Ok(Sample { scrapes, ..sample? })
+        })?;
+        let on_off_ratio = match samples.as_slice() {
+            [off, on] if off.median > 0.0 => Some(on.median / off.median),
+            _ => None,
+        };
+        cells.push(Cell {
+            section: "admin",
+            label,
+            metric: "msgs/s",
+            message_size: size,
+            connections,
+            pipeline: 1,
+            fraction: None,
+            servers: samples,
+            on_off_ratio,
+        });
+    }
+    Ok(cells)
 }
 
 /// Opens `count` connections, echoes 16 bytes on each (so each is accepted
@@ -395,6 +490,7 @@ mod tests {
             .map(|&value| Sample {
                 value,
                 report: None,
+                scrapes: None,
             })
             .collect();
         Samples::of("s", taken)

@@ -6,17 +6,24 @@
 //!
 //! - `servers`: what is compared, and starting and stopping it;
 //! - `measure`: each kind of measurement (closed and open loop, churn,
-//!   isolation, memory) as cells of samples;
+//!   isolation, memory, the cost of the admin endpoint) as cells of samples;
+//! - `scraper`: a Prometheus-like scraper, for the admin section;
 //! - `report`: the markdown tables; `plots`: the SVG and PNG charts.
 //!
 //! Fairness: within a cell the servers are interleaved (A B C A B C ...),
 //! every sample starts a fresh server, and each figure is the median of
 //! `--runs` samples with their min and max. The machine's cores and load are
 //! recorded beside the results.
+//!
+//! tandem servers run with their admin endpoint, and every load generator
+//! sample against one scrapes its metrics around the run
+//! (`--server-metrics`): each such sample's report carries the server's own
+//! figures (busy ratios, hand-off waits).
 
 mod measure;
 mod plots;
 mod report;
+mod scraper;
 mod servers;
 
 use std::path::PathBuf;
@@ -66,6 +73,8 @@ pub enum Section {
     Churn,
     Isolation,
     Memory,
+    /// The cost of the admin endpoint: `split` with it off and on.
+    Admin,
 }
 
 /// Why a suite could not run.
@@ -79,6 +88,12 @@ pub enum SuiteError {
     Bench {
         server: String,
         cause: crate::bench::BenchError,
+    },
+    /// A server's metrics could not be scraped.
+    #[error("{server}: {cause}")]
+    Scrape {
+        server: String,
+        cause: crate::bench::server_metrics::ScrapeError,
     },
     /// Results could not be written.
     #[error("cannot write {path}: {cause}")]

@@ -1,9 +1,12 @@
 //! The suite's markdown report: one table per measurement, medians with
-//! their min-max range, and the ratios the comparison is about.
+//! their min-max range, and the ratios the comparison is about; then what
+//! the tandem servers' own metrics said about the same samples.
 
 use std::fmt::Write;
 
-use super::{Cell, Results};
+use super::measure::median;
+use super::{Cell, Results, Samples};
+use crate::bench::server_metrics::ServerFigures;
 
 /// The report for `results`, linking the `charts` drawn beside it.
 pub fn markdown(results: &Results, charts: &[String]) -> String {
@@ -21,7 +24,9 @@ pub fn markdown(results: &Results, charts: &[String]) -> String {
         "Each figure is the median of {} samples (min-max beside it). Every sample \
          starts a fresh server; within a cell the servers take turns. Windows of \
          {:.1} s after {:.1} s of warm-up; the load generator runs on one thread \
-         on the same machine.\n",
+         on the same machine. tandem servers run with their admin endpoint \
+         (`--admin-listen`), which the load generator scrapes around each \
+         sample; the admin section measures what that costs.\n",
         p.runs, p.duration_secs, p.warmup_secs
     );
     for (section, title) in [
@@ -36,6 +41,10 @@ pub fn markdown(results: &Results, charts: &[String]) -> String {
             "Isolation: new connections while the workers are saturated",
         ),
         ("memory", "Memory: resident bytes per idle connection"),
+        (
+            "admin",
+            "Observability: split with the admin endpoint off and on",
+        ),
     ] {
         let cells: Vec<&Cell> = results
             .cells
@@ -46,8 +55,17 @@ pub fn markdown(results: &Results, charts: &[String]) -> String {
             continue;
         }
         let _ = writeln!(out, "## {title}\n");
+        if section == "admin" {
+            let _ = writeln!(
+                out,
+                "On: `--admin-listen`, and `/metrics` scraped every second during the \
+                 sample, as a Prometheus server would; off: no admin endpoint, so no \
+                 metrics are kept at all. Samples alternate off, on, off, on.\n"
+            );
+        }
         table(&mut out, &cells, section == "closed");
     }
+    server_side(&mut out, &results.servers, &results.cells);
     let errors: u64 = results
         .cells
         .iter()
@@ -79,8 +97,12 @@ fn table(out: &mut String, cells: &[&Cell], ratios: bool) {
             " split / single | sharded / single | best tandem / epoll |"
         );
     }
+    let on_off = cells.iter().any(|cell| cell.on_off_ratio.is_some());
+    if on_off {
+        let _ = write!(out, " on / off |");
+    }
     let _ = writeln!(out);
-    let columns = servers.len() + if ratios { 3 } else { 0 };
+    let columns = servers.len() + if ratios { 3 } else { 0 } + usize::from(on_off);
     let _ = writeln!(out, "|---|{}", "---:|".repeat(columns));
     for cell in cells {
         let _ = write!(out, "| {} |", cell.label);
@@ -118,9 +140,110 @@ fn table(out: &mut String, cells: &[&Cell], ratios: bool) {
                 ratio(best, median("epoll"))
             );
         }
+        if on_off {
+            let _ = write!(
+                out,
+                " {} |",
+                cell.on_off_ratio
+                    .map_or_else(|| "-".to_owned(), |r| format!("{r:.3}"))
+            );
+        }
         let _ = writeln!(out);
     }
     let _ = writeln!(out);
+}
+
+/// The servers' own figures, one row per cell whose samples carry them,
+/// one column per tandem server.
+fn server_side(out: &mut String, servers: &[String], cells: &[Cell]) {
+    let cells: Vec<&Cell> = cells
+        .iter()
+        .filter(|cell| cell.servers.iter().any(|s| figures(s).next().is_some()))
+        .collect();
+    let servers: Vec<&str> = servers
+        .iter()
+        .map(String::as_str)
+        .filter(|name| {
+            cells.iter().any(|cell| {
+                cell.servers
+                    .iter()
+                    .any(|s| s.server == *name && figures(s).next().is_some())
+            })
+        })
+        .collect();
+    if cells.is_empty() || servers.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "## Server side: what the tandem servers' metrics say\n"
+    );
+    let _ = writeln!(
+        out,
+        "From each sample's scrapes of `/metrics`, medians over the samples: \
+         acceptor busy / worker busy (sharded: the shards' mean), then the p99 of \
+         the wait from accept to serving. Busy ratios cover the measured window; \
+         the server adds up busy time once a second, so over windows of a few \
+         seconds they are coarse. Hand-off waits cover every connection of the \
+         sample, those opened before the window included.\n"
+    );
+    let _ = write!(out, "| load |");
+    for server in &servers {
+        let _ = write!(out, " {server} |");
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(out, "|---|{}", "---:|".repeat(servers.len()));
+    for cell in cells {
+        let label = match cell.section {
+            "isolation" => "isolation: the churn probe beside saturated workers".to_owned(),
+            section => format!("{section}: {}", cell.label),
+        };
+        let _ = write!(out, "| {label} |");
+        for server in &servers {
+            let samples = cell.servers.iter().find(|s| s.server == *server);
+            let _ = write!(out, " {} |", samples.map_or_else(|| "-".to_owned(), entry));
+        }
+        let _ = writeln!(out);
+    }
+    let _ = writeln!(out);
+}
+
+/// The server figures of `samples`' samples.
+fn figures(samples: &Samples) -> impl Iterator<Item = &ServerFigures> {
+    samples
+        .samples
+        .iter()
+        .filter_map(|sample| sample.report.as_ref()?.server.as_ref())
+}
+
+/// `acceptor / worker busy, p99 µs` for one server's samples of a cell.
+fn entry(samples: &Samples) -> String {
+    let of = |value: fn(&ServerFigures) -> Option<f64>| {
+        median(figures(samples).filter_map(value).collect())
+    };
+    let acceptor = of(|f| f.window.busy_ratio.get("acceptor").copied());
+    let workers = of(|f| {
+        let busy = &f.window.busy_ratio;
+        busy.get("worker").copied().or_else(|| {
+            let shards: Vec<f64> = busy
+                .iter()
+                .filter(|(runtime, _)| runtime.starts_with("shard-"))
+                .map(|(_, &ratio)| ratio)
+                .collect();
+            (!shards.is_empty()).then(|| shards.iter().sum::<f64>() / shards.len() as f64)
+        })
+    });
+    let wait = of(|f| f.run.handoff_wait_us.map(|wait| wait.p99));
+    if acceptor.is_none() && workers.is_none() && wait.is_none() {
+        return "-".to_owned();
+    }
+    let ratio = |r: Option<f64>| r.map_or_else(|| "-".to_owned(), |r| format!("{r:.2}"));
+    format!(
+        "{} / {}, {}",
+        ratio(acceptor),
+        ratio(workers),
+        wait.map_or_else(|| "-".to_owned(), |w| format!("{} µs", round(w)))
+    )
 }
 
 fn round(value: f64) -> String {
@@ -155,10 +278,117 @@ mod tests {
                     samples: vec![Sample {
                         value,
                         report: None,
+                        scrapes: None,
                     }],
                 })
                 .collect(),
+            on_off_ratio: None,
         }
+    }
+
+    #[test]
+    fn admin_rows_carry_the_on_off_ratio() {
+        let mut cell = cell(&[("split (admin off)", 100.0), ("split (admin on)", 97.0)]);
+        cell.section = "admin";
+        cell.on_off_ratio = Some(0.97);
+        let mut out = String::new();
+        table(&mut out, &[&cell], false);
+        let header = out.lines().next().unwrap();
+        assert!(
+            header.ends_with("| split (admin on) | on / off |"),
+            "{header}"
+        );
+        let row = out.lines().nth(2).unwrap();
+        assert!(row.ends_with("| 97.0 (97.0-97.0) | 0.970 |"), "{row}");
+    }
+
+    /// A sample against `server` whose scrapes gave these busy ratios and
+    /// hand-off wait p99.
+    fn scraped(busy: &[(&str, f64)], p99: f64) -> Sample {
+        use crate::bench::Latency;
+        use crate::bench::server_metrics::{RunFigures, WaitQuantiles, WindowFigures};
+        let server = ServerFigures {
+            url: "http://127.0.0.1:9/metrics".to_owned(),
+            window: WindowFigures {
+                secs: 1.0,
+                busy_ratio: busy.iter().map(|&(r, v)| (r.to_owned(), v)).collect(),
+                bytes_received: 0,
+                bytes_sent: 0,
+            },
+            run: RunFigures {
+                connections_accepted: 1,
+                connections_rejected: 0,
+                connections_closed: Default::default(),
+                accept_errors: 0,
+                handoffs: 1,
+                handoff_wait_us: Some(WaitQuantiles { p50: p99, p99 }),
+            },
+            notes: Vec::new(),
+        };
+        let latency = Latency {
+            p50: 1,
+            p90: 1,
+            p99: 1,
+            p999: 1,
+            max: 1,
+        };
+        let report = crate::bench::Report {
+            mode: "closed",
+            target: "127.0.0.1:9".to_owned(),
+            connections: 1,
+            message_size: 64,
+            pipeline: 1,
+            messages: 1,
+            errors: 0,
+            duration_secs: 1.0,
+            msgs_per_sec: 1.0,
+            bytes_per_sec: 64.0,
+            latency_us: latency,
+            target_rate: None,
+            sent_rate: None,
+            kept_up: None,
+            connects_per_sec: None,
+            generator_cpu_us_per_msg: 1.0,
+            first_error: None,
+            server: Some(server),
+        };
+        Sample {
+            value: 1.0,
+            report: Some(report),
+            scrapes: None,
+        }
+    }
+
+    #[test]
+    fn server_side_entries_are_medians_with_the_shards_averaged() {
+        let mut cell = cell(&[("sharded", 1.0), ("epoll", 1.0)]);
+        cell.servers[0].samples = vec![
+            scraped(
+                &[("acceptor", 0.1), ("shard-0", 0.4), ("shard-1", 0.6)],
+                30.0,
+            ),
+            scraped(
+                &[("acceptor", 0.3), ("shard-0", 0.8), ("shard-1", 1.0)],
+                10.0,
+            ),
+            scraped(
+                &[("acceptor", 0.2), ("shard-0", 0.6), ("shard-1", 0.8)],
+                20.0,
+            ),
+        ];
+        let mut out = String::new();
+        server_side(
+            &mut out,
+            &["sharded".to_owned(), "epoll".to_owned()],
+            &[cell],
+        );
+        let header = out.lines().find(|line| line.starts_with("| load")).unwrap();
+        assert_eq!(header, "| load | sharded |", "the reference has no metrics");
+        let row = out
+            .lines()
+            .find(|line| line.starts_with("| closed"))
+            .unwrap();
+        assert!(row.ends_with("| 0.20 / 0.70, 20.0 µs |"), "{row}");
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! The servers a suite compares: `tandem serve` in each layout, and the
 //! hand-written epoll reference. Each measurement starts its server afresh
 //! on a free loopback port and stops it with SIGTERM afterwards.
+//!
+//! tandem servers run with their admin endpoint on a free loopback port as
+//! well, so that every sample can scrape the server's own figures; the
+//! `admin` section measures what that costs.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -12,6 +16,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use super::SuiteError;
+use crate::bench::server_metrics::MetricsUrl;
 
 /// How long a stopped server may take to exit before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -25,6 +30,8 @@ pub struct ServerSpec {
     args: Vec<String>,
     /// Whether it is a tandem layout (and so takes tandem's flags).
     pub is_tandem: bool,
+    /// Whether it serves tandem's admin endpoint (`--admin-listen`).
+    pub admin: bool,
 }
 
 impl ServerSpec {
@@ -37,6 +44,7 @@ impl ServerSpec {
             program: tandem.to_owned(),
             args: all.iter().map(|arg| (*arg).to_owned()).collect(),
             is_tandem: true,
+            admin: true,
         }
     }
 
@@ -52,6 +60,7 @@ impl ServerSpec {
                 threads.to_string(),
             ],
             is_tandem: false,
+            admin: false,
         }
     }
 
@@ -62,45 +71,71 @@ impl ServerSpec {
         spec
     }
 
-    /// Starts the server and waits for its `listening on` line.
+    /// This tandem server named `name`, with its admin endpoint on or off.
+    pub fn with_admin(&self, name: &str, admin: bool) -> ServerSpec {
+        ServerSpec {
+            name: name.to_owned(),
+            admin: admin && self.is_tandem,
+            ..self.clone()
+        }
+    }
+
+    /// Starts the server and waits for its `listening on` line (and, with
+    /// the admin endpoint, its `admin listening on` line).
     pub fn start(&self) -> Result<RunningServer, SuiteError> {
         let failed = |why: String| SuiteError::Server {
             name: self.name.clone(),
             why,
         };
+        let admin_args: &[&str] = if self.admin {
+            &["--admin-listen", "127.0.0.1:0"]
+        } else {
+            &[]
+        };
         let mut child = Command::new(&self.program)
             .args(&self.args)
+            .args(admin_args)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .map_err(|err| failed(format!("cannot run {}: {err}", self.program.display())))?;
-        let mut line = String::new();
         let stdout = child
             .stdout
             .take()
             .ok_or_else(|| failed("no stdout".to_owned()))?;
         let mut stdout = BufReader::new(stdout);
-        let read = stdout.read_line(&mut line);
-        let addr = match read {
-            Ok(_) => line
-                .trim()
-                .strip_prefix("listening on ")
-                .and_then(|addr| addr.parse::<SocketAddr>().ok()),
-            Err(_) => None,
+        let mut addresses = || {
+            let addr = read_address(&mut stdout, "listening on ")?;
+            let admin = if self.admin {
+                Some(read_address(&mut stdout, "admin listening on ")?)
+            } else {
+                None
+            };
+            Ok((addr, admin))
         };
-        let Some(addr) = addr else {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(failed(format!(
-                "expected `listening on <addr>`, got {line:?}"
-            )));
+        let (addr, admin) = match addresses() {
+            Ok(addresses) => addresses,
+            Err(why) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(failed(why));
+            }
         };
         // Keep the pipe drained so the server never blocks writing to it.
         std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-        Ok(RunningServer { child, addr })
+        Ok(RunningServer { child, addr, admin })
     }
+}
+
+/// Reads the next line of `stdout`, which must be `<prefix><addr>`.
+fn read_address(stdout: &mut impl BufRead, prefix: &str) -> Result<SocketAddr, String> {
+    let mut line = String::new();
+    let read = stdout.read_line(&mut line);
+    read.ok()
+        .and_then(|_| line.trim().strip_prefix(prefix)?.parse().ok())
+        .ok_or_else(|| format!("expected `{prefix}<addr>`, got {line:?}"))
 }
 
 /// A started server, stopped when dropped.
@@ -109,9 +144,16 @@ pub struct RunningServer {
     child: Child,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Its admin endpoint, if it serves one.
+    pub admin: Option<SocketAddr>,
 }
 
 impl RunningServer {
+    /// Its `/metrics` URL, if it serves an admin endpoint.
+    pub fn metrics_url(&self) -> Option<MetricsUrl> {
+        self.admin.map(MetricsUrl::for_admin)
+    }
+
     /// Its resident memory, from /proc.
     pub fn rss_bytes(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;

@@ -1,0 +1,107 @@
+//! `tandem suite`, cut down to two short sections: what it records from the
+//! tandem servers' own metrics, and its measurement of what the admin
+//! endpoint costs.
+
+mod common;
+
+use std::sync::OnceLock;
+
+use common::Proc;
+use serde_json::Value;
+
+/// One small suite run, made once and read by the tests below: its
+/// results.json and report.md.
+fn small_suite() -> &'static (Value, String) {
+    static RUN: OnceLock<(Value, String)> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let out = tempfile::tempdir().unwrap();
+        let dir = out.path().to_str().unwrap();
+        let finished = Proc::run(
+            &[
+                "suite",
+                "--quick",
+                "--only",
+                "churn",
+                "--only",
+                "admin",
+                "--runs",
+                "1",
+                "--duration",
+                "300ms",
+                "--out",
+                dir,
+                "--name",
+                "small",
+            ],
+            &[],
+        );
+        assert!(finished.status.success(), "{}", finished.stderr);
+        let folder = out.path().join("small");
+        let results = std::fs::read_to_string(folder.join("results.json")).unwrap();
+        let report = std::fs::read_to_string(folder.join("report.md")).unwrap();
+        (serde_json::from_str(&results).unwrap(), report)
+    })
+}
+
+fn cells<'a>(results: &'a Value, section: &str) -> Vec<&'a Value> {
+    results["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|cell| cell["section"] == section)
+        .collect()
+}
+
+#[test]
+fn every_sample_against_a_tandem_server_records_the_servers_own_figures() {
+    let (results, report) = small_suite();
+    let churn = cells(results, "churn");
+    assert_eq!(churn.len(), 1, "{results}");
+    for samples in churn[0]["servers"].as_array().unwrap() {
+        let name = samples["server"].as_str().unwrap();
+        for sample in samples["samples"].as_array().unwrap() {
+            let server = &sample["report"]["server"];
+            if name == "epoll" {
+                assert!(server.is_null(), "the reference has no metrics: {sample}");
+                continue;
+            }
+            // Churn opens a connection per request: the server saw each.
+            let accepted = server["run"]["connections_accepted"].as_u64().unwrap();
+            let requests = sample["report"]["messages"].as_u64().unwrap();
+            assert!(accepted >= requests, "{name}: {accepted} < {requests}");
+            assert!(
+                server["window"]["busy_ratio"].as_object().unwrap().len() >= 2,
+                "{name}: {server}"
+            );
+        }
+    }
+    assert!(
+        report.contains("## Server side: what the tandem servers' metrics say"),
+        "{report}"
+    );
+}
+
+#[test]
+fn the_admin_section_compares_split_with_the_endpoint_off_and_on_while_scraped() {
+    let (results, report) = small_suite();
+    let admin = cells(results, "admin");
+    assert_eq!(admin.len(), 2, "a small and a large message: {results}");
+    for cell in admin {
+        let servers = cell["servers"].as_array().unwrap();
+        let names: Vec<&str> = servers
+            .iter()
+            .map(|s| s["server"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["split (admin off)", "split (admin on)"]);
+        let off = &servers[0]["samples"][0];
+        let on = &servers[1]["samples"][0];
+        assert!(off["scrapes"].is_null(), "{off}");
+        // Scraped at once and then every second.
+        assert!(on["scrapes"].as_u64().unwrap() >= 1, "{on}");
+        let ratio = cell["on_off_ratio"].as_f64().unwrap();
+        let medians =
+            servers[1]["median"].as_f64().unwrap() / servers[0]["median"].as_f64().unwrap();
+        assert!((ratio - medians).abs() < 1e-9, "{ratio} vs {medians}");
+    }
+    assert!(report.contains("| on / off |"), "{report}");
+}
