@@ -14,11 +14,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{LAYOUTS, PATIENCE, Proc, TestServer, random_bytes, round_trip, tandem};
+use common::{ConfigFile, LAYOUTS, PATIENCE, Proc, TestServer, random_bytes, round_trip, tandem};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
@@ -253,25 +253,6 @@ fn runtimes_of(layout: &str, workers: usize) -> BTreeSet<String> {
         .chain(acceptor)
         .chain(["admin".to_owned()])
         .collect()
-}
-
-/// A TOML config file in a fresh temporary directory.
-struct ConfigFile {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-}
-
-impl ConfigFile {
-    fn new(text: &str) -> ConfigFile {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("tandem.toml");
-        std::fs::write(&path, text).expect("write config file");
-        ConfigFile { _dir: dir, path }
-    }
-
-    fn path(&self) -> &str {
-        self.path.to_str().expect("UTF-8 temp path")
-    }
 }
 
 /// A port on 127.0.0.1 that was free a moment ago.

@@ -8,10 +8,9 @@ mod common;
 
 use std::io::{ErrorKind, Read};
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{PATIENCE, Proc, TestServer, round_trip, tandem};
+use common::{ConfigFile, PATIENCE, Proc, TestServer, round_trip, tandem};
 use nix::sys::signal::Signal;
 use serde_json::{Map, Value};
 
@@ -38,25 +37,6 @@ const SERVE_FLAGS: [&str; 16] = [
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/// A TOML config file in a fresh temporary directory.
-struct ConfigFile {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-}
-
-impl ConfigFile {
-    fn new(text: &str) -> ConfigFile {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("tandem.toml");
-        std::fs::write(&path, text).expect("write config file");
-        ConfigFile { _dir: dir, path }
-    }
-
-    fn path(&self) -> &str {
-        self.path.to_str().expect("UTF-8 temp path")
-    }
-}
 
 /// The `fields` of the JSON start-up line of a server run with
 /// `--log-format json`.

@@ -5,6 +5,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -293,3 +294,22 @@ pub fn random_bytes(len: usize) -> Vec<u8> {
 
 /// The three layouts, for tests that must hold in each.
 pub const LAYOUTS: [&str; 3] = ["split", "single", "sharded"];
+
+/// A TOML config file in a fresh temporary directory.
+pub struct ConfigFile {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl ConfigFile {
+    pub fn new(text: &str) -> ConfigFile {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("tandem.toml");
+        std::fs::write(&path, text).expect("write config file");
+        ConfigFile { _dir: dir, path }
+    }
+
+    pub fn path(&self) -> &str {
+        self.path.to_str().expect("UTF-8 temp path")
+    }
+}
