@@ -10,7 +10,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -18,6 +18,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::admin::{POLL_INTERVAL, Response, get, request, scrape, scrape_until};
 use common::{ConfigFile, LAYOUTS, PATIENCE, Proc, TestServer, random_bytes, round_trip, tandem};
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -55,87 +56,9 @@ const RUNTIME_SERIES: [&str; 5] = [
 /// the 10 s the only worker is stalled for.
 const STALL_PATIENCE: Duration = Duration::from_secs(5);
 
-/// Between two polls of an endpoint.
-const POLL_INTERVAL: Duration = Duration::from_millis(20);
-
 // ---------------------------------------------------------------------------
 // Helpers: HTTP, the exposition, traffic
 // ---------------------------------------------------------------------------
-
-/// An HTTP response as it came off the wire.
-#[derive(Debug)]
-struct Response {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Response {
-    /// Parses a raw HTTP/1.1 response: what `curl -i` prints, or what a
-    /// server writes before closing a `Connection: close` exchange.
-    fn parse(raw: &[u8]) -> Response {
-        let split = raw
-            .windows(4)
-            .position(|window| window == b"\r\n\r\n")
-            .unwrap_or_else(|| panic!("no end of headers in {:?}", String::from_utf8_lossy(raw)));
-        let head = String::from_utf8_lossy(&raw[..split]);
-        let mut lines = head.split("\r\n");
-        let status_line = lines.next().unwrap_or_default();
-        let status = status_line
-            .strip_prefix("HTTP/1.1 ")
-            .and_then(|rest| rest.get(..3))
-            .and_then(|code| code.parse().ok())
-            .unwrap_or_else(|| panic!("not an HTTP/1.1 status line: {status_line:?}"));
-        let headers = lines
-            .filter_map(|line| line.split_once(':'))
-            .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
-            .collect();
-        Response {
-            status,
-            headers,
-            body: raw[split + 4..].to_vec(),
-        }
-    }
-
-    /// The value of header `name` (any case), if present.
-    fn header(&self, name: &str) -> Option<&str> {
-        let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(key, _)| *key == name)
-            .map(|(_, value)| value.as_str())
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-/// One HTTP/1.1 request with `Connection: close`, read to the end. Every
-/// step fails after `patience` instead of hanging.
-fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    patience: Duration,
-) -> std::io::Result<Response> {
-    let mut stream = TcpStream::connect_timeout(&addr, patience)?;
-    stream.set_read_timeout(Some(patience))?;
-    stream.set_write_timeout(Some(patience))?;
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    Ok(Response::parse(&raw))
-}
-
-/// `GET path`, which must get an answer.
-fn get(addr: SocketAddr, path: &str) -> Response {
-    request(addr, "GET", path, PATIENCE)
-        .unwrap_or_else(|err| panic!("GET http://{addr}{path} failed: {err}"))
-}
 
 /// Runs `curl -sS -i` with `args` on `url` and parses the response it printed.
 fn curl(args: &[&str], url: &str) -> Response {
@@ -157,74 +80,6 @@ fn curl(args: &[&str], url: &str) -> Response {
 /// The series of `tandem_connections_closed_total` for `reason`.
 fn closed(reason: &str) -> String {
     format!("tandem_connections_closed_total{{reason=\"{reason}\"}}")
-}
-
-/// A scraped `/metrics` page: every sample's value, by its series as
-/// written (`name` or `name{label="value"}`).
-struct Exposition {
-    text: String,
-    samples: BTreeMap<String, f64>,
-}
-
-impl Exposition {
-    fn parse(text: String) -> Exposition {
-        let samples = text
-            .lines()
-            .filter(|line| !line.is_empty() && !line.starts_with('#'))
-            .map(|line| {
-                let (series, value) = line
-                    .rsplit_once(' ')
-                    .unwrap_or_else(|| panic!("sample without a value: {line:?}"));
-                let value = value
-                    .parse()
-                    .unwrap_or_else(|_| panic!("sample with a malformed value: {line:?}"));
-                (series.to_owned(), value)
-            })
-            .collect();
-        Exposition { text, samples }
-    }
-
-    fn get(&self, series: &str) -> Option<f64> {
-        self.samples.get(series).copied()
-    }
-
-    /// The `runtime` label values that series `name` has.
-    fn runtimes(&self, name: &str) -> BTreeSet<String> {
-        let prefix = format!("{name}{{runtime=\"");
-        self.samples
-            .keys()
-            .filter_map(|series| series.strip_prefix(&prefix)?.strip_suffix("\"}"))
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
-/// `GET /metrics`, which must answer 200.
-fn scrape(admin: SocketAddr) -> Exposition {
-    let response = get(admin, "/metrics");
-    assert_eq!(response.status, 200, "{}", response.text());
-    Exposition::parse(response.text())
-}
-
-/// Scrapes until every series in `expected` has its value, and returns that
-/// scrape; fails after `PATIENCE`, showing the last one.
-fn scrape_until(admin: SocketAddr, expected: &[(&str, f64)]) -> Exposition {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let exposition = scrape(admin);
-        if expected
-            .iter()
-            .all(|(series, value)| exposition.get(series) == Some(*value))
-        {
-            return exposition;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "expected {expected:?}; the last scrape was:\n{}",
-            exposition.text
-        );
-        std::thread::sleep(POLL_INTERVAL);
-    }
 }
 
 /// `clients` clients, one after another, each echo `bytes` random bytes,

@@ -12,7 +12,7 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
@@ -64,16 +64,7 @@ fn start(layout: &str) -> TestServer {
 
 /// `GET /metrics`, the body.
 fn scrape(admin: SocketAddr) -> String {
-    use std::io::{Read, Write};
-    let mut stream = TcpStream::connect(admin).expect("connect to the admin endpoint");
-    stream.set_read_timeout(Some(PATIENCE)).unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: tandem\r\nConnection: close\r\n\r\n")
-        .expect("send request");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read response");
-    let (_, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
-    body.to_owned()
+    common::admin::scrape(admin).text
 }
 
 /// `tandem_runtime_io_driver_ready_total` per runtime label.

@@ -3,6 +3,8 @@
 //! and, once it prints `listening on`, a server talked to over real sockets.
 #![allow(dead_code)] // each test file uses its own part of this harness
 
+pub mod admin;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
