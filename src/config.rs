@@ -42,6 +42,11 @@ pub const DEFAULT_BACKLOG: u32 = 1024;
 pub const DEFAULT_BUFFER_SIZE: usize = 4096;
 /// How long a connection may stay silent before it is closed.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Bytes per second, in and out together, that a connection must move on
+/// average over each idle-timeout window: 300 bytes per 5 minutes. Enough
+/// to recycle a client that trickles a byte every few seconds, too little
+/// to trouble anyone who uses the connection.
+pub const DEFAULT_MIN_RATE: u64 = 1;
 /// How long live connections are served after a shutdown signal.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -156,6 +161,16 @@ pub struct ServeOptions {
     #[arg(long, env = "TANDEM_IDLE_TIMEOUT", value_name = "DURATION")]
     pub idle_timeout: Option<HumanDuration>,
 
+    /// Bytes per second, in and out together, a connection must average
+    /// over each idle-timeout window, or be closed; 0 disables [default: 1].
+    #[arg(long, env = "TANDEM_MIN_RATE", value_name = "BYTES_PER_SEC")]
+    pub min_rate: Option<u64>,
+
+    /// Connections served at once from one client address (IPv6: one /64)
+    /// beyond which new ones are closed at once [default: off].
+    #[arg(long, env = "TANDEM_MAX_CONNECTIONS_PER_IP", value_name = "N")]
+    pub max_connections_per_ip: Option<usize>,
+
     /// How long live connections are served after SIGTERM/SIGINT [default: 30s].
     #[arg(long, env = "TANDEM_SHUTDOWN_TIMEOUT", value_name = "DURATION")]
     pub shutdown_timeout: Option<HumanDuration>,
@@ -261,6 +276,8 @@ impl ServeOptions {
             append_newline: self.append_newline.or(lower.append_newline),
             simulate_work: self.simulate_work.or(lower.simulate_work),
             idle_timeout: self.idle_timeout.or(lower.idle_timeout),
+            min_rate: self.min_rate.or(lower.min_rate),
+            max_connections_per_ip: self.max_connections_per_ip.or(lower.max_connections_per_ip),
             shutdown_timeout: self.shutdown_timeout.or(lower.shutdown_timeout),
             log_format: self.log_format.or(lower.log_format),
         }
@@ -292,7 +309,9 @@ impl ServeOptions {
             workers: self.workers.unwrap_or(default_workers),
             handoff_capacity: self.handoff_capacity.unwrap_or(DEFAULT_HANDOFF_CAPACITY),
             max_connections: self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            max_connections_per_ip: self.max_connections_per_ip,
             idle_timeout: Some(idle_timeout).filter(|d| !d.is_zero()),
+            min_rate: self.min_rate.unwrap_or(DEFAULT_MIN_RATE),
             shutdown_timeout: at_most(
                 "shutdown_timeout",
                 self.shutdown_timeout
@@ -393,6 +412,8 @@ mod tests {
         assert_eq!(config.server.idle_timeout, Some(Duration::from_secs(300)));
         assert_eq!(config.server.shutdown_timeout, Duration::from_secs(30));
         assert!(config.server.nodelay);
+        assert_eq!(config.server.min_rate, 1);
+        assert_eq!(config.server.max_connections_per_ip, None);
         assert_eq!(config.echo.buffer_size, 4096);
         assert!(!config.echo.append_newline);
         assert_eq!(config.backlog, 1024);

@@ -1,12 +1,17 @@
 //! One accepted connection as a handler sees it: the socket, already
 //! registered with the reactor of the runtime that serves it, plus the two
-//! things that may end it from outside, the idle timeout and the shutdown
-//! cut.
+//! things that may end it from outside, the idle rule and the shutdown cut.
+//!
+//! The idle rule closes a connection that stays silent for the idle
+//! timeout, or that moves fewer bytes than the minimum rate asks for over a
+//! window of that length: a client trickling a byte every few seconds is
+//! never silent for long, yet holds its connection slot for nothing.
 //!
 //! Both are watched without work per message. The idle timer is armed once
-//! and only re-armed when it fires early (activity merely records an
-//! instant), and the cut is a `watch` channel whose waiters are spread over
-//! several locks, so thousands of connections waiting on it do not contend.
+//! and only re-armed when it fires (activity merely records an instant, and
+//! bytes a count), and the cut is a `watch` channel whose waiters are spread
+//! over several locks, so thousands of connections waiting on it do not
+//! contend.
 
 use std::io;
 use std::net::SocketAddr;
@@ -25,7 +30,8 @@ use crate::metrics::tally;
 pub enum Event {
     /// The socket has data, an end-of-file or an error to read.
     Readable,
-    /// Nothing happened for the idle timeout.
+    /// Nothing happened for the idle timeout, or too little: fewer bytes
+    /// than the minimum rate over a window of the idle timeout.
     IdleTimeout,
     /// The server is shutting down and the shutdown timeout has passed: write
     /// back what is owed, then close.
@@ -44,40 +50,88 @@ pub struct Connection {
     metered: bool,
 }
 
+/// When a connection counts as idle: silent for `timeout`, or, when
+/// `quota` is not 0, fewer than `quota` bytes moved (in and out together) in
+/// a window of `timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct IdleRule {
+    pub(crate) timeout: Duration,
+    pub(crate) quota: u64,
+}
+
+impl IdleRule {
+    /// The rule for an idle timeout and a minimum rate in bytes per second
+    /// (0: silence is the only rule).
+    pub(crate) fn new(timeout: Duration, min_rate: u64) -> IdleRule {
+        // Saturating: an absurd rate over a year-long window is "never
+        // enough", not an overflow.
+        let quota = (min_rate as f64 * timeout.as_secs_f64()).ceil();
+        IdleRule {
+            timeout,
+            quota: if quota >= u64::MAX as f64 {
+                u64::MAX
+            } else {
+                quota as u64
+            },
+        }
+    }
+}
+
 #[derive(Debug)]
 struct IdleTimer {
-    timeout: Duration,
+    rule: IdleRule,
     last_activity: Instant,
+    /// The current rate window and the bytes moved in it.
+    window_start: Instant,
+    window_bytes: u64,
     // Boxed so that the connection can move; allocated once per connection.
     sleep: Pin<Box<Sleep>>,
 }
 
 impl IdleTimer {
-    fn new(timeout: Duration) -> Self {
+    fn new(rule: IdleRule) -> Self {
         let now = Instant::now();
         IdleTimer {
-            timeout,
+            rule,
             last_activity: now,
-            sleep: Box::pin(tokio::time::sleep(timeout)),
+            window_start: now,
+            window_bytes: 0,
+            sleep: Box::pin(tokio::time::sleep(rule.timeout)),
         }
     }
 
-    /// Completes once a whole timeout has passed without activity.
+    /// Completes once a whole timeout has passed without activity, or a
+    /// window has closed short of its quota.
     async fn expired(&mut self) {
         loop {
             self.sleep.as_mut().await;
+            let now = Instant::now();
+            let timeout = self.rule.timeout;
             // `sleep` saturates far-future deadlines; so does this.
-            let Some(deadline) = self.last_activity.checked_add(self.timeout) else {
+            let (Some(idle_deadline), Some(window_end)) = (
+                self.last_activity.checked_add(timeout),
+                self.window_start.checked_add(timeout),
+            ) else {
                 std::future::pending::<()>().await;
                 return;
             };
-            if Instant::now() >= deadline {
+            if now >= idle_deadline {
                 return;
             }
-            // There was activity since the timer was armed: re-arm it for the
-            // new deadline. This is the only place the timer wheel is touched
-            // after the first arming.
-            self.sleep.as_mut().reset(deadline);
+            let mut next = idle_deadline;
+            if self.rule.quota > 0 {
+                if now >= window_end {
+                    if self.window_bytes < self.rule.quota {
+                        return;
+                    }
+                    self.window_start = now;
+                    self.window_bytes = 0;
+                }
+                next = next.min(self.window_start + timeout);
+            }
+            // This is the only place the timer wheel is touched after the
+            // first arming: once per timeout at most.
+            self.sleep.as_mut().reset(next);
         }
     }
 }
@@ -88,14 +142,14 @@ impl Connection {
     pub(crate) fn new(
         stream: TcpStream,
         peer: SocketAddr,
-        idle_timeout: Option<Duration>,
+        idle: Option<IdleRule>,
         cut: watch::Receiver<bool>,
         metered: bool,
     ) -> Self {
         Connection {
             stream,
             peer,
-            idle: idle_timeout.map(IdleTimer::new),
+            idle: idle.map(IdleTimer::new),
             cut,
             cut_seen: false,
             metered,
@@ -116,13 +170,22 @@ impl Connection {
 
     /// Reads what the socket has without waiting, as
     /// [`TcpStream::try_read`]: `Ok(0)` is end-of-file, `WouldBlock` means
-    /// the readiness was stale. Counted in the metrics.
+    /// the readiness was stale. Counted in the metrics and towards the
+    /// minimum rate.
     pub fn try_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let read = self.stream.try_read(buf)?;
+        self.moved(read);
         if self.metered {
             tally::received(read);
         }
         Ok(read)
+    }
+
+    /// Counts `bytes` towards the current rate window.
+    fn moved(&mut self, bytes: usize) {
+        if let Some(idle) = &mut self.idle {
+            idle.window_bytes = idle.window_bytes.saturating_add(bytes as u64);
+        }
     }
 
     /// The socket, for the `AsyncRead`/`AsyncWrite` helpers (uncounted, as
@@ -142,6 +205,13 @@ impl Connection {
     /// the server cuts the connection at the end of a shutdown. Holds no data
     /// buffer while it waits.
     pub async fn ready(&mut self) -> io::Result<Event> {
+        // `readable()`, `try_read` and `try_write` never spend tokio's
+        // cooperative budget, so a peer that keeps its socket readable and
+        // writable would keep this task running, and its worker thread (a
+        // whole shard, or the accept loop in `single`) from everything
+        // else, for as long as it streams. One budget unit per chunk makes
+        // the task yield every 128 chunks, as tokio's own I/O does.
+        tokio::task::coop::consume_budget().await;
         // Checked before the socket, so that a peer that never stops sending
         // is still cut. `has_changed` is one atomic load; an error means the
         // sender is gone, which only happens when the server is torn down.
@@ -173,13 +243,15 @@ impl Connection {
     /// buffer, costs no timer. A peer that stops reading is given the idle
     /// timeout to make room, counted afresh after every byte it takes; then
     /// the write fails with `TimedOut`.
-    /// Every byte the socket takes is counted in the metrics.
+    /// Every byte the socket takes is counted in the metrics and towards
+    /// the minimum rate.
     pub async fn write_all(&mut self, mut buf: &[u8]) -> io::Result<()> {
-        let timeout = self.idle.as_ref().map(|idle| idle.timeout);
+        let timeout = self.idle.as_ref().map(|idle| idle.rule.timeout);
         while !buf.is_empty() {
             match self.stream.try_write(buf) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
+                    self.moved(n);
                     if self.metered {
                         tally::sent(n);
                     }
@@ -232,3 +304,93 @@ impl Connection {
 
 /// Size of the buffer that lingering reads discard into.
 const LINGER_SCRATCH: usize = 4096;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MIN_RATE};
+
+    /// Runs a client that, every `interval`, sends `bytes` and has them
+    /// echoed, against the idle rule, in paused time; returns when the rule
+    /// closed the connection, or `None` if it had not after `limit`.
+    async fn closed_after(
+        rule: IdleRule,
+        interval: Duration,
+        bytes: u64,
+        limit: Duration,
+    ) -> Option<Duration> {
+        let start = Instant::now();
+        let mut timer = IdleTimer::new(rule);
+        let mut next = start + interval;
+        loop {
+            tokio::select! {
+                () = timer.expired() => return Some(start.elapsed()),
+                () = tokio::time::sleep_until(next), if bytes > 0 => {
+                    // In and echoed out: twice the bytes moved.
+                    timer.window_bytes += 2 * bytes;
+                    timer.last_activity = Instant::now();
+                    next += interval;
+                }
+                () = tokio::time::sleep_until(start + limit) => return None,
+            }
+        }
+    }
+
+    #[test]
+    fn the_default_quota_is_300_bytes_per_5_minutes() {
+        let rule = IdleRule::new(DEFAULT_IDLE_TIMEOUT, DEFAULT_MIN_RATE);
+        assert_eq!(rule.quota, 300);
+        assert_eq!(IdleRule::new(Duration::from_millis(1500), 3).quota, 5);
+        assert_eq!(
+            IdleRule::new(Duration::from_secs(365 * 86400), u64::MAX).quota,
+            u64::MAX
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_the_defaults_a_silent_client_is_closed_after_5_minutes() {
+        let rule = IdleRule::new(DEFAULT_IDLE_TIMEOUT, DEFAULT_MIN_RATE);
+        let closed = closed_after(rule, Duration::from_secs(1), 0, Duration::from_secs(3600));
+        assert_eq!(closed.await, Some(Duration::from_secs(300)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_the_defaults_a_byte_every_3_seconds_is_closed_after_one_window() {
+        // Never silent for more than 3 s, yet 200 bytes moved in 300 s.
+        let rule = IdleRule::new(DEFAULT_IDLE_TIMEOUT, DEFAULT_MIN_RATE);
+        let closed = closed_after(rule, Duration::from_secs(3), 1, Duration::from_secs(3600));
+        assert_eq!(closed.await, Some(Duration::from_secs(300)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_the_defaults_a_byte_a_second_keeps_its_connection() {
+        let rule = IdleRule::new(DEFAULT_IDLE_TIMEOUT, DEFAULT_MIN_RATE);
+        let closed = closed_after(rule, Duration::from_secs(1), 1, Duration::from_secs(3600));
+        assert_eq!(closed.await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_minimum_rate_only_silence_closes() {
+        let rule = IdleRule::new(DEFAULT_IDLE_TIMEOUT, 0);
+        let trickle = closed_after(rule, Duration::from_secs(3), 1, Duration::from_secs(3600));
+        assert_eq!(trickle.await, None);
+        let silent = closed_after(rule, Duration::from_secs(3), 0, Duration::from_secs(3600));
+        assert_eq!(silent.await, Some(Duration::from_secs(300)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_falls_silent_is_closed_one_timeout_after_its_last_byte() {
+        // Active for a minute at a good rate, then silent: the silence
+        // rule, counted from the last byte, closes it.
+        let rule = IdleRule::new(Duration::from_secs(10), 1);
+        let start = Instant::now();
+        let mut timer = IdleTimer::new(rule);
+        for _ in 0..60 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            timer.window_bytes += 100;
+            timer.last_activity = Instant::now();
+        }
+        timer.expired().await;
+        assert_eq!(start.elapsed(), Duration::from_secs(70));
+    }
+}

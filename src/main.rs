@@ -159,12 +159,14 @@ fn run(config: ServeConfig) -> anyhow::Result<()> {
         workers = server.workers,
         handoff_capacity = server.handoff_capacity,
         max_connections = server.max_connections,
+        max_connections_per_ip = %server.max_connections_per_ip.map_or("off".to_owned(), |n| n.to_string()),
         backlog = config.backlog,
         buffer_size = config.echo.buffer_size,
         nodelay = server.nodelay,
         append_newline = config.echo.append_newline,
         simulate_work = %humantime::format_duration(config.echo.simulate_work),
         idle_timeout = %server.idle_timeout.map_or("off".to_owned(), |d| humantime::format_duration(d).to_string()),
+        min_rate = server.min_rate,
         shutdown_timeout = %humantime::format_duration(server.shutdown_timeout),
         "tandem serve starting"
     );

@@ -15,7 +15,7 @@ use nix::sys::signal::Signal;
 use serde_json::{Map, Value};
 
 /// Every flag of `tandem serve`.
-const SERVE_FLAGS: [&str; 16] = [
+const SERVE_FLAGS: [&str; 18] = [
     "--listen",
     "--admin-listen",
     "--layout",
@@ -23,12 +23,14 @@ const SERVE_FLAGS: [&str; 16] = [
     "--workers",
     "--handoff-capacity",
     "--max-connections",
+    "--max-connections-per-ip",
     "--backlog",
     "--buffer-size",
     "--nodelay",
     "--append-newline",
     "--simulate-work",
     "--idle-timeout",
+    "--min-rate",
     "--shutdown-timeout",
     "--log-format",
     "--config",
@@ -191,6 +193,75 @@ const INVALID: &[Invalid] = &[
         ..PLAIN
     },
     Invalid {
+        name: "listen port beyond 65535",
+        args: &["--listen", "127.0.0.1:70000"],
+        expect: &["--listen", "'127.0.0.1:70000'"],
+        ..PLAIN
+    },
+    Invalid {
+        name: "IPv6 listen address without brackets",
+        args: &["--listen", "::1:8000"],
+        expect: &["--listen", "'::1:8000'"],
+        ..PLAIN
+    },
+    Invalid {
+        name: "listen address without a port",
+        args: &["--listen", "127.0.0.1"],
+        expect: &["--listen", "'127.0.0.1'"],
+        ..PLAIN
+    },
+    Invalid {
+        name: "negative worker count",
+        args: &["--workers=-2"],
+        expect: &["--workers", "'-2'"],
+        ..PLAIN
+    },
+    Invalid {
+        name: "absurd worker count",
+        args: &["--workers", "100000"],
+        expect: &["--workers", "must be between 1 and 1024", "got 100000"],
+        ..PLAIN
+    },
+    Invalid {
+        name: "zero per-client connections",
+        args: &["--max-connections-per-ip", "0"],
+        expect: &["--max-connections-per-ip", "must be between 1 and", "got 0"],
+        ..PLAIN
+    },
+    Invalid {
+        name: "minimum rate that is not a number",
+        args: &["--min-rate", "fast"],
+        expect: &["--min-rate", "'fast'"],
+        ..PLAIN
+    },
+    Invalid {
+        name: "duration without a unit",
+        args: &["--shutdown-timeout", "30"],
+        expect: &["--shutdown-timeout", "'30'"],
+        ..PLAIN
+    },
+    Invalid {
+        name: "duration beyond a year",
+        args: &["--idle-timeout", "2y"],
+        expect: &["--idle-timeout", "must be at most"],
+        ..PLAIN
+    },
+    Invalid {
+        name: "buffer size beyond 16 MiB",
+        args: &["--buffer-size", "1073741824"],
+        expect: &["--buffer-size", "must be between 1 and", "got 1073741824"],
+        ..PLAIN
+    },
+    Invalid {
+        name: "missing config file",
+        args: &["--config", "/nonexistent/tandem.toml"],
+        expect: &[
+            "cannot read config file /nonexistent/tandem.toml",
+            "No such file",
+        ],
+        ..PLAIN
+    },
+    Invalid {
         name: "zero workers from the environment",
         env: &[("TANDEM_WORKERS", "0")],
         expect: &["TANDEM_WORKERS", "must be between 1 and", "got 0"],
@@ -224,6 +295,36 @@ const INVALID: &[Invalid] = &[
         name: "bad duration in the file",
         file: Some("idle_timeout = \"soon\"\n"),
         expect: &["{path}", "idle_timeout", "invalid duration \"soon\""],
+        ..PLAIN
+    },
+    Invalid {
+        name: "unknown layout in the file",
+        file: Some("layout = \"diagonal\"\n"),
+        expect: &["{path}", "layout", "diagonal"],
+        ..PLAIN
+    },
+    Invalid {
+        name: "listen address in the file that is not one",
+        file: Some("listen = \"localhost\"\n"),
+        expect: &["{path}", "listen", "invalid socket address"],
+        ..PLAIN
+    },
+    Invalid {
+        name: "a key given twice in the file",
+        file: Some("workers = 2\nworkers = 3\n"),
+        expect: &["{path}", "duplicate key"],
+        ..PLAIN
+    },
+    Invalid {
+        name: "negative number in the file",
+        file: Some("max_connections = -5\n"),
+        expect: &["{path}", "max_connections", "-5"],
+        ..PLAIN
+    },
+    Invalid {
+        name: "a table where the file needs a value",
+        file: Some("[listen]\nport = 1\n"),
+        expect: &["{path}", "listen", "invalid type"],
         ..PLAIN
     },
     Invalid {

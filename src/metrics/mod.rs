@@ -56,7 +56,7 @@ const HELP: &[(&str, &str)] = &[
     ),
     (
         "tandem_connections_rejected_total",
-        "Connections accepted and closed at once, never served.",
+        "Connections accepted and closed at once, never served (over --max-connections-per-ip, or the socket could not be set up).",
     ),
     ("tandem_bytes_received_total", "Bytes read from clients."),
     ("tandem_bytes_sent_total", "Bytes written to clients."),

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::handoff::{Accepted, Admission, Counted, Dispatch};
+use super::per_ip::PerIpLimit;
 use crate::handler::Handler;
 use crate::metrics::Metrics;
 
@@ -137,6 +138,8 @@ pub(crate) struct Acceptor<H> {
     pub(crate) dispatch: Arc<Dispatch<H>>,
     pub(crate) stop: CancellationToken,
     pub(crate) metrics: Option<Metrics>,
+    /// `--max-connections-per-ip`, when set.
+    pub(crate) per_ip: Option<Arc<PerIpLimit>>,
 }
 
 impl<H: Handler> Acceptor<H> {
@@ -194,6 +197,22 @@ impl<H: Handler> Acceptor<H> {
             if let Some(metrics) = &self.metrics {
                 metrics.connection_accepted();
             }
+            let per_ip = match &self.per_ip {
+                Some(limit) => match limit.try_claim(peer.ip()) {
+                    Some(claim) => Some(claim),
+                    None => {
+                        // Closed before it costs anything more: no task, no
+                        // registration with a reactor, no hand-off.
+                        debug!(%peer, "client over --max-connections-per-ip; closing");
+                        drop(stream);
+                        if let Some(metrics) = &self.metrics {
+                            metrics.connection_rejected();
+                        }
+                        continue;
+                    }
+                },
+                None => None,
+            };
             if let Err(err) = stream.set_nonblocking(true) {
                 debug!(%peer, cause = %err, "cannot make accepted socket non-blocking; dropping it");
                 if let Some(metrics) = &self.metrics {
@@ -208,6 +227,7 @@ impl<H: Handler> Acceptor<H> {
                 admission: Admission {
                     permit,
                     active: Counted::new(&self.active),
+                    per_ip,
                     shard_load: None,
                 },
             });

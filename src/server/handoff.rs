@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
+use super::per_ip::PerIpClaim;
 use super::worker::{Serving, serve_connection};
 use crate::handler::Handler;
 
@@ -47,8 +48,9 @@ impl Drop for Counted {
 }
 
 /// A connection's claim on the server's capacity, released when it drops:
-/// the `--max-connections` permit, its place in the active-connection count
-/// and, in the sharded layout, in the load of the shard that serves it.
+/// the `--max-connections` permit, its place in the active-connection count,
+/// in its client's count under `--max-connections-per-ip` and, in the
+/// sharded layout, in the load of the shard that serves it.
 #[derive(Debug)]
 pub(crate) struct Admission {
     // Both are held only for what their Drop releases.
@@ -56,6 +58,8 @@ pub(crate) struct Admission {
     pub(crate) permit: OwnedSemaphorePermit,
     #[expect(dead_code, reason = "held for its Drop")]
     pub(crate) active: Counted,
+    #[expect(dead_code, reason = "held for its Drop")]
+    pub(crate) per_ip: Option<PerIpClaim>,
     pub(crate) shard_load: Option<Counted>,
 }
 

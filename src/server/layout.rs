@@ -27,6 +27,7 @@ use tracing::warn;
 
 use super::acceptor::Acceptor;
 use super::handoff::{Dispatch, ShardQueue};
+use super::per_ip::PerIpLimit;
 use super::worker::{Serving, receive_handoffs};
 use super::{ServerConfig, ServerError};
 use crate::handler::Handler;
@@ -243,6 +244,8 @@ pub(crate) fn start<H: Handler>(
     };
     let listener = Arc::new(listener);
     let dispatch = Arc::new(dispatch);
+    // One count per server, shared by every accept task.
+    let per_ip = config.max_connections_per_ip.map(PerIpLimit::new);
     let mut accept_tasks = JoinSet::new();
     for _ in 0..acceptor_tasks {
         let acceptor = Acceptor {
@@ -252,6 +255,7 @@ pub(crate) fn start<H: Handler>(
             dispatch: dispatch.clone(),
             stop: accept_stop.clone(),
             metrics: serving.metrics.clone(),
+            per_ip: per_ip.clone(),
         };
         accept_tasks.spawn_on(acceptor.run(), accept_runtime.handle());
     }

@@ -4,6 +4,7 @@
 //! - [`listener`]: the listening socket (backlog, address family);
 //! - `limits`: `--max-connections` reconciled with RLIMIT_NOFILE;
 //! - `acceptor`: the accept loop, its backpressure and its error policy;
+//! - `per_ip`: `--max-connections-per-ip`, the connections each client holds;
 //! - `handoff`: what crosses from the acceptor to the serving runtime;
 //! - `layout`: the runtimes of `split`, `single` and `sharded`;
 //! - `worker`: the connection task on the serving side.
@@ -18,6 +19,7 @@ mod handoff;
 mod layout;
 mod limits;
 pub mod listener;
+mod per_ip;
 mod worker;
 
 use std::future::Future;
@@ -36,6 +38,7 @@ pub use self::layout::Layout;
 pub use self::listener::bind;
 use self::worker::Serving;
 use crate::admin::{Admin, Readiness};
+use crate::connection::IdleRule;
 use crate::handler::Handler;
 use crate::metrics::{CloseReason, Metrics};
 
@@ -68,9 +71,19 @@ pub struct ServerConfig {
     /// Connections served at once, lowered to fit RLIMIT_NOFILE.
     /// Default: 10000.
     pub max_connections: usize,
+    /// Connections served at once from one client address (IPv4), or one
+    /// /64 (IPv6); beyond it, new connections are closed as soon as they
+    /// are accepted and counted as rejected. Default: `None`, no limit.
+    pub max_connections_per_ip: Option<usize>,
     /// Close connections silent for this long; `None` never does.
     /// Default: 300 s.
     pub idle_timeout: Option<Duration>,
+    /// Bytes per second, in and out together, that a connection must move
+    /// on average over each window of `idle_timeout`, or be closed as idle:
+    /// what keeps a client that trickles a byte now and then from holding a
+    /// connection forever. 0 leaves silence as the only rule; without an
+    /// idle timeout it does nothing. Default: 1 (300 bytes per 5 minutes).
+    pub min_rate: u64,
     /// How long live connections are served after shutdown begins.
     /// Default: 30 s.
     pub shutdown_timeout: Duration,
@@ -86,6 +99,11 @@ impl ServerConfig {
             ("workers", self.workers, MAX_THREADS),
             ("handoff_capacity", self.handoff_capacity, MAX_QUEUE),
             ("max_connections", self.max_connections, MAX_QUEUE),
+            (
+                "max_connections_per_ip",
+                self.max_connections_per_ip.unwrap_or(1),
+                MAX_QUEUE,
+            ),
         ];
         for (field, value, max) in checks {
             if value < 1 || value > max {
@@ -108,7 +126,9 @@ impl Default for ServerConfig {
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             handoff_capacity: crate::config::DEFAULT_HANDOFF_CAPACITY,
             max_connections: crate::config::DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: None,
             idle_timeout: Some(crate::config::DEFAULT_IDLE_TIMEOUT),
+            min_rate: crate::config::DEFAULT_MIN_RATE,
             shutdown_timeout: crate::config::DEFAULT_SHUTDOWN_TIMEOUT,
             nodelay: true,
         }
@@ -254,7 +274,9 @@ impl Server {
         let (cut, cut_rx) = watch::channel(false);
         let serving = Arc::new(Serving {
             handler,
-            idle_timeout: config.idle_timeout,
+            idle: config
+                .idle_timeout
+                .map(|timeout| IdleRule::new(timeout, config.min_rate)),
             nodelay: config.nodelay,
             cut: cut_rx,
             tracker: TaskTracker::new(),

@@ -16,14 +16,14 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, trace, warn};
 
 use super::handoff::Accepted;
-use crate::connection::Connection;
+use crate::connection::{Connection, IdleRule};
 use crate::handler::{Close, Handler};
 use crate::metrics::{CloseReason, Metrics};
 
 /// State shared by every connection task of one server.
 pub(crate) struct Serving<H> {
     pub(crate) handler: H,
-    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) idle: Option<IdleRule>,
     pub(crate) nodelay: bool,
     /// Flips to `true` when the shutdown timeout has passed.
     pub(crate) cut: watch::Receiver<bool>,
@@ -92,7 +92,7 @@ pub(crate) async fn serve_connection<H: Handler>(serving: Arc<Serving<H>>, accep
     let mut conn = Connection::new(
         stream,
         peer,
-        serving.idle_timeout,
+        serving.idle,
         serving.cut.clone(),
         serving.metrics.is_some(),
     );

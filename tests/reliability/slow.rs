@@ -1,0 +1,157 @@
+//! Case 8, slowloris and silence: a client that sends nothing, or trickles a
+//! byte now and then, cannot hold a connection slot forever.
+//!
+//! Two rules do it, both on by default: `--idle-timeout` (300 s) closes a
+//! connection silent that long, and `--min-rate` (1 byte per second, in and
+//! out together) closes one that moves fewer than rate x idle-timeout bytes
+//! in any window of the idle timeout, however regularly it sends. These
+//! tests run the same rules on a scale of seconds.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use crate::common::admin::scrape_until;
+use crate::common::{LAYOUTS, PATIENCE, TestServer, round_trip};
+
+/// Waits for the server to close `stream`: end-of-file or a reset, after
+/// reading whatever echo was still on its way. Returns when that happened.
+fn closed_by_server(stream: &mut TcpStream) -> Instant {
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut buf = [0; 256];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return Instant::now(),
+            Ok(_) => {}
+            Err(err) if matches!(err.kind(), ErrorKind::ConnectionReset) => {
+                return Instant::now();
+            }
+            Err(err) => panic!("connection not closed by the server: {err}"),
+        }
+    }
+}
+
+/// Sends one byte every `interval` until the server closes the connection
+/// (a write fails) or `limit` passes; returns the bytes sent.
+fn trickle(mut stream: TcpStream, interval: Duration, limit: Duration) -> usize {
+    let until = Instant::now() + limit;
+    let mut sent = 0;
+    while Instant::now() < until {
+        std::thread::sleep(interval);
+        if stream.write_all(b"x").is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    sent
+}
+
+#[test]
+fn tricklers_lose_their_slots_to_the_minimum_rate_and_a_waiting_client_is_served() {
+    std::thread::scope(|scope| {
+        for layout in LAYOUTS {
+            scope.spawn(move || tricklers_lose_their_slots(layout));
+        }
+    });
+}
+
+fn tricklers_lose_their_slots(layout: &str) {
+    // Two slots; each 2 s window must see 16 bytes moved. A byte every
+    // 600 ms is at most 4 bytes in and 4 echoed per window, and never
+    // 2 s of silence.
+    let mut server = TestServer::start_with_admin(&[
+        "--layout",
+        layout,
+        "--max-connections",
+        "2",
+        "--idle-timeout",
+        "2s",
+        "--min-rate",
+        "8",
+    ]);
+    let started = Instant::now();
+    let tricklers: Vec<TcpStream> = (0..2).map(|_| server.connect()).collect();
+    let readers: Vec<TcpStream> = tricklers.iter().map(|s| s.try_clone().unwrap()).collect();
+    let senders: Vec<_> = tricklers
+        .into_iter()
+        .map(|stream| {
+            std::thread::spawn(move || {
+                trickle(stream, Duration::from_millis(600), Duration::from_secs(10))
+            })
+        })
+        .collect();
+
+    // Both slots are taken, so a third client waits in the backlog...
+    let mut waiting = server.connect();
+    waiting.write_all(b"let me in").unwrap();
+
+    // ...until the rule closes the tricklers, at the end of their first
+    // window, not after the 10 s they would go on for.
+    for mut reader in readers {
+        let closed = closed_by_server(&mut reader);
+        let held = closed - started;
+        assert!(
+            held >= Duration::from_secs(2) && held < Duration::from_secs(8),
+            "{layout}: a trickler held its slot for {held:?}"
+        );
+    }
+    for sender in senders {
+        sender.join().unwrap();
+    }
+    let mut echoed = [0; 9];
+    waiting.read_exact(&mut echoed).unwrap();
+    assert_eq!(&echoed, b"let me in", "{layout}");
+    scrape_until(
+        server.admin_addr(),
+        &[(
+            "tandem_connections_closed_total{reason=\"idle_timeout\"}",
+            2.0,
+        )],
+    );
+    drop(waiting);
+    assert!(server.stop().success(), "{layout}");
+}
+
+#[test]
+fn a_silent_client_is_closed_after_the_idle_timeout() {
+    for layout in LAYOUTS {
+        let mut server = TestServer::start(&["--layout", layout, "--idle-timeout", "1s"]);
+        let started = Instant::now();
+        let mut silent = server.connect();
+        let held = closed_by_server(&mut silent) - started;
+        assert!(
+            held >= Duration::from_secs(1),
+            "{layout}: closed after {held:?}"
+        );
+        assert!(server.stop().success(), "{layout}");
+    }
+}
+
+#[test]
+fn a_client_that_keeps_up_the_rate_outlives_many_windows() {
+    std::thread::scope(|scope| {
+        for layout in LAYOUTS {
+            scope.spawn(move || {
+                // 1 s windows of 8 bytes: 16 bytes every 250 ms is far above.
+                let mut server = TestServer::start(&[
+                    "--layout",
+                    layout,
+                    "--idle-timeout",
+                    "1s",
+                    "--min-rate",
+                    "8",
+                ]);
+                let mut client = server.connect();
+                let until = Instant::now() + Duration::from_millis(3500);
+                while Instant::now() < until {
+                    assert_eq!(
+                        round_trip(&mut client, b"still here, 16 B"),
+                        b"still here, 16 B"
+                    );
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                assert!(server.stop().success(), "{layout}");
+            });
+        }
+    });
+}
