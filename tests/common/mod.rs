@@ -267,6 +267,24 @@ impl TestServer {
         stream
     }
 
+    /// A client whose SO_RCVBUF and SO_SNDBUF are `size` (the kernel
+    /// doubles it), fixed before the handshake so that the window it offers
+    /// reflects them and autotuning never grows them; with the timeouts of
+    /// [`connect`](Self::connect).
+    pub fn connect_with_buffers(&self, size: usize) -> TcpStream {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::for_address(self.addr), Type::STREAM, None).unwrap();
+        socket.set_recv_buffer_size(size).unwrap();
+        socket.set_send_buffer_size(size).unwrap();
+        socket
+            .connect(&self.addr.into())
+            .expect("connect to tandem");
+        let stream = TcpStream::from(socket);
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        stream.set_write_timeout(Some(PATIENCE)).unwrap();
+        stream
+    }
+
     /// SIGTERM, then the exit status.
     pub fn stop(&mut self) -> ExitStatus {
         self.signal(Signal::SIGTERM);

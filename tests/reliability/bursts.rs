@@ -12,14 +12,14 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 
+use crate::clients::{echo_own_bytes, gather};
 use crate::common::admin::scrape_until;
-use crate::common::{LAYOUTS, PATIENCE, TestServer, random_bytes};
+use crate::common::{LAYOUTS, PATIENCE, TestServer};
 
 /// Clients in the burst: half the default listen backlog, so that the
 /// kernel holds the whole burst while the server takes it in.
@@ -36,30 +36,16 @@ async fn burst(addr: SocketAddr) -> (Vec<TcpStream>, usize) {
     for index in 0..CLIENTS {
         let start = start.clone();
         clients.spawn(async move {
-            let mut message = random_bytes(MESSAGE);
-            message[..8].copy_from_slice(&(index as u64).to_le_bytes());
-            let mut echoed = vec![0; MESSAGE];
             start.wait().await;
-            let stream = timeout(PATIENCE, async {
-                let mut stream = TcpStream::connect(addr).await?;
-                stream.write_all(&message).await?;
-                stream.read_exact(&mut echoed).await?;
-                std::io::Result::Ok(stream)
-            })
-            .await
-            .unwrap_or_else(|_| panic!("client {index}: no echo"))
-            .unwrap_or_else(|err| panic!("client {index}: {err}"));
-            (stream, echoed == message)
+            let mut stream = timeout(PATIENCE, TcpStream::connect(addr))
+                .await
+                .unwrap_or_else(|_| panic!("client {index}: connect timed out"))
+                .unwrap_or_else(|err| panic!("client {index}: {err}"));
+            let same = echo_own_bytes(&mut stream, index, MESSAGE).await;
+            (stream, same)
         });
     }
-    let mut open = Vec::with_capacity(CLIENTS);
-    let mut exact = 0;
-    while let Some(client) = clients.join_next().await {
-        let (stream, same) = client.expect("client task");
-        open.push(stream);
-        exact += usize::from(same);
-    }
-    (open, exact)
+    gather(clients).await
 }
 
 #[test]

@@ -7,13 +7,13 @@
 
 use std::net::SocketAddr;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 
+use crate::clients::{echo_own_bytes, gather};
 use crate::common::admin::scrape_until;
-use crate::common::{LAYOUTS, PATIENCE, TestServer, random_bytes};
+use crate::common::{LAYOUTS, PATIENCE, TestServer};
 
 /// Connections open at once.
 const CLIENTS: usize = 5000;
@@ -61,27 +61,11 @@ async fn echo_all(clients: Vec<TcpStream>) -> (Vec<TcpStream>, usize) {
     let mut echoing = JoinSet::new();
     for (index, mut stream) in clients.into_iter().enumerate() {
         echoing.spawn(async move {
-            let mut message = random_bytes(MESSAGE);
-            message[..8].copy_from_slice(&(index as u64).to_le_bytes());
-            let mut echoed = vec![0; MESSAGE];
-            timeout(PATIENCE, async {
-                stream.write_all(&message).await?;
-                stream.read_exact(&mut echoed).await
-            })
-            .await
-            .unwrap_or_else(|_| panic!("client {index}: no echo"))
-            .unwrap_or_else(|err| panic!("client {index}: {err}"));
-            (stream, echoed == message)
+            let same = echo_own_bytes(&mut stream, index, MESSAGE).await;
+            (stream, same)
         });
     }
-    let mut clients = Vec::with_capacity(CLIENTS);
-    let mut exact = 0;
-    while let Some(echoed) = echoing.join_next().await {
-        let (stream, same) = echoed.expect("echo task");
-        clients.push(stream);
-        exact += usize::from(same);
-    }
-    (clients, exact)
+    gather(echoing).await
 }
 
 #[test]

@@ -20,6 +20,7 @@
 //!
 //! Case 10, bad configuration, is the invalid-value table in `tests/cli.rs`.
 
+mod clients;
 #[path = "../common/mod.rs"]
 mod common;
 mod process;

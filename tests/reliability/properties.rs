@@ -15,9 +15,8 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestError, TestRunner};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use socket2::{Domain, Socket, Type};
 
-use crate::common::{LAYOUTS, PATIENCE, TestServer};
+use crate::common::{LAYOUTS, TestServer};
 
 /// Largest single write or read: far beyond the server's 4 KiB chunks and
 /// the kernel's default socket buffers.
@@ -196,21 +195,6 @@ impl Client {
 /// doubles them).
 const SMALL_BUFFER: usize = 4 * 1024;
 
-/// A client with small, fixed socket buffers, set before the handshake so
-/// that the window it offers reflects them.
-fn connect_with_small_buffers(server: &TestServer) -> TcpStream {
-    let socket = Socket::new(Domain::for_address(server.addr), Type::STREAM, None).unwrap();
-    socket.set_recv_buffer_size(SMALL_BUFFER).unwrap();
-    socket.set_send_buffer_size(SMALL_BUFFER).unwrap();
-    socket
-        .connect(&server.addr.into())
-        .expect("connect to tandem");
-    let stream = TcpStream::from(socket);
-    stream.set_read_timeout(Some(PATIENCE)).unwrap();
-    stream.set_write_timeout(Some(PATIENCE)).unwrap();
-    stream
-}
-
 fn early_eof() -> io::Error {
     io::Error::new(
         ErrorKind::UnexpectedEof,
@@ -221,7 +205,7 @@ fn early_eof() -> io::Error {
 /// Runs `session` on a new connection to `server`: the property.
 fn echoes_exactly(server: &TestServer, session: &Session) -> Result<(), TestCaseError> {
     let stream = if session.small_buffers {
-        connect_with_small_buffers(server)
+        server.connect_with_buffers(SMALL_BUFFER)
     } else {
         server.connect()
     };

@@ -15,7 +15,7 @@
 //! server that stopped reading can do.
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use socket2::{Domain, Socket, Type};
 
 use crate::common::{LAYOUTS, PATIENCE, TestServer};
 use crate::process::rss_bytes;
@@ -31,7 +30,10 @@ use crate::process::rss_bytes;
 /// What the server's resident memory may grow by while the clients' echo
 /// is stuck: a fraction of the 200 MiB they send.
 const RSS_BUDGET: u64 = 32 * 1024 * 1024;
-/// The clients' SO_RCVBUF and SO_SNDBUF (the kernel doubles them).
+/// The clients' SO_RCVBUF and SO_SNDBUF (the kernel doubles them): small
+/// and fixed, as a constrained client's would be, so that the echo it does
+/// not read piles up on the server's side instead of in this client's
+/// kernel buffers, which on loopback could otherwise absorb all 4 MiB.
 const CLIENT_BUFFER: usize = 16 * 1024;
 /// Bytes per write call.
 const CHUNK: usize = 64 * 1024;
@@ -91,7 +93,7 @@ fn unread_clients(layout: &str, count: usize, per_client: usize) -> u64 {
         let clients: Vec<_> = payloads
             .iter()
             .map(|payload| {
-                let stream = connect_with_small_buffers(&server);
+                let stream = server.connect_with_buffers(CLIENT_BUFFER);
                 let mut writer = stream.try_clone().unwrap();
                 let payload = payload.clone();
                 let written = written.clone();
@@ -163,25 +165,6 @@ fn unread_clients(layout: &str, count: usize, per_client: usize) -> u64 {
         assert!(server.stop().success(), "{layout}");
         stalled_at
     }
-}
-
-/// A client whose own socket buffers are small and fixed (no autotuning),
-/// as a constrained client's would be: the echo it does not read then
-/// piles up on the server's side instead of in this client's kernel
-/// buffers, which on loopback could otherwise absorb all 4 MiB.
-fn connect_with_small_buffers(server: &TestServer) -> TcpStream {
-    let socket = Socket::new(Domain::for_address(server.addr), Type::STREAM, None).unwrap();
-    // Set before connecting, so that the window offered in the handshake
-    // already reflects it.
-    socket.set_recv_buffer_size(CLIENT_BUFFER).unwrap();
-    socket.set_send_buffer_size(CLIENT_BUFFER).unwrap();
-    socket
-        .connect(&server.addr.into())
-        .expect("connect to tandem");
-    let stream = TcpStream::from(socket);
-    stream.set_read_timeout(Some(PATIENCE)).unwrap();
-    stream.set_write_timeout(Some(PATIENCE)).unwrap();
-    stream
 }
 
 /// Waits until the writers have made no progress for `QUIET` (or have sent

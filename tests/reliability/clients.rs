@@ -1,0 +1,41 @@
+//! Clients that several cases share: many at once on a tokio runtime, each
+//! echoing bytes of its own, so that an echo delivered to the wrong
+//! connection cannot pass.
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+use tokio::time::timeout;
+
+use crate::common::{PATIENCE, random_bytes};
+
+/// Sends client `index`'s own `size` bytes (its index, then random bytes)
+/// and reads as many back; true if they are exactly what it sent. Panics,
+/// naming the client, on an error or after `PATIENCE`.
+pub async fn echo_own_bytes(stream: &mut TcpStream, index: usize, size: usize) -> bool {
+    let mut message = random_bytes(size.max(8));
+    message[..8].copy_from_slice(&(index as u64).to_le_bytes());
+    let mut echoed = vec![0; message.len()];
+    timeout(PATIENCE, async {
+        stream.write_all(&message).await?;
+        stream.read_exact(&mut echoed).await
+    })
+    .await
+    .unwrap_or_else(|_| panic!("client {index}: no echo"))
+    .unwrap_or_else(|err| panic!("client {index}: {err}"));
+    echoed == message
+}
+
+/// Waits for every client task, each of which returns its stream, still
+/// open, and whether its echo was exact. Returns the streams and how many
+/// echoes were exact.
+pub async fn gather(mut clients: JoinSet<(TcpStream, bool)>) -> (Vec<TcpStream>, usize) {
+    let mut open = Vec::with_capacity(clients.len());
+    let mut exact = 0;
+    while let Some(client) = clients.join_next().await {
+        let (stream, same) = client.expect("client task");
+        open.push(stream);
+        exact += usize::from(same);
+    }
+    (open, exact)
+}
