@@ -50,6 +50,9 @@ pub const DEFAULT_MIN_RATE: u64 = 1;
 /// How long live connections are served after a shutdown signal.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Highest minimum rate, 1 GiB/s: beyond it the rule would close
+/// connections that stream as fast as loopback allows.
+const MAX_MIN_RATE: u64 = 1 << 30;
 /// Largest read chunk: a typo should not become an absurd allocation.
 const MAX_BUFFER_SIZE: usize = 16 * 1024 * 1024;
 /// A year: longer timeouts are typos, and far-future instants overflow.
@@ -311,7 +314,12 @@ impl ServeOptions {
             max_connections: self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
             max_connections_per_ip: self.max_connections_per_ip,
             idle_timeout: Some(idle_timeout).filter(|d| !d.is_zero()),
-            min_rate: self.min_rate.unwrap_or(DEFAULT_MIN_RATE),
+            min_rate: in_range(
+                "min_rate",
+                self.min_rate.unwrap_or(DEFAULT_MIN_RATE),
+                0,
+                MAX_MIN_RATE,
+            )?,
             shutdown_timeout: at_most(
                 "shutdown_timeout",
                 self.shutdown_timeout

@@ -63,18 +63,25 @@ impl IdleRule {
     /// The rule for an idle timeout and a minimum rate in bytes per second
     /// (0: silence is the only rule).
     pub(crate) fn new(timeout: Duration, min_rate: u64) -> IdleRule {
-        // Saturating: an absurd rate over a year-long window is "never
-        // enough", not an overflow.
-        let quota = (min_rate as f64 * timeout.as_secs_f64()).ceil();
+        // rate x timeout, rounded up, in integers; an absurd rate over a
+        // year-long window saturates to "never enough", not an overflow.
+        let quota = (u128::from(min_rate) * timeout.as_nanos()).div_ceil(1_000_000_000);
         IdleRule {
             timeout,
-            quota: if quota >= u64::MAX as f64 {
-                u64::MAX
-            } else {
-                quota as u64
-            },
+            quota: u64::try_from(quota).unwrap_or(u64::MAX),
         }
     }
+}
+
+/// What the idle rule says at a given instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// The connection is idle: close it.
+    Idle,
+    /// Nothing to do before this instant.
+    Until(Instant),
+    /// Never: the deadlines lie beyond what an `Instant` can hold.
+    Never,
 }
 
 #[derive(Debug)]
@@ -84,6 +91,8 @@ struct IdleTimer {
     /// The current rate window and the bytes moved in it.
     window_start: Instant,
     window_bytes: u64,
+    /// The deadlines overflowed: the rule can never fire.
+    never: bool,
     // Boxed so that the connection can move; allocated once per connection.
     sleep: Pin<Box<Sleep>>,
 }
@@ -96,42 +105,82 @@ impl IdleTimer {
             last_activity: now,
             window_start: now,
             window_bytes: 0,
+            never: false,
             sleep: Box::pin(tokio::time::sleep(rule.timeout)),
         }
     }
 
-    /// Completes once a whole timeout has passed without activity, or a
-    /// window has closed short of its quota.
+    /// Judges the connection at `now`: idle if a whole timeout has passed
+    /// without activity, or a window has closed short of its quota. A
+    /// window that met its quota is followed by the next, from `now`.
+    fn judge(&mut self, now: Instant) -> Verdict {
+        let timeout = self.rule.timeout;
+        let Some(idle_deadline) = self.last_activity.checked_add(timeout) else {
+            return Verdict::Never;
+        };
+        if now >= idle_deadline {
+            return Verdict::Idle;
+        }
+        if self.rule.quota == 0 {
+            return Verdict::Until(idle_deadline);
+        }
+        let Some(window_end) = self.window_start.checked_add(timeout) else {
+            return Verdict::Never;
+        };
+        if now < window_end {
+            return Verdict::Until(idle_deadline.min(window_end));
+        }
+        if self.window_bytes < self.rule.quota {
+            return Verdict::Idle;
+        }
+        self.window_start = now;
+        self.window_bytes = 0;
+        match now.checked_add(timeout) {
+            Some(window_end) => Verdict::Until(idle_deadline.min(window_end)),
+            None => Verdict::Never,
+        }
+    }
+
+    /// Re-arms the timer for `verdict`; true if the connection is idle.
+    fn rearm(&mut self, verdict: Verdict) -> bool {
+        match verdict {
+            Verdict::Idle => true,
+            // The only place the timer wheel is touched after the first
+            // arming: once per timeout at most.
+            Verdict::Until(next) => {
+                self.sleep.as_mut().reset(next);
+                false
+            }
+            Verdict::Never => {
+                self.never = true;
+                false
+            }
+        }
+    }
+
+    /// True if the rule's next deadline has passed and it says idle. One
+    /// clock read: for a connection so busy that its timer is never
+    /// polled, which would otherwise never be judged.
+    fn idle_now(&mut self) -> bool {
+        let now = Instant::now();
+        if self.never || now < self.sleep.deadline() {
+            return false;
+        }
+        let verdict = self.judge(now);
+        self.rearm(verdict)
+    }
+
+    /// Completes once the rule says idle.
     async fn expired(&mut self) {
         loop {
-            self.sleep.as_mut().await;
-            let now = Instant::now();
-            let timeout = self.rule.timeout;
-            // `sleep` saturates far-future deadlines; so does this.
-            let (Some(idle_deadline), Some(window_end)) = (
-                self.last_activity.checked_add(timeout),
-                self.window_start.checked_add(timeout),
-            ) else {
+            if self.never {
                 std::future::pending::<()>().await;
-                return;
-            };
-            if now >= idle_deadline {
+            }
+            self.sleep.as_mut().await;
+            let verdict = self.judge(Instant::now());
+            if self.rearm(verdict) {
                 return;
             }
-            let mut next = idle_deadline;
-            if self.rule.quota > 0 {
-                if now >= window_end {
-                    if self.window_bytes < self.rule.quota {
-                        return;
-                    }
-                    self.window_start = now;
-                    self.window_bytes = 0;
-                }
-                next = next.min(self.window_start + timeout);
-            }
-            // This is the only place the timer wheel is touched after the
-            // first arming: once per timeout at most.
-            self.sleep.as_mut().reset(next);
         }
     }
 }
@@ -163,7 +212,10 @@ impl Connection {
 
     /// The socket itself. Bytes moved through it directly rather than
     /// through [`try_read`](Self::try_read) and
-    /// [`write_all`](Self::write_all) are not counted in the metrics.
+    /// [`write_all`](Self::write_all) are counted neither in the metrics
+    /// nor towards the minimum rate unless the handler reports them with
+    /// [`record`](Self::record): a handler that moves data this way and
+    /// does not would be closed as idle after one window.
     pub fn stream(&self) -> &TcpStream {
         &self.stream
     }
@@ -188,13 +240,26 @@ impl Connection {
         }
     }
 
-    /// The socket, for the `AsyncRead`/`AsyncWrite` helpers (uncounted, as
+    /// The socket, for the `AsyncRead`/`AsyncWrite` helpers (uncounted
+    /// unless reported with [`record`](Self::record), as with
     /// [`stream`](Self::stream)).
     pub fn stream_mut(&mut self) -> &mut TcpStream {
         &mut self.stream
     }
 
-    /// Records progress, so that the idle timeout counts from now.
+    /// Reports bytes moved through [`stream`](Self::stream) or
+    /// [`stream_mut`](Self::stream_mut): counted in the metrics and towards
+    /// the minimum rate, as those of `try_read` and `write_all` are.
+    pub fn record(&mut self, received: usize, sent: usize) {
+        self.moved(received.saturating_add(sent));
+        if self.metered {
+            tally::received(received);
+            tally::sent(sent);
+        }
+    }
+
+    /// Records activity, so that the idle timeout counts from now. Counts
+    /// no bytes towards the minimum rate: see [`record`](Self::record).
     pub fn touch(&mut self) {
         if let Some(idle) = &mut self.idle {
             idle.last_activity = Instant::now();
@@ -219,6 +284,13 @@ impl Connection {
             self.cut_seen = true;
             return Ok(Event::Shutdown);
         }
+        // A connection whose socket is always readable never gets to the
+        // timer below, so its rule is judged here, against the clock.
+        if let Some(idle) = &mut self.idle
+            && idle.idle_now()
+        {
+            return Ok(Event::IdleTimeout);
+        }
         let idle = self.idle.as_mut();
         let has_idle = idle.is_some();
         tokio::select! {
@@ -240,13 +312,14 @@ impl Connection {
     }
 
     /// Writes all of `buf`. The common case, a socket with room in its send
-    /// buffer, costs no timer. A peer that stops reading is given the idle
-    /// timeout to make room, counted afresh after every byte it takes; then
-    /// the write fails with `TimedOut`.
+    /// buffer, costs no timer. A peer that stops reading is held to the idle
+    /// rule while the write waits: the idle timeout counts from the last
+    /// byte the socket took, and the minimum rate still applies. When the
+    /// rule says idle, the write fails with `TimedOut`.
     /// Every byte the socket takes is counted in the metrics and towards
     /// the minimum rate.
     pub async fn write_all(&mut self, mut buf: &[u8]) -> io::Result<()> {
-        let timeout = self.idle.as_ref().map(|idle| idle.rule.timeout);
+        let mut waited = false;
         while !buf.is_empty() {
             match self.stream.try_write(buf) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -256,21 +329,25 @@ impl Connection {
                         tally::sent(n);
                     }
                     buf = &buf[n..];
+                    // Progress after a wait is activity; on the fast path
+                    // the handler's `touch` records it, without a clock
+                    // read per write.
+                    if waited {
+                        self.touch();
+                    }
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    let writable = self.stream.writable();
-                    match timeout {
-                        Some(timeout) => {
-                            tokio::time::timeout(timeout, writable)
-                                .await
-                                .map_err(|_| {
-                                    io::Error::new(
-                                        io::ErrorKind::TimedOut,
-                                        "peer did not read its echo within the idle timeout",
-                                    )
-                                })??
-                        }
-                        None => writable.await?,
+                    waited = true;
+                    let Some(idle) = self.idle.as_mut() else {
+                        self.stream.writable().await?;
+                        continue;
+                    };
+                    if idle.idle_now() {
+                        return Err(not_reading());
+                    }
+                    tokio::select! {
+                        writable = self.stream.writable() => writable?,
+                        () = idle.expired() => return Err(not_reading()),
                     }
                 }
                 Err(err) => return Err(err),
@@ -300,6 +377,14 @@ impl Connection {
         };
         let _ = tokio::time::timeout(limit, drain).await;
     }
+}
+
+/// The error of a write whose peer broke the idle rule.
+fn not_reading() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "peer did not read its echo within the idle rule (--idle-timeout, --min-rate)",
+    )
 }
 
 /// Size of the buffer that lingering reads discard into.

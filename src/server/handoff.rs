@@ -53,13 +53,15 @@ impl Drop for Counted {
 /// sharded layout, in the load of the shard that serves it.
 #[derive(Debug)]
 pub(crate) struct Admission {
-    // Both are held only for what their Drop releases.
+    // Held only for what their Drop releases, in this order: the client's
+    // place first, so that once the connection no longer counts as active
+    // (or its permit is free) the client may connect again.
+    #[expect(dead_code, reason = "held for its Drop")]
+    pub(crate) per_ip: Option<PerIpClaim>,
     #[expect(dead_code, reason = "held for its Drop")]
     pub(crate) permit: OwnedSemaphorePermit,
     #[expect(dead_code, reason = "held for its Drop")]
     pub(crate) active: Counted,
-    #[expect(dead_code, reason = "held for its Drop")]
-    pub(crate) per_ip: Option<PerIpClaim>,
     pub(crate) shard_load: Option<Counted>,
 }
 

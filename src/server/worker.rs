@@ -113,10 +113,12 @@ pub(crate) async fn serve_connection<H: Handler>(serving: Arc<Serving<H>>, accep
 
 /// How an outcome is counted in `tandem_connections_closed_total`.
 fn close_reason(outcome: &std::io::Result<Close>) -> CloseReason {
-    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, TimedOut};
     match outcome {
         Ok(Close::Eof) => CloseReason::Eof,
         Ok(Close::IdleTimeout) => CloseReason::IdleTimeout,
+        // A write whose peer did not read within the idle rule.
+        Err(err) if err.kind() == TimedOut => CloseReason::IdleTimeout,
         Ok(Close::Shutdown) => CloseReason::Shutdown,
         Err(err) if matches!(err.kind(), ConnectionReset | ConnectionAborted | BrokenPipe) => {
             CloseReason::Reset

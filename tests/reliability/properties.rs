@@ -242,6 +242,10 @@ fn arbitrary_writes_reads_and_half_closes_get_back_exactly_the_bytes_sent() {
             // Nothing written to the source tree: a failure prints its
             // minimal session, which is the regression to keep.
             failure_persistence: None,
+            // A failure that shows as a read timeout costs seconds per
+            // shrinking step: shrink for a minute at most, then report the
+            // smallest session found so far.
+            max_shrink_time: 60_000,
             ..Config::default()
         };
         let mut runner = TestRunner::new(config);

@@ -4,7 +4,7 @@
 //! Two rules do it, both on by default: `--idle-timeout` (300 s) closes a
 //! connection silent that long, and `--min-rate` (1 byte per second, in and
 //! out together) closes one that moves fewer than rate x idle-timeout bytes
-//! in any window of the idle timeout, however regularly it sends. These
+//! in a window of the idle timeout, however regularly it sends. These
 //! tests run the same rules on a scale of seconds.
 
 use std::io::{ErrorKind, Read, Write};
@@ -150,6 +150,96 @@ fn a_client_that_keeps_up_the_rate_outlives_many_windows() {
                     );
                     std::thread::sleep(Duration::from_millis(250));
                 }
+                assert!(server.stop().success(), "{layout}");
+            });
+        }
+    });
+}
+
+#[test]
+fn a_client_that_keeps_the_server_busy_but_moves_too_little_is_still_held_to_the_rate() {
+    std::thread::scope(|scope| {
+        for layout in LAYOUTS {
+            scope.spawn(move || busy_but_slow(layout));
+        }
+    });
+}
+
+/// The client keeps the server's receive buffer full, so its socket is
+/// always readable, and reads the echo at about 6 MB/s: never silent,
+/// quick enough that the server's writes never wait long, yet far below a
+/// minimum rate of 100 MB/s (200 MB per 2 s window). The rule must still
+/// close it, whether the server is reading or waiting to write.
+fn busy_but_slow(layout: &str) {
+    let mut server = TestServer::start(&[
+        "--layout",
+        layout,
+        "--idle-timeout",
+        "2s",
+        "--min-rate",
+        "100000000",
+    ]);
+    let started = Instant::now();
+    let client = server.connect();
+    let mut writer = client.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let chunk = [0x42u8; 64 * 1024];
+        // Fails once the server closes the connection.
+        while writer.write_all(&chunk).is_ok() {}
+    });
+    let mut reader = client;
+    reader.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let closed = loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break Instant::now(),
+            Ok(_) => std::thread::sleep(Duration::from_millis(10)),
+            Err(err) if err.kind() == ErrorKind::ConnectionReset => break Instant::now(),
+            Err(err) => panic!("{layout}: connection not closed by the server: {err}"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{layout}: a client moving 6 MB/s was not held to a 100 MB/s minimum"
+        );
+    };
+    let held = closed - started;
+    assert!(
+        held >= Duration::from_secs(2),
+        "{layout}: closed after {held:?}"
+    );
+    sender.join().unwrap();
+    assert!(server.stop().success(), "{layout}");
+}
+
+#[test]
+fn a_client_that_never_reads_its_echo_is_closed_and_counted_as_idle() {
+    std::thread::scope(|scope| {
+        for layout in LAYOUTS {
+            scope.spawn(move || {
+                let mut server = TestServer::start_with_admin(&[
+                    "--layout",
+                    layout,
+                    "--idle-timeout",
+                    "1s",
+                    "--min-rate",
+                    "0",
+                ]);
+                let mut client = server.connect_with_buffers(16 * 1024);
+                // Far more than the socket buffers hold: the server's write
+                // of the echo waits on a peer that never reads.
+                let chunk = [0x17u8; 64 * 1024];
+                let sent_until = Instant::now() + PATIENCE;
+                while client.write_all(&chunk).is_ok() && Instant::now() < sent_until {}
+                scrape_until(
+                    server.admin_addr(),
+                    &[
+                        (
+                            "tandem_connections_closed_total{reason=\"idle_timeout\"}",
+                            1.0,
+                        ),
+                        ("tandem_connections_closed_total{reason=\"error\"}", 0.0),
+                    ],
+                );
                 assert!(server.stop().success(), "{layout}");
             });
         }

@@ -62,6 +62,8 @@ fn resetter(server: std::net::SocketAddr, stop: Arc<AtomicBool>, resets: Arc<Ato
     let payload = vec![0x5a; 64 * 1024];
     while !stop.load(Ordering::Relaxed) {
         let Ok(mut stream) = TcpStream::connect(server) else {
+            // Not a busy loop if the server stops answering.
+            std::thread::sleep(Duration::from_millis(50));
             continue;
         };
         let _ = stream.write_all(&payload);
