@@ -17,7 +17,7 @@ use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 
-use crate::clients::{echo_own_bytes, gather};
+use crate::clients::{echo_own_bytes, gather, runtime};
 use crate::common::admin::scrape_until;
 use crate::common::{LAYOUTS, PATIENCE, TestServer};
 
@@ -50,11 +50,7 @@ async fn burst(addr: SocketAddr) -> (Vec<TcpStream>, usize) {
 
 #[test]
 fn five_hundred_clients_at_once_through_a_hand_off_of_one_are_all_served_in_every_layout() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     for layout in LAYOUTS {
         let mut server = TestServer::start_with_admin(&[
             "--layout",

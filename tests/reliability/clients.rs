@@ -9,6 +9,15 @@ use tokio::time::timeout;
 
 use crate::common::{PATIENCE, random_bytes};
 
+/// The runtime the clients run on: two threads, like the machine.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime for the clients")
+}
+
 /// Sends client `index`'s own `size` bytes (its index, then random bytes)
 /// and reads as many back; true if they are exactly what it sent. Panics,
 /// naming the client, on an error or after `PATIENCE`.

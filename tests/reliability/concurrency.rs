@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 
-use crate::clients::{echo_own_bytes, gather};
+use crate::clients::{echo_own_bytes, gather, runtime};
 use crate::common::admin::scrape_until;
 use crate::common::{LAYOUTS, PATIENCE, TestServer};
 
@@ -73,11 +73,7 @@ fn five_thousand_simultaneous_connections_all_echo_their_own_bytes_in_every_layo
     // The clients' descriptors, with room for the other cases that run
     // beside this one in the same process.
     allow_descriptors(CLIENTS as u64 + 2048);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     for layout in LAYOUTS {
         let mut server = TestServer::start_with_admin(&["--layout", layout]);
         let admin = server.admin_addr();
