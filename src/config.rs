@@ -141,6 +141,13 @@ pub struct ServeOptions {
     #[arg(long, env = "TANDEM_BACKLOG", value_name = "N")]
     pub backlog: Option<u32>,
 
+    /// SO_REUSEPORT: let several tandem processes listen on the same
+    /// address and port, the kernel spreading connections among them
+    /// [default: false].
+    #[arg(long, env = "TANDEM_REUSE_PORT", value_name = "BOOL", num_args = 0..=1,
+          default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub reuse_port: Option<bool>,
+
     /// Largest chunk read and echoed at once, in bytes [default: 4096].
     #[arg(long, env = "TANDEM_BUFFER_SIZE", value_name = "BYTES")]
     pub buffer_size: Option<usize>,
@@ -192,6 +199,8 @@ pub struct ServeConfig {
     pub admin_listen: Option<SocketAddr>,
     /// Listen backlog.
     pub backlog: u32,
+    /// Share the port with other processes (SO_REUSEPORT).
+    pub reuse_port: bool,
     /// Runtimes, limits and timeouts of the server.
     pub server: ServerConfig,
     /// Behaviour of the echo handler.
@@ -274,6 +283,7 @@ impl ServeOptions {
             handoff_capacity: self.handoff_capacity.or(lower.handoff_capacity),
             max_connections: self.max_connections.or(lower.max_connections),
             backlog: self.backlog.or(lower.backlog),
+            reuse_port: self.reuse_port.or(lower.reuse_port),
             buffer_size: self.buffer_size.or(lower.buffer_size),
             nodelay: self.nodelay.or(lower.nodelay),
             append_newline: self.append_newline.or(lower.append_newline),
@@ -358,6 +368,7 @@ impl ServeOptions {
             listen: self.listen.unwrap_or(DEFAULT_LISTEN),
             admin_listen: self.admin_listen,
             backlog,
+            reuse_port: self.reuse_port.unwrap_or(false),
             server,
             echo,
             log_format: self.log_format.unwrap_or(LogFormat::Text),

@@ -146,7 +146,13 @@ fn run(config: ServeConfig) -> anyhow::Result<()> {
     // Before the `listening on` line: a supervisor may signal as soon as it
     // reads it, and the default action of SIGTERM skips the graceful path.
     let shutdown = watch_signals()?;
-    let listener = tandem::server::bind(config.listen, config.backlog)?;
+    let listener = tandem::server::bind_with(
+        config.listen,
+        tandem::server::ListenOptions {
+            backlog: config.backlog,
+            reuse_port: config.reuse_port,
+        },
+    )?;
     let addr = listener
         .local_addr()
         .context("cannot read the bound address")?;
@@ -154,6 +160,7 @@ fn run(config: ServeConfig) -> anyhow::Result<()> {
     info!(
         listen = %addr,
         admin_listen = %config.admin_listen.map_or("off".to_owned(), |a| a.to_string()),
+        reuse_port = config.reuse_port,
         layout = %server.layout,
         acceptor_threads = server.acceptor_threads,
         workers = server.workers,

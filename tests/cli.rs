@@ -15,7 +15,7 @@ use nix::sys::signal::Signal;
 use serde_json::{Map, Value};
 
 /// Every flag of `tandem serve`.
-const SERVE_FLAGS: [&str; 18] = [
+const SERVE_FLAGS: [&str; 19] = [
     "--listen",
     "--admin-listen",
     "--layout",
@@ -24,6 +24,7 @@ const SERVE_FLAGS: [&str; 18] = [
     "--handoff-capacity",
     "--max-connections",
     "--max-connections-per-ip",
+    "--reuse-port",
     "--backlog",
     "--buffer-size",
     "--nodelay",

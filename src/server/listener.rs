@@ -1,12 +1,24 @@
 //! The listening socket, built with socket2 so that the backlog, address
-//! reuse and the IPv6-only flag are set explicitly rather than left to
-//! whatever `std` chooses.
+//! reuse, port sharing and the IPv6-only flag are set explicitly rather
+//! than left to whatever `std` chooses.
 
 use std::net::{SocketAddr, TcpListener};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::ServerError;
+
+/// How a listener is set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenOptions {
+    /// Listen backlog (the kernel caps it at `net.core.somaxconn`).
+    pub backlog: u32,
+    /// `SO_REUSEPORT`: several processes (or listeners) bind the same
+    /// address and port, and the kernel spreads new connections among them,
+    /// by a hash of each connection's addresses and ports. Every one of them
+    /// must set it, and on Linux they must run as the same user.
+    pub reuse_port: bool,
+}
 
 /// Binds a non-blocking listener on `addr` with a listen backlog of
 /// `backlog` (the kernel caps it at `net.core.somaxconn`).
@@ -15,10 +27,28 @@ use super::ServerError;
 /// TIME_WAIT; an IPv6 address listens for IPv6 only, so that `[::]:8000` and
 /// `0.0.0.0:8000` can be served by two processes, as with most servers.
 pub fn bind(addr: SocketAddr, backlog: u32) -> Result<TcpListener, ServerError> {
+    bind_with(
+        addr,
+        ListenOptions {
+            backlog,
+            reuse_port: false,
+        },
+    )
+}
+
+/// [`bind`], with every option of [`ListenOptions`].
+pub fn bind_with(addr: SocketAddr, options: ListenOptions) -> Result<TcpListener, ServerError> {
+    let ListenOptions {
+        backlog,
+        reuse_port,
+    } = options;
     let listen_error = |cause| ServerError::Listen { addr, cause };
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
         .map_err(listen_error)?;
     socket.set_reuse_address(true).map_err(listen_error)?;
+    if reuse_port {
+        socket.set_reuse_port(true).map_err(listen_error)?;
+    }
     if addr.is_ipv6() {
         socket.set_only_v6(true).map_err(listen_error)?;
     }

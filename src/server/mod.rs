@@ -35,7 +35,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 pub use self::layout::Layout;
-pub use self::listener::bind;
+pub use self::listener::{ListenOptions, bind, bind_with};
 use self::worker::Serving;
 use crate::admin::{Admin, Readiness};
 use crate::connection::IdleRule;
