@@ -47,6 +47,9 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// to recycle a client that trickles a byte every few seconds, too little
 /// to trouble anyone who uses the connection.
 pub const DEFAULT_MIN_RATE: u64 = 1;
+/// How long a load balancer may take to send the PROXY header: it sends it
+/// at once, so this only bounds connections that will never send one.
+pub const DEFAULT_PROXY_PROTOCOL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long live connections are served after a shutdown signal.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -185,6 +188,16 @@ pub struct ServeOptions {
     #[arg(long, env = "TANDEM_SHUTDOWN_TIMEOUT", value_name = "DURATION")]
     pub shutdown_timeout: Option<HumanDuration>,
 
+    /// Require a PROXY protocol header (v1 or v2) at the start of every
+    /// connection, and take the client address from it [default: false].
+    #[arg(long, env = "TANDEM_PROXY_PROTOCOL", value_name = "BOOL", num_args = 0..=1,
+          default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub proxy_protocol: Option<bool>,
+
+    /// How long a connection may take to send its PROXY header [default: 5s].
+    #[arg(long, env = "TANDEM_PROXY_PROTOCOL_TIMEOUT", value_name = "DURATION")]
+    pub proxy_protocol_timeout: Option<HumanDuration>,
+
     /// Log format on stderr: text or json [default: text].
     #[arg(long, env = "TANDEM_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -292,6 +305,8 @@ impl ServeOptions {
             min_rate: self.min_rate.or(lower.min_rate),
             max_connections_per_ip: self.max_connections_per_ip.or(lower.max_connections_per_ip),
             shutdown_timeout: self.shutdown_timeout.or(lower.shutdown_timeout),
+            proxy_protocol: self.proxy_protocol.or(lower.proxy_protocol),
+            proxy_protocol_timeout: self.proxy_protocol_timeout.or(lower.proxy_protocol_timeout),
             log_format: self.log_format.or(lower.log_format),
         }
     }
@@ -336,6 +351,14 @@ impl ServeOptions {
                     .map_or(DEFAULT_SHUTDOWN_TIMEOUT, |d| d.0),
             )?,
             nodelay: self.nodelay.unwrap_or(true),
+            proxy_protocol: match self.proxy_protocol {
+                Some(true) => Some(positive(
+                    "proxy_protocol_timeout",
+                    self.proxy_protocol_timeout
+                        .map_or(DEFAULT_PROXY_PROTOCOL_TIMEOUT, |d| d.0),
+                )?),
+                _ => None,
+            },
         };
         // The server's own ranges, reported under the option's three names.
         if let Err(ServerError::InvalidConfig { field, rule, value }) = server.validate() {
@@ -402,6 +425,18 @@ fn at_most(option: &'static str, value: Duration) -> Result<Duration, ConfigErro
         });
     }
     Ok(value)
+}
+
+/// A timeout that must be neither zero nor beyond a year.
+fn positive(option: &'static str, value: Duration) -> Result<Duration, ConfigError> {
+    if value.is_zero() {
+        return Err(ConfigError::Invalid {
+            option: OptionName(option),
+            rule: "must be more than 0".to_owned(),
+            value: "0s".to_owned(),
+        });
+    }
+    at_most(option, value)
 }
 
 #[cfg(test)]

@@ -174,6 +174,7 @@ fn run(config: ServeConfig) -> anyhow::Result<()> {
         simulate_work = %humantime::format_duration(config.echo.simulate_work),
         idle_timeout = %server.idle_timeout.map_or("off".to_owned(), |d| humantime::format_duration(d).to_string()),
         min_rate = server.min_rate,
+        proxy_protocol = %server.proxy_protocol.map_or("off".to_owned(), |d| format!("on, header within {}", humantime::format_duration(d))),
         shutdown_timeout = %humantime::format_duration(server.shutdown_timeout),
         "tandem serve starting"
     );

@@ -15,7 +15,7 @@ use nix::sys::signal::Signal;
 use serde_json::{Map, Value};
 
 /// Every flag of `tandem serve`.
-const SERVE_FLAGS: [&str; 19] = [
+const SERVE_FLAGS: [&str; 21] = [
     "--listen",
     "--admin-listen",
     "--layout",
@@ -33,6 +33,8 @@ const SERVE_FLAGS: [&str; 19] = [
     "--idle-timeout",
     "--min-rate",
     "--shutdown-timeout",
+    "--proxy-protocol",
+    "--proxy-protocol-timeout",
     "--log-format",
     "--config",
 ];
@@ -251,6 +253,12 @@ const INVALID: &[Invalid] = &[
         name: "buffer size beyond 16 MiB",
         args: &["--buffer-size", "1073741824"],
         expect: &["--buffer-size", "must be between 1 and", "got 1073741824"],
+        ..PLAIN
+    },
+    Invalid {
+        name: "zero PROXY header timeout",
+        args: &["--proxy-protocol", "--proxy-protocol-timeout", "0s"],
+        expect: &["--proxy-protocol-timeout", "must be more than 0"],
         ..PLAIN
     },
     Invalid {

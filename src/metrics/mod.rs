@@ -74,6 +74,10 @@ const HELP: &[(&str, &str)] = &[
     ),
     ("tandem_accept_errors_total", "Accept errors, by kind."),
     (
+        "tandem_proxy_header_errors_total",
+        "Connections closed for a missing or malformed PROXY protocol header, by kind.",
+    ),
+    (
         "tandem_runtime_workers",
         "Worker threads of each tokio runtime.",
     ),
@@ -135,6 +139,11 @@ impl fmt::Display for CloseReason {
     }
 }
 
+/// The `kind` label values of `tandem_proxy_header_errors_total`: the
+/// peer closed first, sent something else, sent nothing within the
+/// timeout, or the socket failed.
+pub(crate) const PROXY_HEADER_ERROR_KINDS: [&str; 4] = ["closed", "malformed", "timeout", "error"];
+
 /// The `kind` label values of `tandem_accept_errors_total`: what
 /// [`crate::server`]'s accept-error policy sorts errors into.
 pub(crate) const ACCEPT_ERROR_KINDS: [&str; 10] = [
@@ -163,6 +172,7 @@ struct Inner {
     rejected: Counter,
     closed: [Counter; CloseReason::ALL.len()],
     accept_errors: [Counter; ACCEPT_ERROR_KINDS.len()],
+    proxy_header_errors: [Counter; PROXY_HEADER_ERROR_KINDS.len()],
     bytes_received: Counter,
     bytes_sent: Counter,
     totals: Arc<Totals>,
@@ -235,11 +245,18 @@ impl Metrics {
         });
         let accept_errors = ACCEPT_ERROR_KINDS
             .map(|kind| counter("tandem_accept_errors_total", &[("kind", kind.to_owned())]));
+        let proxy_header_errors = PROXY_HEADER_ERROR_KINDS.map(|kind| {
+            counter(
+                "tandem_proxy_header_errors_total",
+                &[("kind", kind.to_owned())],
+            )
+        });
         let inner = Inner {
             accepted: counter("tandem_connections_accepted_total", &[]),
             rejected: counter("tandem_connections_rejected_total", &[]),
             closed,
             accept_errors,
+            proxy_header_errors,
             bytes_received: counter("tandem_bytes_received_total", &[]),
             bytes_sent: counter("tandem_bytes_sent_total", &[]),
             totals: Arc::new(Totals::default()),
@@ -362,6 +379,16 @@ impl Metrics {
             .position(|r| *r == reason)
             .unwrap_or(CloseReason::ALL.len() - 1);
         self.inner.closed[index].increment(count as u64);
+    }
+
+    /// Counts a refused PROXY header of `kind`, one of
+    /// [`PROXY_HEADER_ERROR_KINDS`]; any other counts as `error`.
+    pub(crate) fn proxy_header_error(&self, kind: &str) {
+        let index = PROXY_HEADER_ERROR_KINDS
+            .iter()
+            .position(|k| *k == kind)
+            .unwrap_or(PROXY_HEADER_ERROR_KINDS.len() - 1);
+        self.inner.proxy_header_errors[index].increment(1);
     }
 
     /// Counts an accept error of `kind`, one of [`ACCEPT_ERROR_KINDS`];

@@ -27,7 +27,6 @@ use tracing::warn;
 
 use super::acceptor::Acceptor;
 use super::handoff::{Dispatch, ShardQueue};
-use super::per_ip::PerIpLimit;
 use super::worker::{Serving, receive_handoffs};
 use super::{ServerConfig, ServerError};
 use crate::handler::Handler;
@@ -244,8 +243,13 @@ pub(crate) fn start<H: Handler>(
     };
     let listener = Arc::new(listener);
     let dispatch = Arc::new(dispatch);
-    // One count per server, shared by every accept task.
-    let per_ip = config.max_connections_per_ip.map(PerIpLimit::new);
+    // One count per server, shared by every accept task. Behind a PROXY
+    // protocol load balancer every connection comes from the balancer: the
+    // serving side counts clients once it has read their headers.
+    let per_ip = serving
+        .per_ip
+        .clone()
+        .filter(|_| serving.proxy_protocol.is_none());
     let mut accept_tasks = JoinSet::new();
     for _ in 0..acceptor_tasks {
         let acceptor = Acceptor {

@@ -5,6 +5,7 @@
 //! - `limits`: `--max-connections` reconciled with RLIMIT_NOFILE;
 //! - `acceptor`: the accept loop, its backpressure and its error policy;
 //! - `per_ip`: `--max-connections-per-ip`, the connections each client holds;
+//! - `proxy_header`: `--proxy-protocol`, the header naming the real client;
 //! - `handoff`: what crosses from the acceptor to the serving runtime;
 //! - `layout`: the runtimes of `split`, `single` and `sharded`;
 //! - `worker`: the connection task on the serving side.
@@ -20,6 +21,7 @@ mod layout;
 mod limits;
 pub mod listener;
 mod per_ip;
+mod proxy_header;
 mod worker;
 
 use std::future::Future;
@@ -36,6 +38,7 @@ use tracing::{info, warn};
 
 pub use self::layout::Layout;
 pub use self::listener::{ListenOptions, bind, bind_with};
+use self::per_ip::PerIpLimit;
 use self::worker::Serving;
 use crate::admin::{Admin, Readiness};
 use crate::connection::IdleRule;
@@ -89,6 +92,12 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// Set TCP_NODELAY on accepted sockets. Default: true.
     pub nodelay: bool,
+    /// Require a PROXY protocol header (v1 or v2) at the start of every
+    /// connection, arriving within this long; the client it names stands
+    /// for the connection's peer (logs, `--max-connections-per-ip`). A
+    /// connection without a valid header is closed unserved and counted.
+    /// Default: `None`, no header expected.
+    pub proxy_protocol: Option<Duration>,
 }
 
 impl ServerConfig {
@@ -129,6 +138,7 @@ impl Default for ServerConfig {
             max_connections_per_ip: None,
             idle_timeout: Some(crate::config::DEFAULT_IDLE_TIMEOUT),
             min_rate: crate::config::DEFAULT_MIN_RATE,
+            proxy_protocol: None,
             shutdown_timeout: crate::config::DEFAULT_SHUTDOWN_TIMEOUT,
             nodelay: true,
         }
@@ -278,6 +288,8 @@ impl Server {
                 .idle_timeout
                 .map(|timeout| IdleRule::new(timeout, config.min_rate)),
             nodelay: config.nodelay,
+            proxy_protocol: config.proxy_protocol,
+            per_ip: config.max_connections_per_ip.map(PerIpLimit::new),
             cut: cut_rx,
             tracker: TaskTracker::new(),
             active: Arc::new(AtomicUsize::new(0)),

@@ -16,6 +16,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, trace, warn};
 
 use super::handoff::Accepted;
+use super::per_ip::PerIpLimit;
+use super::proxy_header;
 use crate::connection::{Connection, IdleRule};
 use crate::handler::{Close, Handler};
 use crate::metrics::{CloseReason, Metrics};
@@ -25,6 +27,11 @@ pub(crate) struct Serving<H> {
     pub(crate) handler: H,
     pub(crate) idle: Option<IdleRule>,
     pub(crate) nodelay: bool,
+    /// `--proxy-protocol`: the header timeout, when a header is required.
+    pub(crate) proxy_protocol: Option<Duration>,
+    /// `--max-connections-per-ip`: counted by the acceptor, or here once
+    /// the PROXY header has named the client.
+    pub(crate) per_ip: Option<Arc<PerIpLimit>>,
     /// Flips to `true` when the shutdown timeout has passed.
     pub(crate) cut: watch::Receiver<bool>,
     /// Every connection task and hand-off receiver, so that shutdown can
@@ -63,13 +70,13 @@ pub(crate) async fn receive_handoffs<H: Handler>(
 pub(crate) async fn serve_connection<H: Handler>(serving: Arc<Serving<H>>, accepted: Accepted) {
     let Accepted {
         stream,
-        peer,
+        mut peer,
         accepted_at,
         admission,
     } = accepted;
     // Registering here, not in the acceptor, binds the socket to this
     // runtime's reactor (invariant 1).
-    let stream = match TcpStream::from_std(stream) {
+    let mut stream = match TcpStream::from_std(stream) {
         Ok(stream) => stream,
         Err(err) => {
             warn!(%peer, cause = %err, "cannot register connection with the serving runtime");
@@ -89,6 +96,41 @@ pub(crate) async fn serve_connection<H: Handler>(serving: Arc<Serving<H>>, accep
     {
         debug!(%peer, cause = %err, "cannot set TCP_NODELAY");
     }
+    // Behind a load balancer: the header first, then the client it names
+    // is the peer, and is counted against its limit.
+    let mut client_place = None;
+    if let Some(header_timeout) = serving.proxy_protocol {
+        let header = tokio::time::timeout(header_timeout, proxy_header::read(&mut stream)).await;
+        let refused = match header {
+            Ok(Ok(client)) => {
+                trace!(balancer = %peer, ?client, "PROXY header read");
+                peer = client.unwrap_or(peer);
+                None
+            }
+            Ok(Err(err)) => Some((err.kind(), err.to_string())),
+            Err(_) => Some(("timeout", "no PROXY header within the timeout".to_owned())),
+        };
+        if let Some((kind, why)) = refused {
+            debug!(%peer, kind, why, "closing a connection without a valid PROXY header");
+            if let Some(metrics) = &serving.metrics {
+                metrics.proxy_header_error(kind);
+                metrics.connection_rejected();
+            }
+            return;
+        }
+        if let Some(limit) = &serving.per_ip {
+            match limit.try_claim(peer.ip()) {
+                Some(claim) => client_place = Some(claim),
+                None => {
+                    debug!(%peer, "client over --max-connections-per-ip; closing");
+                    if let Some(metrics) = &serving.metrics {
+                        metrics.connection_rejected();
+                    }
+                    return;
+                }
+            }
+        }
+    }
     let mut conn = Connection::new(
         stream,
         peer,
@@ -104,6 +146,8 @@ pub(crate) async fn serve_connection<H: Handler>(serving: Arc<Serving<H>>, accep
         Box::pin(conn.linger(LINGER)).await;
     }
     drop(conn);
+    // The client's place first, as in `Admission`.
+    drop(client_place);
     drop(admission);
     if let Some(metrics) = &serving.metrics {
         metrics.connection_closed(close_reason(&outcome));

@@ -1,0 +1,201 @@
+//! `--proxy-protocol`: behind a load balancer, every connection starts with
+//! a PROXY header (v1 text or v2 binary) naming the real client. The server
+//! strips it, echoes only what follows, and takes the client's address from
+//! it for its logs and for `--max-connections-per-ip`. A connection whose
+//! header is malformed, or that sends none within the timeout, is closed
+//! without an echo and counted.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::admin::scrape_until;
+use common::{LAYOUTS, PATIENCE, TestServer, random_bytes};
+use ppp::v2::{Builder, Command, IPv4, IPv6, Protocol, Version};
+
+/// A v1 header naming `client` (an IPv4 `address:port`).
+fn v1(client: &str) -> Vec<u8> {
+    let (address, port) = client.split_once(':').unwrap();
+    format!("PROXY TCP4 {address} 127.0.0.1 {port} 8000\r\n").into_bytes()
+}
+
+/// A v2 `PROXY` header naming `client`.
+fn v2(client: std::net::SocketAddr) -> Vec<u8> {
+    let builder = match client {
+        std::net::SocketAddr::V4(v4) => Builder::with_addresses(
+            Version::Two | Command::Proxy,
+            Protocol::Stream,
+            IPv4::new(*v4.ip(), [127, 0, 0, 1].into(), v4.port(), 8000),
+        ),
+        std::net::SocketAddr::V6(v6) => Builder::with_addresses(
+            Version::Two | Command::Proxy,
+            Protocol::Stream,
+            IPv6::new(*v6.ip(), std::net::Ipv6Addr::LOCALHOST, v6.port(), 8000),
+        ),
+    };
+    builder.build().unwrap()
+}
+
+/// Sends `header` and `payload` in one write, half-closes, and returns
+/// everything the server sent back before its FIN (or reset).
+fn exchange(server: &TestServer, header: &[u8], payload: &[u8]) -> Vec<u8> {
+    let mut stream = server.connect();
+    let mut first = header.to_vec();
+    first.extend_from_slice(payload);
+    // The write may fail if the server already refused the connection.
+    let _ = stream.write_all(&first);
+    let _ = stream.shutdown(Shutdown::Write);
+    read_until_closed(&mut stream)
+}
+
+fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
+    let mut back = Vec::new();
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return back,
+            Ok(n) => back.extend_from_slice(&buf[..n]),
+            Err(err) if err.kind() == ErrorKind::ConnectionReset => return back,
+            Err(err) => panic!("neither echo nor close: {err}"),
+        }
+    }
+}
+
+#[test]
+fn a_v1_header_is_stripped_and_its_client_appears_in_the_log_in_every_layout() {
+    for layout in LAYOUTS {
+        let mut server = TestServer::start_with_env(
+            &[("RUST_LOG", "tandem=debug")],
+            &["--layout", layout, "--proxy-protocol"],
+        );
+        let payload = random_bytes(100_000);
+        let back = exchange(&server, &v1("192.0.2.1:5555"), &payload);
+        assert!(back == payload, "{layout}: the echo is not the payload");
+        server.wait_for_log("peer=192.0.2.1:5555");
+        assert!(server.stop().success(), "{layout}");
+    }
+}
+
+#[test]
+fn a_v2_header_is_stripped_in_every_layout_for_ipv4_and_ipv6_clients() {
+    for layout in LAYOUTS {
+        let mut server = TestServer::start(&["--layout", layout, "--proxy-protocol"]);
+        for client in ["192.0.2.7:40000", "[2001:db8::7]:40001"] {
+            let payload = random_bytes(70_000);
+            let back = exchange(&server, &v2(client.parse().unwrap()), &payload);
+            assert!(
+                back == payload,
+                "{layout}, {client}: the echo is not the payload"
+            );
+        }
+        assert!(server.stop().success(), "{layout}");
+    }
+}
+
+#[test]
+fn a_v2_local_header_from_a_health_check_is_served() {
+    let mut server = TestServer::start(&["--proxy-protocol"]);
+    let local = Builder::with_addresses(
+        Version::Two | Command::Local,
+        Protocol::Stream,
+        IPv4::new([127, 0, 0, 1], [127, 0, 0, 1], 1, 8000),
+    )
+    .build()
+    .unwrap();
+    assert_eq!(exchange(&server, &local, b"alive?"), b"alive?");
+    assert!(server.stop().success());
+}
+
+#[test]
+fn a_malformed_header_closes_the_connection_unechoed_and_is_counted_in_every_layout() {
+    for layout in LAYOUTS {
+        let mut server = TestServer::start_with_admin(&["--layout", layout, "--proxy-protocol"]);
+        let cases: [&[u8]; 3] = [
+            b"GET / HTTP/1.1\r\nHost: tandem\r\n\r\n",
+            b"PROXY TCP4 not-an-address 127.0.0.1 1 2\r\n",
+            &[b'P'; 200],
+        ];
+        for header in cases {
+            let back = exchange(&server, header, b"must not come back");
+            assert!(back.is_empty(), "{layout}: echoed {back:?}");
+        }
+        scrape_until(
+            server.admin_addr(),
+            &[
+                ("tandem_proxy_header_errors_total{kind=\"malformed\"}", 3.0),
+                ("tandem_connections_rejected_total", 3.0),
+                ("tandem_connections_active", 0.0),
+            ],
+        );
+        assert!(server.stop().success(), "{layout}");
+    }
+}
+
+#[test]
+fn a_connection_without_a_header_is_closed_after_the_timeout_and_counted() {
+    let mut server =
+        TestServer::start_with_admin(&["--proxy-protocol", "--proxy-protocol-timeout", "300ms"]);
+    let started = Instant::now();
+    // Silent, and then a few bytes that are not a whole header either.
+    let mut silent = server.connect();
+    let mut short = server.connect();
+    short.write_all(b"hello").unwrap();
+    for stream in [&mut silent, &mut short] {
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        assert!(read_until_closed(stream).is_empty());
+    }
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    scrape_until(
+        server.admin_addr(),
+        &[("tandem_proxy_header_errors_total{kind=\"timeout\"}", 2.0)],
+    );
+    assert!(server.stop().success());
+}
+
+#[test]
+fn the_per_client_limit_counts_the_client_the_header_names() {
+    for layout in LAYOUTS {
+        let mut server = TestServer::start_with_admin(&[
+            "--layout",
+            layout,
+            "--proxy-protocol",
+            "--max-connections-per-ip",
+            "1",
+        ]);
+        // Every connection comes from 127.0.0.1, the balancer; the headers
+        // name two clients.
+        let mut first = server.connect();
+        first.write_all(&v1("192.0.2.1:1000")).unwrap();
+        first.write_all(b"one").unwrap();
+        let mut echoed = [0u8; 3];
+        first.read_exact(&mut echoed).unwrap();
+        assert_eq!(&echoed, b"one");
+
+        let same_client = exchange(&server, &v1("192.0.2.1:1001"), b"two");
+        assert!(
+            same_client.is_empty(),
+            "{layout}: a second connection of 192.0.2.1 was served"
+        );
+        let other_client = exchange(&server, &v1("192.0.2.2:1000"), b"three");
+        assert_eq!(other_client, b"three", "{layout}");
+        scrape_until(
+            server.admin_addr(),
+            &[("tandem_connections_rejected_total", 1.0)],
+        );
+        drop(first);
+        assert!(server.stop().success(), "{layout}");
+    }
+}
+
+#[test]
+fn without_the_option_a_header_is_echoed_like_any_bytes() {
+    let mut server = TestServer::start(&[]);
+    let header = v1("192.0.2.1:5555");
+    assert_eq!(
+        exchange(&server, &header, b"x"),
+        [&header[..], b"x"].concat()
+    );
+    assert!(server.stop().success());
+}
