@@ -88,3 +88,184 @@ fn reuse_port_is_read_from_the_environment_and_the_config_file() {
     assert!(first.stop().success());
     assert!(second.stop().success());
 }
+
+/// HAProxy from `contrib/haproxy/haproxy.cfg`, with the test's ports, in
+/// the foreground. Killed on drop.
+struct HaProxy {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl HaProxy {
+    /// Starts HAProxy in front of `instances` (listen and admin addresses)
+    /// on a free port, retrying if the port is taken meanwhile.
+    fn start(instances: [(std::net::SocketAddr, std::net::SocketAddr); 2]) -> HaProxy {
+        let recipe = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/contrib/haproxy/haproxy.cfg"
+        ))
+        .expect("read contrib/haproxy/haproxy.cfg");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut failures = Vec::new();
+        for _ in 0..5 {
+            let addr = free_addr();
+            let mut config = recipe.replace("127.0.0.1:7000", &addr.to_string());
+            for (n, (listen, admin)) in instances.iter().enumerate() {
+                config = config
+                    .replace(&format!("127.0.0.1:700{}", n + 1), &listen.to_string())
+                    .replace(
+                        &format!("port 900{}", n + 1),
+                        &format!("port {}", admin.port()),
+                    );
+            }
+            let path = dir.path().join("haproxy.cfg");
+            std::fs::write(&path, config).expect("write haproxy.cfg");
+            let mut child = std::process::Command::new("haproxy")
+                .arg("-db")
+                .arg("-f")
+                .arg(&path)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|err| {
+                    panic!("cannot run haproxy ({err}); install it (.ci/run does)")
+                });
+            let deadline = std::time::Instant::now() + common::PATIENCE;
+            loop {
+                if TcpStream::connect(addr).is_ok() {
+                    return HaProxy {
+                        child,
+                        addr,
+                        _dir: dir,
+                    };
+                }
+                if let Ok(Some(status)) = child.try_wait() {
+                    let mut stderr = String::new();
+                    if let Some(mut pipe) = child.stderr.take() {
+                        let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+                    }
+                    assert!(
+                        stderr.contains("Address already in use"),
+                        "haproxy exited with {status}: {stderr}"
+                    );
+                    failures.push(stderr);
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "haproxy did not listen on {addr}"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+        panic!("haproxy did not start: {failures:?}");
+    }
+
+    /// A client connected through HAProxy.
+    fn connect(&self) -> TcpStream {
+        let stream = TcpStream::connect(self.addr).expect("connect through haproxy");
+        stream.set_read_timeout(Some(common::PATIENCE)).unwrap();
+        stream.set_write_timeout(Some(common::PATIENCE)).unwrap();
+        stream
+    }
+}
+
+impl Drop for HaProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An address on 127.0.0.1 that was free a moment ago.
+fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("bind 127.0.0.1:0")
+}
+
+/// Streaming clients through HAProxy, started together.
+fn stream_through(
+    haproxy: &HaProxy,
+    clients: usize,
+) -> (
+    Vec<common::streamer::Streamer>,
+    std::sync::Arc<common::streamer::Progress>,
+) {
+    use common::streamer::{Progress, Streamer, random_pool};
+    let pool = random_pool();
+    let progress = std::sync::Arc::new(Progress::default());
+    let start = std::sync::Arc::new(std::sync::Barrier::new(clients + 1));
+    let streamers = (0..clients)
+        .map(|_| {
+            Streamer::start(
+                haproxy.connect(),
+                pool.clone(),
+                start.clone(),
+                progress.clone(),
+            )
+        })
+        .collect();
+    start.wait();
+    (streamers, progress)
+}
+
+#[test]
+fn behind_haproxy_both_instances_serve_and_stopping_one_loses_no_byte() {
+    use std::sync::atomic::Ordering;
+    let args = ["--proxy-protocol", "--admin-listen", "127.0.0.1:0"];
+    let mut first = TestServer::start(&args);
+    let mut second = TestServer::start(&args);
+    let haproxy = HaProxy::start([
+        (first.addr, first.admin_addr()),
+        (second.addr, second.admin_addr()),
+    ]);
+
+    // Round robin: both instances serve.
+    for _ in 0..8 {
+        let mut client = haproxy.connect();
+        assert_eq!(round_trip(&mut client, b"which one?"), b"which one?");
+    }
+    let (a, b) = (accepted(&first), accepted(&second));
+    assert!(a >= 2.0 && b >= 2.0, "connections split {a} / {b}");
+
+    // Clients stream through both, and the first instance is stopped.
+    let (streamers, progress) = stream_through(&haproxy, 10);
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    while progress.echoing.load(Ordering::Relaxed) < 10 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not every client is echoing"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    first.signal(nix::sys::signal::Signal::SIGTERM);
+    first.wait_for_log("draining live connections");
+
+    // New connections all go to the second.
+    let before = (accepted(&first), accepted(&second));
+    for _ in 0..10 {
+        let mut client = haproxy.connect();
+        assert_eq!(round_trip(&mut client, b"after"), b"after");
+    }
+    assert_eq!(
+        accepted(&first),
+        before.0,
+        "the stopping instance took a connection"
+    );
+    assert_eq!(accepted(&second), before.1 + 10.0);
+
+    // The streaming clients, half of them on the stopping instance, finish:
+    // every byte comes back.
+    progress.stop.store(true, Ordering::Relaxed);
+    for (i, streamer) in streamers.into_iter().enumerate() {
+        let sent = streamer.writer.join().unwrap().expect("send");
+        let echoed = streamer.reader.join().unwrap().expect("read");
+        assert_eq!(echoed, sent, "client {i} lost bytes through haproxy");
+    }
+    assert!(first.wait().success(), "{}", first.stderr());
+    drop(haproxy);
+    assert!(second.stop().success());
+}

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test file uses its own part of this harness
 
 pub mod admin;
+pub mod streamer;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
