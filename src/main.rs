@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use sd_notify::NotifyState;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tandem::bench::BenchOptions;
@@ -146,13 +147,21 @@ fn run(config: ServeConfig) -> anyhow::Result<()> {
     // Before the `listening on` line: a supervisor may signal as soon as it
     // reads it, and the default action of SIGTERM skips the graceful path.
     let shutdown = watch_signals()?;
-    let listener = tandem::server::bind_with(
-        config.listen,
-        tandem::server::ListenOptions {
-            backlog: config.backlog,
-            reuse_port: config.reuse_port,
-        },
-    )?;
+    let listener = match tandem::server::inherited()? {
+        Some(listener) => {
+            info!(
+                "serving the socket passed by the service manager; --listen, --backlog and --reuse-port do not apply"
+            );
+            listener
+        }
+        None => tandem::server::bind_with(
+            config.listen,
+            tandem::server::ListenOptions {
+                backlog: config.backlog,
+                reuse_port: config.reuse_port,
+            },
+        )?,
+    };
     let addr = listener
         .local_addr()
         .context("cannot read the bound address")?;
@@ -197,7 +206,20 @@ fn run(config: ServeConfig) -> anyhow::Result<()> {
             warn!(cause = %err, "cannot write to stdout");
         }
     }
-    let report = running.wait(shutdown.cancelled_owned())?;
+    // Under systemd (`Type=notify`): ready once serving, stopping from the
+    // first signal. Without NOTIFY_SOCKET these do nothing.
+    notify(&[
+        NotifyState::Ready,
+        NotifyState::Status(&format!("serving on {addr}")),
+    ]);
+    let stopping = async move {
+        shutdown.cancelled().await;
+        notify(&[
+            NotifyState::Stopping,
+            NotifyState::Status("draining connections"),
+        ]);
+    };
+    let report = running.wait(stopping)?;
     info!(
         live = report.live,
         drained = report.drained,
@@ -205,6 +227,13 @@ fn run(config: ServeConfig) -> anyhow::Result<()> {
         "shutdown complete"
     );
     Ok(())
+}
+
+/// Tells the service manager about a change of state, if one listens.
+fn notify(states: &[NotifyState]) {
+    if let Err(err) = sd_notify::notify(states) {
+        warn!(cause = %err, "cannot notify the service manager (NOTIFY_SOCKET)");
+    }
 }
 
 /// Cancels the returned token on the first SIGTERM or SIGINT; exits the

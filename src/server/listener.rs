@@ -1,6 +1,7 @@
-//! The listening socket, built with socket2 so that the backlog, address
+//! The listening socket: built with socket2 so that the backlog, address
 //! reuse, port sharing and the IPv6-only flag are set explicitly rather
-//! than left to whatever `std` chooses.
+//! than left to whatever `std` chooses, or inherited from a service manager
+//! that opened it (systemd socket activation).
 
 use std::net::{SocketAddr, TcpListener};
 
@@ -57,4 +58,35 @@ pub fn bind_with(addr: SocketAddr, options: ListenOptions) -> Result<TcpListener
     socket.listen(backlog).map_err(listen_error)?;
     socket.set_nonblocking(true).map_err(listen_error)?;
     Ok(socket.into())
+}
+
+/// The listening socket a service manager passed in (systemd socket
+/// activation: `LISTEN_FDS`, `LISTEN_PID`, the first descriptor from 3 on),
+/// made non-blocking; `None` when none was passed to this process.
+///
+/// The manager set its backlog and options (`Backlog=`, `ReusePort=` in the
+/// `.socket` unit); a descriptor that is not a listening TCP socket is an
+/// error.
+pub fn inherited() -> Result<Option<TcpListener>, ServerError> {
+    let mut passed = listenfd::ListenFd::from_env();
+    if passed.len() == 0 {
+        return Ok(None);
+    }
+    let refused = |cause| ServerError::Inherited { cause };
+    let listener = passed
+        .take_tcp_listener(0)
+        .map_err(refused)?
+        .ok_or_else(|| refused(std::io::Error::other("descriptor 3 was already taken")))?;
+    // listenfd checks the family and type; listen(2) having been called is
+    // what makes it a listener.
+    let listening = Socket::from(listener.try_clone().map_err(refused)?)
+        .is_listener()
+        .map_err(refused)?;
+    if !listening {
+        return Err(refused(std::io::Error::other(
+            "descriptor 3 is a TCP socket, but not listening",
+        )));
+    }
+    listener.set_nonblocking(true).map_err(refused)?;
+    Ok(Some(listener))
 }

@@ -37,7 +37,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 pub use self::layout::Layout;
-pub use self::listener::{ListenOptions, bind, bind_with};
+pub use self::listener::{ListenOptions, bind, bind_with, inherited};
 use self::per_ip::PerIpLimit;
 use self::worker::Serving;
 use crate::admin::{Admin, Readiness};
@@ -156,6 +156,12 @@ pub enum ServerError {
         /// The address asked for.
         addr: SocketAddr,
         /// The OS reason.
+        cause: io::Error,
+    },
+    /// The socket passed by a service manager (`LISTEN_FDS`) is unusable.
+    #[error("cannot use the socket passed by the service manager (LISTEN_FDS): {cause}")]
+    Inherited {
+        /// What is wrong with it.
         cause: io::Error,
     },
     /// A runtime or one of its threads could not be started.
