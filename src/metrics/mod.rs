@@ -139,6 +139,15 @@ impl fmt::Display for CloseReason {
     }
 }
 
+/// Where `label` stands among `labels`, whose last is the catch-all for
+/// anything else.
+fn label_index(labels: &[&str], label: &str) -> usize {
+    labels
+        .iter()
+        .position(|known| *known == label)
+        .unwrap_or(labels.len() - 1)
+}
+
 /// The `kind` label values of `tandem_proxy_header_errors_total`: the
 /// peer closed first, sent something else, sent nothing within the
 /// timeout, or the socket failed.
@@ -384,21 +393,13 @@ impl Metrics {
     /// Counts a refused PROXY header of `kind`, one of
     /// [`PROXY_HEADER_ERROR_KINDS`]; any other counts as `error`.
     pub(crate) fn proxy_header_error(&self, kind: &str) {
-        let index = PROXY_HEADER_ERROR_KINDS
-            .iter()
-            .position(|k| *k == kind)
-            .unwrap_or(PROXY_HEADER_ERROR_KINDS.len() - 1);
-        self.inner.proxy_header_errors[index].increment(1);
+        self.inner.proxy_header_errors[label_index(&PROXY_HEADER_ERROR_KINDS, kind)].increment(1);
     }
 
     /// Counts an accept error of `kind`, one of [`ACCEPT_ERROR_KINDS`];
     /// an unknown kind counts as `other`.
     pub(crate) fn accept_error(&self, kind: &str) {
-        let index = ACCEPT_ERROR_KINDS
-            .iter()
-            .position(|k| *k == kind)
-            .unwrap_or(ACCEPT_ERROR_KINDS.len() - 1);
-        self.inner.accept_errors[index].increment(1);
+        self.inner.accept_errors[label_index(&ACCEPT_ERROR_KINDS, kind)].increment(1);
     }
 
     pub(crate) fn handoff_waited(&self, wait: Duration) {
