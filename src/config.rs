@@ -47,6 +47,9 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// to recycle a client that trickles a byte every few seconds, too little
 /// to trouble anyone who uses the connection.
 pub const DEFAULT_MIN_RATE: u64 = 1;
+/// Datagrams per second answered per source address with `--udp`: plenty
+/// for a person or a probe, little for a reflection attack.
+pub const DEFAULT_UDP_RATE_LIMIT: u32 = 100;
 /// How long a load balancer may take to send the PROXY header: it sends it
 /// at once, so this only bounds connections that will never send one.
 pub const DEFAULT_PROXY_PROTOCOL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -188,6 +191,15 @@ pub struct ServeOptions {
     #[arg(long, env = "TANDEM_SHUTDOWN_TIMEOUT", value_name = "DURATION")]
     pub shutdown_timeout: Option<HumanDuration>,
 
+    /// Also echo UDP datagrams on the same address and port [default: false].
+    #[arg(long, env = "TANDEM_UDP", value_name = "BOOL", num_args = 0..=1,
+          default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub udp: Option<bool>,
+
+    /// UDP datagrams answered per second per source address [default: 100].
+    #[arg(long, env = "TANDEM_UDP_RATE_LIMIT", value_name = "N")]
+    pub udp_rate_limit: Option<u32>,
+
     /// Require a PROXY protocol header (v1 or v2) at the start of every
     /// connection, and take the client address from it [default: false].
     #[arg(long, env = "TANDEM_PROXY_PROTOCOL", value_name = "BOOL", num_args = 0..=1,
@@ -214,6 +226,9 @@ pub struct ServeConfig {
     pub backlog: u32,
     /// Share the port with other processes (SO_REUSEPORT).
     pub reuse_port: bool,
+    /// Also echo UDP, answering each source at most this many times a
+    /// second; `None` without `--udp`.
+    pub udp_rate_limit: Option<u32>,
     /// Runtimes, limits and timeouts of the server.
     pub server: ServerConfig,
     /// Behaviour of the echo handler.
@@ -305,6 +320,8 @@ impl ServeOptions {
             min_rate: self.min_rate.or(lower.min_rate),
             max_connections_per_ip: self.max_connections_per_ip.or(lower.max_connections_per_ip),
             shutdown_timeout: self.shutdown_timeout.or(lower.shutdown_timeout),
+            udp: self.udp.or(lower.udp),
+            udp_rate_limit: self.udp_rate_limit.or(lower.udp_rate_limit),
             proxy_protocol: self.proxy_protocol.or(lower.proxy_protocol),
             proxy_protocol_timeout: self.proxy_protocol_timeout.or(lower.proxy_protocol_timeout),
             log_format: self.log_format.or(lower.log_format),
@@ -392,6 +409,15 @@ impl ServeOptions {
             admin_listen: self.admin_listen,
             backlog,
             reuse_port: self.reuse_port.unwrap_or(false),
+            udp_rate_limit: match self.udp {
+                Some(true) => Some(in_range(
+                    "udp_rate_limit",
+                    self.udp_rate_limit.unwrap_or(DEFAULT_UDP_RATE_LIMIT),
+                    1,
+                    1_000_000,
+                )?),
+                _ => None,
+            },
             server,
             echo,
             log_format: self.log_format.unwrap_or(LogFormat::Text),

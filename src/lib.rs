@@ -14,6 +14,8 @@
 //! - [`buffer`]: [`Buffer`], data buffers lent per chunk so that idle
 //!   connections hold none and the hot path does not allocate.
 //! - [`echo`]: the echo handler (RFC 862, plus `--append-newline`).
+//! - `udp`: UDP echo (`--udp`) on the serving runtime, with its reflection
+//!   guard and per-source rate limit; [`Server::udp`] turns it on.
 //! - [`metrics`](mod@metrics): [`Metrics`], the server's Prometheus series,
 //!   fed without an atomic operation per read, and sampled per runtime.
 //! - `admin`: the admin endpoint (`/metrics`, `/healthz`, `/readyz`) on a
@@ -49,6 +51,7 @@ pub mod metrics;
 mod admin;
 pub mod server;
 pub mod suite;
+mod udp;
 
 pub use buffer::Buffer;
 pub use connection::{Connection, Event};

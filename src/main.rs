@@ -170,6 +170,7 @@ fn run(config: ServeConfig) -> anyhow::Result<()> {
         listen = %addr,
         admin_listen = %config.admin_listen.map_or("off".to_owned(), |a| a.to_string()),
         reuse_port = config.reuse_port,
+        udp = %config.udp_rate_limit.map_or("off".to_owned(), |rate| format!("on, {rate}/s per source")),
         layout = %server.layout,
         acceptor_threads = server.acceptor_threads,
         workers = server.workers,
@@ -192,7 +193,14 @@ fn run(config: ServeConfig) -> anyhow::Result<()> {
     if let Some(admin) = config.admin_listen {
         server = server.admin(tandem::server::bind(admin, ADMIN_BACKLOG)?);
     }
+    if let Some(rate_limit) = config.udp_rate_limit {
+        // The TCP listener's address, its port resolved.
+        server = server.udp(tandem::server::bind_udp(addr)?, rate_limit);
+    }
     let running = server.start(listener, Echo::new(config.echo))?;
+    if let Some(udp) = running.udp_addr() {
+        info!(udp = %udp, "echoing UDP datagrams too");
+    }
     // The first line on stdout, printed once connections are being served:
     // the contract scripts rely on to learn the port.
     let mut lines = vec![format!("listening on {addr}")];

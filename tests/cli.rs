@@ -15,7 +15,7 @@ use nix::sys::signal::Signal;
 use serde_json::{Map, Value};
 
 /// Every flag of `tandem serve`.
-const SERVE_FLAGS: [&str; 21] = [
+const SERVE_FLAGS: [&str; 23] = [
     "--listen",
     "--admin-listen",
     "--layout",
@@ -33,6 +33,8 @@ const SERVE_FLAGS: [&str; 21] = [
     "--idle-timeout",
     "--min-rate",
     "--shutdown-timeout",
+    "--udp",
+    "--udp-rate-limit",
     "--proxy-protocol",
     "--proxy-protocol-timeout",
     "--log-format",
@@ -259,6 +261,12 @@ const INVALID: &[Invalid] = &[
         name: "zero PROXY header timeout",
         args: &["--proxy-protocol", "--proxy-protocol-timeout", "0s"],
         expect: &["--proxy-protocol-timeout", "must be more than 0"],
+        ..PLAIN
+    },
+    Invalid {
+        name: "zero UDP rate limit",
+        args: &["--udp", "--udp-rate-limit", "0"],
+        expect: &["--udp-rate-limit", "must be between 1 and", "got 0"],
         ..PLAIN
     },
     Invalid {

@@ -28,6 +28,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, Prometheu
 
 use self::runtimes::RuntimeProbe;
 use self::tally::Totals;
+use crate::udp::Outcome;
 
 /// Bucket bounds of `tandem_handoff_wait_seconds`, from 10 µs (an idle
 /// server) to 10 s (a hand-off queue thousands deep behind a stalled worker).
@@ -73,6 +74,10 @@ const HELP: &[(&str, &str)] = &[
         "Time from accept to the start of serving.",
     ),
     ("tandem_accept_errors_total", "Accept errors, by kind."),
+    (
+        "tandem_udp_datagrams_total",
+        "UDP datagrams received (--udp), by what became of them.",
+    ),
     (
         "tandem_proxy_header_errors_total",
         "Connections closed for a missing or malformed PROXY protocol header, by kind.",
@@ -182,6 +187,7 @@ struct Inner {
     closed: [Counter; CloseReason::ALL.len()],
     accept_errors: [Counter; ACCEPT_ERROR_KINDS.len()],
     proxy_header_errors: [Counter; PROXY_HEADER_ERROR_KINDS.len()],
+    udp_datagrams: [Counter; Outcome::ALL.len()],
     bytes_received: Counter,
     bytes_sent: Counter,
     totals: Arc<Totals>,
@@ -254,6 +260,12 @@ impl Metrics {
         });
         let accept_errors = ACCEPT_ERROR_KINDS
             .map(|kind| counter("tandem_accept_errors_total", &[("kind", kind.to_owned())]));
+        let udp_datagrams = Outcome::ALL.map(|outcome| {
+            counter(
+                "tandem_udp_datagrams_total",
+                &[("outcome", outcome.label().to_owned())],
+            )
+        });
         let proxy_header_errors = PROXY_HEADER_ERROR_KINDS.map(|kind| {
             counter(
                 "tandem_proxy_header_errors_total",
@@ -266,6 +278,7 @@ impl Metrics {
             closed,
             accept_errors,
             proxy_header_errors,
+            udp_datagrams,
             bytes_received: counter("tandem_bytes_received_total", &[]),
             bytes_sent: counter("tandem_bytes_sent_total", &[]),
             totals: Arc::new(Totals::default()),
@@ -388,6 +401,15 @@ impl Metrics {
             .position(|r| *r == reason)
             .unwrap_or(CloseReason::ALL.len() - 1);
         self.inner.closed[index].increment(count as u64);
+    }
+
+    /// Counts a UDP datagram and what became of it.
+    pub(crate) fn udp_datagram(&self, outcome: Outcome) {
+        let index = Outcome::ALL
+            .iter()
+            .position(|o| *o == outcome)
+            .unwrap_or(Outcome::ALL.len() - 1);
+        self.inner.udp_datagrams[index].increment(1);
     }
 
     /// Counts a refused PROXY header of `kind`, one of

@@ -58,6 +58,9 @@ pub(crate) struct Started {
     /// One thread per shard, each running its own runtime until `shards_stop`.
     shards: Vec<JoinHandle<()>>,
     shards_stop: CancellationToken,
+    /// Where work of the serving side is spawned: the worker runtime, or
+    /// the first shard.
+    serving_handle: tokio::runtime::Handle,
     /// The accept tasks; they end when `accept_stop` is cancelled.
     accept_tasks: JoinSet<()>,
     accept_stop: CancellationToken,
@@ -116,6 +119,7 @@ pub(crate) fn start<H: Handler>(
     // waiting forever.
     let stop_shards_on_error = shards_stop.clone().drop_guard();
     let queued = serving.queued.clone();
+    let mut first_shard = None;
     let (acceptor, workers, shards, dispatch, acceptor_tasks, queue_capacity) = match config.layout
     {
         Layout::Single => {
@@ -169,6 +173,9 @@ pub(crate) fn start<H: Handler>(
                     &format!("shard-{index}"),
                     metrics,
                 )?;
+                if index == 0 {
+                    first_shard = Some(runtime.handle().clone());
+                }
                 let capacity = shard_capacity(config.handoff_capacity, config.workers, index);
                 total_capacity += capacity;
                 let (sender, queue) = mpsc::channel(capacity);
@@ -265,9 +272,18 @@ pub(crate) fn start<H: Handler>(
     }
 
     stop_shards_on_error.disarm();
+    let serving_handle = workers
+        .as_ref()
+        .map(|workers| workers.handle().clone())
+        .or(first_shard)
+        .ok_or_else(|| ServerError::Runtime {
+            role: "tandem-worker".to_owned(),
+            cause: std::io::Error::other("layout has no serving runtime"),
+        })?;
     Ok(Started {
         acceptor,
         workers,
+        serving_handle,
         shards,
         shards_stop,
         accept_tasks,
@@ -308,6 +324,11 @@ impl Started {
     pub(crate) async fn stop_accepting(&mut self) {
         self.accept_stop.cancel();
         self.acceptors_ended().await;
+    }
+
+    /// Where work of the serving side is spawned.
+    pub(crate) fn serving_handle(&self) -> &tokio::runtime::Handle {
+        &self.serving_handle
     }
 
     /// Shuts the acceptor runtime down. Must not be called from async code.

@@ -3,7 +3,7 @@
 //! than left to whatever `std` chooses, or inherited from a service manager
 //! that opened it (systemd socket activation).
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -89,4 +89,18 @@ pub fn inherited() -> Result<Option<TcpListener>, ServerError> {
     }
     listener.set_nonblocking(true).map_err(refused)?;
     Ok(Some(listener))
+}
+
+/// Binds a non-blocking UDP socket on `addr` (IPv6 only for an IPv6
+/// address, as [`bind`] does), for [`Server::udp`](super::Server::udp).
+pub fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, ServerError> {
+    let listen_error = |cause| ServerError::Listen { addr, cause };
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
+        .map_err(listen_error)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true).map_err(listen_error)?;
+    }
+    socket.bind(&addr.into()).map_err(listen_error)?;
+    socket.set_nonblocking(true).map_err(listen_error)?;
+    Ok(socket.into())
 }

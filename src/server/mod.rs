@@ -33,11 +33,12 @@ use std::time::Duration;
 
 use thiserror::Error;
 use tokio::sync::{Semaphore, watch};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 pub use self::layout::Layout;
-pub use self::listener::{ListenOptions, bind, bind_with, inherited};
+pub use self::listener::{ListenOptions, bind, bind_udp, bind_with, inherited};
 use self::per_ip::PerIpLimit;
 use self::worker::Serving;
 use crate::admin::{Admin, Readiness};
@@ -164,6 +165,12 @@ pub enum ServerError {
         /// What is wrong with it.
         cause: io::Error,
     },
+    /// The UDP socket could not be set up on the serving runtime.
+    #[error("cannot serve UDP: {cause}")]
+    Udp {
+        /// The OS reason.
+        cause: io::Error,
+    },
     /// A runtime or one of its threads could not be started.
     #[error("cannot start the {role} runtime: {cause}")]
     Runtime {
@@ -210,6 +217,7 @@ pub struct ShutdownReport {
 pub struct Server {
     config: ServerConfig,
     admin: Option<std::net::TcpListener>,
+    udp: Option<(std::net::UdpSocket, u32)>,
 }
 
 /// A started server: accepting and serving until [`Running::wait`] sees its
@@ -225,6 +233,8 @@ pub struct Running<H> {
     /// Dropped after the serving runtimes, so that the drain stays
     /// observable.
     admin: Option<Admin>,
+    /// The UDP echo's address, and what stops it.
+    udp: Option<(SocketAddr, CancellationToken)>,
 }
 
 impl Server {
@@ -233,7 +243,18 @@ impl Server {
         Server {
             config,
             admin: None,
+            udp: None,
         }
+    }
+
+    /// Also echoes UDP datagrams (RFC 862) on `socket`, from a task on the
+    /// serving runtime (the worker runtime, or the first shard). Datagrams
+    /// from the ports of reflecting services (7, 13, 17, 19, 37, and 0) are
+    /// never answered, and each source address is answered at most
+    /// `rate_limit` times a second. It stops when the shutdown begins.
+    pub fn udp(mut self, socket: std::net::UdpSocket, rate_limit: u32) -> Self {
+        self.udp = Some((socket, rate_limit.max(1)));
+        self
     }
 
     /// Keeps [`Metrics`] and serves the admin endpoint on `listener`, from a
@@ -276,7 +297,7 @@ impl Server {
         if tokio::runtime::Handle::try_current().is_ok() {
             return Err(ServerError::InsideRuntime);
         }
-        let Server { config, admin } = self;
+        let Server { config, admin, udp } = self;
         config.validate()?;
         // The caller's thread waits on this runtime; it has no threads of
         // its own and serves no connection.
@@ -312,6 +333,29 @@ impl Server {
         if let Some(metrics) = &serving.metrics {
             metrics.connection_limit(max_connections);
         }
+        let udp = match udp {
+            Some((socket, rate_limit)) => {
+                let handle = started.serving_handle().clone();
+                let udp_error = |cause| ServerError::Udp { cause };
+                socket.set_nonblocking(true).map_err(udp_error)?;
+                let addr = socket.local_addr().map_err(udp_error)?;
+                // Registered with the serving runtime's reactor, as the TCP
+                // connections are.
+                let socket = {
+                    let _entered = handle.enter();
+                    tokio::net::UdpSocket::from_std(socket).map_err(udp_error)?
+                };
+                let stop = CancellationToken::new();
+                handle.spawn(crate::udp::serve(
+                    socket,
+                    rate_limit,
+                    stop.clone(),
+                    serving.metrics.clone(),
+                ));
+                Some((addr, stop))
+            }
+            None => None,
+        };
         let readiness = Readiness::default();
         let admin = match (admin, &serving.metrics) {
             (Some(listener), Some(metrics)) => {
@@ -328,6 +372,7 @@ impl Server {
             cut,
             readiness,
             admin,
+            udp,
         })
     }
 }
@@ -336,6 +381,11 @@ impl<H> Running<H> {
     /// The admin endpoint's address, if the server has one.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin.as_ref().map(Admin::local_addr)
+    }
+
+    /// The address the UDP echo answers on, if it runs.
+    pub fn udp_addr(&self) -> Option<SocketAddr> {
+        self.udp.as_ref().map(|(addr, _)| *addr)
     }
 
     /// The server's metrics, kept when it has an admin endpoint.
@@ -364,6 +414,7 @@ impl<H: Handler> Running<H> {
             cut,
             readiness,
             admin,
+            udp,
         } = self;
         let acceptor_failed = control.block_on(async {
             tokio::select! {
@@ -374,6 +425,10 @@ impl<H: Handler> Running<H> {
         // Before anything stops: a load balancer polling `/readyz` moves
         // new clients elsewhere while the live ones drain.
         readiness.stopping();
+        // Datagrams have no connection to drain: the UDP echo stops here.
+        if let Some((_, stop)) = &udp {
+            stop.cancel();
+        }
         if acceptor_failed {
             warn!("every accept task has ended; shutting down");
         }

@@ -1,0 +1,235 @@
+//! UDP echo (RFC 862): `--udp` answers each datagram on the TCP listener's
+//! address and port with the same bytes, from a task on the serving
+//! runtime (the worker runtime, or the first shard), never the acceptor.
+//!
+//! An echo service that answers anyone is a reflector: a forged source
+//! address turns it against a victim, and two reflecting services aimed at
+//! each other loop forever. So it never answers datagrams from the ports of
+//! the classic reflecting services (echo 7, daytime 13, qotd 17, chargen
+//! 19, time 37, and port 0), and it answers each source address at most
+//! `--udp-rate-limit` times a second (a token bucket per address, refilled
+//! continuously, holding at most one second's worth). The buckets are
+//! bounded: past [`MAX_SOURCES`] addresses, buckets idle for a second are
+//! swept, and if that frees none, new addresses go unanswered until it
+//! does.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use crate::metrics::Metrics;
+
+/// Source ports of services that answer whatever they receive: a datagram
+/// from one is never answered.
+pub const REFLECTING_PORTS: [u16; 6] = [0, 7, 13, 17, 19, 37];
+/// Most source addresses with a rate-limit bucket at once.
+pub const MAX_SOURCES: usize = 65_536;
+/// The largest UDP payload over IPv4 (IPv6 jumbograms aside).
+const MAX_DATAGRAM: usize = 65_507;
+/// Pause after a failed receive, so that a socket error cannot spin.
+const ERROR_PAUSE: Duration = Duration::from_millis(10);
+
+/// What became of a datagram: the `outcome` label of
+/// `tandem_udp_datagrams_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Echoed,
+    RateLimited,
+    Reflection,
+    Error,
+}
+
+impl Outcome {
+    pub(crate) const ALL: [Outcome; 4] = [
+        Outcome::Echoed,
+        Outcome::RateLimited,
+        Outcome::Reflection,
+        Outcome::Error,
+    ];
+
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Outcome::Echoed => "echoed",
+            Outcome::RateLimited => "rate_limited",
+            Outcome::Reflection => "reflection",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+/// A token bucket per source address.
+#[derive(Debug)]
+struct SourceLimiter {
+    /// Datagrams per second, and the most a bucket holds.
+    rate: f64,
+    buckets: HashMap<IpAddr, Bucket>,
+    last_sweep: Instant,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl SourceLimiter {
+    fn new(rate: u32, now: Instant) -> SourceLimiter {
+        SourceLimiter {
+            rate: f64::from(rate),
+            buckets: HashMap::new(),
+            last_sweep: now,
+        }
+    }
+
+    /// True if `source` may be answered at `now`, spending one token.
+    fn allow(&mut self, source: IpAddr, now: Instant) -> bool {
+        if !self.buckets.contains_key(&source) && self.buckets.len() >= MAX_SOURCES {
+            self.sweep(now);
+            if self.buckets.len() >= MAX_SOURCES {
+                return false;
+            }
+        }
+        let rate = self.rate;
+        let bucket = self.buckets.entry(source).or_insert(Bucket {
+            tokens: rate,
+            at: now,
+        });
+        let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * rate).min(rate);
+        bucket.at = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Forgets buckets idle for a second: they have refilled, and a new
+    /// bucket is the same. At most once a second.
+    fn sweep(&mut self, now: Instant) {
+        if now.saturating_duration_since(self.last_sweep) < Duration::from_secs(1) {
+            return;
+        }
+        self.last_sweep = now;
+        self.buckets
+            .retain(|_, bucket| now.saturating_duration_since(bucket.at) < Duration::from_secs(1));
+    }
+}
+
+/// True if a datagram from `source` must not be answered.
+fn is_reflector(source: SocketAddr) -> bool {
+    REFLECTING_PORTS.contains(&source.port())
+}
+
+/// Echoes datagrams on `socket` until `stop` is cancelled, answering each
+/// source at most `rate_limit` times a second.
+pub(crate) async fn serve(
+    socket: UdpSocket,
+    rate_limit: u32,
+    stop: CancellationToken,
+    metrics: Option<Metrics>,
+) {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut limiter = SourceLimiter::new(rate_limit, Instant::now());
+    let count = |outcome: Outcome| {
+        if let Some(metrics) = &metrics {
+            metrics.udp_datagram(outcome);
+        }
+    };
+    loop {
+        let received = tokio::select! {
+            biased;
+            () = stop.cancelled() => return,
+            received = socket.recv_from(&mut buf) => received,
+        };
+        let (len, source) = match received {
+            Ok(received) => received,
+            Err(err) => {
+                debug!(cause = %err, "UDP receive failed");
+                count(Outcome::Error);
+                tokio::time::sleep(ERROR_PAUSE).await;
+                continue;
+            }
+        };
+        if is_reflector(source) {
+            debug!(%source, "UDP datagram from a reflecting service's port; not answered");
+            count(Outcome::Reflection);
+            continue;
+        }
+        if !limiter.allow(source.ip(), Instant::now()) {
+            count(Outcome::RateLimited);
+            continue;
+        }
+        match send(&socket, &buf[..len], source).await {
+            Ok(()) => count(Outcome::Echoed),
+            Err(err) => {
+                debug!(%source, cause = %err, "UDP echo failed");
+                count(Outcome::Error);
+            }
+        }
+    }
+}
+
+async fn send(socket: &UdpSocket, datagram: &[u8], to: SocketAddr) -> io::Result<()> {
+    let sent = socket.send_to(datagram, to).await?;
+    if sent != datagram.len() {
+        return Err(io::Error::other("datagram truncated"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([192, 0, 2, last])
+    }
+
+    #[test]
+    fn the_reflecting_services_ports_are_never_answered() {
+        for port in [0, 7, 13, 17, 19, 37] {
+            assert!(is_reflector(SocketAddr::new(ip(1), port)), "{port}");
+        }
+        for port in [8, 1024, 53000] {
+            assert!(!is_reflector(SocketAddr::new(ip(1), port)), "{port}");
+        }
+    }
+
+    #[test]
+    fn a_source_gets_a_seconds_worth_at_once_then_the_rate() {
+        let start = Instant::now();
+        let mut limiter = SourceLimiter::new(10, start);
+        let burst = (0..50).filter(|_| limiter.allow(ip(1), start)).count();
+        assert_eq!(burst, 10);
+        // Another source has its own bucket.
+        assert!(limiter.allow(ip(2), start));
+        // Half a second refills half the bucket.
+        let later = start + Duration::from_millis(500);
+        let refilled = (0..50).filter(|_| limiter.allow(ip(1), later)).count();
+        assert_eq!(refilled, 5);
+    }
+
+    #[test]
+    fn the_buckets_are_bounded_and_idle_ones_are_swept() {
+        let start = Instant::now();
+        let mut limiter = SourceLimiter::new(1, start);
+        for n in 0..MAX_SOURCES as u32 {
+            assert!(limiter.allow(IpAddr::from(n.to_be_bytes()), start));
+        }
+        // Full, and nothing idle yet: a new source is not answered.
+        let newcomer = IpAddr::from([203, 0, 113, 1]);
+        assert!(!limiter.allow(newcomer, start));
+        // A second later every bucket is idle: swept, and room is made.
+        let later = start + Duration::from_secs(2);
+        assert!(limiter.allow(newcomer, later));
+        assert_eq!(limiter.buckets.len(), 1);
+    }
+}
