@@ -109,11 +109,12 @@ pub enum CloseReason {
     Eof,
     /// The peer reset the connection or went away mid-write.
     Reset,
-    /// Nothing happened for the idle timeout.
+    /// The idle rule closed it: silent, or below the minimum rate, for the
+    /// idle timeout, or not reading its echo.
     IdleTimeout,
     /// Cut at the end of the shutdown timeout.
     Shutdown,
-    /// Any other I/O error, including a peer that would not take its echo.
+    /// Any other I/O error.
     Error,
 }
 
@@ -396,20 +397,14 @@ impl Metrics {
     }
 
     pub(crate) fn connections_closed(&self, reason: CloseReason, count: usize) {
-        let index = CloseReason::ALL
-            .iter()
-            .position(|r| *r == reason)
-            .unwrap_or(CloseReason::ALL.len() - 1);
-        self.inner.closed[index].increment(count as u64);
+        // `ALL` lists the variants in declaration order.
+        self.inner.closed[reason as usize].increment(count as u64);
     }
 
     /// Counts a UDP datagram and what became of it.
     pub(crate) fn udp_datagram(&self, outcome: Outcome) {
-        let index = Outcome::ALL
-            .iter()
-            .position(|o| *o == outcome)
-            .unwrap_or(Outcome::ALL.len() - 1);
-        self.inner.udp_datagrams[index].increment(1);
+        // `ALL` lists the variants in declaration order.
+        self.inner.udp_datagrams[outcome as usize].increment(1);
     }
 
     /// Counts a refused PROXY header of `kind`, one of

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::handoff::{Accepted, Admission, Counted, Dispatch};
-use super::per_ip::PerIpLimit;
+use super::per_ip::{self, PerIpLimit};
 use crate::handler::Handler;
 use crate::metrics::Metrics;
 
@@ -197,21 +197,12 @@ impl<H: Handler> Acceptor<H> {
             if let Some(metrics) = &self.metrics {
                 metrics.connection_accepted();
             }
-            let per_ip = match &self.per_ip {
-                Some(limit) => match limit.try_claim(peer.ip()) {
-                    Some(claim) => Some(claim),
-                    None => {
-                        // Closed before it costs anything more: no task, no
-                        // registration with a reactor, no hand-off.
-                        debug!(%peer, "client over --max-connections-per-ip; closing");
-                        drop(stream);
-                        if let Some(metrics) = &self.metrics {
-                            metrics.connection_rejected();
-                        }
-                        continue;
-                    }
-                },
-                None => None,
+            // Refused before it costs anything more: no task, no
+            // registration with a reactor, no hand-off.
+            let Ok(per_ip) = per_ip::admit(self.per_ip.as_ref(), peer, self.metrics.as_ref())
+            else {
+                drop(stream);
+                continue;
             };
             if let Err(err) = stream.set_nonblocking(true) {
                 debug!(%peer, cause = %err, "cannot make accepted socket non-blocking; dropping it");

@@ -120,6 +120,14 @@ pub(crate) fn start<H: Handler>(
     let stop_shards_on_error = shards_stop.clone().drop_guard();
     let queued = serving.queued.clone();
     let mut first_shard = None;
+    let acceptor_runtime = || {
+        multi_thread(
+            "tandem-accept",
+            "acceptor",
+            config.acceptor_threads,
+            metrics,
+        )
+    };
     let (acceptor, workers, shards, dispatch, acceptor_tasks, queue_capacity) = match config.layout
     {
         Layout::Single => {
@@ -134,12 +142,7 @@ pub(crate) fn start<H: Handler>(
             )
         }
         Layout::Split => {
-            let acceptor = multi_thread(
-                "tandem-accept",
-                "acceptor",
-                config.acceptor_threads,
-                metrics,
-            )?;
+            let acceptor = acceptor_runtime()?;
             let workers = multi_thread("tandem-worker", "worker", config.workers, metrics)?;
             let (sender, queue) = mpsc::channel(config.handoff_capacity);
             serving
@@ -156,12 +159,7 @@ pub(crate) fn start<H: Handler>(
             )
         }
         Layout::Sharded => {
-            let acceptor = multi_thread(
-                "tandem-accept",
-                "acceptor",
-                config.acceptor_threads,
-                metrics,
-            )?;
+            let acceptor = acceptor_runtime()?;
             let mut total_capacity = 0;
             let mut queues = Vec::with_capacity(config.workers);
             let mut threads = Vec::with_capacity(config.workers);

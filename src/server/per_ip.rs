@@ -12,8 +12,12 @@
 //! `--max-connections`.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
+
+use tracing::debug;
+
+use crate::metrics::Metrics;
 
 /// The per-client limit and the live counts.
 #[derive(Debug)]
@@ -77,6 +81,30 @@ impl Drop for PerIpClaim {
             if *count == 0 {
                 held.remove(&self.client);
             }
+        }
+    }
+}
+
+/// Admits a connection from `peer` under `limit`, if there is one: its
+/// place in the client's count, or `Err` when the client already holds the
+/// maximum, in which case the refusal is logged and counted and the caller
+/// closes the connection unserved.
+pub(crate) fn admit(
+    limit: Option<&Arc<PerIpLimit>>,
+    peer: SocketAddr,
+    metrics: Option<&Metrics>,
+) -> Result<Option<PerIpClaim>, ()> {
+    let Some(limit) = limit else {
+        return Ok(None);
+    };
+    match limit.try_claim(peer.ip()) {
+        Some(claim) => Ok(Some(claim)),
+        None => {
+            debug!(%peer, "client over --max-connections-per-ip; closing");
+            if let Some(metrics) = metrics {
+                metrics.connection_rejected();
+            }
+            Err(())
         }
     }
 }

@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, trace, warn};
 
 use super::handoff::Accepted;
-use super::per_ip::PerIpLimit;
+use super::per_ip::{self, PerIpLimit};
 use super::proxy_header;
 use crate::connection::{Connection, IdleRule};
 use crate::handler::{Close, Handler};
@@ -118,17 +118,9 @@ pub(crate) async fn serve_connection<H: Handler>(serving: Arc<Serving<H>>, accep
             }
             return;
         }
-        if let Some(limit) = &serving.per_ip {
-            match limit.try_claim(peer.ip()) {
-                Some(claim) => client_place = Some(claim),
-                None => {
-                    debug!(%peer, "client over --max-connections-per-ip; closing");
-                    if let Some(metrics) = &serving.metrics {
-                        metrics.connection_rejected();
-                    }
-                    return;
-                }
-            }
+        match per_ip::admit(serving.per_ip.as_ref(), peer, serving.metrics.as_ref()) {
+            Ok(place) => client_place = place,
+            Err(()) => return,
         }
     }
     let mut conn = Connection::new(
