@@ -23,6 +23,7 @@ use thiserror::Error;
 
 use crate::echo::EchoConfig;
 use crate::server::{Layout, ServerConfig, ServerError};
+use crate::tls::{DEFAULT_HANDSHAKE_TIMEOUT, ServerTls, TlsError};
 
 /// The listen address of the article's server.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8000);
@@ -210,6 +211,19 @@ pub struct ServeOptions {
     #[arg(long, env = "TANDEM_PROXY_PROTOCOL_TIMEOUT", value_name = "DURATION")]
     pub proxy_protocol_timeout: Option<HumanDuration>,
 
+    /// Serve echo over TLS with this certificate chain (PEM, the server's
+    /// own certificate first); needs --tls-key [default: off].
+    #[arg(long, env = "TANDEM_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "TANDEM_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// How long a client may take over the TLS handshake [default: 10s].
+    #[arg(long, env = "TANDEM_TLS_HANDSHAKE_TIMEOUT", value_name = "DURATION")]
+    pub tls_handshake_timeout: Option<HumanDuration>,
+
     /// Log format on stderr: text or json [default: text].
     #[arg(long, env = "TANDEM_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -229,6 +243,8 @@ pub struct ServeConfig {
     /// Also echo UDP, answering each source at most this many times a
     /// second; `None` without `--udp`.
     pub udp_rate_limit: Option<u32>,
+    /// The TLS identity and handshake timeout; `None` without `--tls-cert`.
+    pub tls: Option<ServerTls>,
     /// Runtimes, limits and timeouts of the server.
     pub server: ServerConfig,
     /// Behaviour of the echo handler.
@@ -256,6 +272,9 @@ pub enum ConfigError {
         /// The parser's description, with the key and its position.
         message: String,
     },
+    /// The TLS certificate or key cannot be used.
+    #[error("invalid --tls-cert/--tls-key: {0}")]
+    Tls(#[from] TlsError),
     /// A value is outside what the option allows.
     #[error("invalid {option}: {rule}, got {value}")]
     Invalid {
@@ -324,6 +343,9 @@ impl ServeOptions {
             udp_rate_limit: self.udp_rate_limit.or(lower.udp_rate_limit),
             proxy_protocol: self.proxy_protocol.or(lower.proxy_protocol),
             proxy_protocol_timeout: self.proxy_protocol_timeout.or(lower.proxy_protocol_timeout),
+            tls_cert: self.tls_cert.or(lower.tls_cert),
+            tls_key: self.tls_key.or(lower.tls_key),
+            tls_handshake_timeout: self.tls_handshake_timeout.or(lower.tls_handshake_timeout),
             log_format: self.log_format.or(lower.log_format),
         }
     }
@@ -418,10 +440,43 @@ impl ServeOptions {
                 )?),
                 _ => None,
             },
+            tls: self.tls()?,
             server,
             echo,
             log_format: self.log_format.unwrap_or(LogFormat::Text),
         })
+    }
+}
+
+impl ServeOptions {
+    /// Loads the TLS identity, if one is configured. The command line
+    /// insists on both files; the file and the environment are checked
+    /// here, after the layers are merged.
+    fn tls(&self) -> Result<Option<ServerTls>, ConfigError> {
+        let (cert, key) = match (&self.tls_cert, &self.tls_key) {
+            (None, None) => return Ok(None),
+            (Some(cert), Some(key)) => (cert, key),
+            (cert, _) => {
+                let (given, missing) = if cert.is_some() {
+                    ("tls_cert", "--tls-key")
+                } else {
+                    ("tls_key", "--tls-cert")
+                };
+                return Err(ConfigError::Invalid {
+                    option: OptionName(given),
+                    rule: format!("needs {missing} as well"),
+                    value: "only one of the pair".to_owned(),
+                });
+            }
+        };
+        let timeout = positive(
+            "tls_handshake_timeout",
+            self.tls_handshake_timeout
+                .map_or(DEFAULT_HANDSHAKE_TIMEOUT, |d| d.0),
+        )?;
+        Ok(Some(
+            ServerTls::from_pem_files(cert, key)?.handshake_timeout(timeout),
+        ))
     }
 }
 

@@ -1,6 +1,7 @@
-//! One accepted connection as a handler sees it: the socket, already
-//! registered with the reactor of the runtime that serves it, plus the two
-//! things that may end it from outside, the idle rule and the shutdown cut.
+//! One accepted connection as a handler sees it: its byte stream (plain
+//! TCP, or TLS with the handshake done), the socket already registered with
+//! the reactor of the runtime that serves it, plus the two things that may
+//! end it from outside, the idle rule and the shutdown cut.
 //!
 //! The idle rule closes a connection that stays silent for the idle
 //! timeout, or that moves fewer bytes than the minimum rate asks for over a
@@ -24,6 +25,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::buffer::Buffer;
 use crate::metrics::tally;
+use crate::transport::Transport;
 
 /// What [`Connection::ready`] woke up for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +43,7 @@ pub enum Event {
 /// An accepted connection and the limits it is served under.
 #[derive(Debug)]
 pub struct Connection {
-    stream: TcpStream,
+    transport: Transport,
     peer: SocketAddr,
     idle: Option<IdleTimer>,
     cut: watch::Receiver<bool>,
@@ -189,14 +191,14 @@ impl Connection {
     /// Wraps a socket registered with the current runtime. Must be called
     /// from inside that runtime (the idle timer registers with it too).
     pub(crate) fn new(
-        stream: TcpStream,
+        transport: Transport,
         peer: SocketAddr,
         idle: Option<IdleRule>,
         cut: watch::Receiver<bool>,
         metered: bool,
     ) -> Self {
         Connection {
-            stream,
+            transport,
             peer,
             idle: idle.map(IdleTimer::new),
             cut,
@@ -210,22 +212,25 @@ impl Connection {
         self.peer
     }
 
-    /// The socket itself. Bytes moved through it directly rather than
-    /// through [`try_read`](Self::try_read) and
-    /// [`write_all`](Self::write_all) are counted neither in the metrics
-    /// nor towards the minimum rate unless the handler reports them with
-    /// [`record`](Self::record): a handler that moves data this way and
-    /// does not would be closed as idle after one window.
+    /// The TCP socket, for its options. With TLS, bytes read or written on
+    /// it directly bypass the encryption: use
+    /// [`stream_mut`](Self::stream_mut) for data.
     pub fn stream(&self) -> &TcpStream {
-        &self.stream
+        self.transport.tcp()
     }
 
-    /// Reads what the socket has without waiting, as
-    /// [`TcpStream::try_read`]: `Ok(0)` is end-of-file, `WouldBlock` means
-    /// the readiness was stale. Counted in the metrics and towards the
-    /// minimum rate.
+    /// The TLS session (version, cipher suite, ALPN protocol), when the
+    /// server speaks TLS.
+    pub fn tls(&self) -> Option<&rustls::CommonState> {
+        self.transport.tls()
+    }
+
+    /// Reads what the stream has without waiting, as
+    /// [`TcpStream::try_read`]: `Ok(0)` is end-of-file (with TLS, the peer's
+    /// close_notify), `WouldBlock` means the readiness was stale. Counted
+    /// in the metrics and towards the minimum rate.
     pub fn try_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let read = self.stream.try_read(buf)?;
+        let read = self.transport.try_read(buf)?;
         self.moved(read);
         if self.metered {
             tally::received(read);
@@ -240,16 +245,20 @@ impl Connection {
         }
     }
 
-    /// The socket, for the `AsyncRead`/`AsyncWrite` helpers (uncounted
-    /// unless reported with [`record`](Self::record), as with
-    /// [`stream`](Self::stream)).
-    pub fn stream_mut(&mut self) -> &mut TcpStream {
-        &mut self.stream
+    /// The byte stream, plain or TLS, for tokio's `AsyncRead`/`AsyncWrite`
+    /// helpers. Bytes moved through it directly rather than through
+    /// [`try_read`](Self::try_read) and [`write_all`](Self::write_all) are
+    /// counted neither in the metrics nor towards the minimum rate unless
+    /// the handler reports them with [`record`](Self::record): a handler
+    /// that moves data this way and does not would be closed as idle after
+    /// one window.
+    pub fn stream_mut(&mut self) -> &mut Transport {
+        &mut self.transport
     }
 
-    /// Reports bytes moved through [`stream`](Self::stream) or
-    /// [`stream_mut`](Self::stream_mut): counted in the metrics and towards
-    /// the minimum rate, as those of `try_read` and `write_all` are.
+    /// Reports bytes moved through [`stream_mut`](Self::stream_mut):
+    /// counted in the metrics and towards the minimum rate, as those of
+    /// `try_read` and `write_all` are.
     pub fn record(&mut self, received: usize, sent: usize) {
         self.moved(received.saturating_add(sent));
         if self.metered {
@@ -297,7 +306,7 @@ impl Connection {
             // Data first: a connection with bytes to echo is served before
             // its timers are looked at.
             biased;
-            readable = self.stream.readable() => {
+            readable = self.transport.readable() => {
                 readable?;
                 Ok(Event::Readable)
             }
@@ -311,17 +320,18 @@ impl Connection {
         }
     }
 
-    /// Writes all of `buf`. The common case, a socket with room in its send
-    /// buffer, costs no timer. A peer that stops reading is held to the idle
-    /// rule while the write waits: the idle timeout counts from the last
-    /// byte the socket took, and the minimum rate still applies. When the
-    /// rule says idle, the write fails with `TimedOut`.
-    /// Every byte the socket takes is counted in the metrics and towards
+    /// Writes all of `buf` (with TLS, all the way to the socket). The
+    /// common case, a socket with room in its send buffer, costs no timer.
+    /// A peer that stops reading is held to the idle rule while the write
+    /// waits: the idle timeout counts from the last byte the socket took,
+    /// and the minimum rate still applies. When the rule says idle, the
+    /// write fails with `TimedOut`.
+    /// Every byte the stream takes is counted in the metrics and towards
     /// the minimum rate.
     pub async fn write_all(&mut self, mut buf: &[u8]) -> io::Result<()> {
         let mut waited = false;
         while !buf.is_empty() {
-            match self.stream.try_write(buf) {
+            match self.transport.try_write(buf) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.moved(n);
@@ -338,22 +348,50 @@ impl Connection {
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
                     waited = true;
-                    let Some(idle) = self.idle.as_mut() else {
-                        self.stream.writable().await?;
-                        continue;
-                    };
-                    if idle.idle_now() {
-                        return Err(not_reading());
-                    }
-                    tokio::select! {
-                        writable = self.stream.writable() => writable?,
-                        () = idle.expired() => return Err(not_reading()),
-                    }
+                    self.writable().await?;
                 }
                 Err(err) => return Err(err),
             }
         }
+        // TLS: what rustls still holds, encrypted. Each wait that ends is
+        // the peer taking bytes, so it counts as activity.
+        while let Err(err) = self.transport.try_flush() {
+            if err.kind() != io::ErrorKind::WouldBlock {
+                return Err(err);
+            }
+            self.writable().await?;
+            self.touch();
+        }
         Ok(())
+    }
+
+    /// Half-closes the connection: everything written so far, then (with
+    /// TLS) a close_notify, then the FIN. The peer may go on sending; the
+    /// handler may go on reading. Waits, under the idle rule as
+    /// [`write_all`](Self::write_all) does, only if the socket is full.
+    pub async fn shutdown(&mut self) -> io::Result<()> {
+        while let Err(err) = self.transport.try_shutdown() {
+            if err.kind() != io::ErrorKind::WouldBlock {
+                return Err(err);
+            }
+            self.writable().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits until the socket has room, or the idle rule says the peer has
+    /// stopped reading (`TimedOut`).
+    async fn writable(&mut self) -> io::Result<()> {
+        let Some(idle) = self.idle.as_mut() else {
+            return self.transport.writable().await;
+        };
+        if idle.idle_now() {
+            return Err(not_reading());
+        }
+        tokio::select! {
+            writable = self.transport.writable() => writable,
+            () = idle.expired() => Err(not_reading()),
+        }
     }
 
     /// Reads and discards what the peer still sends, until it closes or
@@ -364,10 +402,13 @@ impl Connection {
         let mut scratch = Buffer::lease(LINGER_SCRATCH);
         let drain = async {
             loop {
-                if self.stream.readable().await.is_err() {
+                // The raw socket, even under TLS: these bytes are thrown
+                // away, and the session is over.
+                let tcp = self.transport.tcp();
+                if tcp.readable().await.is_err() {
                     return;
                 }
-                match self.stream.try_read(&mut scratch) {
+                match tcp.try_read(&mut scratch) {
                     Ok(0) => return,
                     Ok(_) => {}
                     Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}

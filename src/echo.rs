@@ -10,8 +10,6 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncWriteExt;
-
 use crate::buffer::Buffer;
 use crate::connection::{Connection, Event};
 use crate::handler::{Close, Handler};
@@ -69,14 +67,14 @@ impl Handler for Echo {
                 // finishes before the next read), so all that is owed is the
                 // FIN.
                 Event::Shutdown => {
-                    conn.stream_mut().shutdown().await?;
+                    conn.shutdown().await?;
                     return Ok(Close::Shutdown);
                 }
             }
             let mut buf = Buffer::lease(self.lease_len());
             let read = match conn.try_read(&mut buf[..self.config.buffer_size]) {
                 Ok(0) => {
-                    conn.stream_mut().shutdown().await?;
+                    conn.shutdown().await?;
                     return Ok(Close::Eof);
                 }
                 Ok(read) => read,

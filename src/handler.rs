@@ -9,15 +9,14 @@
 //! use std::io;
 //! use std::time::Duration;
 //! use tandem::{Close, Connection, Handler, Server, ServerConfig};
-//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
-//!
+//! //!
 //! /// RFC 864-style greeting: writes one line, then closes.
 //! struct Greeting;
 //!
 //! impl Handler for Greeting {
 //!     async fn serve(&self, conn: &mut Connection) -> io::Result<Close> {
 //!         conn.write_all(b"hello from tandem\r\n").await?;
-//!         conn.stream_mut().shutdown().await?;
+//!         conn.shutdown().await?;
 //!         Ok(Close::Eof)
 //!     }
 //! }

@@ -11,6 +11,10 @@
 //! - [`connection`]: [`Connection`], what a handler is given: the socket,
 //!   registered with the runtime that serves it, with its idle timeout and
 //!   the shutdown cut.
+//! - [`transport`]: [`Transport`], the byte stream under a connection,
+//!   plain TCP or TLS, driven by readiness either way.
+//! - [`tls`]: [`ServerTls`], the server's certificate and key for rustls,
+//!   and the handshake on the serving runtime; [`Server::tls`] turns it on.
 //! - [`buffer`]: [`Buffer`], data buffers lent per chunk so that idle
 //!   connections hold none and the hot path does not allocate.
 //! - [`echo`]: the echo handler (RFC 862, plus `--append-newline`).
@@ -51,6 +55,8 @@ pub mod metrics;
 mod admin;
 pub mod server;
 pub mod suite;
+pub mod tls;
+pub mod transport;
 mod udp;
 
 pub use buffer::Buffer;
@@ -59,3 +65,5 @@ pub use echo::{Echo, EchoConfig};
 pub use handler::{Close, Handler};
 pub use metrics::Metrics;
 pub use server::{Layout, Server, ServerConfig, ServerError, ShutdownReport};
+pub use tls::ServerTls;
+pub use transport::Transport;

@@ -185,11 +185,15 @@ fn run(config: ServeConfig) -> anyhow::Result<()> {
         idle_timeout = %server.idle_timeout.map_or("off".to_owned(), |d| humantime::format_duration(d).to_string()),
         min_rate = server.min_rate,
         proxy_protocol = %server.proxy_protocol.map_or("off".to_owned(), |d| format!("on, header within {}", humantime::format_duration(d))),
+        tls = if config.tls.is_some() { "on" } else { "off" },
         shutdown_timeout = %humantime::format_duration(server.shutdown_timeout),
         "tandem serve starting"
     );
 
     let mut server = Server::new(config.server);
+    if let Some(tls) = config.tls {
+        server = server.tls(tls);
+    }
     if let Some(admin) = config.admin_listen {
         server = server.admin(tandem::server::bind(admin, ADMIN_BACKLOG)?);
     }

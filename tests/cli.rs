@@ -15,7 +15,7 @@ use nix::sys::signal::Signal;
 use serde_json::{Map, Value};
 
 /// Every flag of `tandem serve`.
-const SERVE_FLAGS: [&str; 23] = [
+const SERVE_FLAGS: [&str; 26] = [
     "--listen",
     "--admin-listen",
     "--layout",
@@ -37,6 +37,9 @@ const SERVE_FLAGS: [&str; 23] = [
     "--udp-rate-limit",
     "--proxy-protocol",
     "--proxy-protocol-timeout",
+    "--tls-cert",
+    "--tls-key",
+    "--tls-handshake-timeout",
     "--log-format",
     "--config",
 ];

@@ -83,6 +83,10 @@ const HELP: &[(&str, &str)] = &[
         "Connections closed for a missing or malformed PROXY protocol header, by kind.",
     ),
     (
+        "tandem_tls_handshake_errors_total",
+        "Connections closed because their TLS handshake did not complete, by kind.",
+    ),
+    (
         "tandem_runtime_workers",
         "Worker threads of each tokio runtime.",
     ),
@@ -159,6 +163,11 @@ fn label_index(labels: &[&str], label: &str) -> usize {
 /// timeout, or the socket failed.
 pub(crate) const PROXY_HEADER_ERROR_KINDS: [&str; 4] = ["closed", "malformed", "timeout", "error"];
 
+/// The `kind` label values of `tandem_tls_handshake_errors_total`: the
+/// peer closed first, broke the protocol (or spoke something else), did
+/// not finish within the handshake timeout, or the socket failed.
+pub(crate) const TLS_HANDSHAKE_ERROR_KINDS: [&str; 4] = ["closed", "protocol", "timeout", "error"];
+
 /// The `kind` label values of `tandem_accept_errors_total`: what
 /// [`crate::server`]'s accept-error policy sorts errors into.
 pub(crate) const ACCEPT_ERROR_KINDS: [&str; 10] = [
@@ -188,6 +197,7 @@ struct Inner {
     closed: [Counter; CloseReason::ALL.len()],
     accept_errors: [Counter; ACCEPT_ERROR_KINDS.len()],
     proxy_header_errors: [Counter; PROXY_HEADER_ERROR_KINDS.len()],
+    tls_handshake_errors: [Counter; TLS_HANDSHAKE_ERROR_KINDS.len()],
     udp_datagrams: [Counter; Outcome::ALL.len()],
     bytes_received: Counter,
     bytes_sent: Counter,
@@ -273,12 +283,19 @@ impl Metrics {
                 &[("kind", kind.to_owned())],
             )
         });
+        let tls_handshake_errors = TLS_HANDSHAKE_ERROR_KINDS.map(|kind| {
+            counter(
+                "tandem_tls_handshake_errors_total",
+                &[("kind", kind.to_owned())],
+            )
+        });
         let inner = Inner {
             accepted: counter("tandem_connections_accepted_total", &[]),
             rejected: counter("tandem_connections_rejected_total", &[]),
             closed,
             accept_errors,
             proxy_header_errors,
+            tls_handshake_errors,
             udp_datagrams,
             bytes_received: counter("tandem_bytes_received_total", &[]),
             bytes_sent: counter("tandem_bytes_sent_total", &[]),
@@ -411,6 +428,12 @@ impl Metrics {
     /// [`PROXY_HEADER_ERROR_KINDS`]; any other counts as `error`.
     pub(crate) fn proxy_header_error(&self, kind: &str) {
         self.inner.proxy_header_errors[label_index(&PROXY_HEADER_ERROR_KINDS, kind)].increment(1);
+    }
+
+    /// Counts a failed TLS handshake of `kind`, one of
+    /// [`TLS_HANDSHAKE_ERROR_KINDS`]; any other counts as `error`.
+    pub(crate) fn tls_handshake_error(&self, kind: &str) {
+        self.inner.tls_handshake_errors[label_index(&TLS_HANDSHAKE_ERROR_KINDS, kind)].increment(1);
     }
 
     /// Counts an accept error of `kind`, one of [`ACCEPT_ERROR_KINDS`];

@@ -45,6 +45,7 @@ use crate::admin::{Admin, Readiness};
 use crate::connection::IdleRule;
 use crate::handler::Handler;
 use crate::metrics::{CloseReason, Metrics};
+use crate::tls::ServerTls;
 
 /// After the cut, how long connections get to write back what they have
 /// read and close before their runtime is shut down under them. A peer that
@@ -218,6 +219,7 @@ pub struct Server {
     config: ServerConfig,
     admin: Option<std::net::TcpListener>,
     udp: Option<(std::net::UdpSocket, u32)>,
+    tls: Option<ServerTls>,
 }
 
 /// A started server: accepting and serving until [`Running::wait`] sees its
@@ -244,7 +246,19 @@ impl Server {
             config,
             admin: None,
             udp: None,
+            tls: None,
         }
+    }
+
+    /// Speaks TLS on every connection: the handshake runs on the serving
+    /// runtime (after the PROXY header, with `proxy_protocol`), within
+    /// `tls`'s handshake timeout; a connection whose handshake fails is
+    /// closed unserved and counted in `tandem_tls_handshake_errors_total`
+    /// and as rejected. The handler then reads and writes plaintext
+    /// through its [`Connection`](crate::Connection).
+    pub fn tls(mut self, tls: ServerTls) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// Also echoes UDP datagrams (RFC 862) on `socket`, from a task on the
@@ -297,7 +311,12 @@ impl Server {
         if tokio::runtime::Handle::try_current().is_ok() {
             return Err(ServerError::InsideRuntime);
         }
-        let Server { config, admin, udp } = self;
+        let Server {
+            config,
+            admin,
+            udp,
+            tls,
+        } = self;
         config.validate()?;
         // The caller's thread waits on this runtime; it has no threads of
         // its own and serves no connection.
@@ -316,6 +335,7 @@ impl Server {
                 .map(|timeout| IdleRule::new(timeout, config.min_rate)),
             nodelay: config.nodelay,
             proxy_protocol: config.proxy_protocol,
+            tls,
             per_ip: config.max_connections_per_ip.map(PerIpLimit::new),
             cut: cut_rx,
             tracker: TaskTracker::new(),

@@ -1,8 +1,9 @@
 //! The serving side: what runs on the worker runtime or a shard.
 //!
 //! It owns the connection task: registering the handed-off socket with the
-//! reactor of the runtime it runs on, setting socket options, running the
-//! handler and accounting for how the connection ended. The acceptor never
+//! reactor of the runtime it runs on, setting socket options, reading the
+//! PROXY header and running the TLS handshake when they are asked for,
+//! running the handler and accounting for how the connection ended. The acceptor never
 //! does any of this; it only accepts and hands over.
 
 use std::net::SocketAddr;
@@ -21,6 +22,8 @@ use super::proxy_header;
 use crate::connection::{Connection, IdleRule};
 use crate::handler::{Close, Handler};
 use crate::metrics::{CloseReason, Metrics};
+use crate::tls::ServerTls;
+use crate::transport::Transport;
 
 /// State shared by every connection task of one server.
 pub(crate) struct Serving<H> {
@@ -29,6 +32,8 @@ pub(crate) struct Serving<H> {
     pub(crate) nodelay: bool,
     /// `--proxy-protocol`: the header timeout, when a header is required.
     pub(crate) proxy_protocol: Option<Duration>,
+    /// `--tls-cert`/`--tls-key`: the handshake, after the PROXY header.
+    pub(crate) tls: Option<ServerTls>,
     /// `--max-connections-per-ip`: counted by the acceptor, or here once
     /// the PROXY header has named the client.
     pub(crate) per_ip: Option<Arc<PerIpLimit>>,
@@ -123,8 +128,24 @@ pub(crate) async fn serve_connection<H: Handler>(serving: Arc<Serving<H>>, accep
             Err(()) => return,
         }
     }
+    // The PROXY header travels in the clear, ahead of the TLS handshake,
+    // as a load balancer passing TLS through sends it.
+    let transport = match &serving.tls {
+        None => Transport::Tcp(stream),
+        Some(tls) => match tls.accept(stream).await {
+            Ok(transport) => transport,
+            Err(err) => {
+                debug!(%peer, kind = err.kind(), cause = %err, "closing a connection whose TLS handshake failed");
+                if let Some(metrics) = &serving.metrics {
+                    metrics.tls_handshake_error(err.kind());
+                    metrics.connection_rejected();
+                }
+                return;
+            }
+        },
+    };
     let mut conn = Connection::new(
-        stream,
+        transport,
         peer,
         serving.idle,
         serving.cut.clone(),
@@ -149,14 +170,23 @@ pub(crate) async fn serve_connection<H: Handler>(serving: Arc<Serving<H>>, accep
 
 /// How an outcome is counted in `tandem_connections_closed_total`.
 fn close_reason(outcome: &std::io::Result<Close>) -> CloseReason {
-    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, TimedOut};
+    use std::io::ErrorKind::{
+        BrokenPipe, ConnectionAborted, ConnectionReset, TimedOut, UnexpectedEof,
+    };
     match outcome {
         Ok(Close::Eof) => CloseReason::Eof,
         Ok(Close::IdleTimeout) => CloseReason::IdleTimeout,
         // A write whose peer did not read within the idle rule.
         Err(err) if err.kind() == TimedOut => CloseReason::IdleTimeout,
         Ok(Close::Shutdown) => CloseReason::Shutdown,
-        Err(err) if matches!(err.kind(), ConnectionReset | ConnectionAborted | BrokenPipe) => {
+        // UnexpectedEof: a TLS peer that closed its TCP connection without
+        // a close_notify, gone as abruptly as one that resets.
+        Err(err)
+            if matches!(
+                err.kind(),
+                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+            ) =>
+        {
             CloseReason::Reset
         }
         Err(_) => CloseReason::Error,

@@ -1,0 +1,187 @@
+//! TLS on the serving side (`--tls-cert`, `--tls-key`): the server's
+//! identity, loaded from PEM files into a rustls configuration, and the
+//! handshake.
+//!
+//! The handshake runs on the serving runtime, in the connection's own task,
+//! like every other byte of the connection: the acceptor only accepts. It
+//! runs under a timeout, so that a client that connects and never
+//! completes it (or never starts) holds its slot for that long at most.
+//! rustls does the protocol with the `ring` provider: TLS 1.2 and 1.3, safe
+//! defaults only, no client certificates.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use thiserror::Error;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+
+use crate::transport::Transport;
+
+/// How long a client may take over the TLS handshake by default.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a certificate or key could not be loaded.
+#[derive(Debug, Error)]
+pub enum TlsError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {cause}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS reason.
+        cause: io::Error,
+    },
+    /// The file is not PEM, or holds nothing of the kind expected.
+    #[error("{path}: {what}")]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        what: String,
+    },
+    /// rustls refused the certificate chain and key together (a key that
+    /// does not match the certificate, an unsupported key type).
+    #[error("certificate {cert} and key {key} are unusable together: {cause}")]
+    Rejected {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+        /// rustls's reason.
+        cause: rustls::Error,
+    },
+}
+
+/// What a server needs to speak TLS: its rustls configuration and the
+/// handshake timeout. Cheap to clone.
+#[derive(Clone)]
+pub struct ServerTls {
+    acceptor: TlsAcceptor,
+    handshake_timeout: Duration,
+}
+
+impl fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("handshake_timeout", &self.handshake_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerTls {
+    /// Serves with `config` as it is (certificates, ALPN, client
+    /// authentication: the caller's choice).
+    pub fn new(config: Arc<rustls::ServerConfig>) -> Self {
+        ServerTls {
+            acceptor: TlsAcceptor::from(config),
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+        }
+    }
+
+    /// Serves the certificate chain in `cert` (PEM, the server's own
+    /// certificate first) with the private key in `key` (PEM: PKCS#8,
+    /// PKCS#1 or SEC1).
+    pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Self, TlsError> {
+        let chain = read_pem(cert, |pem| {
+            CertificateDer::pem_slice_iter(pem).collect::<Result<Vec<_>, _>>()
+        })?;
+        if chain.is_empty() {
+            return Err(TlsError::Pem {
+                path: cert.to_owned(),
+                what: "no CERTIFICATE section".to_owned(),
+            });
+        }
+        let private_key = read_pem(key, PrivateKeyDer::from_pem_slice)?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let rejected = |cause| TlsError::Rejected {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            cause,
+        };
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(rejected)?
+            .with_no_client_auth()
+            .with_single_cert(chain, private_key)
+            .map_err(rejected)?;
+        Ok(ServerTls::new(Arc::new(config)))
+    }
+
+    /// How long a client may take over the handshake, from the start of
+    /// serving (after the PROXY header, if one is required).
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Runs the handshake on `stream` within the timeout.
+    pub(crate) async fn accept(&self, stream: TcpStream) -> Result<Transport, HandshakeError> {
+        match tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => Ok(Transport::Tls(Box::new(tls.into()))),
+            Ok(Err(err)) => Err(HandshakeError::Failed(err)),
+            Err(_) => Err(HandshakeError::Timeout),
+        }
+    }
+}
+
+/// Reads `path` and parses it with `parse`, naming the file in errors.
+fn read_pem<T>(
+    path: &Path,
+    parse: impl FnOnce(&[u8]) -> Result<T, rustls::pki_types::pem::Error>,
+) -> Result<T, TlsError> {
+    let pem = std::fs::read(path).map_err(|cause| TlsError::Read {
+        path: path.to_owned(),
+        cause,
+    })?;
+    parse(&pem).map_err(|err| TlsError::Pem {
+        path: path.to_owned(),
+        what: match err {
+            rustls::pki_types::pem::Error::NoItemsFound => {
+                "no PEM section of the expected kind".to_owned()
+            }
+            other => format!("not valid PEM: {other}"),
+        },
+    })
+}
+
+/// Why a handshake did not complete.
+#[derive(Debug, Error)]
+pub(crate) enum HandshakeError {
+    /// Not done within the handshake timeout.
+    #[error("no TLS handshake within the timeout")]
+    Timeout,
+    /// The peer closed, sent something that is not TLS, or failed it.
+    #[error("TLS handshake failed: {0}")]
+    Failed(io::Error),
+}
+
+impl HandshakeError {
+    /// The `kind` label of `tandem_tls_handshake_errors_total`, one of
+    /// [`crate::metrics::TLS_HANDSHAKE_ERROR_KINDS`].
+    pub(crate) fn kind(&self) -> &'static str {
+        use io::ErrorKind::{
+            BrokenPipe, ConnectionAborted, ConnectionReset, InvalidData, UnexpectedEof,
+        };
+        match self {
+            HandshakeError::Timeout => "timeout",
+            // tokio-rustls reports rustls's refusals as InvalidData: not
+            // TLS at all, no common version or cipher suite, a bad message.
+            HandshakeError::Failed(err) if err.kind() == InvalidData => "protocol",
+            HandshakeError::Failed(err)
+                if matches!(
+                    err.kind(),
+                    UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+                ) =>
+            {
+                "closed"
+            }
+            HandshakeError::Failed(_) => "error",
+        }
+    }
+}
