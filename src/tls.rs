@@ -88,15 +88,7 @@ impl ServerTls {
     /// certificate first) with the private key in `key` (PEM: PKCS#8,
     /// PKCS#1 or SEC1).
     pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Self, TlsError> {
-        let chain = read_pem(cert, |pem| {
-            CertificateDer::pem_slice_iter(pem).collect::<Result<Vec<_>, _>>()
-        })?;
-        if chain.is_empty() {
-            return Err(TlsError::Pem {
-                path: cert.to_owned(),
-                what: "no CERTIFICATE section".to_owned(),
-            });
-        }
+        let chain = read_certificates(cert)?;
         let private_key = read_pem(key, PrivateKeyDer::from_pem_slice)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let rejected = |cause| TlsError::Rejected {
@@ -128,6 +120,20 @@ impl ServerTls {
             Err(_) => Err(HandshakeError::Timeout),
         }
     }
+}
+
+/// The certificates of a PEM file, in order; at least one.
+pub(crate) fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certificates = read_pem(path, |pem| {
+        CertificateDer::pem_slice_iter(pem).collect::<Result<Vec<_>, _>>()
+    })?;
+    if certificates.is_empty() {
+        return Err(TlsError::Pem {
+            path: path.to_owned(),
+            what: "no CERTIFICATE section".to_owned(),
+        });
+    }
+    Ok(certificates)
 }
 
 /// Reads `path` and parses it with `parse`, naming the file in errors.

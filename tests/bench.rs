@@ -11,6 +11,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use common::tls::Identity;
 use common::{LAYOUTS, Proc, TestServer};
 use serde_json::Value;
 
@@ -456,5 +457,129 @@ fn an_unreachable_metrics_url_is_a_run_time_failure_naming_it() {
         out.stderr
     );
     assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    assert!(server.stop().success());
+}
+
+// ---------------------------------------------------------------------------
+// --tls
+// ---------------------------------------------------------------------------
+
+/// A TLS server in `layout` with the test identity.
+fn tls_server(identity: &Identity, layout: &str) -> TestServer {
+    let mut args = identity.args();
+    args.extend_from_slice(&["--layout", layout]);
+    TestServer::start(&args)
+}
+
+#[test]
+fn every_mode_runs_over_tls_against_every_layout() {
+    let identity = Identity::new();
+    let ca = identity.cert.to_str().unwrap();
+    let tls = [
+        "--tls",
+        "--tls-ca",
+        ca,
+        "--duration",
+        "500ms",
+        "--warmup",
+        "100ms",
+    ];
+    for layout in LAYOUTS {
+        let mut server = tls_server(&identity, layout);
+        for mode in [
+            &["--pipeline", "4", "--message-size", "20000"][..],
+            &["--rate", "2000"],
+            &["--churn", "--connections", "4"],
+        ] {
+            let (ok, report) = bench(server.addr, &[&tls[..], mode].concat());
+            assert!(ok, "{layout} {mode:?}: {report}");
+            assert_eq!(report["transport"], "tls", "{report}");
+            assert!(
+                report["messages"].as_u64().unwrap() > 0,
+                "{layout} {mode:?}: {report}"
+            );
+        }
+        assert!(server.stop().success());
+    }
+}
+
+#[test]
+fn a_certificate_the_generator_does_not_trust_fails_the_run_unless_told_to_accept_any() {
+    let identity = Identity::new();
+    let stranger = Identity::new();
+    let mut server = tls_server(&identity, "split");
+    let short = [
+        "--tls",
+        "--duration",
+        "300ms",
+        "--warmup",
+        "0s",
+        "--connections",
+        "2",
+    ];
+    let wrong_ca = stranger.cert.to_str().unwrap();
+    let out = Proc::run(
+        &[
+            &[
+                "bench",
+                "--target",
+                &server.addr.to_string(),
+                "--tls-ca",
+                wrong_ca,
+            ][..],
+            &short,
+        ]
+        .concat(),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains("certificate"), "{}", out.stderr);
+
+    let (ok, report) = bench(server.addr, &[&short[..], &["--tls-insecure"]].concat());
+    assert!(ok, "{report}");
+    // The name checked is the one asked for: the certificate names
+    // localhost, not example.com.
+    let ca = identity.cert.to_str().unwrap();
+    let out = Proc::run(
+        &[
+            &[
+                "bench",
+                "--target",
+                &server.addr.to_string(),
+                "--tls-ca",
+                ca,
+            ][..],
+            &["--tls-server-name", "example.com"],
+            &short,
+        ]
+        .concat(),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert!(server.stop().success());
+}
+
+#[test]
+fn tls_against_a_plain_server_fails_and_tls_options_need_tls() {
+    let mut server = TestServer::start(&[]);
+    let target = server.addr.to_string();
+    let out = Proc::run(
+        &[
+            "bench",
+            "--target",
+            &target,
+            "--tls",
+            "--tls-insecure",
+            "--duration",
+            "300ms",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    for option in [&["--tls-insecure"][..], &["--tls-server-name", "localhost"]] {
+        let out = Proc::run(&[&["bench", "--target", &target][..], option].concat(), &[]);
+        assert_eq!(out.status.code(), Some(2), "{option:?}: {}", out.stderr);
+        assert!(out.stderr.contains("needs --tls"), "{}", out.stderr);
+    }
     assert!(server.stop().success());
 }

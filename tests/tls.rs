@@ -379,6 +379,24 @@ fn the_shutdown_cut_ends_a_tls_connection_with_close_notify() {
 }
 
 #[test]
+fn an_idle_tls_connection_is_closed_with_close_notify() {
+    let identity = Identity::new();
+    let mut server = tls_server(&identity, "split", &["--idle-timeout", "300ms"]);
+    let mut client = identity.connect(server.addr);
+    assert_eq!(echo(&mut client, b"then silence", 12), b"then silence");
+    let rest = read_to_close_notify(&mut client).expect("a close_notify at the idle timeout");
+    assert!(rest.is_empty());
+    scrape_until(
+        server.admin_addr(),
+        &[(
+            "tandem_connections_closed_total{reason=\"idle_timeout\"}",
+            1.0,
+        )],
+    );
+    assert!(server.stop().success());
+}
+
+#[test]
 fn a_proxy_header_comes_in_the_clear_before_the_handshake() {
     let identity = Identity::new();
     for layout in LAYOUTS {

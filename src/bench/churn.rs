@@ -6,17 +6,19 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::client::close;
+use super::client::{close, connect};
 use super::pattern::{Block, Verifier};
 use super::stats::{Recorder, Stats};
+use super::tls::ClientTls;
 
 /// One churning worker: opens, uses and closes connections one after
 /// another until the window ends. `ids` numbers the connections of the run.
+/// With `tls`, every connection makes a handshake, timed with the rest.
 pub async fn churn(
     target: SocketAddr,
+    tls: Option<&ClientTls>,
     block: &Block,
     message_size: usize,
     stats: &Stats,
@@ -34,14 +36,16 @@ pub async fn churn(
         // A server that accepts and then goes silent must not hold the run.
         let deadline = started.max(end) + super::client::DRAIN_TIMEOUT;
         let attempt = async {
-            let mut stream = TcpStream::connect(target)
+            let mut stream = connect(target, tls)
                 .await
                 .map_err(|err| format!("connect to {target} failed: {err}"))?;
-            // A reply must not wait for a delayed ACK.
-            let _ = stream.set_nodelay(true);
             pattern.write(0, &mut outbound);
-            stream
-                .write_all(&outbound)
+            // The flush pushes out what TLS holds back.
+            let written = async {
+                stream.write_all(&outbound).await?;
+                stream.flush().await
+            };
+            written
                 .await
                 .map_err(|err| format!("write failed: {err}"))?;
             let mut verifier = Verifier::new(pattern, skip_newlines);

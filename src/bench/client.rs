@@ -1,8 +1,9 @@
-//! One load connection of the closed or open loop.
+//! One load connection of the closed or open loop, plain or TLS.
 //!
 //! A single task drives both directions from readiness (`try_read`,
-//! `try_write`), so a connection never blocks its reads behind its writes:
-//! whatever the server does, the generator keeps taking its echo.
+//! `try_write`, through [`Transport`] for both kinds of stream), so a
+//! connection never blocks its reads behind its writes: whatever the server
+//! does, the generator keeps taking its echo.
 //!
 //! Closed loop: up to `pipeline` messages in flight, each timed from its
 //! send. Open loop: messages are due on a fixed schedule and each is timed
@@ -20,6 +21,8 @@ use tokio::time::Instant;
 
 use super::pattern::{Pattern, Verifier};
 use super::stats::{Recorder, Stats};
+use super::tls::ClientTls;
+use crate::transport::Transport;
 
 /// Most bytes a connection queues for sending: an open loop against a
 /// stalled server stops queueing here, and the late messages go out (still
@@ -37,7 +40,7 @@ const READ_CHUNK: usize = 64 * 1024;
 /// (tokio's has millisecond resolution) rather than to the server: a message
 /// sent this late or less is timed from its actual send. Anything later, as
 /// when a server stops reading and the socket fills, counts in full.
-const TIMER_SLACK: Duration = Duration::from_millis(2);
+pub(super) const TIMER_SLACK: Duration = Duration::from_millis(2);
 
 /// When a connection may send its next message.
 #[derive(Debug, Clone, Copy)]
@@ -48,10 +51,24 @@ pub enum Pacing {
     Open { first: Instant, interval: Duration },
 }
 
+/// Opens one load connection: TCP with TCP_NODELAY (messages are written
+/// whole; Nagle would only add delay), then the handshake with `tls`.
+pub async fn connect(
+    target: std::net::SocketAddr,
+    tls: Option<&ClientTls>,
+) -> io::Result<Transport> {
+    let stream = TcpStream::connect(target).await?;
+    stream.set_nodelay(true)?;
+    match tls {
+        None => Ok(Transport::Tcp(stream)),
+        Some(tls) => tls.handshake(stream).await,
+    }
+}
+
 /// Drives one connection until the window ends and its echoes are in.
 /// Returns a description of what went wrong, if anything did.
 pub async fn drive(
-    stream: TcpStream,
+    mut stream: Transport,
     pattern: Pattern,
     pacing: Pacing,
     stats: &Stats,
@@ -122,6 +139,12 @@ pub async fn drive(
                 Err(err) => return Err(format!("write failed: {err}")),
             }
         }
+        // TLS: push what rustls holds encrypted to the socket too.
+        let flush_pending = match stream.try_flush() {
+            Ok(()) => false,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => true,
+            Err(err) => return Err(format!("write failed: {err}")),
+        };
         if written == queued.len() {
             queued.clear();
             written = 0;
@@ -135,11 +158,11 @@ pub async fn drive(
             Pacing::Open { .. } => due >= end,
             Pacing::Closed { .. } => now >= end,
         };
-        if all_due_sent && starts.is_empty() && queued.is_empty() {
+        if all_due_sent && starts.is_empty() && queued.is_empty() && !flush_pending {
             break;
         }
 
-        let pending_write = !queued.is_empty();
+        let pending_write = !queued.is_empty() || flush_pending;
         // With a full queue the next due message cannot go anyway: wait for
         // the socket (or the echoes) rather than for the timer.
         let open_loop_waiting =
@@ -201,9 +224,11 @@ fn queue(pattern: &Pattern, message: u64, queued: &mut Vec<u8>) {
     pattern.write(message, &mut queued[from..]);
 }
 
-/// Half-closes and expects nothing more than a FIN back.
+/// Half-closes (with TLS, a close_notify first) and expects nothing more
+/// than the server's end of the stream back: with TLS, its close_notify; a
+/// TCP close without one is an error.
 pub async fn close(
-    mut stream: TcpStream,
+    mut stream: Transport,
     verifier: &mut Verifier,
     inbound: &mut [u8],
 ) -> Result<(), String> {

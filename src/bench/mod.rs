@@ -3,6 +3,8 @@
 //! - [`pattern`]: what is sent, and the byte-for-byte check of the echo;
 //! - `client`: one connection of the closed or open loop;
 //! - `churn`: a new connection per request;
+//! - `udp`: `--udp`, the closed and open loops over datagrams, and loss;
+//! - `tls`: `--tls`, whom the generator trusts and the handshake;
 //! - `stats`: latency histogram and counters of a run;
 //! - [`server_metrics`]: with `--server-metrics`, the server's own figures
 //!   of the run, from its admin endpoint;
@@ -19,6 +21,8 @@ pub mod pattern;
 pub mod report;
 pub mod server_metrics;
 mod stats;
+mod tls;
+mod udp;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -29,16 +33,17 @@ use std::time::Duration;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use thiserror::Error;
-use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use self::client::{Pacing, drive};
+use self::client::{Pacing, connect, drive};
 use self::pattern::Block;
 pub use self::report::{Latency, Report};
 use self::server_metrics::{MetricsUrl, ScrapeError, ServerWatch, WINDOW_LEAD};
 use self::stats::Stats;
+use self::tls::{ClientTls, Trust};
 use crate::config::HumanDuration;
+use crate::transport::Transport;
 
 /// Largest message: more would only measure memory bandwidth.
 const MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
@@ -129,6 +134,15 @@ pub struct BenchOptions {
     /// Churn: every request on a new connection.
     #[arg(long, env = "TANDEM_BENCH_CHURN")]
     pub churn: bool,
+    /// UDP: datagrams of --message-size bytes (8 to 65507: each starts with
+    /// its sequence number) from --connections sockets, in the closed or
+    /// open loop; a datagram not echoed within 1 s counts as lost.
+    #[arg(
+        long,
+        env = "TANDEM_BENCH_UDP",
+        conflicts_with_all = ["churn", "expect_newline", "connect_rate", "tls"]
+    )]
+    pub udp: bool,
     /// The server appends `\n` to each chunk (`serve --append-newline`).
     #[arg(long, env = "TANDEM_BENCH_EXPECT_NEWLINE")]
     pub expect_newline: bool,
@@ -141,6 +155,24 @@ pub struct BenchOptions {
     /// client's figures.
     #[arg(long, env = "TANDEM_BENCH_SERVER_METRICS", value_name = "URL")]
     pub server_metrics: Option<MetricsUrl>,
+    /// Speak TLS (a server run with `serve --tls-cert`): every connection
+    /// makes a handshake before its first message, and the echo is
+    /// encrypted both ways.
+    #[arg(long, env = "TANDEM_BENCH_TLS")]
+    pub tls: bool,
+    /// With --tls: trust the certificates of this PEM file instead of the
+    /// system's roots (for a server with a private or self-signed
+    /// certificate).
+    #[arg(long, env = "TANDEM_BENCH_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// With --tls: accept any certificate (only the handshake's signature
+    /// is checked). For test servers only.
+    #[arg(long, env = "TANDEM_BENCH_TLS_INSECURE", conflicts_with = "tls_ca")]
+    pub tls_insecure: bool,
+    /// With --tls: the name asked for (SNI) and checked in the certificate
+    /// [default: the target's IP address].
+    #[arg(long, env = "TANDEM_BENCH_TLS_SERVER_NAME", value_name = "NAME")]
+    pub tls_server_name: Option<String>,
 }
 
 /// Why a run could not be made.
@@ -164,6 +196,9 @@ pub enum BenchError {
         opened: usize,
         wanted: usize,
     },
+    /// The TLS client could not be set up (`--tls`).
+    #[error("cannot set up TLS: {0}")]
+    Tls(String),
     /// The server's metrics could not be scraped (`--server-metrics`).
     #[error(transparent)]
     ServerMetrics(#[from] ScrapeError),
@@ -183,9 +218,14 @@ impl BenchOptions {
             connect_rate: None,
             rate: None,
             churn: false,
+            udp: false,
             expect_newline: false,
             json: false,
             server_metrics: None,
+            tls: false,
+            tls_ca: None,
+            tls_insecure: false,
+            tls_server_name: None,
         }
     }
 
@@ -248,7 +288,49 @@ impl BenchOptions {
                 ));
             }
         }
+        if self.udp {
+            // The sequence number heads each datagram, and a datagram is
+            // at most what one IPv4 UDP payload holds.
+            let (min, max) = (udp::MIN_DATAGRAM, udp::MAX_DATAGRAM);
+            if !(min..=max).contains(&self.message_size) {
+                return Err(invalid(
+                    "message-size",
+                    &format!("must be between {min} and {max} with --udp"),
+                    self.message_size.to_string(),
+                ));
+            }
+            // The command line refuses these already; a library caller
+            // could still ask.
+            if self.churn || self.expect_newline || self.connect_rate.is_some() || self.tls {
+                return Err(invalid(
+                    "udp",
+                    "cannot be combined with --churn, --expect-newline, --connect-rate or --tls",
+                    "true".to_owned(),
+                ));
+            }
+        }
+        let tls_options = [
+            ("tls-ca", self.tls_ca.is_some()),
+            ("tls-insecure", self.tls_insecure),
+            ("tls-server-name", self.tls_server_name.is_some()),
+        ];
+        if let Some((option, _)) = tls_options.iter().find(|(_, set)| *set && !self.tls) {
+            return Err(invalid(option, "needs --tls", "set without it".to_owned()));
+        }
         Ok(())
+    }
+
+    /// The TLS client of `--tls`, or `None`.
+    fn client_tls(&self) -> Result<Option<ClientTls>, BenchError> {
+        if !self.tls {
+            return Ok(None);
+        }
+        let trust = match (&self.tls_ca, self.tls_insecure) {
+            (_, true) => Trust::Anyone,
+            (Some(path), false) => Trust::File(path),
+            (None, false) => Trust::System,
+        };
+        ClientTls::new(trust, self.tls_server_name.as_deref(), self.target).map(Some)
     }
 
     fn mode(&self) -> &'static str {
@@ -256,6 +338,15 @@ impl BenchOptions {
             (true, _) => "churn",
             (false, Some(_)) => "open",
             (false, None) => "closed",
+        }
+    }
+
+    /// What the load goes over: the report's `transport`.
+    fn transport(&self) -> &'static str {
+        match (self.udp, self.tls) {
+            (true, _) => "udp",
+            (false, true) => "tls",
+            (false, false) => "tcp",
         }
     }
 }
@@ -277,6 +368,73 @@ pub fn run(options: &BenchOptions, progress: bool) -> Result<Report, BenchError>
 }
 
 async fn run_async(options: &BenchOptions, show_progress: bool) -> Result<Report, BenchError> {
+    if options.udp {
+        return udp::run(options, show_progress).await;
+    }
+    let tls = options.client_tls()?;
+    let open = async {
+        if options.churn {
+            Ok(Vec::new())
+        } else {
+            connect_all(options, tls.as_ref()).await
+        }
+    };
+    measure(options, show_progress, open, |streams, load| {
+        let Load {
+            block,
+            start,
+            stats,
+            tasks,
+        } = load;
+        if options.churn {
+            let ids = Arc::new(AtomicU64::new(0));
+            for _ in 0..options.connections {
+                let (block, stats, ids, tls) =
+                    (block.clone(), stats.clone(), ids.clone(), tls.clone());
+                let (target, size, newline) =
+                    (options.target, options.message_size, options.expect_newline);
+                tasks.spawn(async move {
+                    churn::churn(target, tls.as_ref(), &block, size, &stats, &ids, newline).await;
+                });
+            }
+        } else {
+            let count = streams.len();
+            for (id, stream) in streams.into_iter().enumerate() {
+                let pacing = pacing(options, start, id, count);
+                let pattern = block.pattern(id as u64, options.message_size);
+                let (stats, newline) = (stats.clone(), options.expect_newline);
+                tasks.spawn(async move {
+                    if let Err(what) = drive(stream, pattern, pacing, &stats, newline).await {
+                        stats.error(what);
+                    }
+                });
+            }
+        }
+    })
+    .await
+}
+
+/// What a run's load starts its tasks with (see [`measure`]).
+struct Load<'a> {
+    /// The random bytes every connection's pattern is cut from.
+    block: &'a Block,
+    /// When the load starts: the warm-up, then the window.
+    start: Instant,
+    stats: &'a Arc<Stats>,
+    /// Every task of the load, one per connection (or socket, or churner).
+    tasks: &'a mut JoinSet<()>,
+}
+
+/// What a run does whatever it goes over: it starts watching the server
+/// before the first connection opens (`open`), runs the load `spawn`
+/// starts through the warm-up and the window with the progress bar and the
+/// server's scrapes around the window, and reports.
+async fn measure<T>(
+    options: &BenchOptions,
+    show_progress: bool,
+    open: impl Future<Output = Result<T, BenchError>>,
+    spawn: impl FnOnce(T, Load<'_>),
+) -> Result<Report, BenchError> {
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0x5EED, |since| since.as_nanos() as u64);
@@ -287,11 +445,7 @@ async fn run_async(options: &BenchOptions, show_progress: bool) -> Result<Report
         Some(url) => Some(ServerWatch::begin(url.clone()).await?),
         None => None,
     };
-    let streams = if options.churn {
-        Vec::new()
-    } else {
-        connect_all(options).await?
-    };
+    let opened = open.await?;
 
     // The window's first scrape must be answered before the window opens:
     // it starts a little ahead of it, or, when the warm-up is too short for
@@ -307,40 +461,16 @@ async fn run_async(options: &BenchOptions, show_progress: bool) -> Result<Report
         watch.window_opened(snapshot, opens);
     }
     let stats = Arc::new(Stats::new(opens.into_std(), options.duration.0));
-    let ids = Arc::new(AtomicU64::new(0));
     let mut tasks = JoinSet::new();
-    if options.churn {
-        for _ in 0..options.connections {
-            let (block, stats, ids) = (block.clone(), stats.clone(), ids.clone());
-            let (target, size, newline) =
-                (options.target, options.message_size, options.expect_newline);
-            tasks.spawn(async move {
-                churn::churn(target, &block, size, &stats, &ids, newline).await;
-            });
-        }
-    } else {
-        let count = streams.len();
-        for (id, stream) in streams.into_iter().enumerate() {
-            let pacing = match options.rate {
-                // Connection i's messages are due every count/rate seconds,
-                // the connections spread evenly over that interval.
-                Some(rate) => Pacing::Open {
-                    first: start + Duration::from_secs_f64(id as f64 / rate),
-                    interval: Duration::from_secs_f64(count as f64 / rate),
-                },
-                None => Pacing::Closed {
-                    pipeline: options.pipeline,
-                },
-            };
-            let pattern = block.pattern(id as u64, options.message_size);
-            let (stats, newline) = (stats.clone(), options.expect_newline);
-            tasks.spawn(async move {
-                if let Err(what) = drive(stream, pattern, pacing, &stats, newline).await {
-                    stats.error(what);
-                }
-            });
-        }
-    }
+    spawn(
+        opened,
+        Load {
+            block: &block,
+            start,
+            stats: &stats,
+            tasks: &mut tasks,
+        },
+    );
 
     let bar = show_progress.then(|| progress_bar(options));
     let window_scrape = async {
@@ -372,12 +502,32 @@ async fn run_async(options: &BenchOptions, show_progress: bool) -> Result<Report
     })
 }
 
-/// Opens every connection, at `--connect-rate` if given.
-async fn connect_all(options: &BenchOptions) -> Result<Vec<TcpStream>, BenchError> {
+/// When connection (or socket) `id` of `count` sends: in the open loop on
+/// a schedule, every count/rate seconds, the connections spread evenly
+/// over that interval; in the closed loop, whenever fewer than
+/// `--pipeline` messages are in flight.
+fn pacing(options: &BenchOptions, start: Instant, id: usize, count: usize) -> Pacing {
+    match options.rate {
+        Some(rate) => Pacing::Open {
+            first: start + Duration::from_secs_f64(id as f64 / rate),
+            interval: Duration::from_secs_f64(count as f64 / rate),
+        },
+        None => Pacing::Closed {
+            pipeline: options.pipeline,
+        },
+    }
+}
+
+/// Opens every connection (with `tls`, through its handshake), at
+/// `--connect-rate` if given.
+async fn connect_all(
+    options: &BenchOptions,
+    tls: Option<&ClientTls>,
+) -> Result<Vec<Transport>, BenchError> {
     let started = Instant::now();
     let mut connecting = JoinSet::new();
     for index in 0..options.connections {
-        let target = options.target;
+        let (target, tls) = (options.target, tls.cloned());
         let at = options
             .connect_rate
             .map(|rate| started + Duration::from_secs_f64(index as f64 / rate));
@@ -385,10 +535,7 @@ async fn connect_all(options: &BenchOptions) -> Result<Vec<TcpStream>, BenchErro
             if let Some(at) = at {
                 tokio::time::sleep_until(at).await;
             }
-            let stream = TcpStream::connect(target).await?;
-            // Messages are written whole; Nagle would only add delay.
-            stream.set_nodelay(true)?;
-            Ok::<_, std::io::Error>(stream)
+            connect(target, tls.as_ref()).await
         });
     }
     let mut streams = Vec::with_capacity(options.connections);
@@ -474,6 +621,7 @@ fn report(options: &BenchOptions, stats: &Stats, cpu: Duration) -> Report {
         .map(|_| stats.sent.load(Ordering::Relaxed) as f64 / seconds);
     Report {
         mode: options.mode(),
+        transport: options.transport(),
         target: options.target.to_string(),
         connections: options.connections,
         message_size: options.message_size,
@@ -497,6 +645,9 @@ fn report(options: &BenchOptions, stats: &Stats, cpu: Duration) -> Report {
         connects_per_sec: options
             .churn
             .then(|| stats.connects.load(Ordering::Relaxed) as f64 / seconds),
+        // Over UDP, filled in by the UDP run.
+        lost: None,
+        loss_ratio: None,
         generator_cpu_us_per_msg: if messages == 0 {
             0.0
         } else {

@@ -36,6 +36,8 @@ impl Latency {
 pub struct Report {
     /// `closed`, `open` or `churn`.
     pub mode: &'static str,
+    /// What the load went over: `tcp`, `tls` or `udp`.
+    pub transport: &'static str,
     /// The server measured.
     pub target: String,
     pub connections: usize,
@@ -43,7 +45,8 @@ pub struct Report {
     pub pipeline: usize,
     /// Messages echoed and verified within the measured window.
     pub messages: u64,
-    /// Connections that failed: I/O errors, wrong bytes, early closes.
+    /// Connections (UDP: sockets) that failed: I/O errors, wrong bytes,
+    /// early closes; over UDP, also a window whose every datagram was lost.
     pub errors: u64,
     /// Length of the measured window (warm-up excluded).
     pub duration_secs: f64,
@@ -65,6 +68,13 @@ pub struct Report {
     /// Churn: connections opened, used and closed per second.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connects_per_sec: Option<f64>,
+    /// UDP: datagrams sent within the window and never echoed within the
+    /// loss timeout. Loss is not an error: UDP may drop.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lost: Option<u64>,
+    /// UDP: `lost` over the datagrams sent within the window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loss_ratio: Option<f64>,
     /// CPU time (user + system) the generator used per message.
     pub generator_cpu_us_per_msg: f64,
     /// The first error, if any.
@@ -77,11 +87,17 @@ pub struct Report {
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sockets = if self.transport == "udp" {
+            "sockets"
+        } else {
+            "connections"
+        };
         writeln!(
             f,
-            "{} loop against {}: {} connections, {} B messages, pipeline {}, {:.1} s measured",
+            "{} loop against {} over {}: {} {sockets}, {} B messages, pipeline {}, {:.1} s measured",
             self.mode,
             self.target,
+            self.transport,
             self.connections,
             self.message_size,
             self.pipeline,
@@ -112,6 +128,13 @@ impl fmt::Display for Report {
             ),
         )?;
         row(f, "messages", self.messages.to_string())?;
+        if let (Some(lost), Some(ratio)) = (self.lost, self.loss_ratio) {
+            row(
+                f,
+                "lost",
+                format!("{lost} ({:.2}% of the window's datagrams)", ratio * 100.0),
+            )?;
+        }
         row(f, "errors", self.errors.to_string())?;
         row(
             f,

@@ -152,6 +152,12 @@ pub(crate) async fn serve_connection<H: Handler>(serving: Arc<Serving<H>>, accep
         serving.metrics.is_some(),
     );
     let outcome = serving.handler.serve(&mut conn).await;
+    if let Ok(Close::IdleTimeout) = outcome {
+        // With TLS, a close_notify ahead of the FIN, so that the client
+        // sees a clean end; best effort, never waiting on a peer that may
+        // not be reading.
+        let _ = conn.stream_mut().try_shutdown();
+    }
     if let Ok(Close::Shutdown) = outcome {
         serving.cut_count.fetch_add(1, Ordering::Relaxed);
         // Boxed: only cut connections pay for this state, instead of every

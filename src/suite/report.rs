@@ -334,6 +334,7 @@ mod tests {
         };
         let report = crate::bench::Report {
             mode: "closed",
+            transport: "tcp",
             target: "127.0.0.1:9".to_owned(),
             connections: 1,
             message_size: 64,
@@ -348,6 +349,8 @@ mod tests {
             sent_rate: None,
             kept_up: None,
             connects_per_sec: None,
+            lost: None,
+            loss_ratio: None,
             generator_cpu_us_per_msg: 1.0,
             first_error: None,
             server: Some(server),

@@ -1,0 +1,153 @@
+//! `tandem bench --tls`: the client side of TLS. Which servers the
+//! generator trusts (the system's roots, the certificates of `--tls-ca`, or
+//! with `--tls-insecure` any certificate at all), and the name it asks for.
+//!
+//! The handshake is part of connecting: in the closed and open loops it
+//! happens before the window, so the figures are those of the encrypted
+//! echo; in churn, every connection makes one, and the latency includes it.
+//! rustls resumes sessions when the server offers tickets, as a real client
+//! would.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use super::BenchError;
+use crate::transport::Transport;
+
+/// Whom the generator trusts.
+#[derive(Debug, Clone, Copy)]
+pub enum Trust<'a> {
+    /// The system's root certificates.
+    System,
+    /// The certificates of a PEM file.
+    File(&'a Path),
+    /// Any certificate: only the handshake's signatures are checked.
+    Anyone,
+}
+
+/// What each load connection needs for its handshake. Cheap to clone.
+#[derive(Clone)]
+pub struct ClientTls {
+    connector: TlsConnector,
+    name: ServerName<'static>,
+}
+
+impl ClientTls {
+    /// A client that trusts `trust` and asks for `name` (SNI, and the name
+    /// the certificate must carry), or, without one, for the target's IP
+    /// address.
+    pub fn new(
+        trust: Trust<'_>,
+        name: Option<&str>,
+        target: SocketAddr,
+    ) -> Result<Self, BenchError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let invalid = |what: String| BenchError::Tls(what);
+        let builder = ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|err| invalid(err.to_string()))?;
+        let config = match trust {
+            Trust::Anyone => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+                .with_no_client_auth(),
+            Trust::File(path) => {
+                let mut roots = RootCertStore::empty();
+                let certificates =
+                    crate::tls::read_certificates(path).map_err(|err| invalid(err.to_string()))?;
+                for certificate in certificates {
+                    roots.add(certificate).map_err(|err| {
+                        invalid(format!("{}: unusable certificate: {err}", path.display()))
+                    })?;
+                }
+                builder.with_root_certificates(roots).with_no_client_auth()
+            }
+            Trust::System => {
+                let found = rustls_native_certs::load_native_certs();
+                let mut roots = RootCertStore::empty();
+                let (added, _) = roots.add_parsable_certificates(found.certs);
+                if added == 0 {
+                    return Err(invalid(
+                        "no system root certificate found; give --tls-ca FILE or --tls-insecure"
+                            .to_owned(),
+                    ));
+                }
+                builder.with_root_certificates(roots).with_no_client_auth()
+            }
+        };
+        let name = match name {
+            Some(name) => ServerName::try_from(name.to_owned())
+                .map_err(|err| invalid(format!("invalid --tls-server-name {name:?}: {err}")))?,
+            None => ServerName::IpAddress(target.ip().into()),
+        };
+        Ok(ClientTls {
+            connector: TlsConnector::from(Arc::new(config)),
+            name,
+        })
+    }
+
+    /// Runs the handshake over `stream`.
+    pub async fn handshake(&self, stream: TcpStream) -> std::io::Result<Transport> {
+        let tls = self.connector.connect(self.name.clone(), stream).await?;
+        Ok(Transport::Tls(Box::new(tls.into())))
+    }
+}
+
+/// `--tls-insecure`: accepts whatever certificate the server shows, while
+/// still checking that the server holds its key (the handshake signature),
+/// so that a broken server still fails.
+#[derive(Debug)]
+struct AnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
