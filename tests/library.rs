@@ -2,6 +2,8 @@
 //! and how it runs: runtime threads named by role, sockets configured by the
 //! server, shards dealt by load.
 
+mod common;
+
 use std::io::{self, Read};
 use std::net::TcpStream;
 use std::time::Duration;
@@ -269,4 +271,48 @@ fn two_servers_in_one_process_keep_their_metrics_apart() {
 fn a_server_without_an_admin_endpoint_keeps_no_metrics() {
     let server = ProbeServer::start(config(Layout::Split));
     assert!(server.metrics.is_none());
+}
+
+/// Over TLS, a handler that uses tokio's I/O helpers on
+/// `Connection::stream_mut()` and reads the session through
+/// `Connection::tls()`: one line in, the TLS version and the line out.
+struct TlsLine;
+
+impl Handler for TlsLine {
+    async fn serve(&self, conn: &mut Connection) -> io::Result<Close> {
+        use tokio::io::{AsyncBufReadExt, BufReader};
+        let version = conn
+            .tls()
+            .and_then(|session| session.protocol_version())
+            .map_or("none".to_owned(), |v| format!("{v:?}"));
+        let mut line = String::new();
+        BufReader::new(conn.stream_mut())
+            .read_line(&mut line)
+            .await?;
+        let reply = format!("{version} {line}");
+        conn.stream_mut().write_all(reply.as_bytes()).await?;
+        conn.record(line.len(), reply.len());
+        conn.shutdown().await?;
+        Ok(Close::Eof)
+    }
+}
+
+#[test]
+fn a_library_handler_serves_tls_through_the_same_connection() {
+    let identity = common::tls::Identity::new();
+    let tls = tandem::ServerTls::from_pem_files(&identity.cert, &identity.key).unwrap();
+    let listener = tandem::server::bind("127.0.0.1:0".parse().unwrap(), 128).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let running = Server::new(ServerConfig::default())
+        .tls(tls)
+        .start(listener, TlsLine)
+        .unwrap();
+    let mut client = identity.connect(addr);
+    std::io::Write::write_all(&mut client, b"hello\n").unwrap();
+    let back = common::tls::read_to_close_notify(&mut client).expect("a close_notify");
+    assert_eq!(String::from_utf8(back).unwrap(), "TLSv1_3 hello\n");
+    stop.cancel();
+    let report = running.wait(stop.cancelled_owned()).unwrap();
+    assert_eq!(report.cut, 0);
 }

@@ -24,6 +24,8 @@ fn small_suite() -> &'static (Value, String) {
                 "churn",
                 "--only",
                 "admin",
+                "--only",
+                "tls,udp",
                 "--runs",
                 "1",
                 "--duration",
@@ -98,10 +100,76 @@ fn the_admin_section_compares_split_with_the_endpoint_off_and_on_while_scraped()
         assert!(off["scrapes"].is_null(), "{off}");
         // Scraped at once and then every second.
         assert!(on["scrapes"].as_u64().unwrap() >= 1, "{on}");
-        let ratio = cell["on_off_ratio"].as_f64().unwrap();
+        assert_eq!(cell["ratio"]["of"], "on / off");
+        let ratio = cell["ratio"]["value"].as_f64().unwrap();
         let medians =
             servers[1]["median"].as_f64().unwrap() / servers[0]["median"].as_f64().unwrap();
         assert!((ratio - medians).abs() < 1e-9, "{ratio} vs {medians}");
     }
     assert!(report.contains("| on / off |"), "{report}");
+}
+
+/// The cells of a transport section: their servers must be the layouts
+/// over `tag` and then `baseline`, every sample's load spoken over the
+/// transport its server serves, without an error, and the ratio the split
+/// pair's.
+fn check_transport_section(section: &str, tag: &str, transport: &str, baseline: &str) {
+    let (results, report) = small_suite();
+    let cells = cells(results, section);
+    assert!(!cells.is_empty(), "no {section} cells: {results}");
+    for cell in cells {
+        let servers = cell["servers"].as_array().unwrap();
+        let names: Vec<&str> = servers
+            .iter()
+            .map(|s| s["server"].as_str().unwrap())
+            .collect();
+        let expected = [
+            format!("single ({tag})"),
+            format!("split ({tag})"),
+            format!("sharded ({tag})"),
+            format!("split ({baseline})"),
+        ];
+        assert_eq!(names, expected, "{cell}");
+        for (samples, speaks) in servers.iter().zip([transport, transport, transport, "tcp"]) {
+            for sample in samples["samples"].as_array().unwrap() {
+                let report = &sample["report"];
+                assert_eq!(report["transport"], speaks, "{report}");
+                assert_eq!(report["errors"], 0, "{report}");
+                assert!(sample["value"].as_f64().unwrap() > 0.0, "{sample}");
+                if speaks == "udp" {
+                    assert_eq!(report["lost"], 0, "{report}");
+                }
+            }
+        }
+        let ratio = cell["ratio"]["value"].as_f64().unwrap();
+        let medians =
+            servers[1]["median"].as_f64().unwrap() / servers[3]["median"].as_f64().unwrap();
+        assert!((ratio - medians).abs() < 1e-9, "{ratio} vs {medians}");
+    }
+    let of = if section == "tls" {
+        "TLS / plain"
+    } else {
+        "UDP / TCP"
+    };
+    assert!(report.contains(&format!("| {of} |")), "{report}");
+}
+
+#[test]
+fn the_tls_section_compares_the_layouts_over_tls_with_split_over_plain_tcp() {
+    check_transport_section("tls", "TLS", "tls", "plain");
+    let (results, _) = small_suite();
+    let churn = cells(results, "tls")
+        .into_iter()
+        .find(|cell| cell["metric"] == "connects/s");
+    assert!(churn.is_some(), "no TLS churn cell: {results}");
+}
+
+#[test]
+fn the_udp_section_compares_the_layouts_echoing_datagrams_with_split_over_tcp() {
+    check_transport_section("udp", "UDP", "udp", "TCP");
+    let (_, report) = small_suite();
+    assert!(
+        report.contains("Datagrams lost over the section: 0."),
+        "{report}"
+    );
 }

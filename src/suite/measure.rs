@@ -1,10 +1,12 @@
 //! The measurements of a suite, each a list of cells; a cell is one load,
 //! sampled `runs` times on every server, the servers interleaved.
 
+use std::path::Path;
 use std::time::Duration;
 
 use serde::Serialize;
 
+use super::certificate::Certificate;
 use super::scraper::Scraper;
 use super::servers::{RunningServer, ServerSpec};
 use super::{Plan, Section, SuiteError};
@@ -27,6 +29,9 @@ const ADMIN_LOADS: [(usize, usize); 2] = [(64, 50), (16 * 1024, 50)];
 /// more often than the 15 s to 1 min Prometheus is usually set to, so that
 /// the cost, if any, shows.
 const SCRAPE_INTERVAL: Duration = Duration::from_secs(1);
+/// `--udp-rate-limit` of the UDP section's servers: its highest, so that
+/// the limit (100 a second per source by default) is not what is measured.
+const UDP_RATE_LIMIT: &str = "1000000";
 
 /// One load, measured on each server.
 #[derive(Debug, Clone, Serialize)]
@@ -44,10 +49,30 @@ pub struct Cell {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fraction: Option<f64>,
     pub servers: Vec<Samples>,
-    /// Admin section: the median with the endpoint on over the median with
-    /// it off.
+    /// Sections that compare a pair (admin, tls, udp): one server's median
+    /// over the other's.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub on_off_ratio: Option<f64>,
+    pub ratio: Option<Ratio>,
+}
+
+/// A ratio of two servers' medians in a cell.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Ratio {
+    /// What is divided by what: `on / off`, `TLS / plain`, `UDP / TCP`.
+    pub of: &'static str,
+    pub value: f64,
+}
+
+impl Ratio {
+    /// `samples[over].median / samples[under].median`, if both exist and
+    /// the divisor is not 0.
+    fn of(of: &'static str, samples: &[Samples], over: usize, under: usize) -> Option<Ratio> {
+        let (over, under) = (samples.get(over)?.median, samples.get(under)?.median);
+        (under > 0.0).then(|| Ratio {
+            of,
+            value: over / under,
+        })
+    }
 }
 
 /// One server's samples of a cell.
@@ -198,6 +223,12 @@ pub fn all(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteError>
     if plan.runs(Section::Admin) {
         cells.extend(admin(plan, servers)?);
     }
+    if plan.runs(Section::Tls) {
+        cells.extend(tls(plan, servers)?);
+    }
+    if plan.runs(Section::Udp) {
+        cells.extend(udp(plan, servers)?);
+    }
     Ok(cells)
 }
 
@@ -227,7 +258,7 @@ fn closed(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteError> 
                     pipeline,
                     fraction: None,
                     servers: samples,
-                    on_off_ratio: None,
+                    ratio: None,
                 });
             }
         }
@@ -259,24 +290,35 @@ fn open(plan: &Plan, servers: &[ServerSpec], maxima: &[f64]) -> Result<Vec<Cell>
             pipeline: 1,
             fraction: Some(fraction),
             servers: samples,
-            on_off_ratio: None,
+            ratio: None,
         });
     }
     Ok(cells)
 }
 
 fn churn(plan: &Plan, servers: &[ServerSpec]) -> Result<Cell, SuiteError> {
-    progress("churn");
+    churn_cell(plan, "churn", servers, |_, _| {})
+}
+
+/// The churn cell of `section`, `speak` adjusting the load for each server.
+fn churn_cell(
+    plan: &Plan,
+    section: &'static str,
+    servers: &[ServerSpec],
+    speak: impl Fn(usize, &mut BenchOptions),
+) -> Result<Cell, SuiteError> {
+    progress(&format!("{section}: churn"));
     let samples = interleave(servers, plan.runs, |index, running| {
         let mut options = load(plan, running);
         options.churn = true;
         options.connections = CHURNERS;
+        speak(index, &mut options);
         bench_sample(&servers[index].name, &options, |report| {
             report.connects_per_sec.unwrap_or(0.0)
         })
     })?;
     Ok(Cell {
-        section: "churn",
+        section,
         label: format!("new connection per 64 B request, {CHURNERS} at a time"),
         metric: "connects/s",
         message_size: 64,
@@ -284,7 +326,7 @@ fn churn(plan: &Plan, servers: &[ServerSpec]) -> Result<Cell, SuiteError> {
         pipeline: 1,
         fraction: None,
         servers: samples,
-        on_off_ratio: None,
+        ratio: None,
     })
 }
 
@@ -346,7 +388,7 @@ fn isolation(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteErro
         pipeline: 1,
         fraction: None,
         servers,
-        on_off_ratio: None,
+        ratio: None,
     };
     let medians: Vec<Samples> = samples
         .iter()
@@ -395,7 +437,7 @@ fn memory(plan: &Plan, servers: &[ServerSpec]) -> Result<Cell, SuiteError> {
         pipeline: 1,
         fraction: None,
         servers: samples,
-        on_off_ratio: None,
+        ratio: None,
     })
 }
 
@@ -435,10 +477,7 @@ fn admin(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteError> {
             };
             Ok(Sample { scrapes, ..sample? })
         })?;
-        let on_off_ratio = match samples.as_slice() {
-            [off, on] if off.median > 0.0 => Some(on.median / off.median),
-            _ => None,
-        };
+        let ratio = Ratio::of("on / off", &samples, 1, 0);
         cells.push(Cell {
             section: "admin",
             label,
@@ -448,10 +487,130 @@ fn admin(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteError> {
             pipeline: 1,
             fraction: None,
             servers: samples,
-            on_off_ratio,
+            ratio,
         });
     }
     Ok(cells)
+}
+
+/// What the load generator speaks to a server of a transport comparison.
+#[derive(Debug, Clone, Copy)]
+enum Over<'a> {
+    Tcp,
+    /// TLS, trusting the certificate of this file.
+    Tls(&'a Path),
+    Udp,
+}
+
+impl Over<'_> {
+    fn apply(self, options: &mut BenchOptions) {
+        match self {
+            Over::Tcp => {}
+            Over::Tls(ca) => {
+                options.tls = true;
+                options.tls_ca = Some(ca.to_owned());
+            }
+            Over::Udp => options.udp = true,
+        }
+    }
+}
+
+/// The layouts (`single`, `split`, `sharded`) among `servers`, each with
+/// `args` and renamed `<layout> (<tag>)`, speaking `over`; then `split` as
+/// it is, renamed `split (<baseline>)`, speaking plain TCP: the divisor of
+/// the section's ratio.
+fn lineup<'a>(
+    servers: &[ServerSpec],
+    args: &[&str],
+    tag: &str,
+    over: Over<'a>,
+    baseline: &str,
+) -> Result<Vec<(ServerSpec, Over<'a>)>, SuiteError> {
+    let mut lineup: Vec<(ServerSpec, Over)> = servers
+        .iter()
+        .filter(|spec| spec.is_tandem && !spec.name.contains('+'))
+        .map(|spec| {
+            let name = format!("{} ({tag})", spec.name);
+            (spec.with_args(args).named(&name), over)
+        })
+        .collect();
+    let split = servers
+        .iter()
+        .find(|spec| spec.name == "split")
+        .ok_or_else(|| SuiteError::Invalid(format!("the {tag} section needs the split server")))?;
+    lineup.push((split.named(&format!("split ({baseline})")), Over::Tcp));
+    Ok(lineup)
+}
+
+/// Closed-loop cells of a transport comparison: each load on every server
+/// of `lineup`, with the ratio of `split (<tag>)` to the baseline.
+fn transport_cells(
+    plan: &Plan,
+    section: &'static str,
+    lineup: &[(ServerSpec, Over)],
+    ratio_of: &'static str,
+) -> Result<Vec<Cell>, SuiteError> {
+    let specs: Vec<ServerSpec> = lineup.iter().map(|(spec, _)| spec.clone()).collect();
+    let split = specs
+        .iter()
+        .position(|spec| spec.name.starts_with("split ("))
+        .unwrap_or(0);
+    let mut cells = Vec::new();
+    for &(size, connections) in &plan.transport_loads {
+        let label = format!("{size} B x {connections} clients, pipeline 1");
+        progress(&format!("{section}: {label}"));
+        let samples = interleave(&specs, plan.runs, |index, running| {
+            let mut options = load(plan, running);
+            options.message_size = size;
+            options.connections = connections;
+            lineup[index].1.apply(&mut options);
+            bench_sample(&specs[index].name, &options, |report| report.msgs_per_sec)
+        })?;
+        let ratio = Ratio::of(ratio_of, &samples, split, specs.len() - 1);
+        cells.push(Cell {
+            section,
+            label,
+            metric: "msgs/s",
+            message_size: size,
+            connections,
+            pipeline: 1,
+            fraction: None,
+            servers: samples,
+            ratio,
+        });
+    }
+    Ok(cells)
+}
+
+/// TLS: every layout serving over TLS (a fresh self-signed certificate),
+/// beside `split` over plain TCP; the closed loop, and churn, where every
+/// connection makes a handshake.
+fn tls(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteError> {
+    let certificate = Certificate::new()?;
+    let (cert, key) = (certificate.cert_arg()?, certificate.key_arg()?);
+    let args = ["--tls-cert", cert, "--tls-key", key];
+    let lineup = lineup(servers, &args, "TLS", Over::Tls(&certificate.cert), "plain")?;
+    let mut cells = transport_cells(plan, "tls", &lineup, "TLS / plain")?;
+    let specs: Vec<ServerSpec> = lineup.iter().map(|(spec, _)| spec.clone()).collect();
+    let mut churn = churn_cell(plan, "tls", &specs, |index, options| {
+        lineup[index].1.apply(options);
+    })?;
+    let split = specs
+        .iter()
+        .position(|spec| spec.name == "split (TLS)")
+        .unwrap_or(0);
+    churn.ratio = Ratio::of("TLS / plain", &churn.servers, split, specs.len() - 1);
+    cells.push(churn);
+    Ok(cells)
+}
+
+/// UDP: every layout echoing datagrams (`--udp`, its per-source limit
+/// raised out of the way, as every datagram comes from 127.0.0.1), beside
+/// `split` over TCP.
+fn udp(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteError> {
+    let args = ["--udp", "--udp-rate-limit", UDP_RATE_LIMIT];
+    let lineup = lineup(servers, &args, "UDP", Over::Udp, "TCP")?;
+    transport_cells(plan, "udp", &lineup, "UDP / TCP")
 }
 
 /// Opens `count` connections, echoes 16 bytes on each (so each is accepted

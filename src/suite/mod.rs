@@ -6,8 +6,10 @@
 //!
 //! - `servers`: what is compared, and starting and stopping it;
 //! - `measure`: each kind of measurement (closed and open loop, churn,
-//!   isolation, memory, the cost of the admin endpoint) as cells of samples;
+//!   isolation, memory, the cost of the admin endpoint, TLS and UDP beside
+//!   plain TCP) as cells of samples;
 //! - `scraper`: a Prometheus-like scraper, for the admin section;
+//! - `certificate`: the TLS section's throwaway certificate;
 //! - `report`: the markdown tables; `plots`: the SVG and PNG charts.
 //!
 //! Fairness: within a cell the servers are interleaved (A B C A B C ...),
@@ -20,6 +22,7 @@
 //! (`--server-metrics`): each such sample's report carries the server's own
 //! figures (busy ratios, hand-off waits).
 
+mod certificate;
 mod measure;
 mod plots;
 mod report;
@@ -33,7 +36,7 @@ use clap::Args;
 use serde::Serialize;
 use thiserror::Error;
 
-pub use self::measure::{Cell, Sample, Samples};
+pub use self::measure::{Cell, Ratio, Sample, Samples};
 use self::servers::ServerSpec;
 use crate::config::HumanDuration;
 
@@ -75,6 +78,10 @@ pub enum Section {
     Memory,
     /// The cost of the admin endpoint: `split` with it off and on.
     Admin,
+    /// The layouts over TLS, beside `split` over plain TCP.
+    Tls,
+    /// The layouts echoing UDP, beside `split` over TCP.
+    Udp,
 }
 
 /// Why a suite could not run.
@@ -114,6 +121,8 @@ pub struct Plan {
     pub pipelines: Vec<usize>,
     /// Open-loop rates, as fractions of each server's closed-loop maximum.
     pub open_fractions: Vec<f64>,
+    /// The transport sections' closed-loop loads: (message size, clients).
+    pub transport_loads: Vec<(usize, usize)>,
     pub idle_connections: usize,
     /// The measurements to run; all when empty.
     pub only: Vec<Section>,
@@ -136,6 +145,7 @@ impl Plan {
                 connections: vec![1, 50, 1000],
                 pipelines: vec![1],
                 open_fractions: vec![0.5, 0.9],
+                transport_loads: vec![(64, 50)],
                 idle_connections: 5000,
                 only: options.only.clone(),
                 runs: options.runs,
@@ -148,6 +158,7 @@ impl Plan {
                 connections: vec![1, 50, 500, 1000, 5000],
                 pipelines: vec![1, 16],
                 open_fractions: vec![0.25, 0.5, 0.75, 0.9],
+                transport_loads: vec![(64, 50), (1024, 50), (16 * 1024, 50)],
                 idle_connections: 5000,
                 only: options.only.clone(),
                 runs: options.runs,

@@ -45,6 +45,14 @@ pub fn markdown(results: &Results, charts: &[String]) -> String {
             "admin",
             "Observability: split with the admin endpoint off and on",
         ),
+        (
+            "tls",
+            "TLS: the layouts over TLS, beside split over plain TCP",
+        ),
+        (
+            "udp",
+            "UDP: the layouts echoing datagrams, beside split over TCP",
+        ),
     ] {
         let cells: Vec<&Cell> = results
             .cells
@@ -63,7 +71,35 @@ pub fn markdown(results: &Results, charts: &[String]) -> String {
                  metrics are kept at all. Samples alternate off, on, off, on.\n"
             );
         }
+        match section {
+            "tls" => {
+                let _ = writeln!(
+                    out,
+                    "TLS 1.3 with a self-signed ECDSA P-256 certificate; the closed loop's \
+                     connections make their handshakes before the window, churn makes one \
+                     per request.\n"
+                );
+            }
+            "udp" => {
+                let _ = writeln!(
+                    out,
+                    "Each client a UDP socket with one datagram in flight (`--udp-rate-limit` \
+                     raised out of the way); split (TCP) runs the same load over TCP \
+                     connections.\n"
+                );
+            }
+            _ => {}
+        }
         table(&mut out, &cells, section == "closed");
+        if section == "udp" {
+            let lost: u64 = cells
+                .iter()
+                .flat_map(|cell| &cell.servers)
+                .flat_map(|samples| &samples.samples)
+                .filter_map(|sample| sample.report.as_ref()?.lost)
+                .sum();
+            let _ = writeln!(out, "Datagrams lost over the section: {lost}.\n");
+        }
     }
     server_side(&mut out, &results.servers, &results.cells);
     let errors: u64 = results
@@ -97,12 +133,15 @@ fn table(out: &mut String, cells: &[&Cell], ratios: bool) {
             " split / single | sharded / single | best tandem / epoll |"
         );
     }
-    let on_off = cells.iter().any(|cell| cell.on_off_ratio.is_some());
-    if on_off {
-        let _ = write!(out, " on / off |");
+    let ratio_of = cells
+        .iter()
+        .find_map(|cell| cell.ratio)
+        .map(|ratio| ratio.of);
+    if let Some(of) = ratio_of {
+        let _ = write!(out, " {of} |");
     }
     let _ = writeln!(out);
-    let columns = servers.len() + if ratios { 3 } else { 0 } + usize::from(on_off);
+    let columns = servers.len() + if ratios { 3 } else { 0 } + usize::from(ratio_of.is_some());
     let _ = writeln!(out, "|---|{}", "---:|".repeat(columns));
     for cell in cells {
         let _ = write!(out, "| {} |", cell.label);
@@ -140,12 +179,12 @@ fn table(out: &mut String, cells: &[&Cell], ratios: bool) {
                 ratio(best, median("epoll"))
             );
         }
-        if on_off {
+        if ratio_of.is_some() {
             let _ = write!(
                 out,
                 " {} |",
-                cell.on_off_ratio
-                    .map_or_else(|| "-".to_owned(), |r| format!("{r:.3}"))
+                cell.ratio
+                    .map_or_else(|| "-".to_owned(), |r| format!("{:.3}", r.value))
             );
         }
         let _ = writeln!(out);
@@ -257,7 +296,7 @@ fn round(value: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::suite::{Sample, Samples};
+    use crate::suite::{Ratio, Sample, Samples};
 
     fn cell(medians: &[(&str, f64)]) -> Cell {
         Cell {
@@ -282,7 +321,7 @@ mod tests {
                     }],
                 })
                 .collect(),
-            on_off_ratio: None,
+            ratio: None,
         }
     }
 
@@ -290,7 +329,10 @@ mod tests {
     fn admin_rows_carry_the_on_off_ratio() {
         let mut cell = cell(&[("split (admin off)", 100.0), ("split (admin on)", 97.0)]);
         cell.section = "admin";
-        cell.on_off_ratio = Some(0.97);
+        cell.ratio = Some(Ratio {
+            of: "on / off",
+            value: 0.97,
+        });
         let mut out = String::new();
         table(&mut out, &[&cell], false);
         let header = out.lines().next().unwrap();

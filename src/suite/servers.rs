@@ -71,6 +71,14 @@ impl ServerSpec {
         spec
     }
 
+    /// This server under another name.
+    pub fn named(&self, name: &str) -> ServerSpec {
+        ServerSpec {
+            name: name.to_owned(),
+            ..self.clone()
+        }
+    }
+
     /// This tandem server named `name`, with its admin endpoint on or off.
     pub fn with_admin(&self, name: &str, admin: bool) -> ServerSpec {
         ServerSpec {
