@@ -34,18 +34,7 @@ fn refusal_problems(args: &[&str], env: &[(&str, &str)], expect: &[&str]) -> Opt
     let mut env = env.to_vec();
     env.push(("TANDEM_LISTEN", "127.0.0.1:0"));
     let out = common::Proc::run(&all, &env);
-    let mut problems = Vec::new();
-    if out.status.code() != Some(2) {
-        problems.push(format!("exit status {}, want 2", out.status));
-    }
-    if out.stderr.contains("panicked") || out.stdout.contains("listening on") {
-        problems.push("panicked or started".to_owned());
-    }
-    for needle in expect {
-        if !out.stderr.contains(needle) {
-            problems.push(format!("stderr lacks {needle:?}"));
-        }
-    }
+    let problems = out.refusal_problems(expect);
     (!problems.is_empty()).then(|| {
         format!(
             "{}\n  stderr: {}",

@@ -175,6 +175,30 @@ impl Drop for Proc {
     }
 }
 
+impl Finished {
+    /// What is wrong with this run as a refused configuration: it must
+    /// exit 2 without a panic and without listening, its stderr holding
+    /// every one of `expect`.
+    pub fn refusal_problems(&self, expect: &[&str]) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.status.code() != Some(2) {
+            problems.push(format!("exit status {}, want 2", self.status));
+        }
+        if self.stderr.contains("panicked") {
+            problems.push("panicked".to_owned());
+        }
+        if self.stdout.contains("listening on") {
+            problems.push("started listening".to_owned());
+        }
+        for needle in expect {
+            if !self.stderr.contains(needle) {
+                problems.push(format!("stderr lacks {needle:?}"));
+            }
+        }
+        problems
+    }
+}
+
 /// A server that has printed `listening on <addr>`.
 pub struct TestServer {
     proc: Proc,
