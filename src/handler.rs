@@ -9,7 +9,7 @@
 //! use std::io;
 //! use std::time::Duration;
 //! use tandem::{Close, Connection, Handler, Server, ServerConfig};
-//! //!
+//!
 //! /// RFC 864-style greeting: writes one line, then closes.
 //! struct Greeting;
 //!
