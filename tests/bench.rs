@@ -49,13 +49,26 @@ fn fake_server(respond: impl Fn(&mut Vec<u8>) + Send + Sync + 'static) -> Socket
 /// Runs `tandem bench --json` with `args` and returns its exit success and
 /// its report.
 fn bench(target: SocketAddr, args: &[&str]) -> (bool, Value) {
-    let target = target.to_string();
-    let mut all = vec!["bench", "--target", &target, "--json"];
-    all.extend_from_slice(args);
-    let out = Proc::run(&all, &[]);
-    let report = serde_json::from_str(out.stdout.trim())
-        .unwrap_or_else(|err| panic!("no JSON report ({err}): {}\n{}", out.stdout, out.stderr));
-    (out.status.success(), report)
+    common::bench_json(target, args)
+}
+
+/// Runs every mode (closed loop with a pipeline, open loop, churn) with
+/// `common` against `target`; each must pass, echo something, and say it
+/// went over `transport`.
+fn every_mode_passes(target: SocketAddr, common: &[&str], transport: &str) {
+    for mode in [
+        &["--pipeline", "8"][..],
+        &["--rate", "2000"],
+        &["--churn", "--connections", "4"],
+    ] {
+        let (ok, report) = bench(target, &[common, mode].concat());
+        assert!(ok, "{mode:?}: {report}");
+        assert_eq!(report["transport"], transport, "{report}");
+        assert!(
+            report["messages"].as_u64().unwrap() > 0,
+            "{mode:?}: {report}"
+        );
+    }
 }
 
 fn latency(report: &Value, key: &str) -> u64 {
@@ -97,18 +110,7 @@ fn every_mode_verifies_against_a_real_server_including_appended_newlines() {
         "100ms",
         "--expect-newline",
     ];
-    for mode in [
-        &["--pipeline", "8"][..],
-        &["--rate", "2000"],
-        &["--churn", "--connections", "4"],
-    ] {
-        let (ok, report) = bench(server.addr, &[&short[..], mode].concat());
-        assert!(ok, "{mode:?}: {report}");
-        assert!(
-            report["messages"].as_u64().unwrap() > 0,
-            "{mode:?}: {report}"
-        );
-    }
+    every_mode_passes(server.addr, &short, "tcp");
     assert!(server.stop().success());
 }
 
@@ -475,6 +477,7 @@ fn tls_server(identity: &Identity, layout: &str) -> TestServer {
 fn every_mode_runs_over_tls_against_every_layout() {
     let identity = Identity::new();
     let ca = identity.cert.to_str().unwrap();
+    // Messages larger than a TLS record.
     let tls = [
         "--tls",
         "--tls-ca",
@@ -483,22 +486,12 @@ fn every_mode_runs_over_tls_against_every_layout() {
         "500ms",
         "--warmup",
         "100ms",
+        "--message-size",
+        "20000",
     ];
     for layout in LAYOUTS {
         let mut server = tls_server(&identity, layout);
-        for mode in [
-            &["--pipeline", "4", "--message-size", "20000"][..],
-            &["--rate", "2000"],
-            &["--churn", "--connections", "4"],
-        ] {
-            let (ok, report) = bench(server.addr, &[&tls[..], mode].concat());
-            assert!(ok, "{layout} {mode:?}: {report}");
-            assert_eq!(report["transport"], "tls", "{report}");
-            assert!(
-                report["messages"].as_u64().unwrap() > 0,
-                "{layout} {mode:?}: {report}"
-            );
-        }
+        every_mode_passes(server.addr, &tls, "tls");
         assert!(server.stop().success());
     }
 }
@@ -517,21 +510,12 @@ fn a_certificate_the_generator_does_not_trust_fails_the_run_unless_told_to_accep
         "--connections",
         "2",
     ];
-    let wrong_ca = stranger.cert.to_str().unwrap();
-    let out = Proc::run(
-        &[
-            &[
-                "bench",
-                "--target",
-                &server.addr.to_string(),
-                "--tls-ca",
-                wrong_ca,
-            ][..],
-            &short,
-        ]
-        .concat(),
-        &[],
-    );
+    let target = server.addr.to_string();
+    let run = |extra: &[&str]| {
+        let command = [&["bench", "--target", &target][..], &short, extra].concat();
+        Proc::run(&command, &[])
+    };
+    let out = run(&["--tls-ca", stranger.cert.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
     assert!(out.stderr.contains("certificate"), "{}", out.stderr);
 
@@ -540,21 +524,7 @@ fn a_certificate_the_generator_does_not_trust_fails_the_run_unless_told_to_accep
     // The name checked is the one asked for: the certificate names
     // localhost, not example.com.
     let ca = identity.cert.to_str().unwrap();
-    let out = Proc::run(
-        &[
-            &[
-                "bench",
-                "--target",
-                &server.addr.to_string(),
-                "--tls-ca",
-                ca,
-            ][..],
-            &["--tls-server-name", "example.com"],
-            &short,
-        ]
-        .concat(),
-        &[],
-    );
+    let out = run(&["--tls-ca", ca, "--tls-server-name", "example.com"]);
     assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
     assert!(server.stop().success());
 }

@@ -35,13 +35,7 @@ fn fake_udp_echo(mut respond: impl FnMut(&mut Vec<u8>) -> bool + Send + 'static)
 /// Runs `tandem bench --udp --json` with `args` and returns its exit
 /// success and its report.
 fn bench(target: SocketAddr, args: &[&str]) -> (bool, Value) {
-    let target = target.to_string();
-    let mut all = vec!["bench", "--udp", "--target", &target, "--json"];
-    all.extend_from_slice(args);
-    let out = Proc::run(&all, &[]);
-    let report = serde_json::from_str(out.stdout.trim())
-        .unwrap_or_else(|err| panic!("no JSON report ({err}): {}\n{}", out.stdout, out.stderr));
-    (out.status.success(), report)
+    common::bench_json(target, &[&["--udp"], args].concat())
 }
 
 fn count(report: &Value, key: &str) -> u64 {

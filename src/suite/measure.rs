@@ -55,6 +55,29 @@ pub struct Cell {
     pub ratio: Option<Ratio>,
 }
 
+impl Cell {
+    /// A closed-loop cell: messages per second at (message size,
+    /// connections, pipeline), without a ratio.
+    fn closed_loop(
+        section: &'static str,
+        label: String,
+        (message_size, connections, pipeline): (usize, usize, usize),
+        servers: Vec<Samples>,
+    ) -> Cell {
+        Cell {
+            section,
+            label,
+            metric: "msgs/s",
+            message_size,
+            connections,
+            pipeline,
+            fraction: None,
+            servers,
+            ratio: None,
+        }
+    }
+}
+
 /// A ratio of two servers' medians in a cell.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Ratio {
@@ -249,17 +272,12 @@ fn closed(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteError> 
                     }
                     bench_sample(&servers[index].name, &options, |report| report.msgs_per_sec)
                 })?;
-                cells.push(Cell {
-                    section: "closed",
+                cells.push(Cell::closed_loop(
+                    "closed",
                     label,
-                    metric: "msgs/s",
-                    message_size: size,
-                    connections,
-                    pipeline,
-                    fraction: None,
-                    servers: samples,
-                    ratio: None,
-                });
+                    (size, connections, pipeline),
+                    samples,
+                ));
             }
         }
     }
@@ -479,15 +497,8 @@ fn admin(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteError> {
         })?;
         let ratio = Ratio::of("on / off", &samples, 1, 0);
         cells.push(Cell {
-            section: "admin",
-            label,
-            metric: "msgs/s",
-            message_size: size,
-            connections,
-            pipeline: 1,
-            fraction: None,
-            servers: samples,
             ratio,
+            ..Cell::closed_loop("admin", label, (size, connections, 1), samples)
         });
     }
     Ok(cells)
@@ -568,15 +579,8 @@ fn transport_cells(
         })?;
         let ratio = Ratio::of(ratio_of, &samples, split, specs.len() - 1);
         cells.push(Cell {
-            section,
-            label,
-            metric: "msgs/s",
-            message_size: size,
-            connections,
-            pipeline: 1,
-            fraction: None,
-            servers: samples,
             ratio,
+            ..Cell::closed_loop(section, label, (size, connections, 1), samples)
         });
     }
     Ok(cells)

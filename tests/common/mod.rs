@@ -199,6 +199,18 @@ impl Finished {
     }
 }
 
+/// Runs `tandem bench --json --target <target>` with `args` and returns
+/// its exit success and its report.
+pub fn bench_json(target: SocketAddr, args: &[&str]) -> (bool, serde_json::Value) {
+    let target = target.to_string();
+    let mut all = vec!["bench", "--target", &target, "--json"];
+    all.extend_from_slice(args);
+    let out = Proc::run(&all, &[]);
+    let report = serde_json::from_str(out.stdout.trim())
+        .unwrap_or_else(|err| panic!("no JSON report ({err}): {}\n{}", out.stdout, out.stderr));
+    (out.status.success(), report)
+}
+
 /// A server that has printed `listening on <addr>`.
 pub struct TestServer {
     proc: Proc,
