@@ -446,12 +446,9 @@ impl ServeOptions {
             log_format: self.log_format.unwrap_or(LogFormat::Text),
         })
     }
-}
 
-impl ServeOptions {
-    /// Loads the TLS identity, if one is configured. The command line
-    /// insists on both files; the file and the environment are checked
-    /// here, after the layers are merged.
+    /// Loads the TLS identity, if one is configured: both files or
+    /// neither, whichever layers they come from.
     fn tls(&self) -> Result<Option<ServerTls>, ConfigError> {
         let (cert, key) = match (&self.tls_cert, &self.tls_key) {
             (None, None) => return Ok(None),
