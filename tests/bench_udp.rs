@@ -83,8 +83,16 @@ fn the_real_udp_echo_loses_nothing_on_loopback_in_every_layout() {
         assert_eq!(count(&report, "errors"), 0, "{layout}: {report}");
         assert_eq!(count(&report, "lost"), 0, "{layout}: {report}");
         assert_eq!(loss_ratio(&report), 0.0, "{layout}: {report}");
-        // The server's scrapes around the run work over UDP as over TCP.
-        assert!(report["server"].is_object(), "{layout}: {report}");
+        // The server's own count: every datagram of the run echoed (the
+        // warm-up's too, so at least the window's), none refused.
+        let datagrams = &report["server"]["run"]["udp_datagrams"];
+        assert!(
+            datagrams["echoed"].as_u64().unwrap() >= count(&report, "messages"),
+            "{layout}: {report}"
+        );
+        for refused in ["rate_limited", "reflection", "error"] {
+            assert_eq!(datagrams[refused], 0, "{layout}: {report}");
+        }
         assert!(server.stop().success(), "{layout}");
     }
 }
@@ -132,15 +140,30 @@ fn dropped_datagrams_are_lost_not_errors() {
 fn the_default_rate_limit_drops_most_of_a_thousand_datagrams_a_second() {
     // Every socket of the bench is 127.0.0.1: one bucket of 100 a second
     // for all of them. This is why the tests above raise the limit.
-    let mut server = TestServer::start(&["--udp"]);
+    let mut server = TestServer::start_with_admin(&["--udp"]);
+    let url = format!("http://{}/metrics", server.admin_addr());
     let (ok, report) = bench(
         server.addr,
-        &["--rate", "1000", "--duration", "1s", "--warmup", "200ms"],
+        &[
+            "--rate",
+            "1000",
+            "--duration",
+            "1s",
+            "--warmup",
+            "200ms",
+            "--server-metrics",
+            &url,
+        ],
     );
     assert!(ok, "{report}");
     assert_eq!(count(&report, "errors"), 0, "{report}");
     let ratio = loss_ratio(&report);
     assert!(ratio > 0.5, "loss ratio {ratio}: {report}");
+    // The server says why: its limiter dropped them.
+    let dropped = report["server"]["run"]["udp_datagrams"]["rate_limited"]
+        .as_u64()
+        .unwrap();
+    assert!(dropped >= count(&report, "lost"), "{report}");
     assert!(server.stop().success());
 }
 

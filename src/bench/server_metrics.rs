@@ -55,6 +55,8 @@ const ACCEPTED: &str = "tandem_connections_accepted_total";
 const REJECTED: &str = "tandem_connections_rejected_total";
 const CLOSED: &str = "tandem_connections_closed_total";
 const ACCEPT_ERRORS: &str = "tandem_accept_errors_total";
+const UDP_DATAGRAMS: &str = "tandem_udp_datagrams_total";
+const TLS_HANDSHAKE_ERRORS: &str = "tandem_tls_handshake_errors_total";
 const BYTES_RECEIVED: &str = "tandem_bytes_received_total";
 const BYTES_SENT: &str = "tandem_bytes_sent_total";
 const ACTIVE: &str = "tandem_connections_active";
@@ -241,6 +243,10 @@ pub struct Snapshot {
     rejected: f64,
     closed: BTreeMap<String, f64>,
     accept_errors: f64,
+    /// By outcome; empty from a server without the series.
+    udp_datagrams: BTreeMap<String, f64>,
+    /// By kind; empty from a server without the series.
+    tls_handshake_errors: BTreeMap<String, f64>,
     bytes_received: f64,
     bytes_sent: f64,
     active: f64,
@@ -261,6 +267,8 @@ impl Snapshot {
             rejected: f64::NAN,
             closed: BTreeMap::new(),
             accept_errors: 0.0,
+            udp_datagrams: BTreeMap::new(),
+            tls_handshake_errors: BTreeMap::new(),
             bytes_received: f64::NAN,
             bytes_sent: f64::NAN,
             active: f64::NAN,
@@ -293,6 +301,12 @@ impl Snapshot {
                     snapshot.closed.insert(label("reason"), value);
                 }
                 ACCEPT_ERRORS => snapshot.accept_errors += value,
+                UDP_DATAGRAMS => {
+                    snapshot.udp_datagrams.insert(label("outcome"), value);
+                }
+                TLS_HANDSHAKE_ERRORS => {
+                    snapshot.tls_handshake_errors.insert(label("kind"), value);
+                }
                 BYTES_RECEIVED => snapshot.bytes_received = value,
                 BYTES_SENT => snapshot.bytes_sent = value,
                 ACTIVE => snapshot.active = value,
@@ -420,6 +434,14 @@ pub struct RunFigures {
     pub connections_closed: BTreeMap<String, u64>,
     /// Accept errors of every kind.
     pub accept_errors: u64,
+    /// UDP datagrams by outcome: `echoed`, `rate_limited`, `reflection`,
+    /// `error` (`serve --udp`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub udp_datagrams: BTreeMap<String, u64>,
+    /// Failed TLS handshakes by kind: `closed`, `protocol`, `timeout`,
+    /// `error` (`serve --tls-cert`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tls_handshake_errors: BTreeMap<String, u64>,
     /// Connections handed from accept to serving.
     pub handoffs: u64,
     /// Time from accept to the start of serving, from the server's
@@ -481,14 +503,21 @@ impl ServerFigures {
         let count = |name: &str, start: f64, end: f64| -> Result<u64, ScrapeFailure> {
             Ok(increase(name, start, end)?.round() as u64)
         };
-        let mut connections_closed = BTreeMap::new();
-        for (reason, &end) in &settled.closed {
-            let start = run_start.closed.get(reason).copied().unwrap_or(0.0);
-            connections_closed.insert(
-                reason.clone(),
-                count(&format!("{CLOSED}{{reason={reason}}}"), start, end)?,
-            );
-        }
+        // The increase of each series of a labelled counter over the run.
+        let by_label = |name: &str,
+                        label: &str,
+                        start: &BTreeMap<String, f64>,
+                        end: &BTreeMap<String, f64>|
+         -> Result<BTreeMap<String, u64>, ScrapeFailure> {
+            end.iter()
+                .map(|(value, &last)| {
+                    let first = start.get(value).copied().unwrap_or(0.0);
+                    let series = format!("{name}{{{label}={value}}}");
+                    Ok((value.clone(), count(&series, first, last)?))
+                })
+                .collect()
+        };
+        let connections_closed = by_label(CLOSED, "reason", &run_start.closed, &settled.closed)?;
         let handoff_wait = bucket_increase(&run_start.handoff_wait, &settled.handoff_wait)?;
         let handoffs = handoff_wait.last().map_or(0.0, |bucket| bucket.count);
         let quantile = |q| histogram_quantile(q, &handoff_wait).map(|seconds| seconds * 1e6);
@@ -512,6 +541,18 @@ impl ServerFigures {
                     ACCEPT_ERRORS,
                     run_start.accept_errors,
                     settled.accept_errors,
+                )?,
+                udp_datagrams: by_label(
+                    UDP_DATAGRAMS,
+                    "outcome",
+                    &run_start.udp_datagrams,
+                    &settled.udp_datagrams,
+                )?,
+                tls_handshake_errors: by_label(
+                    TLS_HANDSHAKE_ERRORS,
+                    "kind",
+                    &run_start.tls_handshake_errors,
+                    &settled.tls_handshake_errors,
                 )?,
                 handoffs: handoffs.round() as u64,
                 handoff_wait_us: quantile(0.5)
@@ -666,12 +707,7 @@ impl fmt::Display for ServerFigures {
             ),
         )?;
         let run = &self.run;
-        let closed: Vec<String> = run
-            .connections_closed
-            .iter()
-            .filter(|&(_, &count)| count > 0)
-            .map(|(reason, count)| format!("{reason} {count}"))
-            .collect();
+        let closed = nonzero(&run.connections_closed);
         row(
             f,
             "connections (run)",
@@ -698,11 +734,31 @@ impl fmt::Display for ServerFigures {
             },
         )?;
         row(f, "accept errors (run)", run.accept_errors.to_string())?;
+        // Only what happened: a plain TCP run has no datagram and no
+        // handshake to speak of.
+        for (name, counts) in [
+            ("datagrams (run)", &run.udp_datagrams),
+            ("tls handshakes failed (run)", &run.tls_handshake_errors),
+        ] {
+            let counted = nonzero(counts);
+            if !counted.is_empty() {
+                row(f, name, counted.join("  "))?;
+            }
+        }
         for note in &self.notes {
             writeln!(f, "    note: {note}")?;
         }
         Ok(())
     }
+}
+
+/// `<label> <count>` for each count above 0.
+fn nonzero(counts: &BTreeMap<String, u64>) -> Vec<String> {
+    counts
+        .iter()
+        .filter(|&(_, &count)| count > 0)
+        .map(|(label, count)| format!("{label} {count}"))
+        .collect()
 }
 
 /// Runtimes in the order of the data path: acceptor, worker, shards by
@@ -822,6 +878,38 @@ mod tests {
 
     fn snapshot(text: &str, at: Instant) -> Snapshot {
         Snapshot::parse(text, at).unwrap()
+    }
+
+    /// `exposition` plus UDP and TLS handshake counters.
+    fn with_transports(echoed: u64, rate_limited: u64, timeouts: u64) -> String {
+        exposition(10, 10, 0, 1000, 5.0, [0, 0, 0])
+            + &format!(
+                "# TYPE tandem_udp_datagrams_total counter\n\
+                 tandem_udp_datagrams_total{{outcome=\"echoed\"}} {echoed}\n\
+                 tandem_udp_datagrams_total{{outcome=\"rate_limited\"}} {rate_limited}\n\
+                 # TYPE tandem_tls_handshake_errors_total counter\n\
+                 tandem_tls_handshake_errors_total{{kind=\"timeout\"}} {timeouts}\n\
+                 tandem_tls_handshake_errors_total{{kind=\"protocol\"}} 0\n"
+            )
+    }
+
+    #[test]
+    fn datagrams_and_failed_handshakes_are_counted_over_the_run_by_label() {
+        let t0 = Instant::now();
+        let url = MetricsUrl::from_str("http://127.0.0.1:9/metrics").unwrap();
+        let start = snapshot(&with_transports(100, 5, 1), t0);
+        let end = snapshot(&with_transports(1100, 25, 3), t0 + Duration::from_secs(1));
+        let figures = ServerFigures::between(&url, &start, &start, &end, &end).unwrap();
+        assert_eq!(figures.run.udp_datagrams["echoed"], 1000);
+        assert_eq!(figures.run.udp_datagrams["rate_limited"], 20);
+        assert_eq!(figures.run.tls_handshake_errors["timeout"], 2);
+        assert_eq!(figures.run.tls_handshake_errors["protocol"], 0);
+        let table = figures.to_string();
+        assert!(table.contains("echoed 1000  rate_limited 20"), "{table}");
+        assert!(table.contains("timeout 2"), "{table}");
+        assert!(!table.contains("protocol"), "{table}");
+        // A counter that goes down is a restarted server, not a figure.
+        assert!(ServerFigures::between(&url, &end, &end, &start, &start).is_err());
     }
 
     #[test]

@@ -362,6 +362,8 @@ mod tests {
                 connections_rejected: 0,
                 connections_closed: Default::default(),
                 accept_errors: 0,
+                udp_datagrams: Default::default(),
+                tls_handshake_errors: Default::default(),
                 handoffs: 1,
                 handoff_wait_us: Some(WaitQuantiles { p50: p99, p99 }),
             },
