@@ -546,10 +546,65 @@ fn tls_against_a_plain_server_fails_and_tls_options_need_tls() {
         &[],
     );
     assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
-    for option in [&["--tls-insecure"][..], &["--tls-server-name", "localhost"]] {
+    for option in [
+        &["--tls-insecure"][..],
+        &["--tls-server-name", "localhost"],
+        &["--tls-resume"],
+    ] {
         let out = Proc::run(&[&["bench", "--target", &target][..], option].concat(), &[]);
         assert_eq!(out.status.code(), Some(2), "{option:?}: {}", out.stderr);
         assert!(out.stderr.contains("needs --tls"), "{}", out.stderr);
     }
+    assert!(server.stop().success());
+}
+
+#[test]
+fn tls_handshakes_are_full_unless_the_generator_may_resume() {
+    let identity = Identity::new();
+    let mut server = tls_server(&identity, "split");
+    let ca = identity.cert.to_str().unwrap();
+    let churn = [
+        "--tls",
+        "--tls-ca",
+        ca,
+        "--churn",
+        "--connections",
+        "2",
+        "--duration",
+        "500ms",
+        "--warmup",
+        "100ms",
+    ];
+    let handshakes = |report: &Value, kind: &str| report["tls_handshakes"][kind].as_u64().unwrap();
+
+    let (ok, report) = bench(server.addr, &churn);
+    assert!(ok, "{report}");
+    assert!(handshakes(&report, "full") > 10, "{report}");
+    assert_eq!(handshakes(&report, "resumed"), 0, "{report}");
+
+    // With a session cache, every connection after each churner's first
+    // may resume the session the server offered.
+    let (ok, report) = bench(server.addr, &[&churn[..], &["--tls-resume"]].concat());
+    assert!(ok, "{report}");
+    assert!(
+        handshakes(&report, "resumed") > handshakes(&report, "full"),
+        "{report}"
+    );
+
+    // The closed loop: one full handshake per connection, before the window.
+    let (ok, report) = bench(
+        server.addr,
+        &[
+            "--tls",
+            "--tls-ca",
+            ca,
+            "--connections",
+            "3",
+            "--duration",
+            "300ms",
+        ],
+    );
+    assert!(ok, "{report}");
+    assert_eq!(handshakes(&report, "full"), 3, "{report}");
     assert!(server.stop().success());
 }

@@ -173,6 +173,11 @@ pub struct BenchOptions {
     /// [default: the target's IP address].
     #[arg(long, env = "TANDEM_BENCH_TLS_SERVER_NAME", value_name = "NAME")]
     pub tls_server_name: Option<String>,
+    /// With --tls: resume sessions the server offers to resume, as a
+    /// client with a session cache does; without it, every handshake is a
+    /// full one.
+    #[arg(long, env = "TANDEM_BENCH_TLS_RESUME")]
+    pub tls_resume: bool,
 }
 
 /// Why a run could not be made.
@@ -226,6 +231,7 @@ impl BenchOptions {
             tls_ca: None,
             tls_insecure: false,
             tls_server_name: None,
+            tls_resume: false,
         }
     }
 
@@ -313,6 +319,7 @@ impl BenchOptions {
             ("tls-ca", self.tls_ca.is_some()),
             ("tls-insecure", self.tls_insecure),
             ("tls-server-name", self.tls_server_name.is_some()),
+            ("tls-resume", self.tls_resume),
         ];
         if let Some((option, _)) = tls_options.iter().find(|(_, set)| *set && !self.tls) {
             return Err(invalid(option, "needs --tls", "set without it".to_owned()));
@@ -330,7 +337,8 @@ impl BenchOptions {
             (Some(path), false) => Trust::File(path),
             (None, false) => Trust::System,
         };
-        ClientTls::new(trust, self.tls_server_name.as_deref(), self.target).map(Some)
+        let name = self.tls_server_name.as_deref();
+        ClientTls::new(trust, name, self.target, self.tls_resume).map(Some)
     }
 
     fn mode(&self) -> &'static str {
@@ -379,7 +387,7 @@ async fn run_async(options: &BenchOptions, show_progress: bool) -> Result<Report
             connect_all(options, tls.as_ref()).await
         }
     };
-    measure(options, show_progress, open, |streams, load| {
+    let report = measure(options, show_progress, open, |streams, load| {
         let Load {
             block,
             start,
@@ -411,7 +419,11 @@ async fn run_async(options: &BenchOptions, show_progress: bool) -> Result<Report
             }
         }
     })
-    .await
+    .await?;
+    Ok(Report {
+        tls_handshakes: tls.as_ref().map(ClientTls::handshakes),
+        ..report
+    })
 }
 
 /// What a run's load starts its tasks with (see [`measure`]).
@@ -645,9 +657,10 @@ fn report(options: &BenchOptions, stats: &Stats, cpu: Duration) -> Report {
         connects_per_sec: options
             .churn
             .then(|| stats.connects.load(Ordering::Relaxed) as f64 / seconds),
-        // Over UDP, filled in by the UDP run.
+        // Over UDP, filled in by the UDP run; over TLS, by the TLS run.
         lost: None,
         loss_ratio: None,
+        tls_handshakes: None,
         generator_cpu_us_per_msg: if messages == 0 {
             0.0
         } else {

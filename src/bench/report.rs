@@ -31,6 +31,14 @@ impl Latency {
     }
 }
 
+/// The TLS handshakes of a run (warm-up included): how many, and how many
+/// of them resumed an earlier session (`--tls-resume`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Handshakes {
+    pub full: u64,
+    pub resumed: u64,
+}
+
 /// What a run measured. The field names are the JSON keys and stay stable.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -75,6 +83,9 @@ pub struct Report {
     /// UDP: `lost` over the datagrams sent within the window.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub loss_ratio: Option<f64>,
+    /// TLS: the run's handshakes, full and resumed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_handshakes: Option<Handshakes>,
     /// CPU time (user + system) the generator used per message.
     pub generator_cpu_us_per_msg: f64,
     /// The first error, if any.
@@ -128,6 +139,13 @@ impl fmt::Display for Report {
             ),
         )?;
         row(f, "messages", self.messages.to_string())?;
+        if let Some(handshakes) = self.tls_handshakes {
+            row(
+                f,
+                "tls handshakes",
+                format!("{} full  {} resumed", handshakes.full, handshakes.resumed),
+            )?;
+        }
         if let (Some(lost), Some(ratio)) = (self.lost, self.loss_ratio) {
             row(
                 f,

@@ -5,21 +5,24 @@
 //! The handshake is part of connecting: in the closed and open loops it
 //! happens before the window, so the figures are those of the encrypted
 //! echo; in churn, every connection makes one, and the latency includes it.
-//! rustls resumes sessions when the server offers tickets, as a real client
-//! would.
+//! Every handshake is a full one unless `--tls-resume` gives the client a
+//! session cache, as returning clients have; the report counts both kinds.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use rustls::client::Resumption;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{ClientConfig, DigitallySignedStruct, HandshakeKind, RootCertStore, SignatureScheme};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::BenchError;
+use super::report::Handshakes;
 use crate::transport::Transport;
 
 /// Whom the generator trusts.
@@ -33,28 +36,32 @@ pub enum Trust<'a> {
     Anyone,
 }
 
-/// What each load connection needs for its handshake. Cheap to clone.
+/// What each load connection needs for its handshake, and the count of
+/// the run's handshakes. Cheap to clone; clones share the count.
 #[derive(Clone)]
 pub struct ClientTls {
     connector: TlsConnector,
     name: ServerName<'static>,
+    full: Arc<AtomicU64>,
+    resumed: Arc<AtomicU64>,
 }
 
 impl ClientTls {
     /// A client that trusts `trust` and asks for `name` (SNI, and the name
     /// the certificate must carry), or, without one, for the target's IP
-    /// address.
+    /// address; with `resume`, it keeps a session cache and resumes.
     pub fn new(
         trust: Trust<'_>,
         name: Option<&str>,
         target: SocketAddr,
+        resume: bool,
     ) -> Result<Self, BenchError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let invalid = |what: String| BenchError::Tls(what);
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|err| invalid(err.to_string()))?;
-        let config = match trust {
+        let mut config = match trust {
             Trust::Anyone => builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
@@ -83,6 +90,11 @@ impl ClientTls {
                 builder.with_root_certificates(roots).with_no_client_auth()
             }
         };
+        // Without a cache, every handshake is a full one: what a new client
+        // costs, rather than what a returning one does.
+        if !resume {
+            config.resumption = Resumption::disabled();
+        }
         let name = match name {
             Some(name) => ServerName::try_from(name.to_owned())
                 .map_err(|err| invalid(format!("invalid --tls-server-name {name:?}: {err}")))?,
@@ -91,13 +103,28 @@ impl ClientTls {
         Ok(ClientTls {
             connector: TlsConnector::from(Arc::new(config)),
             name,
+            full: Arc::default(),
+            resumed: Arc::default(),
         })
     }
 
-    /// Runs the handshake over `stream`.
+    /// Runs the handshake over `stream`, and counts it.
     pub async fn handshake(&self, stream: TcpStream) -> std::io::Result<Transport> {
         let tls = self.connector.connect(self.name.clone(), stream).await?;
+        let counter = match tls.get_ref().1.handshake_kind() {
+            Some(HandshakeKind::Resumed) => &self.resumed,
+            _ => &self.full,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         Ok(Transport::Tls(Box::new(tls.into())))
+    }
+
+    /// The handshakes completed so far.
+    pub fn handshakes(&self) -> Handshakes {
+        Handshakes {
+            full: self.full.load(Ordering::Relaxed),
+            resumed: self.resumed.load(Ordering::Relaxed),
+        }
     }
 }
 

@@ -395,6 +395,7 @@ mod tests {
             connects_per_sec: None,
             lost: None,
             loss_ratio: None,
+            tls_handshakes: None,
             generator_cpu_us_per_msg: 1.0,
             first_error: None,
             server: Some(server),
