@@ -110,7 +110,11 @@ impl ClientTls {
 
     /// Runs the handshake over `stream`, and counts it.
     pub async fn handshake(&self, stream: TcpStream) -> std::io::Result<Transport> {
-        let tls = self.connector.connect(self.name.clone(), stream).await?;
+        let tls = self
+            .connector
+            .connect(self.name.clone(), stream)
+            .await
+            .map_err(with_hint)?;
         let counter = match tls.get_ref().1.handshake_kind() {
             Some(HandshakeKind::Resumed) => &self.resumed,
             _ => &self.full,
@@ -126,6 +130,26 @@ impl ClientTls {
             resumed: self.resumed.load(Ordering::Relaxed),
         }
     }
+}
+
+/// Adds what to do to a refused server certificate, the usual first
+/// failure against a test server.
+fn with_hint(err: std::io::Error) -> std::io::Error {
+    let refused = err
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|inner| matches!(inner, rustls::Error::InvalidCertificate(_)));
+    if !refused {
+        return err;
+    }
+    std::io::Error::new(
+        err.kind(),
+        format!(
+            "{err} (trust the server's CA or self-signed certificate with --tls-ca FILE, \
+             or accept any with --tls-insecure; a self-signed certificate must not be \
+             marked as a CA: basicConstraints CA:FALSE)"
+        ),
+    )
 }
 
 /// `--tls-insecure`: accepts whatever certificate the server shows, while
