@@ -17,19 +17,13 @@ use common::tls::{Identity, echo, half_close, read_to_close_notify};
 use common::{LAYOUTS, PATIENCE, TestServer, random_bytes};
 use nix::sys::signal::Signal;
 
-#[test]
-fn the_readmes_openssl_recipe_makes_a_certificate_that_s_client_and_the_bench_accept() {
-    // The command of the README's "Serving TLS", as written there.
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let recipe = readme
-        .split("```sh\n")
-        .find(|block| block.starts_with("openssl req -x509"))
-        .expect("the README's certificate recipe");
-    let command = recipe[..recipe.find("\ntandem serve").unwrap()].replace("\\\n", " ");
+/// Runs the shell `command` in a fresh folder, where it must write
+/// `cert.pem` and `key.pem`; serves TLS with them, and returns how a short
+/// `tandem bench --tls --tls-ca cert.pem` against that server went.
+fn bench_with_certificate_made_by(command: &str) -> common::Finished {
     let dir = tempfile::tempdir().unwrap();
     let made = Command::new("sh")
-        .args(["-c", &command])
+        .args(["-c", command])
         .current_dir(dir.path())
         .output()
         .unwrap();
@@ -40,7 +34,6 @@ fn the_readmes_openssl_recipe_makes_a_certificate_that_s_client_and_the_bench_ac
     );
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
-
     let mut server = TestServer::start(&["--tls-cert", cert, "--tls-key", key]);
     let target = server.addr.to_string();
     let out = common::Proc::run(
@@ -58,56 +51,35 @@ fn the_readmes_openssl_recipe_makes_a_certificate_that_s_client_and_the_bench_ac
         ],
         &[],
     );
-    assert!(out.status.success(), "{}", out.stderr);
     assert!(server.stop().success());
+    out
+}
+
+#[test]
+fn the_readmes_openssl_recipe_makes_a_certificate_the_bench_accepts() {
+    // The command of the README's "Serving TLS", as written there.
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let recipe = readme
+        .split("```sh\n")
+        .find(|block| block.starts_with("openssl req -x509"))
+        .expect("the README's certificate recipe");
+    let command = recipe[..recipe.find("\ntandem serve").unwrap()].replace("\\\n", " ");
+    let out = bench_with_certificate_made_by(&command);
+    assert!(out.status.success(), "{}", out.stderr);
 }
 
 #[test]
 fn a_certificate_marked_as_a_ca_is_refused_by_the_bench_with_what_to_do() {
     // What `openssl req -x509` makes without basicConstraints CA:FALSE.
-    let dir = tempfile::tempdir().unwrap();
-    let made = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        .args(["-addext", "basicConstraints=critical,CA:TRUE"])
-        .args(["-keyout", "key.pem", "-out", "cert.pem"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
-    let mut server = TestServer::start(&["--tls-cert", cert, "--tls-key", key]);
-    let target = server.addr.to_string();
-    let out = common::Proc::run(
-        &[
-            "bench",
-            "--target",
-            &target,
-            "--tls",
-            "--tls-ca",
-            cert,
-            "--duration",
-            "300ms",
-        ],
-        &[],
+    let out = bench_with_certificate_made_by(
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+         -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+         -addext basicConstraints=critical,CA:TRUE -keyout key.pem -out cert.pem",
     );
     assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
     assert!(out.stderr.contains("CaUsedAsEndEntity"), "{}", out.stderr);
     assert!(out.stderr.contains("CA:FALSE"), "{}", out.stderr);
-    assert!(server.stop().success());
 }
 
 /// A case of a refused start: name, arguments, environment, and what
