@@ -731,7 +731,7 @@ fn admin_answers_while_the_only_worker_is_stalled_in_every_layout() {
 fn metrics_answers_200_in_the_prometheus_text_format() {
     let server = TestServer::start_with_admin(&[]);
 
-    let response = curl(&[], &format!("http://{}/metrics", server.admin_addr()));
+    let response = curl(&[], &server.metrics_url());
 
     assert_eq!(response.status, 200);
     assert_eq!(response.header("content-type"), Some(METRICS_CONTENT_TYPE));

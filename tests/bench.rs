@@ -336,7 +336,7 @@ fn scraped_runs() -> &'static [(&'static str, Value)] {
             .map(|&layout| {
                 let mut server =
                     TestServer::start_with_admin(&["--layout", layout, "--workers", "2"]);
-                let url = format!("http://{}/metrics", server.admin_addr());
+                let url = server.metrics_url();
                 let connections = SCRAPED_CONNECTIONS.to_string();
                 let (ok, report) = bench(
                     server.addr,

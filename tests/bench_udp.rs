@@ -60,7 +60,7 @@ fn the_real_udp_echo_loses_nothing_on_loopback_in_every_layout() {
             "--udp-rate-limit",
             "1000000",
         ]);
-        let url = format!("http://{}/metrics", server.admin_addr());
+        let url = server.metrics_url();
         let (ok, report) = bench(
             server.addr,
             &[
@@ -141,7 +141,7 @@ fn the_default_rate_limit_drops_most_of_a_thousand_datagrams_a_second() {
     // Every socket of the bench is 127.0.0.1: one bucket of 100 a second
     // for all of them. This is why the tests above raise the limit.
     let mut server = TestServer::start_with_admin(&["--udp"]);
-    let url = format!("http://{}/metrics", server.admin_addr());
+    let url = server.metrics_url();
     let (ok, report) = bench(
         server.addr,
         &[

@@ -352,9 +352,7 @@ fn churn_cell(
 /// that a separate acceptor keeps the server responsive, put to the test.
 fn isolation(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteError> {
     progress("isolation");
-    let busy: Vec<ServerSpec> = servers
-        .iter()
-        .filter(|spec| spec.is_tandem && !spec.name.contains('+'))
+    let busy: Vec<ServerSpec> = layouts(servers)
         .map(|spec| spec.with_args(&["--simulate-work", ISOLATION_WORK]))
         .collect();
     let mut p50 = Vec::new();
@@ -464,12 +462,7 @@ fn memory(plan: &Plan, servers: &[ServerSpec]) -> Result<Cell, SuiteError> {
 /// server would, over the same closed-loop loads. The load generator does
 /// not scrape here, so that the scraper is the only difference.
 fn admin(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteError> {
-    let split = servers
-        .iter()
-        .find(|spec| spec.name == "split")
-        .ok_or_else(|| {
-            SuiteError::Invalid("the admin section needs the split server".to_owned())
-        })?;
+    let split = split(servers, "admin")?;
     let pair = [
         split.with_admin("split (admin off)", false),
         split.with_admin("split (admin on)", true),
@@ -526,60 +519,93 @@ impl Over<'_> {
     }
 }
 
-/// The layouts (`single`, `split`, `sharded`) among `servers`, each with
-/// `args` and renamed `<layout> (<tag>)`, speaking `over`; then `split` as
-/// it is, renamed `split (<baseline>)`, speaking plain TCP: the divisor of
-/// the section's ratio.
-fn lineup<'a>(
-    servers: &[ServerSpec],
-    args: &[&str],
-    tag: &str,
-    over: Over<'a>,
-    baseline: &str,
-) -> Result<Vec<(ServerSpec, Over<'a>)>, SuiteError> {
-    let mut lineup: Vec<(ServerSpec, Over)> = servers
+/// tandem's own layouts among `servers`: not the article's thread counts
+/// (`split-2+8`), nor the epoll reference.
+fn layouts(servers: &[ServerSpec]) -> impl Iterator<Item = &ServerSpec> {
+    servers
         .iter()
         .filter(|spec| spec.is_tandem && !spec.name.contains('+'))
-        .map(|spec| {
-            let name = format!("{} ({tag})", spec.name);
-            (spec.with_args(args).named(&name), over)
-        })
-        .collect();
-    let split = servers
+}
+
+/// The `split` server, which `section` needs.
+fn split<'a>(servers: &'a [ServerSpec], section: &str) -> Result<&'a ServerSpec, SuiteError> {
+    servers
         .iter()
         .find(|spec| spec.name == "split")
-        .ok_or_else(|| SuiteError::Invalid(format!("the {tag} section needs the split server")))?;
-    lineup.push((split.named(&format!("split ({baseline})")), Over::Tcp));
-    Ok(lineup)
+        .ok_or_else(|| SuiteError::Invalid(format!("the {section} section needs the split server")))
+}
+
+/// The servers of a transport comparison: each layout with the transport's
+/// `args`, renamed `<layout> (<tag>)`, spoken to `over` it; then `split` as
+/// it is, renamed `split (<baseline>)`, spoken to over plain TCP.
+struct Lineup<'a> {
+    specs: Vec<ServerSpec>,
+    overs: Vec<Over<'a>>,
+    /// `split (<tag>)`'s index: the dividend of the ratio, the baseline
+    /// (last) its divisor.
+    split: usize,
+    /// The ratio's name, `<tag> / <baseline>`.
+    ratio_of: &'static str,
+}
+
+impl<'a> Lineup<'a> {
+    fn new(
+        servers: &[ServerSpec],
+        args: &[&str],
+        (tag, over): (&str, Over<'a>),
+        baseline: &str,
+        ratio_of: &'static str,
+    ) -> Result<Lineup<'a>, SuiteError> {
+        let mut specs: Vec<ServerSpec> = layouts(servers)
+            .map(|spec| {
+                spec.with_args(args)
+                    .named(&format!("{} ({tag})", spec.name))
+            })
+            .collect();
+        let mut overs = vec![over; specs.len()];
+        let baseline = split(servers, tag)?.named(&format!("split ({baseline})"));
+        // Found, as `split` is one of the layouts.
+        let split_index = layouts(servers)
+            .position(|spec| spec.name == "split")
+            .unwrap_or(0);
+        specs.push(baseline);
+        overs.push(Over::Tcp);
+        Ok(Lineup {
+            specs,
+            overs,
+            split: split_index,
+            ratio_of,
+        })
+    }
+
+    /// The section's ratio in `samples`, one per server of the lineup.
+    fn ratio(&self, samples: &[Samples]) -> Option<Ratio> {
+        Ratio::of(self.ratio_of, samples, self.split, self.specs.len() - 1)
+    }
 }
 
 /// Closed-loop cells of a transport comparison: each load on every server
-/// of `lineup`, with the ratio of `split (<tag>)` to the baseline.
+/// of `lineup`, with the lineup's ratio.
 fn transport_cells(
     plan: &Plan,
     section: &'static str,
-    lineup: &[(ServerSpec, Over)],
-    ratio_of: &'static str,
+    lineup: &Lineup,
 ) -> Result<Vec<Cell>, SuiteError> {
-    let specs: Vec<ServerSpec> = lineup.iter().map(|(spec, _)| spec.clone()).collect();
-    let split = specs
-        .iter()
-        .position(|spec| spec.name.starts_with("split ("))
-        .unwrap_or(0);
     let mut cells = Vec::new();
     for &(size, connections) in &plan.transport_loads {
         let label = format!("{size} B x {connections} clients, pipeline 1");
         progress(&format!("{section}: {label}"));
-        let samples = interleave(&specs, plan.runs, |index, running| {
+        let samples = interleave(&lineup.specs, plan.runs, |index, running| {
             let mut options = load(plan, running);
             options.message_size = size;
             options.connections = connections;
-            lineup[index].1.apply(&mut options);
-            bench_sample(&specs[index].name, &options, |report| report.msgs_per_sec)
+            lineup.overs[index].apply(&mut options);
+            bench_sample(&lineup.specs[index].name, &options, |report| {
+                report.msgs_per_sec
+            })
         })?;
-        let ratio = Ratio::of(ratio_of, &samples, split, specs.len() - 1);
         cells.push(Cell {
-            ratio,
+            ratio: lineup.ratio(&samples),
             ..Cell::closed_loop(section, label, (size, connections, 1), samples)
         });
     }
@@ -593,17 +619,13 @@ fn tls(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteError> {
     let certificate = Certificate::new()?;
     let (cert, key) = (certificate.cert_arg()?, certificate.key_arg()?);
     let args = ["--tls-cert", cert, "--tls-key", key];
-    let lineup = lineup(servers, &args, "TLS", Over::Tls(&certificate.cert), "plain")?;
-    let mut cells = transport_cells(plan, "tls", &lineup, "TLS / plain")?;
-    let specs: Vec<ServerSpec> = lineup.iter().map(|(spec, _)| spec.clone()).collect();
-    let mut churn = churn_cell(plan, "tls", &specs, |index, options| {
-        lineup[index].1.apply(options);
+    let over = Over::Tls(&certificate.cert);
+    let lineup = Lineup::new(servers, &args, ("TLS", over), "plain", "TLS / plain")?;
+    let mut cells = transport_cells(plan, "tls", &lineup)?;
+    let mut churn = churn_cell(plan, "tls", &lineup.specs, |index, options| {
+        lineup.overs[index].apply(options);
     })?;
-    let split = specs
-        .iter()
-        .position(|spec| spec.name == "split (TLS)")
-        .unwrap_or(0);
-    churn.ratio = Ratio::of("TLS / plain", &churn.servers, split, specs.len() - 1);
+    churn.ratio = lineup.ratio(&churn.servers);
     cells.push(churn);
     Ok(cells)
 }
@@ -613,8 +635,8 @@ fn tls(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteError> {
 /// `split` over TCP.
 fn udp(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteError> {
     let args = ["--udp", "--udp-rate-limit", UDP_RATE_LIMIT];
-    let lineup = lineup(servers, &args, "UDP", Over::Udp, "TCP")?;
-    transport_cells(plan, "udp", &lineup, "UDP / TCP")
+    let lineup = Lineup::new(servers, &args, ("UDP", Over::Udp), "TCP", "UDP / TCP")?;
+    transport_cells(plan, "udp", &lineup)
 }
 
 /// Opens `count` connections, echoes 16 bytes on each (so each is accepted

@@ -296,6 +296,11 @@ impl TestServer {
             .expect("the server was started with --admin-listen")
     }
 
+    /// The admin endpoint's `/metrics` URL, as `--server-metrics` takes it.
+    pub fn metrics_url(&self) -> String {
+        format!("http://{}/metrics", self.admin_addr())
+    }
+
     /// A client connected to the server, with read and write timeouts so
     /// that a test fails instead of hanging.
     pub fn connect(&self) -> TcpStream {
