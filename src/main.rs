@@ -64,7 +64,11 @@ fn suite(options: &SuiteOptions) -> ExitCode {
         }
         Err(err) => {
             eprintln!("tandem: {err}");
-            ExitCode::FAILURE
+            match err {
+                // Refused before anything ran, as bad flags are.
+                tandem::suite::SuiteError::Invalid(_) => ExitCode::from(2),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -15,7 +15,7 @@ use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::admin::{POLL_INTERVAL, Response, get, request, scrape, scrape_until};
@@ -62,12 +62,12 @@ const STALL_PATIENCE: Duration = Duration::from_secs(5);
 
 /// Runs `curl -sS -i` with `args` on `url` and parses the response it printed.
 fn curl(args: &[&str], url: &str) -> Response {
-    let out = Command::new("curl")
+    let out = common::external::command("curl")
         .args(["-sS", "-i", "--max-time", "20"])
         .args(args)
         .arg(url)
         .output()
-        .unwrap_or_else(|err| panic!("cannot run curl ({err}); install it (.ci/run does)"));
+        .unwrap_or_else(|err| panic!("cannot run curl: {err}"));
     assert!(
         out.status.success(),
         "curl {args:?} {url} exited with {}: {}",
@@ -438,15 +438,13 @@ fn readyz_turns_503_on_sigterm_while_a_live_connection_drains() {
 /// Runs `promtool check metrics` on `text`; returns its exit status and
 /// everything it printed.
 fn promtool_check_metrics(text: &str) -> (std::process::ExitStatus, String) {
-    let mut promtool = Command::new("promtool")
+    let mut promtool = common::external::command("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|err| {
-            panic!("cannot run promtool ({err}); install the prometheus package (.ci/run does)")
-        });
+        .unwrap_or_else(|err| panic!("cannot run promtool: {err}"));
     let mut stdin = promtool.stdin.take().expect("stdin piped");
     // promtool reads all of stdin before it prints anything, so writing
     // first cannot deadlock on its output pipes.
@@ -533,7 +531,7 @@ impl Prometheus {
 
     fn spawn(config: &Path, data: &Path, addr: SocketAddr, log: &Path) -> Child {
         let log = File::create(log).expect("create prometheus log");
-        Command::new("prometheus")
+        common::external::command("prometheus")
             .arg(format!("--config.file={}", config.display()))
             .arg(format!("--storage.tsdb.path={}", data.display()))
             .arg(format!("--web.listen-address={addr}"))
@@ -541,11 +539,7 @@ impl Prometheus {
             .stdout(log.try_clone().expect("clone log file"))
             .stderr(log)
             .spawn()
-            .unwrap_or_else(|err| {
-                panic!(
-                    "cannot run prometheus ({err}); install the prometheus package (.ci/run does)"
-                )
-            })
+            .unwrap_or_else(|err| panic!("cannot run prometheus: {err}"))
     }
 
     /// The value of the first series `promql` selects now, if any.
@@ -563,7 +557,7 @@ impl Prometheus {
 
     /// `GET /api/v1/<endpoint>` with curl; the body.
     fn api(&self, args: &[&str], endpoint: &str) -> String {
-        let out = Command::new("curl")
+        let out = common::external::command("curl")
             .args(["-sS", "--max-time", "20"])
             .args(args)
             .arg(format!("http://{}/api/v1/{endpoint}", self.addr))

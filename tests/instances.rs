@@ -121,7 +121,7 @@ impl HaProxy {
             }
             let path = dir.path().join("haproxy.cfg");
             std::fs::write(&path, config).expect("write haproxy.cfg");
-            let mut child = std::process::Command::new("haproxy")
+            let mut child = common::external::command("haproxy")
                 .arg("-db")
                 .arg("-f")
                 .arg(&path)
@@ -129,9 +129,7 @@ impl HaProxy {
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
-                .unwrap_or_else(|err| {
-                    panic!("cannot run haproxy ({err}); install it (.ci/run does)")
-                });
+                .unwrap_or_else(|err| panic!("cannot run haproxy: {err}"));
             let deadline = std::time::Instant::now() + common::PATIENCE;
             loop {
                 if TcpStream::connect(addr).is_ok() {

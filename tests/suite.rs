@@ -4,41 +4,51 @@
 
 mod common;
 
+use std::path::Path;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use common::Proc;
+
+/// How long the small suite run may take before it counts as a hang.
+const SUITE_PATIENCE: Duration = Duration::from_secs(300);
 use serde_json::Value;
 
 /// One small suite run, made once and read by the tests below: its
-/// results.json and report.md.
+/// results.json and report.md. It runs as an ad-hoc run does, in a folder
+/// of its own with no `--out`, and its results must land in
+/// `target/suite/` there.
 fn small_suite() -> &'static (Value, String) {
     static RUN: OnceLock<(Value, String)> = OnceLock::new();
     RUN.get_or_init(|| {
-        let out = tempfile::tempdir().unwrap();
-        let dir = out.path().to_str().unwrap();
-        let finished = Proc::run(
-            &[
-                "suite",
-                "--quick",
-                "--only",
-                "churn",
-                "--only",
-                "admin",
-                "--only",
-                "tls,udp",
-                "--runs",
-                "1",
-                "--duration",
-                "300ms",
-                "--out",
-                dir,
-                "--name",
-                "small",
-            ],
-            &[],
-        );
+        let cwd = tempfile::tempdir().unwrap();
+        let mut command = common::tandem();
+        command.current_dir(cwd.path()).args([
+            "suite",
+            "--quick",
+            "--only",
+            "churn",
+            "--only",
+            "admin",
+            "--only",
+            "tls,udp",
+            "--runs",
+            "1",
+            "--duration",
+            "300ms",
+            "--name",
+            "small",
+        ]);
+        // About 20 samples of under a second each, one after another: on a
+        // loaded machine that takes far longer than one step of a test, so
+        // the limit only tells a hang from a slow run.
+        let finished = Proc::spawn(command).finish_within(SUITE_PATIENCE);
         assert!(finished.status.success(), "{}", finished.stderr);
-        let folder = out.path().join("small");
+        let folder = cwd.path().join("target").join("suite").join("small");
+        assert_eq!(
+            finished.stdout.trim(),
+            format!("results in {}", Path::new("target/suite/small").display())
+        );
         let results = std::fs::read_to_string(folder.join("results.json")).unwrap();
         let report = std::fs::read_to_string(folder.join("report.md")).unwrap();
         (serde_json::from_str(&results).unwrap(), report)
@@ -171,5 +181,39 @@ fn the_udp_section_compares_the_layouts_echoing_datagrams_with_split_over_tcp() 
     assert!(
         report.contains("Datagrams lost over the section: 0."),
         "{report}"
+    );
+}
+
+#[test]
+fn a_run_never_overwrites_results_it_was_told_to_write_where_others_are() {
+    let out = tempfile::tempdir().unwrap();
+    let taken = out.path().join("full-2026-11-24");
+    std::fs::create_dir(&taken).unwrap();
+    std::fs::write(taken.join("report.md"), "the published run").unwrap();
+    let out_arg = out.path().to_str().unwrap();
+    // Refused before a server starts: a full run would otherwise measure
+    // for many minutes and then lose its results, or the published ones.
+    // (Any program stands in for the epoll reference, which never starts.)
+    let finished = Proc::run(
+        &[
+            "suite",
+            "--out",
+            out_arg,
+            "--name",
+            "full-2026-11-24",
+            "--reference",
+            env!("CARGO_BIN_EXE_tandem"),
+        ],
+        &[],
+    );
+    assert_eq!(finished.status.code(), Some(2), "{}", finished.stderr);
+    assert!(
+        finished.stderr.contains("already holds results"),
+        "{}",
+        finished.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(taken.join("report.md")).unwrap(),
+        "the published run"
     );
 }

@@ -7,7 +7,6 @@ mod common;
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::unix::net::UnixDatagram;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{PATIENCE, Proc, TestServer, random_bytes, round_trip};
@@ -23,7 +22,7 @@ fn free_addr() -> SocketAddr {
 /// `systemd-socket-activate` listening on `addr` (`-d`: datagrams) and
 /// starting `tandem serve` with `args` on the first connection.
 fn activate(addr: SocketAddr, datagram: bool, args: &[&str]) -> Proc {
-    let mut command = Command::new("systemd-socket-activate");
+    let mut command = common::external::command("systemd-socket-activate");
     command
         .env_clear()
         .env("RUST_LOG", "info")

@@ -21,6 +21,8 @@ use nix::sys::signal::Signal;
 /// `cert.pem` and `key.pem`; serves TLS with them, and returns how a short
 /// `tandem bench --tls --tls-ca cert.pem` against that server went.
 fn bench_with_certificate_made_by(command: &str) -> common::Finished {
+    // The recipes run openssl.
+    common::external::require("openssl");
     let dir = tempfile::tempdir().unwrap();
     let made = Command::new("sh")
         .args(["-c", command])
@@ -218,7 +220,7 @@ fn s_client_round_trip(
     line: &str,
 ) -> String {
     let connect = server.addr.to_string();
-    let mut client = Command::new("openssl")
+    let mut client = common::external::command("openssl")
         .args([
             "s_client",
             "-connect",
@@ -238,7 +240,7 @@ fn s_client_round_trip(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("openssl s_client (the openssl package) must be installed");
+        .unwrap_or_else(|err| panic!("cannot run openssl s_client: {err}"));
     let mut stdin = client.stdin.take().unwrap();
     stdin.write_all(line.as_bytes()).unwrap();
     stdin.flush().unwrap();

@@ -2,7 +2,8 @@
 //!
 //! Starts each server (tandem's layouts and the epoll reference), runs a
 //! matrix of loads against it with the load generator, and writes
-//! `results.json`, a markdown report and plots to `<out>/<name>/`.
+//! `results.json`, a markdown report and plots to `<out>/<name>/`
+//! (`target/suite/` unless `--out` says otherwise).
 //!
 //! - `servers`: what is compared, and starting and stopping it;
 //! - `measure`: each kind of measurement (closed and open loop, churn,
@@ -10,6 +11,7 @@
 //!   plain TCP) as cells of samples;
 //! - `scraper`: a Prometheus-like scraper, for the admin section;
 //! - `certificate`: the TLS section's throwaway certificate;
+//! - `folder`: where a run's results go, claimed before it measures;
 //! - `report`: the markdown tables; `plots`: the SVG and PNG charts.
 //!
 //! Fairness: within a cell the servers are interleaved (A B C A B C ...),
@@ -23,6 +25,7 @@
 //! figures (busy ratios, hand-off waits).
 
 mod certificate;
+mod folder;
 mod measure;
 mod plots;
 mod report;
@@ -46,12 +49,14 @@ pub struct SuiteOptions {
     /// A small matrix that finishes in a few minutes.
     #[arg(long)]
     pub quick: bool,
-    /// Name of the results folder [default: quick or full, with the date].
+    /// Name of the results folder, which must not exist yet [default:
+    /// quick or full, with the date and time].
     #[arg(long)]
     pub name: Option<String>,
-    /// Where result folders go.
-    #[arg(long, default_value = "bench/results", value_name = "DIR")]
-    pub out: PathBuf,
+    /// Where result folders go [default: target/suite, or suite under
+    /// $CARGO_TARGET_DIR; both ignored by git].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
     /// The epoll reference server [default: examples/epoll_echo next to this binary].
     #[arg(long, value_name = "PATH")]
     pub reference: Option<PathBuf>,
@@ -252,14 +257,34 @@ pub fn run(options: &SuiteOptions) -> Result<PathBuf, SuiteError> {
         ServerSpec::reference(reference, cores),
     ];
     let plan = Plan::new(options);
-    let name = options.name.clone().unwrap_or_else(|| {
-        let kind = if options.quick { "quick" } else { "full" };
-        format!("{kind}-{}", today())
+    let out = options.out.clone().unwrap_or_else(|| {
+        let target_dir = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from);
+        folder::default_out(target_dir.as_deref())
     });
+    let dir = match &options.name {
+        Some(name) => folder::claim(&out, name, true)?,
+        None => folder::claim(
+            &out,
+            &folder::default_name(options.quick, std::time::SystemTime::now()),
+            false,
+        )?,
+    };
+    let name = dir
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let loadavg_before = first_line("/proc/loadavg");
-    let cells = measure::all(&plan, &servers)?;
+    let cells = match measure::all(&plan, &servers) {
+        Ok(cells) => cells,
+        Err(err) => {
+            // Nothing was written into the claimed folder: leave no empty
+            // folder behind (remove_dir removes only an empty one).
+            let _ = std::fs::remove_dir(&dir);
+            return Err(err);
+        }
+    };
     let results = Results {
-        name: name.clone(),
+        name,
         machine: Machine {
             cores,
             cpu: cpu_model(),
@@ -271,14 +296,8 @@ pub fn run(options: &SuiteOptions) -> Result<PathBuf, SuiteError> {
         servers: servers.iter().map(|server| server.name.clone()).collect(),
         cells,
     };
-    let dir = options.out.join(&name);
     write_results(&dir, &results)?;
     Ok(dir)
-}
-
-fn today() -> String {
-    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-    now.get(..10).unwrap_or(&now).to_owned()
 }
 
 fn write_results(dir: &std::path::Path, results: &Results) -> Result<(), SuiteError> {

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test file uses its own part of this harness
 
 pub mod admin;
+pub mod external;
 pub mod streamer;
 pub mod tls;
 
@@ -51,7 +52,7 @@ impl Proc {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("spawn tandem");
+            .unwrap_or_else(|err| panic!("cannot run {:?}: {err}", command.get_program()));
         let stderr = Arc::new(Mutex::new(String::new()));
         let mut pipe = child.stderr.take().expect("stderr piped");
         let sink = stderr.clone();
@@ -117,7 +118,12 @@ impl Proc {
 
     /// Waits for the process to exit, failing the test after `PATIENCE`.
     pub fn wait(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + PATIENCE;
+        self.wait_within(PATIENCE)
+    }
+
+    /// Waits for the process to exit, failing the test after `patience`.
+    pub fn wait_within(&mut self, patience: Duration) -> ExitStatus {
+        let deadline = Instant::now() + patience;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 return status;
@@ -132,8 +138,13 @@ impl Proc {
     }
 
     /// Waits for the process to exit, then collects everything it wrote.
-    pub fn finish(mut self) -> Finished {
-        let status = self.wait();
+    pub fn finish(self) -> Finished {
+        self.finish_within(PATIENCE)
+    }
+
+    /// `finish`, for a process whose whole run is longer than one step.
+    pub fn finish_within(mut self, patience: Duration) -> Finished {
+        let status = self.wait_within(patience);
         let mut stdout = String::new();
         if let Some(mut pipe) = self.stdout.take() {
             pipe.read_to_string(&mut stdout).expect("read stdout");
