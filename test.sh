@@ -8,6 +8,8 @@
 # it prints the one command that does, and stops before building anything.
 set -euo pipefail
 cd "$(dirname "$0")"
+# HAProxy installs to /usr/sbin, which a user's PATH often lacks.
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 missing=()
 packages=()

@@ -154,7 +154,7 @@ fn a_missing_newline_is_an_error_when_one_is_expected() {
 
 #[test]
 fn a_fixed_reply_delay_is_the_median_latency() {
-    let delay = Duration::from_millis(20);
+    let delay = Duration::from_millis(100);
     let server = fake_server(move |_| std::thread::sleep(delay));
     let (ok, report) = bench(
         server,
@@ -170,9 +170,14 @@ fn a_fixed_reply_delay_is_the_median_latency() {
     assert!(ok, "{report}");
     let p50 = latency(&report, "p50") as f64;
     let expected = delay.as_micros() as f64;
+    // Every reply is held at least the delay: the median cannot be less,
+    // but for the histogram's 3 significant digits. A loaded machine only
+    // adds to it; to reach twice the delay it would have to hold up the
+    // median message by a whole 100 ms, while a clock read at the wrong
+    // place (before the queue, or twice per message) misses by that much.
     assert!(
-        (p50 - expected).abs() <= 0.2 * expected,
-        "p50 {p50} µs, expected {expected} µs ± 20%"
+        p50 >= 0.999 * expected && p50 < 2.0 * expected,
+        "p50 {p50} µs, expected at least {expected} µs and less than twice that"
     );
 }
 
@@ -216,8 +221,11 @@ fn a_one_second_stall_shows_in_the_open_loop_tail_and_hides_in_the_closed_loop()
     assert!(ok, "{closed}");
     // Each connection had one message waiting through the stall...
     assert!(latency(&closed, "max") >= 900_000, "closed loop: {closed}");
-    // ...among thousands that were not: the percentiles do not show it.
-    assert!(latency(&closed, "p99") < 100_000, "closed loop: {closed}");
+    // ...among the rest, answered at once: the same percentile that shows
+    // the stall in the open loop does not show it here. It would take over
+    // a tenth of the window's messages held half a second, where the stall
+    // holds 10; even a slow machine echoes more than 100 in 2 s.
+    assert!(latency(&closed, "p90") < 500_000, "closed loop: {closed}");
 }
 
 #[test]
@@ -280,9 +288,11 @@ fn simulated_work_on_the_server_shows_as_latency() {
     );
     assert!(ok, "{report}");
     let p50 = latency(&report, "p50");
-    // At least the work; a loaded machine may stretch it, never shorten it.
+    // At least the work; a loaded machine may stretch it, never shorten
+    // it. The upper bound only catches the work done many times over: five
+    // times the work is beyond what scheduling adds to a median echo.
     assert!(
-        (20_000..40_000).contains(&p50),
+        (20_000..100_000).contains(&p50),
         "p50 {p50} µs with 20 ms of work per echo"
     );
     assert!(server.stop().success());
@@ -388,9 +398,10 @@ fn the_server_counts_every_connection_of_the_run_accepted_then_closed_by_eof() {
 
 #[test]
 fn the_server_receives_and_echoes_at_least_every_byte_the_client_counts_in_the_window() {
-    // The window's first scrape is answered before the window opens and
-    // its last comes after every close, so every message the client counts
-    // is in the server's bytes; so may be the last of the warm-up's.
+    // The window stays shut until its first scrape is answered, however
+    // late, and its last scrape comes after every close, so every message
+    // the client counts is in the server's bytes; so may be the last of the
+    // warm-up's.
     for (layout, report) in scraped_runs() {
         let counted =
             report["messages"].as_u64().unwrap() * report["message_size"].as_u64().unwrap();
@@ -579,7 +590,10 @@ fn tls_handshakes_are_full_unless_the_generator_may_resume() {
 
     let (ok, report) = bench(server.addr, &churn);
     assert!(ok, "{report}");
-    assert!(handshakes(&report, "full") > 10, "{report}");
+    // Each churner's second connection is the first that could resume: at
+    // least two each in 600 ms, where a handshake takes milliseconds, and
+    // none resumed.
+    assert!(handshakes(&report, "full") >= 4, "{report}");
     assert_eq!(handshakes(&report, "resumed"), 0, "{report}");
 
     // With a session cache, every connection after each churner's first

@@ -103,11 +103,12 @@ fn idle_connection_is_closed_after_idle_timeout() {
 
 #[test]
 fn a_connection_in_use_outlives_the_idle_timeout() {
-    let mut server = TestServer::start(&["--idle-timeout", "400ms"]);
+    let mut server = TestServer::start(&["--idle-timeout", "1s"]);
     let mut stream = server.connect();
-    // Two seconds of traffic, one message every 100 ms: five idle timeouts'
-    // worth of time, never one of silence.
-    for _ in 0..20 {
+    // Three seconds of traffic, one message every 100 ms: three idle
+    // timeouts' worth of time, never one of silence. A loaded machine would
+    // have to hold this client up for 900 ms at once to close it.
+    for _ in 0..30 {
         assert_eq!(round_trip(&mut stream, b"still here"), b"still here");
         std::thread::sleep(Duration::from_millis(100));
     }

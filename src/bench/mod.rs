@@ -472,7 +472,15 @@ async fn measure<T>(
     if let (Some(watch), Some(snapshot)) = (watch.as_mut(), early_scrape) {
         watch.window_opened(snapshot, opens);
     }
-    let stats = Arc::new(Stats::new(opens.into_std(), options.duration.0));
+    // Otherwise the window stays shut until the scrape before it is
+    // answered, so that the server's count holds every byte the client
+    // counts however late the answer comes.
+    let hold = watch.is_some() && !scrape_before_load;
+    let stats = Arc::new(if hold {
+        Stats::held(opens.into_std(), options.duration.0)
+    } else {
+        Stats::new(opens.into_std(), options.duration.0)
+    });
     let mut tasks = JoinSet::new();
     spawn(
         opened,
@@ -486,9 +494,11 @@ async fn measure<T>(
 
     let bar = show_progress.then(|| progress_bar(options));
     let window_scrape = async {
-        let url = watch.as_ref().filter(|_| !scrape_before_load)?.url();
+        let url = watch.as_ref().filter(|_| hold)?.url();
         tokio::time::sleep_until(opens.checked_sub(WINDOW_LEAD).unwrap_or(start)).await;
-        Some(server_metrics::scrape(url).await)
+        let scraped = server_metrics::scrape(url).await;
+        stats.open_at(std::time::Instant::now());
+        Some(scraped)
     };
     let (cpu_at_start, window_scrape) = tokio::join!(
         watch_window(&stats, &mut tasks, bar.as_ref(), start),
@@ -578,7 +588,7 @@ async fn watch_window(
     bar: Option<&ProgressBar>,
     start: Instant,
 ) -> Duration {
-    let from = Instant::from_std(stats.measure_from);
+    let from = Instant::from_std(stats.planned_from());
     let until = Instant::from_std(stats.measure_until);
     let mut cpu_at_start = None;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -626,7 +636,9 @@ fn cpu_time() -> Duration {
 }
 
 fn report(options: &BenchOptions, stats: &Stats, cpu: Duration) -> Report {
-    let seconds = options.duration.0.as_secs_f64();
+    // The window as it was open: shorter than --duration if it opened late.
+    // An empty one (it never opened) counted nothing: its rates are 0.
+    let seconds = stats.window().as_secs_f64().max(f64::MIN_POSITIVE);
     let messages = stats.messages.load(Ordering::Relaxed);
     let sent_rate = options
         .rate

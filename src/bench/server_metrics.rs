@@ -625,13 +625,14 @@ impl ServerWatch {
         &self.url
     }
 
-    /// Records the scrape that opens the window, which opened at `opened`.
+    /// Records the scrape that opens the window, which was to open at
+    /// `opened` and was held shut until this scrape was answered.
     pub fn window_opened(&mut self, snapshot: Snapshot, opened: Instant) {
         if snapshot.at > opened {
             let late = snapshot.at - opened;
             self.notes.push(format!(
-                "the scrape before the window was answered {:.1} ms into it: the window's \
-                 first bytes may be missing from the server's count",
+                "the scrape before the window was answered {:.1} ms after the window was to \
+                 open: the window opened then, and is that much shorter",
                 late.as_secs_f64() * 1e3
             ));
         }

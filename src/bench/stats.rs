@@ -4,6 +4,11 @@
 //! Connections record into a small local batch and merge it under the lock
 //! every [`BATCH`] samples, so thousands of connections neither contend per
 //! message nor each carry a histogram of their own.
+//!
+//! The window can be held shut past its planned opening until the server's
+//! figures that it is compared with have been read (`Stats::held`,
+//! `Stats::open_at`): a message then counts only if it was sent after that
+//! read, however late the answer came, and the window is that much shorter.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,12 +20,17 @@ use hdrhistogram::Histogram;
 const BATCH: usize = 256;
 /// Largest latency recorded exactly; longer ones are clamped to it.
 const MAX_LATENCY_US: u64 = 3_600_000_000;
+/// `Stats::delay` while the window is held shut.
+const HELD: u64 = u64::MAX;
 
 /// The window whose messages count, and the run's shared figures.
 #[derive(Debug)]
 pub struct Stats {
     /// Messages sent at or after this instant count...
-    pub measure_from: Instant,
+    planned_from: Instant,
+    /// ...or this many nanoseconds after it, when the window opened late;
+    /// `HELD` while it is held shut...
+    delay: AtomicU64,
     /// ...and before this one.
     pub measure_until: Instant,
     histogram: Mutex<Histogram<u64>>,
@@ -42,11 +52,22 @@ pub struct Stats {
 impl Stats {
     /// Figures for a run measured from `from` for `duration`.
     pub fn new(from: Instant, duration: Duration) -> Stats {
+        Stats::with_delay(from, duration, 0)
+    }
+
+    /// Figures for a run measured until `from + duration`, from `from` or
+    /// from whenever `open_at` is called, the later; nothing counts before.
+    pub fn held(from: Instant, duration: Duration) -> Stats {
+        Stats::with_delay(from, duration, HELD)
+    }
+
+    fn with_delay(from: Instant, duration: Duration, delay: u64) -> Stats {
         // Constant bounds that hdrhistogram accepts: 1 µs to an hour, 3 digits.
         let histogram =
             Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds");
         Stats {
-            measure_from: from,
+            planned_from: from,
+            delay: AtomicU64::new(delay),
             measure_until: from + duration,
             histogram: Mutex::new(histogram),
             messages: AtomicU64::new(0),
@@ -59,9 +80,37 @@ impl Stats {
         }
     }
 
+    /// Opens a held window at `at`, or as planned if that is later.
+    pub fn open_at(&self, at: Instant) {
+        let late = at.saturating_duration_since(self.planned_from).as_nanos();
+        let late = u64::try_from(late).unwrap_or(HELD - 1).min(HELD - 1);
+        self.delay.store(late, Ordering::Release);
+    }
+
+    /// When the window was planned to open.
+    pub fn planned_from(&self) -> Instant {
+        self.planned_from
+    }
+
+    /// When the window opened; `None` while it is held shut.
+    pub fn measure_from(&self) -> Option<Instant> {
+        match self.delay.load(Ordering::Acquire) {
+            HELD => None,
+            nanos => Some(self.planned_from + Duration::from_nanos(nanos)),
+        }
+    }
+
+    /// How long the window was open: the planned duration, less how late
+    /// it opened.
+    pub fn window(&self) -> Duration {
+        let from = self.measure_from().unwrap_or(self.measure_until);
+        self.measure_until.saturating_duration_since(from)
+    }
+
     /// True if a message started at `start` counts.
     pub fn in_window(&self, start: Instant) -> bool {
-        start >= self.measure_from && start < self.measure_until
+        self.measure_from()
+            .is_some_and(|from| start >= from && start < self.measure_until)
     }
 
     /// Counts one failed connection, keeping the first description.
@@ -145,5 +194,52 @@ impl<'a> Recorder<'a> {
 impl Drop for Recorder<'_> {
     fn drop(&mut self) {
         self.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn a_window_counts_messages_sent_from_its_opening_until_its_end() {
+        let from = Instant::now();
+        let stats = Stats::new(from, SECOND);
+        assert!(!stats.in_window(from - Duration::from_millis(1)));
+        assert!(stats.in_window(from));
+        assert!(!stats.in_window(from + SECOND));
+        assert_eq!(stats.window(), SECOND);
+    }
+
+    #[test]
+    fn a_held_window_counts_nothing_until_it_is_opened() {
+        let from = Instant::now();
+        let stats = Stats::held(from, SECOND);
+        assert!(!stats.in_window(from + Duration::from_millis(500)));
+        assert_eq!(stats.measure_from(), None);
+        assert_eq!(stats.window(), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_window_opened_late_counts_only_what_was_sent_after_and_is_shorter() {
+        let from = Instant::now();
+        let stats = Stats::held(from, SECOND);
+        let late = from + Duration::from_millis(300);
+        stats.open_at(late);
+        assert!(!stats.in_window(late - Duration::from_nanos(1)));
+        assert!(stats.in_window(late));
+        assert_eq!(stats.window(), Duration::from_millis(700));
+    }
+
+    #[test]
+    fn a_window_opened_before_its_plan_opens_as_planned() {
+        let from = Instant::now() + SECOND;
+        let stats = Stats::held(from, SECOND);
+        stats.open_at(from - Duration::from_millis(300));
+        assert_eq!(stats.measure_from(), Some(from));
+        assert!(!stats.in_window(from - Duration::from_millis(1)));
+        assert_eq!(stats.window(), SECOND);
     }
 }

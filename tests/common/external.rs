@@ -11,6 +11,10 @@ use std::process::Command;
 /// `program package` lines; `./test.sh` reads the same file.
 const PROGRAMS: &str = include_str!("../programs.txt");
 
+/// Searched after PATH: HAProxy installs to /usr/sbin, which a user's PATH
+/// often lacks.
+const SBIN: &str = "/usr/local/sbin:/usr/sbin:/sbin";
+
 /// The Debian package that installs `program`, from `tests/programs.txt`.
 fn package_of(program: &str) -> &'static str {
     PROGRAMS
@@ -26,7 +30,11 @@ fn package_of(program: &str) -> &'static str {
 /// package, if it is not installed.
 pub fn require(program: &str) -> PathBuf {
     let package = package_of(program);
-    which::which(program).unwrap_or_else(|_| {
+    let path = match std::env::var("PATH") {
+        Ok(path) => format!("{path}:{SBIN}"),
+        Err(_) => SBIN.to_owned(),
+    };
+    which::which_in(program, Some(path), "/").unwrap_or_else(|_| {
         panic!(
             "this test runs `{program}`, which is not installed: install the \
              `{package}` package (`sudo apt-get install {package}`), or run \

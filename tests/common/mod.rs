@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod external;
+pub mod process;
 pub mod streamer;
 pub mod tls;
 

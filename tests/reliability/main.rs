@@ -23,7 +23,6 @@
 mod clients;
 #[path = "../common/mod.rs"]
 mod common;
-mod process;
 
 mod bursts;
 mod concurrency;

@@ -132,17 +132,20 @@ fn a_client_that_keeps_up_the_rate_outlives_many_windows() {
     std::thread::scope(|scope| {
         for layout in LAYOUTS {
             scope.spawn(move || {
-                // 1 s windows of 8 bytes: 16 bytes every 250 ms is far above.
+                // 2 s windows of 16 bytes: 16 bytes every 250 ms is far
+                // above, and a loaded machine would have to hold this
+                // client up for 1.75 s at once to close it.
                 let mut server = TestServer::start(&[
                     "--layout",
                     layout,
                     "--idle-timeout",
-                    "1s",
+                    "2s",
                     "--min-rate",
                     "8",
                 ]);
                 let mut client = server.connect();
-                let until = Instant::now() + Duration::from_millis(3500);
+                // Three windows and more.
+                let until = Instant::now() + Duration::from_millis(6500);
                 while Instant::now() < until {
                     assert_eq!(
                         round_trip(&mut client, b"still here, 16 B"),

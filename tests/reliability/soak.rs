@@ -24,8 +24,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::common::admin::scrape_until;
+use crate::common::process::{open_descriptors, rss_bytes};
 use crate::common::{LAYOUTS, TestServer};
-use crate::process::{open_descriptors, rss_bytes};
 
 /// Warm-up: allocator pools, runtime queues and buffer caches reach their
 /// working size in the first seconds; growth is judged after it.

@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
+use crate::common::process::rss_bytes;
 use crate::common::{LAYOUTS, PATIENCE, TestServer};
-use crate::process::rss_bytes;
 
 /// What the server's resident memory may grow by while the clients' echo
 /// is stuck: a fraction of the 200 MiB they send.
