@@ -14,8 +14,17 @@ use common::{LAYOUTS, PATIENCE, TestServer, random_bytes, round_trip};
 /// a second for a reply: long enough to see one that should not come.
 /// Where a reply must come, the test waits for it with `PATIENCE`.
 fn client(port: u16) -> UdpSocket {
-    let socket = UdpSocket::bind(("127.0.0.1", port))
-        .unwrap_or_else(|err| panic!("bind 127.0.0.1:{port} for the test's client: {err}"));
+    let socket = UdpSocket::bind(("127.0.0.1", port)).unwrap_or_else(|err| {
+        panic!(
+            "bind 127.0.0.1:{port} for the test's client: {err}{}",
+            if err.kind() == std::io::ErrorKind::PermissionDenied {
+                " (a port below net.ipv4.ip_unprivileged_port_start needs root or \
+                 CAP_NET_BIND_SERVICE: run the tests as root)"
+            } else {
+                ""
+            }
+        )
+    });
     socket
         .set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();
