@@ -7,15 +7,20 @@
 //! rule, the shutdown cut, the cooperative budget, the metrics) is the same
 //! code for both.
 //!
-//! Plain TCP is tokio's `try_read`/`try_write`, untouched. TLS is
-//! tokio-rustls, which offers only poll-based I/O: its `try_` operations
-//! poll it once with a waker that does nothing, outside tokio's cooperative
-//! budget (as tokio's own `try_read` is), and turn `Pending` into
-//! `WouldBlock`; the waiting is then done on the TCP socket's readiness,
-//! exactly as for plain TCP. A TLS stream can be readable with a quiet
-//! socket, when rustls holds decrypted bytes or the peer's close_notify
-//! that an earlier read left behind: [`Transport::readable`] asks rustls
-//! first.
+//! The `try_` operations poll the stream's `poll_read`/`poll_write` once,
+//! with a waker that does nothing, outside tokio's cooperative budget (as
+//! tokio's own `try_read` is), and turn `Pending` into `WouldBlock`; the
+//! waiting is then done on the TCP socket's readiness. For plain TCP that
+//! is tokio's `poll_read`, not its `try_read`, for one system call a
+//! message: after a read that does not fill the buffer, `poll_read` clears
+//! the socket's readiness (on epoll a short read shows the socket drained),
+//! so the next wait goes straight to the reactor, where `try_read` clears
+//! it only on `WouldBlock` and so costs a second read, returning EAGAIN,
+//! per message. `poll_write` does the same after a short write. TLS is
+//! tokio-rustls, which offers only poll-based I/O anyway. A TLS stream can
+//! be readable with a quiet socket, when rustls holds decrypted bytes or
+//! the peer's close_notify that an earlier read left behind:
+//! [`Transport::readable`] asks rustls first.
 //!
 //! Both kinds also implement `AsyncRead` and `AsyncWrite`, for handlers
 //! that prefer tokio's I/O helpers.
@@ -86,14 +91,9 @@ impl Transport {
     /// connection without a close_notify is an error (`UnexpectedEof`): the
     /// data may have been truncated.
     pub fn try_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Transport::Tcp(tcp) => tcp.try_read(buf),
-            Transport::Tls(tls) => {
-                let mut buf = ReadBuf::new(buf);
-                poll_now(|cx| Pin::new(&mut **tls).poll_read(cx, &mut buf))?;
-                Ok(buf.filled().len())
-            }
-        }
+        let mut buf = ReadBuf::new(buf);
+        poll_now(|cx| Pin::new(&mut *self).poll_read(cx, &mut buf))?;
+        Ok(buf.filled().len())
     }
 
     /// Writes what the stream takes without waiting; `WouldBlock` if it
@@ -101,10 +101,7 @@ impl Transport {
     /// rustls's buffer (at most 64 KiB): [`try_flush`](Self::try_flush)
     /// pushes them to the socket.
     pub fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Transport::Tcp(tcp) => tcp.try_write(buf),
-            Transport::Tls(tls) => poll_now(|cx| Pin::new(&mut **tls).poll_write(cx, buf)),
-        }
+        poll_now(|cx| Pin::new(&mut *self).poll_write(cx, buf))
     }
 
     /// Pushes what rustls holds to the socket without waiting;
