@@ -92,7 +92,6 @@ impl Handler for Echo {
                 read
             };
             conn.write_all(&buf[..len]).await?;
-            conn.touch();
         }
     }
 }

@@ -11,6 +11,10 @@
 //! - [`connection`]: [`Connection`], what a handler is given: the socket,
 //!   registered with the runtime that serves it, with its idle timeout and
 //!   the shutdown cut.
+//! - `sweep`: the idle rule and the cut, enforced for every connection of a
+//!   server by one periodic task that wakes only the connections it
+//!   concerns, so that a message costs a connection one waiter, its
+//!   socket's.
 //! - [`transport`]: [`Transport`], the byte stream under a connection,
 //!   plain TCP or TLS, driven by readiness either way.
 //! - [`tls`]: [`ServerTls`], the server's certificate and key for rustls,
@@ -55,6 +59,7 @@ pub mod metrics;
 mod admin;
 pub mod server;
 pub mod suite;
+mod sweep;
 pub mod tls;
 pub mod transport;
 mod udp;

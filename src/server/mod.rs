@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use thiserror::Error;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -42,9 +42,9 @@ pub use self::listener::{ListenOptions, bind, bind_udp, bind_with, inherited};
 use self::per_ip::PerIpLimit;
 use self::worker::Serving;
 use crate::admin::{Admin, Readiness};
-use crate::connection::IdleRule;
 use crate::handler::Handler;
 use crate::metrics::{CloseReason, Metrics};
+use crate::sweep::{IdleRule, Sweep};
 use crate::tls::ServerTls;
 
 /// After the cut, how long connections get to write back what they have
@@ -230,7 +230,6 @@ pub struct Running<H> {
     control: tokio::runtime::Runtime,
     started: layout::Started,
     serving: Arc<Serving<H>>,
-    cut: watch::Sender<bool>,
     readiness: Readiness,
     /// Dropped after the serving runtimes, so that the drain stays
     /// observable.
@@ -327,17 +326,17 @@ impl Server {
                 role: "control".to_owned(),
                 cause,
             })?;
-        let (cut, cut_rx) = watch::channel(false);
         let serving = Arc::new(Serving {
             handler,
-            idle: config
-                .idle_timeout
-                .map(|timeout| IdleRule::new(timeout, config.min_rate)),
+            sweep: Arc::new(Sweep::new(
+                config
+                    .idle_timeout
+                    .map(|timeout| IdleRule::new(timeout, config.min_rate)),
+            )),
             nodelay: config.nodelay,
             proxy_protocol: config.proxy_protocol,
             tls,
             per_ip: config.max_connections_per_ip.map(PerIpLimit::new),
-            cut: cut_rx,
             tracker: TaskTracker::new(),
             active: Arc::new(AtomicUsize::new(0)),
             cut_count: AtomicUsize::new(0),
@@ -348,6 +347,9 @@ impl Server {
         // the descriptors left once the runtimes have opened theirs.
         let limit = Arc::new(Semaphore::new(0));
         let started = layout::start(&config, listener, serving.clone(), limit.clone())?;
+        // Untracked: it runs for as long as the serving runtimes do, and the
+        // shutdown waits for connections, not for it.
+        started.serving_handle().spawn(serving.sweep.clone().run());
         let max_connections = limits::fit_connection_limit(config.max_connections);
         limit.add_permits(max_connections);
         if let Some(metrics) = &serving.metrics {
@@ -389,7 +391,6 @@ impl Server {
             control,
             started,
             serving,
-            cut,
             readiness,
             admin,
             udp,
@@ -431,7 +432,6 @@ impl<H: Handler> Running<H> {
             control,
             mut started,
             serving,
-            cut,
             readiness,
             admin,
             udp,
@@ -476,8 +476,7 @@ impl<H: Handler> Running<H> {
                 connections = worker::active(&serving),
                 "shutdown timeout passed; closing the remaining connections"
             );
-            // Ignored error: no receiver left means no connection left.
-            let _ = cut.send(true);
+            serving.sweep.cut();
             let closed = control
                 .block_on(async { tokio::time::timeout(CUT_GRACE, serving.tracker.wait()).await })
                 .is_ok();

@@ -12,23 +12,25 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, trace, warn};
 
 use super::handoff::Accepted;
 use super::per_ip::{self, PerIpLimit};
 use super::proxy_header;
-use crate::connection::{Connection, IdleRule};
+use crate::connection::Connection;
 use crate::handler::{Close, Handler};
 use crate::metrics::{CloseReason, Metrics};
+use crate::sweep::Sweep;
 use crate::tls::ServerTls;
 use crate::transport::Transport;
 
 /// State shared by every connection task of one server.
 pub(crate) struct Serving<H> {
     pub(crate) handler: H,
-    pub(crate) idle: Option<IdleRule>,
+    /// The idle rule and the cut, for every connection.
+    pub(crate) sweep: Arc<Sweep>,
     pub(crate) nodelay: bool,
     /// `--proxy-protocol`: the header timeout, when a header is required.
     pub(crate) proxy_protocol: Option<Duration>,
@@ -37,8 +39,6 @@ pub(crate) struct Serving<H> {
     /// `--max-connections-per-ip`: counted by the acceptor, or here once
     /// the PROXY header has named the client.
     pub(crate) per_ip: Option<Arc<PerIpLimit>>,
-    /// Flips to `true` when the shutdown timeout has passed.
-    pub(crate) cut: watch::Receiver<bool>,
     /// Every connection task and hand-off receiver, so that shutdown can
     /// wait for them wherever they run.
     pub(crate) tracker: TaskTracker,
@@ -152,13 +152,7 @@ pub(crate) async fn serve_connection<H: Handler>(serving: Arc<Serving<H>>, accep
             }
         },
     };
-    let mut conn = Connection::new(
-        transport,
-        peer,
-        serving.idle,
-        serving.cut.clone(),
-        serving.metrics.is_some(),
-    );
+    let mut conn = Connection::new(transport, peer, &serving.sweep, serving.metrics.is_some());
     let outcome = serving.handler.serve(&mut conn).await;
     if let Ok(Close::IdleTimeout) = outcome {
         // With TLS, a close_notify ahead of the FIN, so that the client
@@ -236,19 +230,21 @@ mod tests {
 
     /// What an idle echo connection costs the process, and so what this
     /// test guards: its task, a cell holding this future and tokio's header
-    /// and trailer, padded to a multiple of 128 bytes; the socket's
-    /// `ScheduledIo` in the reactor, 256 bytes aligned to 128; and the idle
-    /// timer, a boxed `Sleep` of 112 bytes. Measured with 5000 idle
-    /// connections: 1.8 KB each, of which this future is 984 bytes (1,928
-    /// before the PROXY header, the TLS handshake and the linger were
-    /// boxed). The bound is the next 128 bytes up, so that the future
-    /// cannot grow, and take every idle connection's memory with it,
-    /// unnoticed.
+    /// and trailer, padded to a multiple of 128 bytes (the floor: a task
+    /// whose future passes about 32 bytes takes 256); the socket's
+    /// `ScheduledIo` in the reactor, 256 bytes aligned to 128 (the floor of
+    /// any registered socket); and its record in the sweep, 64 bytes plus a
+    /// 40-byte entry. Measured with 5000 idle connections that each echoed
+    /// once: 1.6 KB each, of which this future is 912 bytes (1,928 before
+    /// the PROXY header, the TLS handshake and the linger were boxed, 984
+    /// before the sweep replaced each connection's timer and `select!`).
+    /// The bound leaves it no room to grow, and take every idle
+    /// connection's memory with it, unnoticed.
     #[test]
     fn an_echo_connections_task_future_stays_within_its_budget() {
         let size = size_of_future(serve_connection::<Echo>);
         assert!(
-            size <= 1024,
+            size <= 912,
             "serve_connection::<Echo> is {size} bytes: every connection's task grows with it"
         );
     }
