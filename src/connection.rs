@@ -17,7 +17,7 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -153,8 +153,8 @@ impl Connection {
         tokio::task::coop::consume_budget().await;
         // The verdicts first, so that a peer that never stops sending is
         // still cut, and still judged; data first after that.
-        let transport = &self.transport;
-        match self.wait_for(transport.readable()).await {
+        let readable = pin!(self.transport.readable());
+        match self.wait_for(readable).await {
             Ok(readable) => readable.map(|()| Event::Readable),
             Err(Interrupted::Idle) => Ok(Event::IdleTimeout),
             Err(Interrupted::Cut) => Ok(Event::Shutdown),
@@ -164,10 +164,14 @@ impl Connection {
     /// Waits for `socket` (a readiness of this connection's socket) unless
     /// the sweep has ruled, or rules meanwhile: the task's waker goes to
     /// the sweep before the verdicts are read again, so that a verdict
-    /// given between the two looks is never missed.
-    async fn wait_for<T>(&self, socket: impl Future<Output = T>) -> Result<T, Interrupted> {
-        let mut socket = pin!(socket);
-        std::future::poll_fn(|cx| {
+    /// given between the two looks is never missed. A plain function over
+    /// a future pinned by the caller, not an `async fn`, which would hold
+    /// the socket's future twice: as its argument and as its pinned local.
+    fn wait_for<'a, T>(
+        &'a self,
+        mut socket: Pin<&'a mut impl Future<Output = T>>,
+    ) -> impl Future<Output = Result<T, Interrupted>> + 'a {
+        std::future::poll_fn(move |cx| {
             if let Some(verdict) = self.verdict() {
                 return Poll::Ready(Err(verdict));
             }
@@ -180,7 +184,6 @@ impl Connection {
                 None => Poll::Pending,
             }
         })
-        .await
     }
 
     /// The sweep's verdict on this connection, if it has given one: the cut

@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, trace, warn};
 
 use super::handoff::Accepted;
-use super::per_ip::{self, PerIpLimit};
+use super::per_ip::{self, PerIpClaim, PerIpLimit};
 use super::proxy_header;
 use crate::connection::Connection;
 use crate::handler::{Close, Handler};
@@ -75,10 +75,56 @@ pub(crate) async fn receive_handoffs<H: Handler>(
 pub(crate) async fn serve_connection<H: Handler>(serving: Arc<Serving<H>>, accepted: Accepted) {
     let Accepted {
         stream,
-        mut peer,
+        peer,
         accepted_at,
         admission,
     } = accepted;
+    // Boxed, as the linger at the end: a task is as large as the largest
+    // state its future passes through, for its whole life, and an idle
+    // connection should not carry room for the PROXY header and the TLS
+    // handshake it went through once, or never does.
+    let Some((mut conn, client_place)) =
+        Box::pin(prepare(&serving, stream, peer, accepted_at)).await
+    else {
+        return;
+    };
+    let outcome = serving.handler.serve(&mut conn).await;
+    if let Ok(Close::IdleTimeout) = outcome {
+        // With TLS, a close_notify ahead of the FIN, so that the client
+        // sees a clean end; best effort, never waiting on a peer that may
+        // not be reading.
+        let _ = conn.stream_mut().try_shutdown();
+    }
+    if let Ok(Close::Shutdown) = outcome {
+        serving.cut_count.fetch_add(1, Ordering::Relaxed);
+        // Boxed: only cut connections pay for this state, instead of every
+        // connection's task carrying it.
+        Box::pin(conn.linger(LINGER)).await;
+    }
+    // Read here, not kept from the start: what lives across the handler's
+    // await is in every idle connection's task.
+    let peer = conn.peer_addr();
+    drop(conn);
+    // The client's place first, as in `Admission`.
+    drop(client_place);
+    drop(admission);
+    if let Some(metrics) = &serving.metrics {
+        metrics.connection_closed(close_reason(&outcome));
+    }
+    log_close(peer, &outcome);
+}
+
+/// Registers the socket with the current runtime's reactor, reads the PROXY
+/// header and runs the TLS handshake where the server asks for them, and
+/// returns the connection ready for its handler, with the place its client
+/// holds under `--max-connections-per-ip` once the header has named it;
+/// `None` if the connection was closed unserved (and counted so).
+async fn prepare<H: Handler>(
+    serving: &Serving<H>,
+    stream: std::net::TcpStream,
+    mut peer: SocketAddr,
+    accepted_at: std::time::Instant,
+) -> Option<(Connection, Option<PerIpClaim>)> {
     // Registering here, not in the acceptor, binds the socket to this
     // runtime's reactor (invariant 1).
     let mut stream = match TcpStream::from_std(stream) {
@@ -88,7 +134,7 @@ pub(crate) async fn serve_connection<H: Handler>(serving: Arc<Serving<H>>, accep
             if let Some(metrics) = &serving.metrics {
                 metrics.connection_rejected();
             }
-            return;
+            return None;
         }
     };
     let waited = accepted_at.elapsed();
@@ -105,10 +151,6 @@ pub(crate) async fn serve_connection<H: Handler>(serving: Arc<Serving<H>>, accep
     // is the peer, and is counted against its limit.
     let mut client_place = None;
     if let Some(header_timeout) = serving.proxy_protocol {
-        // Boxed, as the TLS handshake below and the linger at the end: a
-        // task is as large as the largest state its future passes through,
-        // for its whole life, and an idle connection should not carry room
-        // for work it did once, or never does.
         let header = Box::pin(tokio::time::timeout(
             header_timeout,
             proxy_header::read(&mut stream),
@@ -129,18 +171,18 @@ pub(crate) async fn serve_connection<H: Handler>(serving: Arc<Serving<H>>, accep
                 metrics.proxy_header_error(kind);
                 metrics.connection_rejected();
             }
-            return;
+            return None;
         }
         match per_ip::admit(serving.per_ip.as_ref(), peer, serving.metrics.as_ref()) {
             Ok(place) => client_place = place,
-            Err(()) => return,
+            Err(()) => return None,
         }
     }
     // The PROXY header travels in the clear, ahead of the TLS handshake,
     // as a load balancer passing TLS through sends it.
     let transport = match &serving.tls {
         None => Transport::Tcp(stream),
-        Some(tls) => match Box::pin(tls.accept(stream)).await {
+        Some(tls) => match tls.accept(stream).await {
             Ok(transport) => transport,
             Err(err) => {
                 debug!(%peer, kind = err.kind(), cause = %err, "closing a connection whose TLS handshake failed");
@@ -148,32 +190,12 @@ pub(crate) async fn serve_connection<H: Handler>(serving: Arc<Serving<H>>, accep
                     metrics.tls_handshake_error(err.kind());
                     metrics.connection_rejected();
                 }
-                return;
+                return None;
             }
         },
     };
-    let mut conn = Connection::new(transport, peer, &serving.sweep, serving.metrics.is_some());
-    let outcome = serving.handler.serve(&mut conn).await;
-    if let Ok(Close::IdleTimeout) = outcome {
-        // With TLS, a close_notify ahead of the FIN, so that the client
-        // sees a clean end; best effort, never waiting on a peer that may
-        // not be reading.
-        let _ = conn.stream_mut().try_shutdown();
-    }
-    if let Ok(Close::Shutdown) = outcome {
-        serving.cut_count.fetch_add(1, Ordering::Relaxed);
-        // Boxed: only cut connections pay for this state, instead of every
-        // connection's task carrying it.
-        Box::pin(conn.linger(LINGER)).await;
-    }
-    drop(conn);
-    // The client's place first, as in `Admission`.
-    drop(client_place);
-    drop(admission);
-    if let Some(metrics) = &serving.metrics {
-        metrics.connection_closed(close_reason(&outcome));
-    }
-    log_close(peer, &outcome);
+    let conn = Connection::new(transport, peer, &serving.sweep, serving.metrics.is_some());
+    Some((conn, client_place))
 }
 
 /// How an outcome is counted in `tandem_connections_closed_total`.
@@ -234,17 +256,20 @@ mod tests {
     /// whose future passes about 32 bytes takes 256); the socket's
     /// `ScheduledIo` in the reactor, 256 bytes aligned to 128 (the floor of
     /// any registered socket); and its record in the sweep, 64 bytes plus a
-    /// 40-byte entry. Measured with 5000 idle connections that each echoed
-    /// once: 1.6 KB each, of which this future is 912 bytes (1,928 before
-    /// the PROXY header, the TLS handshake and the linger were boxed, 984
-    /// before the sweep replaced each connection's timer and `select!`).
+    /// 40-byte entry. This future is 696 bytes: 1,928 before the PROXY
+    /// header, the TLS handshake and the linger were boxed, 984 before the
+    /// sweep replaced each connection's timer and `select!`, 912 before
+    /// `Connection::ready` held its socket's future once instead of twice
+    /// and the setup moved into a boxed future of its own. Of the rest, the
+    /// echo handler's future is 344 bytes, the `Connection` 96, and what
+    /// the task keeps from its arguments and its admission about 250.
     /// The bound leaves it no room to grow, and take every idle
     /// connection's memory with it, unnoticed.
     #[test]
     fn an_echo_connections_task_future_stays_within_its_budget() {
         let size = size_of_future(serve_connection::<Echo>);
         assert!(
-            size <= 912,
+            size <= 696,
             "serve_connection::<Echo> is {size} bytes: every connection's task grows with it"
         );
     }
