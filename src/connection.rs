@@ -132,13 +132,6 @@ impl Connection {
         }
     }
 
-    /// Records activity that moved no bytes, so that the idle timeout
-    /// counts from now. Reads and writes through the connection record
-    /// their own; this is for a handler whose work shows elsewhere.
-    pub fn touch(&mut self) {
-        self.watched.record(0);
-    }
-
     /// Waits until the socket is readable, the idle rule says the
     /// connection is idle, or the server cuts the connection at the end of
     /// a shutdown. Holds no data buffer while it waits, and registers one
@@ -228,7 +221,7 @@ impl Connection {
                 return Err(err);
             }
             self.writable().await?;
-            self.touch();
+            self.watched.record(0);
         }
         Ok(())
     }

@@ -68,7 +68,8 @@ const MAX_TICK: Duration = Duration::from_secs(1);
 pub(crate) struct Watched {
     /// The connection task's waker, as of its latest wait.
     waker: AtomicWaker,
-    /// Reads, writes and touches so far: any change is activity.
+    /// Reads and writes so far, and flushes of what TLS held: any change
+    /// is activity.
     activity: AtomicU64,
     /// Bytes moved so far, in and out together: the minimum rate's count.
     bytes: AtomicU64,

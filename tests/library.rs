@@ -8,7 +8,9 @@ use std::io::{self, Read};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use tandem::{Close, Connection, Handler, Layout, Metrics, Server, ServerConfig, ServerError};
+use tandem::{
+    Close, Connection, Event, Handler, Layout, Metrics, Server, ServerConfig, ServerError,
+};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
@@ -315,4 +317,77 @@ fn a_library_handler_serves_tls_through_the_same_connection() {
     stop.cancel();
     let report = running.wait(stop.cancelled_owned()).unwrap();
     assert_eq!(report.cut, 0);
+}
+
+/// Uppercases what it reads, moving bytes only through the connection's
+/// own calls (`ready`, `try_read`, `write_all`), as a first handler would.
+struct Upper;
+
+impl Handler for Upper {
+    async fn serve(&self, conn: &mut Connection) -> io::Result<Close> {
+        let mut buf = [0u8; 256];
+        loop {
+            match conn.ready().await? {
+                Event::Readable => {}
+                Event::IdleTimeout => return Ok(Close::IdleTimeout),
+                Event::Shutdown => {
+                    conn.shutdown().await?;
+                    return Ok(Close::Shutdown);
+                }
+            }
+            let read = match conn.try_read(&mut buf) {
+                Ok(0) => {
+                    conn.shutdown().await?;
+                    return Ok(Close::Eof);
+                }
+                Ok(read) => read,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(err) => return Err(err),
+            };
+            buf[..read].make_ascii_uppercase();
+            conn.write_all(&buf[..read]).await?;
+        }
+    }
+}
+
+#[test]
+fn a_handler_that_moves_bytes_through_the_connection_stays_open_while_its_peer_talks() {
+    use std::io::Write;
+    let idle_timeout = Duration::from_secs(1);
+    let config = ServerConfig {
+        idle_timeout: Some(idle_timeout),
+        ..config(Layout::Split)
+    };
+    let listener = tandem::server::bind("127.0.0.1:0".parse().unwrap(), 128).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let running = Server::new(config).start(listener, Upper).unwrap();
+    let stop = CancellationToken::new();
+    let server = std::thread::spawn({
+        let stop = stop.clone();
+        move || running.wait(stop.cancelled_owned())
+    });
+
+    let mut client = TcpStream::connect(addr).unwrap();
+    client.set_read_timeout(Some(common::PATIENCE)).unwrap();
+    // Three idle timeouts of steady traffic, a message every 100 ms: the
+    // handler never records activity itself, and must not need to.
+    let mut last_sent = std::time::Instant::now();
+    for _ in 0..30 {
+        // Before the write: the server's last activity comes after it,
+        // however the two sides are scheduled.
+        last_sent = std::time::Instant::now();
+        client.write_all(b"still here").unwrap();
+        let mut echoed = [0u8; 10];
+        client.read_exact(&mut echoed).unwrap();
+        assert_eq!(&echoed, b"STILL HERE");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Silent now: closed by the idle rule, not before its timeout.
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "{rest:?}");
+    assert!(last_sent.elapsed() >= idle_timeout);
+
+    stop.cancel();
+    server.join().unwrap().unwrap();
 }
