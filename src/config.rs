@@ -38,9 +38,10 @@ pub const DEFAULT_HANDOFF_CAPACITY: usize = 4000;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Listen backlog passed to listen(2); the kernel caps it at somaxconn.
 pub const DEFAULT_BACKLOG: u32 = 1024;
-/// One page: large enough for a full TCP segment burst, small enough that a
-/// busy connection costs little.
-pub const DEFAULT_BUFFER_SIZE: usize = 4096;
+/// The cap of a connection's read size, which starts at a page and grows
+/// only while reads fill it: 64 KiB messages then echo in one read and one
+/// write, while small ones still lend a page.
+pub const DEFAULT_BUFFER_SIZE: usize = 64 * 1024;
 /// How long a connection may stay silent before it is closed.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Bytes per second, in and out together, that a connection must move on
@@ -546,7 +547,7 @@ mod tests {
         assert!(config.server.nodelay);
         assert_eq!(config.server.min_rate, 1);
         assert_eq!(config.server.max_connections_per_ip, None);
-        assert_eq!(config.echo.buffer_size, 4096);
+        assert_eq!(config.echo.buffer_size, 65_536);
         assert!(!config.echo.append_newline);
         assert_eq!(config.backlog, 1024);
     }

@@ -5,19 +5,22 @@
 //! FIN. The connection borrows a buffer only between a readable socket and
 //! the end of the write, so an idle connection holds none, and a client that
 //! sends without reading stalls on the write, which stops the reads and lets
-//! TCP push back on it.
+//! TCP push back on it. The buffer's size follows the traffic
+//! ([`ReadSize`]), up to `buffer_size`.
 
 use std::io;
 use std::time::{Duration, Instant};
 
-use crate::buffer::Buffer;
+use crate::buffer::{Buffer, ReadSize};
 use crate::connection::{Connection, Event};
 use crate::handler::{Close, Handler};
 
 /// How the echo handler behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EchoConfig {
-    /// Largest chunk read, and so echoed, at once.
+    /// Largest chunk read, and so echoed, at once: the cap of the read
+    /// size, which starts at 4 KiB (or this, if smaller) and grows while
+    /// reads fill it.
     pub buffer_size: usize,
     /// Write a `\n` after each chunk read (the behaviour of the article's server).
     pub append_newline: bool,
@@ -50,15 +53,17 @@ impl Echo {
         Echo { config }
     }
 
-    /// Bytes lent per chunk: room for the newline after a full read, which
-    /// is exactly where the article's code wrote past its data.
-    fn lease_len(&self) -> usize {
-        self.config.buffer_size + usize::from(self.config.append_newline)
+    /// Bytes lent for a read of `read` bytes: room for the newline after a
+    /// full read, which is exactly where the article's code wrote past its
+    /// data.
+    fn lease_len(&self, read: usize) -> usize {
+        read + usize::from(self.config.append_newline)
     }
 }
 
 impl Handler for Echo {
     async fn serve(&self, conn: &mut Connection) -> io::Result<Close> {
+        let mut size = ReadSize::new(self.config.buffer_size);
         loop {
             match conn.ready().await? {
                 Event::Readable => {}
@@ -71,13 +76,17 @@ impl Handler for Echo {
                     return Ok(Close::Shutdown);
                 }
             }
-            let mut buf = Buffer::lease(self.lease_len());
-            let read = match conn.try_read(&mut buf[..self.config.buffer_size]) {
+            let asked = size.next();
+            let mut buf = Buffer::lease(self.lease_len(asked));
+            let read = match conn.try_read(&mut buf[..asked]) {
                 Ok(0) => {
                     conn.shutdown().await?;
                     return Ok(Close::Eof);
                 }
-                Ok(read) => read,
+                Ok(read) => {
+                    size.record(read);
+                    read
+                }
                 // Readiness was stale; the lease goes back before waiting.
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(err) => return Err(err),

@@ -64,7 +64,7 @@ pub mod tls;
 pub mod transport;
 mod udp;
 
-pub use buffer::Buffer;
+pub use buffer::{Buffer, ReadSize};
 pub use connection::{Connection, Event};
 pub use echo::{Echo, EchoConfig};
 pub use handler::{Close, Handler};

@@ -629,7 +629,7 @@ fn json_startup_line_states_the_defaults_when_nothing_is_set() {
     assert_eq!(fields["workers"], parallelism);
     assert_eq!(fields["acceptor_threads"], 1);
     assert_eq!(fields["handoff_capacity"], 4000);
-    assert_eq!(fields["buffer_size"], 4096);
+    assert_eq!(fields["buffer_size"], 65_536);
     assert_eq!(fields["backlog"], 1024);
     assert_eq!(fields["nodelay"], true);
     assert_eq!(fields["append_newline"], false);
