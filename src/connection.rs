@@ -19,9 +19,10 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::buffer::Buffer;
@@ -59,6 +60,28 @@ pub struct Connection {
 enum Interrupted {
     Idle,
     Cut,
+}
+
+impl Interrupted {
+    /// The verdict as the error of an `AsyncRead` or `AsyncWrite` call,
+    /// which the server counts as `idle_timeout` or `shutdown`.
+    fn error(self) -> io::Error {
+        match self {
+            Interrupted::Idle => not_reading(),
+            Interrupted::Cut => io::Error::other(Cut),
+        }
+    }
+}
+
+/// The error a connection's `AsyncRead` returns once the server has cut
+/// it at the end of the shutdown timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("the server is shutting down: connection cut at the end of the shutdown timeout")]
+pub(crate) struct Cut;
+
+/// True if `err` is the cut's.
+pub(crate) fn is_cut(err: &io::Error) -> bool {
+    err.get_ref().is_some_and(|inner| inner.is::<Cut>())
 }
 
 impl Connection {
@@ -110,13 +133,11 @@ impl Connection {
         Ok(read)
     }
 
-    /// The byte stream, plain or TLS, for tokio's `AsyncRead`/`AsyncWrite`
-    /// helpers. Bytes moved through it directly rather than through
-    /// [`try_read`](Self::try_read) and [`write_all`](Self::write_all) are
+    /// The byte stream, plain or TLS. Bytes moved through it directly are
     /// counted neither in the metrics nor as activity unless the handler
-    /// reports them with [`record`](Self::record): a handler that moves
-    /// data this way and does not would be closed as idle after one
-    /// timeout.
+    /// reports them with [`record`](Self::record), and its waits do not end
+    /// at the idle rule or the cut: for tokio's I/O helpers, use the
+    /// connection itself, whose `AsyncRead` and `AsyncWrite` do both.
     pub fn stream_mut(&mut self) -> &mut Transport {
         &mut self.transport
     }
@@ -300,3 +321,87 @@ fn not_reading() -> io::Error {
 
 /// Size of the buffer that lingering reads discard into.
 const LINGER_SCRATCH: usize = 4096;
+
+/// tokio's `AsyncRead`, for its helpers (`copy`, `read_exact`, codecs):
+/// bytes are counted as `try_read` counts them, and a read waiting for the
+/// peer ends with an error when the idle rule says idle (`TimedOut`) or the
+/// server cuts the connection; the server counts either as it counts the
+/// events of [`Connection::ready`].
+impl AsyncRead for Connection {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(verdict) = this.verdict() {
+            return Poll::Ready(Err(verdict.error()));
+        }
+        let before = buf.filled().len();
+        match Pin::new(&mut this.transport).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let read = buf.filled().len() - before;
+                this.watched.record(read);
+                if this.metered {
+                    tally::received(read);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
+            Poll::Pending => {
+                this.watched.register(cx.waker());
+                match this.verdict() {
+                    Some(verdict) => Poll::Ready(Err(verdict.error())),
+                    None => Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
+/// tokio's `AsyncWrite`, counted as [`Connection::write_all`] counts: a
+/// write waiting for a peer that does not read ends with `TimedOut` when
+/// the idle rule says so. The cut ends no write, as with `write_all`.
+impl AsyncWrite for Connection {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.transport).poll_write(cx, buf);
+        if let Poll::Ready(Ok(written)) = polled {
+            this.watched.record(written);
+            if this.metered {
+                tally::sent(written);
+            }
+        }
+        this.unless_idle(cx, polled)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.transport).poll_flush(cx);
+        this.unless_idle(cx, polled)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.transport).poll_shutdown(cx);
+        this.unless_idle(cx, polled)
+    }
+}
+
+impl Connection {
+    /// A write-side poll's result, unless it is still waiting and the idle
+    /// rule has said idle meanwhile: the sweep wakes the task for that.
+    fn unless_idle<T>(&self, cx: &Context<'_>, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if polled.is_pending() {
+            self.watched.register(cx.waker());
+            if self.watched.is_idle() {
+                return Poll::Ready(Err(not_reading()));
+            }
+        }
+        polled
+    }
+}

@@ -391,3 +391,118 @@ fn a_handler_that_moves_bytes_through_the_connection_stays_open_while_its_peer_t
     stop.cancel();
     server.join().unwrap().unwrap();
 }
+
+/// Echoes with tokio's own `copy`, through the connection's `AsyncRead`
+/// and `AsyncWrite`.
+struct TokioCopy;
+
+impl Handler for TokioCopy {
+    async fn serve(&self, conn: &mut Connection) -> io::Result<Close> {
+        let (mut reader, mut writer) = tokio::io::split(conn);
+        tokio::io::copy(&mut reader, &mut writer).await?;
+        writer.shutdown().await?;
+        Ok(Close::Eof)
+    }
+}
+
+/// A `TokioCopy` server with metrics on a thread of its own: its address,
+/// metrics, the token that stops it, and the thread, which returns the
+/// shutdown report.
+fn start_tokio_copy(
+    config: ServerConfig,
+) -> (
+    std::net::SocketAddr,
+    Metrics,
+    CancellationToken,
+    std::thread::JoinHandle<Result<tandem::ShutdownReport, ServerError>>,
+) {
+    let admin = tandem::server::bind("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+    let listener = tandem::server::bind("127.0.0.1:0".parse().unwrap(), 128).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let running = Server::new(config)
+        .admin(admin)
+        .start(listener, TokioCopy)
+        .unwrap();
+    let metrics = running.metrics().cloned().unwrap();
+    let stop = CancellationToken::new();
+    let thread = std::thread::spawn({
+        let stop = stop.clone();
+        move || running.wait(stop.cancelled_owned())
+    });
+    (addr, metrics, stop, thread)
+}
+
+#[test]
+fn tokios_io_helpers_on_the_connection_are_counted_like_its_own_calls() {
+    use std::io::Write;
+    let (addr, metrics, stop, server) = start_tokio_copy(config(Layout::Split));
+    let mut client = TcpStream::connect(addr).unwrap();
+    client.set_read_timeout(Some(common::PATIENCE)).unwrap();
+    let payload = common::random_bytes(100_000);
+    client.write_all(&payload).unwrap();
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut echoed = Vec::new();
+    client.read_to_end(&mut echoed).unwrap();
+    assert!(echoed == payload, "echo differs");
+    wait_for_sample(&metrics, "tandem_bytes_received_total", 100_000.0);
+    wait_for_sample(&metrics, "tandem_bytes_sent_total", 100_000.0);
+    wait_for_sample(
+        &metrics,
+        "tandem_connections_closed_total{reason=\"eof\"}",
+        1.0,
+    );
+    stop.cancel();
+    server.join().unwrap().unwrap();
+}
+
+#[test]
+fn a_read_through_asyncread_ends_at_the_idle_rule() {
+    use std::io::Write;
+    let idle_timeout = Duration::from_millis(300);
+    let (addr, metrics, stop, server) = start_tokio_copy(ServerConfig {
+        idle_timeout: Some(idle_timeout),
+        ..config(Layout::Split)
+    });
+    let mut client = TcpStream::connect(addr).unwrap();
+    client.set_read_timeout(Some(common::PATIENCE)).unwrap();
+    let sent = std::time::Instant::now();
+    client.write_all(b"x").unwrap();
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).unwrap();
+    assert_eq!(rest, b"x");
+    assert!(sent.elapsed() >= idle_timeout);
+    wait_for_sample(
+        &metrics,
+        "tandem_connections_closed_total{reason=\"idle_timeout\"}",
+        1.0,
+    );
+    stop.cancel();
+    server.join().unwrap().unwrap();
+}
+
+#[test]
+fn a_read_through_asyncread_ends_at_the_cut_with_a_clean_close() {
+    use std::io::Write;
+    let (addr, metrics, stop, server) = start_tokio_copy(ServerConfig {
+        shutdown_timeout: Duration::from_millis(200),
+        ..config(Layout::Split)
+    });
+    let mut client = TcpStream::connect(addr).unwrap();
+    client.set_read_timeout(Some(common::PATIENCE)).unwrap();
+    client.write_all(b"before").unwrap();
+    let mut echoed = [0u8; 6];
+    client.read_exact(&mut echoed).unwrap();
+    stop.cancel();
+    // The cut: a FIN after everything echoed, not a reset.
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "{rest:?}");
+    wait_for_sample(
+        &metrics,
+        "tandem_connections_closed_total{reason=\"shutdown\"}",
+        1.0,
+    );
+    drop(client);
+    let report = server.join().unwrap().unwrap();
+    assert_eq!(report.cut, 1);
+}

@@ -95,7 +95,15 @@ pub(crate) async fn serve_connection<H: Handler>(serving: Arc<Serving<H>>, accep
         // not be reading.
         let _ = conn.stream_mut().try_shutdown();
     }
-    if let Ok(Close::Shutdown) = outcome {
+    let reason = close_reason(&outcome);
+    if let Err(err) = &outcome
+        && crate::connection::is_cut(err)
+    {
+        // A handler on tokio's I/O helpers met the cut as an error: the
+        // FIN (with TLS, a close_notify first) that echo sends itself.
+        let _ = conn.stream_mut().try_shutdown();
+    }
+    if reason == CloseReason::Shutdown {
         serving.cut_count.fetch_add(1, Ordering::Relaxed);
         // Boxed: only cut connections pay for this state, instead of every
         // connection's task carrying it.
@@ -109,7 +117,7 @@ pub(crate) async fn serve_connection<H: Handler>(serving: Arc<Serving<H>>, accep
     drop(client_place);
     drop(admission);
     if let Some(metrics) = &serving.metrics {
-        metrics.connection_closed(close_reason(&outcome));
+        metrics.connection_closed(reason);
     }
     log_close(peer, &outcome);
 }
@@ -209,6 +217,8 @@ fn close_reason(outcome: &std::io::Result<Close>) -> CloseReason {
         // A write whose peer did not read within the idle rule.
         Err(err) if err.kind() == TimedOut => CloseReason::IdleTimeout,
         Ok(Close::Shutdown) => CloseReason::Shutdown,
+        // The cut, met by a handler reading through `AsyncRead`.
+        Err(err) if crate::connection::is_cut(err) => CloseReason::Shutdown,
         // UnexpectedEof: a TLS peer that closed its TCP connection without
         // a close_notify, gone as abruptly as one that resets.
         Err(err)
