@@ -133,6 +133,17 @@ impl Connection {
         Ok(read)
     }
 
+    /// Waits for bytes and reads them into `buf`: `Ok(0)` is the end of the
+    /// stream (with TLS, the peer's close_notify). A wait that the idle
+    /// rule ends is a `TimedOut` error, and one the shutdown cut ends an
+    /// error the server counts as the cut, so a handler can pass either on
+    /// with `?`. Counted as [`try_read`](Self::try_read) counts. The simple
+    /// way to read; [`ready`](Self::ready) and `try_read` are the way to
+    /// hold no buffer while waiting.
+    pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        tokio::io::AsyncReadExt::read(self, buf).await
+    }
+
     /// The byte stream, plain or TLS. Bytes moved through it directly are
     /// counted neither in the metrics nor as activity unless the handler
     /// reports them with [`record`](Self::record), and its waits do not end

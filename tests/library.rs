@@ -392,6 +392,57 @@ fn a_handler_that_moves_bytes_through_the_connection_stays_open_while_its_peer_t
     server.join().unwrap().unwrap();
 }
 
+/// Uppercases what it reads, with the connection's awaitable `read`: no
+/// readiness loop.
+struct UpperRead;
+
+impl Handler for UpperRead {
+    async fn serve(&self, conn: &mut Connection) -> io::Result<Close> {
+        let mut buf = [0u8; 256];
+        loop {
+            let read = conn.read(&mut buf).await?;
+            if read == 0 {
+                conn.shutdown().await?;
+                return Ok(Close::Eof);
+            }
+            buf[..read].make_ascii_uppercase();
+            conn.write_all(&buf[..read]).await?;
+        }
+    }
+}
+
+#[test]
+fn a_handler_built_on_the_awaitable_read_echoes_and_is_held_to_the_idle_rule() {
+    use std::io::Write;
+    let idle_timeout = Duration::from_millis(300);
+    let config = ServerConfig {
+        idle_timeout: Some(idle_timeout),
+        ..config(Layout::Sharded)
+    };
+    let listener = tandem::server::bind("127.0.0.1:0".parse().unwrap(), 128).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let running = Server::new(config).start(listener, UpperRead).unwrap();
+    let stop = CancellationToken::new();
+    let server = std::thread::spawn({
+        let stop = stop.clone();
+        move || running.wait(stop.cancelled_owned())
+    });
+    let mut client = TcpStream::connect(addr).unwrap();
+    client.set_read_timeout(Some(common::PATIENCE)).unwrap();
+    let sent = std::time::Instant::now();
+    client.write_all(b"quiet after this").unwrap();
+    let mut echoed = [0u8; 16];
+    client.read_exact(&mut echoed).unwrap();
+    assert_eq!(&echoed, b"QUIET AFTER THIS");
+    // Silent now: the read ends at the idle rule, and the server closes.
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "{rest:?}");
+    assert!(sent.elapsed() >= idle_timeout);
+    stop.cancel();
+    server.join().unwrap().unwrap();
+}
+
 /// Echoes with tokio's own `copy`, through the connection's `AsyncRead`
 /// and `AsyncWrite`.
 struct TokioCopy;
