@@ -56,6 +56,52 @@ pub struct Connection {
     metered: bool,
 }
 
+/// A connection's TCP socket, for its options and addresses only: no way
+/// to read or write past TLS or the byte counts.
+///
+/// ```compile_fail
+/// async fn bypass(conn: &mut tandem::Connection) {
+///     let mut buf = [0u8; 16];
+///     let _ = conn.socket().try_read(&mut buf);
+/// }
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct SocketOptions<'a>(&'a TcpStream);
+
+impl SocketOptions<'_> {
+    /// TCP_NODELAY (set by the server unless `--nodelay false`).
+    pub fn nodelay(&self) -> io::Result<bool> {
+        self.0.nodelay()
+    }
+
+    /// Sets TCP_NODELAY.
+    pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        self.0.set_nodelay(nodelay)
+    }
+
+    /// IP_TTL.
+    pub fn ttl(&self) -> io::Result<u32> {
+        self.0.ttl()
+    }
+
+    /// Sets IP_TTL.
+    pub fn set_ttl(&self, ttl: u32) -> io::Result<()> {
+        self.0.set_ttl(ttl)
+    }
+
+    /// The local address the connection was accepted on.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+
+    /// The TCP peer: the client, or, behind a load balancer that sends a
+    /// PROXY header, the balancer ([`Connection::peer_addr`] is the client
+    /// the header names).
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.0.peer_addr()
+    }
+}
+
 /// Why a wait ended without the socket: the sweep's two verdicts.
 enum Interrupted {
     Idle,
@@ -107,11 +153,11 @@ impl Connection {
         self.peer
     }
 
-    /// The TCP socket, for its options. With TLS, bytes read or written on
-    /// it directly bypass the encryption: use
-    /// [`stream_mut`](Self::stream_mut) for data.
-    pub fn stream(&self) -> &TcpStream {
-        self.transport.tcp()
+    /// The TCP socket's options and addresses. Only those: data goes
+    /// through the connection, so that nothing reads or writes past TLS,
+    /// or past the byte counts.
+    pub fn socket(&self) -> SocketOptions<'_> {
+        SocketOptions(self.transport.tcp())
     }
 
     /// The TLS session (version, cipher suite, ALPN protocol), when the

@@ -65,7 +65,7 @@ pub mod transport;
 mod udp;
 
 pub use buffer::{Buffer, ReadSize};
-pub use connection::{Connection, Event};
+pub use connection::{Connection, Event, SocketOptions};
 pub use echo::{Echo, EchoConfig};
 pub use handler::{Close, Handler};
 pub use metrics::Metrics;

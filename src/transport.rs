@@ -45,9 +45,10 @@ pub enum Transport {
 }
 
 impl Transport {
-    /// The TCP socket underneath, for its options and addresses. With TLS,
-    /// bytes read or written on it directly bypass the encryption.
-    pub fn tcp(&self) -> &TcpStream {
+    /// The TCP socket underneath. With TLS, bytes read or written on it
+    /// directly bypass the encryption: inside the crate only, for the
+    /// readiness waits, the linger and socket options.
+    pub(crate) fn tcp(&self) -> &TcpStream {
         match self {
             Transport::Tcp(tcp) => tcp,
             Transport::Tls(tls) => tls.get_ref().0,

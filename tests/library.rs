@@ -21,12 +21,12 @@ struct Probe;
 impl Handler for Probe {
     async fn serve(&self, conn: &mut Connection) -> io::Result<Close> {
         let thread = std::thread::current().name().unwrap_or("").to_owned();
-        let report = format!("{thread} nodelay={}\n", conn.stream().nodelay()?);
+        let report = format!("{thread} nodelay={}\n", conn.socket().nodelay()?);
         conn.write_all(report.as_bytes()).await?;
         loop {
             conn.ready().await?;
             let mut byte = [0u8; 1];
-            match conn.stream().try_read(&mut byte) {
+            match conn.try_read(&mut byte) {
                 Ok(0) => break,
                 Ok(_) => {}
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
