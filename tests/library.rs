@@ -557,3 +557,15 @@ fn a_read_through_asyncread_ends_at_the_cut_with_a_clean_close() {
     let report = server.join().unwrap().unwrap();
     assert_eq!(report.cut, 1);
 }
+
+#[test]
+fn a_shutdown_timer_built_outside_any_runtime_stops_the_server() {
+    // Plain thread, no runtime: the async block creates tokio's sleep at
+    // its first poll, on the server's own runtime.
+    let listener = tandem::server::bind("127.0.0.1:0".parse().unwrap(), 128).unwrap();
+    let shutdown = async { tokio::time::sleep(Duration::from_millis(200)).await };
+    let report = Server::new(config(Layout::Split))
+        .run(listener, Probe, shutdown)
+        .unwrap();
+    assert_eq!(report.cut, 0);
+}

@@ -287,6 +287,23 @@ impl Server {
     /// Serves `listener` (from [`bind`]) with `handler` until `shutdown`
     /// completes, then shuts down gracefully and reports how it went:
     /// [`start`](Server::start) followed by [`wait`](Running::wait).
+    ///
+    /// `shutdown` is first polled on the server's own runtime, so it may
+    /// use tokio's timers, signals and I/O, but it is built where `run` is
+    /// called, outside any runtime: tokio's `sleep(d)` or `signal(..)`,
+    /// which need one when they are created, go inside an async block,
+    /// which creates them at its first poll:
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use tandem::{Echo, EchoConfig, Server, ServerConfig};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let listener = tandem::server::bind("127.0.0.1:7000".parse()?, 1024)?;
+    /// let for_a_minute = async { tokio::time::sleep(Duration::from_secs(60)).await };
+    /// Server::new(ServerConfig::default()).run(listener, Echo::new(EchoConfig::default()), for_a_minute)?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn run<H: Handler>(
         self,
         listener: std::net::TcpListener,
