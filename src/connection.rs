@@ -17,7 +17,7 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -224,29 +224,28 @@ impl Connection {
         tokio::task::coop::consume_budget().await;
         // The verdicts first, so that a peer that never stops sending is
         // still cut, and still judged; data first after that.
-        let readable = pin!(self.transport.readable());
-        match self.wait_for(readable).await {
+        let transport = &self.transport;
+        match self.wait_for(|cx| transport.poll_readable(cx)).await {
             Ok(readable) => readable.map(|()| Event::Readable),
             Err(Interrupted::Idle) => Ok(Event::IdleTimeout),
             Err(Interrupted::Cut) => Ok(Event::Shutdown),
         }
     }
 
-    /// Waits for `socket` (a readiness of this connection's socket) unless
-    /// the sweep has ruled, or rules meanwhile: the task's waker goes to
-    /// the sweep before the verdicts are read again, so that a verdict
-    /// given between the two looks is never missed. A plain function over
-    /// a future pinned by the caller, not an `async fn`, which would hold
-    /// the socket's future twice: as its argument and as its pinned local.
+    /// Waits for `socket` (a poll of this connection's socket readiness)
+    /// unless the sweep has ruled, or rules meanwhile: the task's waker goes
+    /// to the sweep before the verdicts are read again, so that a verdict
+    /// given between the two looks is never missed. Polls rather than
+    /// futures, so that the wait holds no state but two references.
     fn wait_for<'a, T>(
         &'a self,
-        mut socket: Pin<&'a mut impl Future<Output = T>>,
+        mut socket: impl FnMut(&mut Context<'_>) -> Poll<T> + 'a,
     ) -> impl Future<Output = Result<T, Interrupted>> + 'a {
         std::future::poll_fn(move |cx| {
             if let Some(verdict) = self.verdict() {
                 return Poll::Ready(Err(verdict));
             }
-            if let Poll::Ready(ready) = socket.as_mut().poll(cx) {
+            if let Poll::Ready(ready) = socket(cx) {
                 return Poll::Ready(Ok(ready));
             }
             self.watched.register(cx.waker());
@@ -323,14 +322,12 @@ impl Connection {
     /// write in progress at the cut finishes, or is dropped with the
     /// runtime after the server's grace.
     async fn writable(&mut self) -> io::Result<()> {
-        let transport = &self.transport;
-        let mut socket = pin!(transport.writable());
-        let watched = &self.watched;
+        let (transport, watched) = (&self.transport, &self.watched);
         std::future::poll_fn(|cx| {
             if watched.is_idle() {
                 return Poll::Ready(Err(not_reading()));
             }
-            if let Poll::Ready(ready) = socket.as_mut().poll(cx) {
+            if let Poll::Ready(ready) = transport.poll_writable(cx) {
                 return Poll::Ready(ready);
             }
             watched.register(cx.waker());
