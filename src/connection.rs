@@ -14,7 +14,6 @@
 //! the socket's, and reads no clock. It counts its activity and bytes in
 //! its `Watched` record as it reads and writes.
 
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -172,11 +171,25 @@ impl Connection {
     /// in the metrics, as activity and towards the minimum rate.
     pub fn try_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let read = self.transport.try_read(buf)?;
-        self.watched.record(read);
-        if self.metered {
-            tally::received(read);
-        }
+        self.received(read);
         Ok(read)
+    }
+
+    /// Counts `bytes` read: in the metrics, as activity and towards the
+    /// minimum rate. Every read of the connection goes through here...
+    fn received(&self, bytes: usize) {
+        self.watched.record(bytes);
+        if self.metered {
+            tally::received(bytes);
+        }
+    }
+
+    /// ...and every write through here.
+    fn sent(&self, bytes: usize) {
+        self.watched.record(bytes);
+        if self.metered {
+            tally::sent(bytes);
+        }
     }
 
     /// Waits for bytes and reads them into `buf`: `Ok(0)` is the end of the
@@ -203,11 +216,8 @@ impl Connection {
     /// counted in the metrics, as activity and towards the minimum rate, as
     /// those of `try_read` and `write_all` are.
     pub fn record(&mut self, received: usize, sent: usize) {
-        self.watched.record(received.saturating_add(sent));
-        if self.metered {
-            tally::received(received);
-            tally::sent(sent);
-        }
+        self.received(received);
+        self.sent(sent);
     }
 
     /// Waits until the socket is readable, the idle rule says the
@@ -224,47 +234,14 @@ impl Connection {
         tokio::task::coop::consume_budget().await;
         // The verdicts first, so that a peer that never stops sending is
         // still cut, and still judged; data first after that.
-        let transport = &self.transport;
-        match self.wait_for(|cx| transport.poll_readable(cx)).await {
+        let (transport, sweep, watched) = (&self.transport, &*self.sweep, &*self.watched);
+        let waited = std::future::poll_fn(|cx| {
+            interruptible(sweep, watched, cx, |cx| transport.poll_readable(cx))
+        });
+        match waited.await {
             Ok(readable) => readable.map(|()| Event::Readable),
             Err(Interrupted::Idle) => Ok(Event::IdleTimeout),
             Err(Interrupted::Cut) => Ok(Event::Shutdown),
-        }
-    }
-
-    /// Waits for `socket` (a poll of this connection's socket readiness)
-    /// unless the sweep has ruled, or rules meanwhile: the task's waker goes
-    /// to the sweep before the verdicts are read again, so that a verdict
-    /// given between the two looks is never missed. Polls rather than
-    /// futures, so that the wait holds no state but two references.
-    fn wait_for<'a, T>(
-        &'a self,
-        mut socket: impl FnMut(&mut Context<'_>) -> Poll<T> + 'a,
-    ) -> impl Future<Output = Result<T, Interrupted>> + 'a {
-        std::future::poll_fn(move |cx| {
-            if let Some(verdict) = self.verdict() {
-                return Poll::Ready(Err(verdict));
-            }
-            if let Poll::Ready(ready) = socket(cx) {
-                return Poll::Ready(Ok(ready));
-            }
-            self.watched.register(cx.waker());
-            match self.verdict() {
-                Some(verdict) => Poll::Ready(Err(verdict)),
-                None => Poll::Pending,
-            }
-        })
-    }
-
-    /// The sweep's verdict on this connection, if it has given one: the cut
-    /// before the idle rule, as the cut owes the peer a clean close.
-    fn verdict(&self) -> Option<Interrupted> {
-        if self.sweep.is_cut() {
-            Some(Interrupted::Cut)
-        } else if self.watched.is_idle() {
-            Some(Interrupted::Idle)
-        } else {
-            None
         }
     }
 
@@ -279,10 +256,7 @@ impl Connection {
             match self.transport.try_write(buf) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
-                    self.watched.record(n);
-                    if self.metered {
-                        tally::sent(n);
-                    }
+                    self.sent(n);
                     buf = &buf[n..];
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
@@ -322,21 +296,8 @@ impl Connection {
     /// write in progress at the cut finishes, or is dropped with the
     /// runtime after the server's grace.
     async fn writable(&mut self) -> io::Result<()> {
-        let (transport, watched) = (&self.transport, &self.watched);
-        std::future::poll_fn(|cx| {
-            if watched.is_idle() {
-                return Poll::Ready(Err(not_reading()));
-            }
-            if let Poll::Ready(ready) = transport.poll_writable(cx) {
-                return Poll::Ready(ready);
-            }
-            watched.register(cx.waker());
-            if watched.is_idle() {
-                return Poll::Ready(Err(not_reading()));
-            }
-            Poll::Pending
-        })
-        .await
+        let (transport, watched) = (&self.transport, &*self.watched);
+        std::future::poll_fn(|cx| unless_idle(watched, cx, |cx| transport.poll_writable(cx))).await
     }
 
     /// Reads and discards what the peer still sends, until it closes or
@@ -388,27 +349,19 @@ impl AsyncRead for Connection {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if let Some(verdict) = this.verdict() {
-            return Poll::Ready(Err(verdict.error()));
-        }
         let before = buf.filled().len();
-        match Pin::new(&mut this.transport).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                let read = buf.filled().len() - before;
-                this.watched.record(read);
-                if this.metered {
-                    tally::received(read);
-                }
+        let (transport, sweep, watched) = (&mut this.transport, &*this.sweep, &*this.watched);
+        let polled = interruptible(sweep, watched, cx, |cx| {
+            Pin::new(transport).poll_read(cx, buf)
+        });
+        match polled {
+            Poll::Ready(Ok(Ok(()))) => {
+                this.received(buf.filled().len() - before);
                 Poll::Ready(Ok(()))
             }
-            Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
-            Poll::Pending => {
-                this.watched.register(cx.waker());
-                match this.verdict() {
-                    Some(verdict) => Poll::Ready(Err(verdict.error())),
-                    None => Poll::Pending,
-                }
-            }
+            Poll::Ready(Ok(Err(err))) => Poll::Ready(Err(err)),
+            Poll::Ready(Err(verdict)) => Poll::Ready(Err(verdict.error())),
+            Poll::Pending => Poll::Pending,
         }
     }
 }
@@ -423,39 +376,76 @@ impl AsyncWrite for Connection {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.transport).poll_write(cx, buf);
+        let (transport, watched) = (&mut this.transport, &*this.watched);
+        let polled = unless_idle(watched, cx, |cx| Pin::new(transport).poll_write(cx, buf));
         if let Poll::Ready(Ok(written)) = polled {
-            this.watched.record(written);
-            if this.metered {
-                tally::sent(written);
-            }
+            this.sent(written);
         }
-        this.unless_idle(cx, polled)
+        polled
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.transport).poll_flush(cx);
-        this.unless_idle(cx, polled)
+        let (transport, watched) = (&mut this.transport, &*this.watched);
+        unless_idle(watched, cx, |cx| Pin::new(transport).poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.transport).poll_shutdown(cx);
-        this.unless_idle(cx, polled)
+        let (transport, watched) = (&mut this.transport, &*this.watched);
+        unless_idle(watched, cx, |cx| Pin::new(transport).poll_shutdown(cx))
     }
 }
 
-impl Connection {
-    /// A write-side poll's result, unless it is still waiting and the idle
-    /// rule has said idle meanwhile: the sweep wakes the task for that.
-    fn unless_idle<T>(&self, cx: &Context<'_>, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
-        if polled.is_pending() {
-            self.watched.register(cx.waker());
-            if self.watched.is_idle() {
-                return Poll::Ready(Err(not_reading()));
-            }
+/// Polls the socket with `poll` unless the sweep has ruled on the
+/// connection, or rules meanwhile: the verdicts are read before the poll,
+/// and again after the task's waker has gone to the sweep, so that a
+/// verdict given between the two looks is never missed. The cut before
+/// the idle rule, as the cut owes the peer a clean close. Every wait of a
+/// read goes through here.
+fn interruptible<T>(
+    sweep: &Sweep,
+    watched: &Watched,
+    cx: &mut Context<'_>,
+    poll: impl FnOnce(&mut Context<'_>) -> Poll<T>,
+) -> Poll<Result<T, Interrupted>> {
+    let verdict = || {
+        if sweep.is_cut() {
+            Some(Interrupted::Cut)
+        } else if watched.is_idle() {
+            Some(Interrupted::Idle)
+        } else {
+            None
         }
-        polled
+    };
+    if let Some(verdict) = verdict() {
+        return Poll::Ready(Err(verdict));
     }
+    if let Poll::Ready(ready) = poll(cx) {
+        return Poll::Ready(Ok(ready));
+    }
+    watched.register(cx.waker());
+    match verdict() {
+        Some(verdict) => Poll::Ready(Err(verdict)),
+        None => Poll::Pending,
+    }
+}
+
+/// The write side of `interruptible`: only the idle rule ends a write's
+/// wait (a peer that stops reading), and a socket with room is written to
+/// whatever the rule says; the cut lets a write in progress finish. Every
+/// wait of a write goes through here.
+fn unless_idle<T>(
+    watched: &Watched,
+    cx: &mut Context<'_>,
+    poll: impl FnOnce(&mut Context<'_>) -> Poll<io::Result<T>>,
+) -> Poll<io::Result<T>> {
+    let polled = poll(cx);
+    if polled.is_pending() {
+        watched.register(cx.waker());
+        if watched.is_idle() {
+            return Poll::Ready(Err(not_reading()));
+        }
+    }
+    polled
 }

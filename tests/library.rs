@@ -38,7 +38,8 @@ impl Handler for Probe {
     }
 }
 
-/// A probe server on a thread of its own, stopped when dropped.
+/// A server on a thread of its own, stopped when dropped: the probe, or any
+/// handler a test brings.
 struct ProbeServer {
     addr: std::net::SocketAddr,
     metrics: Option<Metrics>,
@@ -48,20 +49,19 @@ struct ProbeServer {
 
 impl ProbeServer {
     fn start(config: ServerConfig) -> ProbeServer {
-        ProbeServer::start_server(Server::new(config))
+        ProbeServer::start_server(Server::new(config), Probe)
     }
 
     /// With an admin endpoint, and so with metrics.
     fn start_with_admin(config: ServerConfig) -> ProbeServer {
-        let admin = tandem::server::bind("127.0.0.1:0".parse().unwrap(), 16).unwrap();
-        ProbeServer::start_server(Server::new(config).admin(admin))
+        ProbeServer::start_server(with_admin(config), Probe)
     }
 
-    fn start_server(server: Server) -> ProbeServer {
+    fn start_server(server: Server, handler: impl Handler) -> ProbeServer {
         let listener = tandem::server::bind("127.0.0.1:0".parse().unwrap(), 128).unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
-        let running = server.start(listener, Probe).unwrap();
+        let running = server.start(listener, handler).unwrap();
         let metrics = running.metrics().cloned();
         let thread = std::thread::spawn({
             let stop = stop.clone();
@@ -73,6 +73,20 @@ impl ProbeServer {
             stop,
             thread: Some(thread),
         }
+    }
+
+    /// A client with the tests' read timeout.
+    fn connect(&self) -> TcpStream {
+        let client = TcpStream::connect(self.addr).unwrap();
+        client.set_read_timeout(Some(common::PATIENCE)).unwrap();
+        client
+    }
+
+    /// Stops the server and returns how its shutdown went.
+    fn finish(mut self) -> tandem::ShutdownReport {
+        self.stop.cancel();
+        let thread = self.thread.take().expect("not finished yet");
+        thread.join().unwrap().unwrap()
     }
 
     /// Connects and returns the probe's line and the open connection.
@@ -89,6 +103,12 @@ impl ProbeServer {
         }
         (String::from_utf8(line).unwrap().trim().to_owned(), stream)
     }
+}
+
+/// A server with an admin endpoint, and so with metrics.
+fn with_admin(config: ServerConfig) -> Server {
+    let admin = tandem::server::bind("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+    Server::new(config).admin(admin)
 }
 
 impl Drop for ProbeServer {
@@ -358,17 +378,8 @@ fn a_handler_that_moves_bytes_through_the_connection_stays_open_while_its_peer_t
         idle_timeout: Some(idle_timeout),
         ..config(Layout::Split)
     };
-    let listener = tandem::server::bind("127.0.0.1:0".parse().unwrap(), 128).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let running = Server::new(config).start(listener, Upper).unwrap();
-    let stop = CancellationToken::new();
-    let server = std::thread::spawn({
-        let stop = stop.clone();
-        move || running.wait(stop.cancelled_owned())
-    });
-
-    let mut client = TcpStream::connect(addr).unwrap();
-    client.set_read_timeout(Some(common::PATIENCE)).unwrap();
+    let server = ProbeServer::start_server(Server::new(config), Upper);
+    let mut client = server.connect();
     // Three idle timeouts of steady traffic, a message every 100 ms: the
     // handler never records activity itself, and must not need to.
     let mut last_sent = std::time::Instant::now();
@@ -387,9 +398,7 @@ fn a_handler_that_moves_bytes_through_the_connection_stays_open_while_its_peer_t
     client.read_to_end(&mut rest).unwrap();
     assert!(rest.is_empty(), "{rest:?}");
     assert!(last_sent.elapsed() >= idle_timeout);
-
-    stop.cancel();
-    server.join().unwrap().unwrap();
+    server.finish();
 }
 
 /// Uppercases what it reads, with the connection's awaitable `read`: no
@@ -419,16 +428,8 @@ fn a_handler_built_on_the_awaitable_read_echoes_and_is_held_to_the_idle_rule() {
         idle_timeout: Some(idle_timeout),
         ..config(Layout::Sharded)
     };
-    let listener = tandem::server::bind("127.0.0.1:0".parse().unwrap(), 128).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let running = Server::new(config).start(listener, UpperRead).unwrap();
-    let stop = CancellationToken::new();
-    let server = std::thread::spawn({
-        let stop = stop.clone();
-        move || running.wait(stop.cancelled_owned())
-    });
-    let mut client = TcpStream::connect(addr).unwrap();
-    client.set_read_timeout(Some(common::PATIENCE)).unwrap();
+    let server = ProbeServer::start_server(Server::new(config), UpperRead);
+    let mut client = server.connect();
     let sent = std::time::Instant::now();
     client.write_all(b"quiet after this").unwrap();
     let mut echoed = [0u8; 16];
@@ -439,8 +440,7 @@ fn a_handler_built_on_the_awaitable_read_echoes_and_is_held_to_the_idle_rule() {
     client.read_to_end(&mut rest).unwrap();
     assert!(rest.is_empty(), "{rest:?}");
     assert!(sent.elapsed() >= idle_timeout);
-    stop.cancel();
-    server.join().unwrap().unwrap();
+    server.finish();
 }
 
 /// Echoes with tokio's own `copy`, through the connection's `AsyncRead`
@@ -456,39 +456,18 @@ impl Handler for TokioCopy {
     }
 }
 
-/// A `TokioCopy` server with metrics on a thread of its own: its address,
-/// metrics, the token that stops it, and the thread, which returns the
-/// shutdown report.
-fn start_tokio_copy(
-    config: ServerConfig,
-) -> (
-    std::net::SocketAddr,
-    Metrics,
-    CancellationToken,
-    std::thread::JoinHandle<Result<tandem::ShutdownReport, ServerError>>,
-) {
-    let admin = tandem::server::bind("127.0.0.1:0".parse().unwrap(), 16).unwrap();
-    let listener = tandem::server::bind("127.0.0.1:0".parse().unwrap(), 128).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let running = Server::new(config)
-        .admin(admin)
-        .start(listener, TokioCopy)
-        .unwrap();
-    let metrics = running.metrics().cloned().unwrap();
-    let stop = CancellationToken::new();
-    let thread = std::thread::spawn({
-        let stop = stop.clone();
-        move || running.wait(stop.cancelled_owned())
-    });
-    (addr, metrics, stop, thread)
+/// A `TokioCopy` server with metrics.
+fn start_tokio_copy(config: ServerConfig) -> (ProbeServer, Metrics) {
+    let server = ProbeServer::start_server(with_admin(config), TokioCopy);
+    let metrics = server.metrics.clone().expect("an admin endpoint");
+    (server, metrics)
 }
 
 #[test]
 fn tokios_io_helpers_on_the_connection_are_counted_like_its_own_calls() {
     use std::io::Write;
-    let (addr, metrics, stop, server) = start_tokio_copy(config(Layout::Split));
-    let mut client = TcpStream::connect(addr).unwrap();
-    client.set_read_timeout(Some(common::PATIENCE)).unwrap();
+    let (server, metrics) = start_tokio_copy(config(Layout::Split));
+    let mut client = server.connect();
     let payload = common::random_bytes(100_000);
     client.write_all(&payload).unwrap();
     client.shutdown(std::net::Shutdown::Write).unwrap();
@@ -502,20 +481,18 @@ fn tokios_io_helpers_on_the_connection_are_counted_like_its_own_calls() {
         "tandem_connections_closed_total{reason=\"eof\"}",
         1.0,
     );
-    stop.cancel();
-    server.join().unwrap().unwrap();
+    server.finish();
 }
 
 #[test]
 fn a_read_through_asyncread_ends_at_the_idle_rule() {
     use std::io::Write;
     let idle_timeout = Duration::from_millis(300);
-    let (addr, metrics, stop, server) = start_tokio_copy(ServerConfig {
+    let (server, metrics) = start_tokio_copy(ServerConfig {
         idle_timeout: Some(idle_timeout),
         ..config(Layout::Split)
     });
-    let mut client = TcpStream::connect(addr).unwrap();
-    client.set_read_timeout(Some(common::PATIENCE)).unwrap();
+    let mut client = server.connect();
     let sent = std::time::Instant::now();
     client.write_all(b"x").unwrap();
     let mut rest = Vec::new();
@@ -527,23 +504,21 @@ fn a_read_through_asyncread_ends_at_the_idle_rule() {
         "tandem_connections_closed_total{reason=\"idle_timeout\"}",
         1.0,
     );
-    stop.cancel();
-    server.join().unwrap().unwrap();
+    server.finish();
 }
 
 #[test]
 fn a_read_through_asyncread_ends_at_the_cut_with_a_clean_close() {
     use std::io::Write;
-    let (addr, metrics, stop, server) = start_tokio_copy(ServerConfig {
+    let (server, metrics) = start_tokio_copy(ServerConfig {
         shutdown_timeout: Duration::from_millis(200),
         ..config(Layout::Split)
     });
-    let mut client = TcpStream::connect(addr).unwrap();
-    client.set_read_timeout(Some(common::PATIENCE)).unwrap();
+    let mut client = server.connect();
     client.write_all(b"before").unwrap();
     let mut echoed = [0u8; 6];
     client.read_exact(&mut echoed).unwrap();
-    stop.cancel();
+    server.stop.cancel();
     // The cut: a FIN after everything echoed, not a reset.
     let mut rest = Vec::new();
     client.read_to_end(&mut rest).unwrap();
@@ -554,8 +529,7 @@ fn a_read_through_asyncread_ends_at_the_cut_with_a_clean_close() {
         1.0,
     );
     drop(client);
-    let report = server.join().unwrap().unwrap();
-    assert_eq!(report.cut, 1);
+    assert_eq!(server.finish().cut, 1);
 }
 
 #[test]

@@ -89,18 +89,15 @@ pub(crate) async fn serve_connection<H: Handler>(serving: Arc<Serving<H>>, accep
         return;
     };
     let outcome = serving.handler.serve(&mut conn).await;
-    if let Ok(Close::IdleTimeout) = outcome {
-        // With TLS, a close_notify ahead of the FIN, so that the client
-        // sees a clean end; best effort, never waiting on a peer that may
-        // not be reading.
-        let _ = conn.stream_mut().try_shutdown();
-    }
     let reason = close_reason(&outcome);
-    if let Err(err) = &outcome
-        && crate::connection::is_cut(err)
+    // Closed by a rule the handler did not close on itself: an idle
+    // timeout, or a cut met as an error by a handler on tokio's I/O
+    // helpers. The FIN, with TLS a close_notify ahead of it, so that the
+    // client sees a clean end; best effort, never waiting on a peer that
+    // may not be reading.
+    if matches!(outcome, Ok(Close::IdleTimeout))
+        || (outcome.is_err() && reason == CloseReason::Shutdown)
     {
-        // A handler on tokio's I/O helpers met the cut as an error: the
-        // FIN (with TLS, a close_notify first) that echo sends itself.
         let _ = conn.stream_mut().try_shutdown();
     }
     if reason == CloseReason::Shutdown {
