@@ -217,3 +217,36 @@ fn a_run_never_overwrites_results_it_was_told_to_write_where_others_are() {
         "the published run"
     );
 }
+
+#[test]
+fn the_peers_section_without_its_workspace_fails_before_measuring_and_leaves_no_folder() {
+    let out = tempfile::tempdir().unwrap();
+    let out_arg = out.path().to_str().unwrap();
+    // The peers are never built by the tests: with no workspace where
+    // --peers points, the suite stops before cargo runs. (Any program
+    // stands in for the epoll reference, which never starts.)
+    let finished = Proc::run(
+        &[
+            "suite",
+            "--only",
+            "peers",
+            "--out",
+            out_arg,
+            "--peers",
+            "/nonexistent/bench/peers",
+            "--reference",
+            env!("CARGO_BIN_EXE_tandem"),
+        ],
+        &[],
+    );
+    assert_eq!(finished.status.code(), Some(1), "{}", finished.stderr);
+    assert!(
+        finished
+            .stderr
+            .contains("cannot build the peer servers of /nonexistent/bench/peers"),
+        "{}",
+        finished.stderr
+    );
+    let left: Vec<_> = std::fs::read_dir(out.path()).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}

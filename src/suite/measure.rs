@@ -7,8 +7,11 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::certificate::Certificate;
+use super::cost::{self, Cost, Counter};
+use super::peers::{Peers, Skipped};
 use super::scraper::Scraper;
 use super::servers::{RunningServer, ServerSpec};
+use super::targets::{self, Comparison};
 use super::{Plan, Section, SuiteError};
 use crate::bench::{self, BenchOptions, Report};
 use crate::config::HumanDuration;
@@ -32,6 +35,10 @@ const SCRAPE_INTERVAL: Duration = Duration::from_secs(1);
 /// `--udp-rate-limit` of the UDP section's servers: its highest, so that
 /// the limit (100 a second per source by default) is not what is measured.
 const UDP_RATE_LIMIT: &str = "1000000";
+/// The peers section's load for syscalls and CPU per message: 64 B
+/// messages over 50 connections, where a server's cost per message is
+/// least hidden behind copying.
+const COST_LOAD: (usize, usize) = (64, 50);
 
 /// One load, measured on each server.
 #[derive(Debug, Clone, Serialize)]
@@ -120,6 +127,21 @@ pub struct Sample {
     /// Admin section: scrapes of `/metrics` made during the sample.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scrapes: Option<u64>,
+    /// Peers section: what the server spent over the sample's run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost: Option<Cost>,
+}
+
+impl Sample {
+    /// A bare value, measured without the load generator.
+    pub fn value(value: f64) -> Sample {
+        Sample {
+            value,
+            report: None,
+            scrapes: None,
+            cost: None,
+        }
+    }
 }
 
 impl Samples {
@@ -202,7 +224,7 @@ fn bench_sample(
     Ok(Sample {
         value: value(&report),
         report: Some(report),
-        scrapes: None,
+        ..Sample::value(0.0)
     })
 }
 
@@ -210,8 +232,13 @@ fn progress(what: &str) {
     eprintln!("suite: {what}");
 }
 
-/// Every measurement of `plan`, in order.
-pub fn all(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteError> {
+/// Every measurement of `plan`, in order; the peers section's with
+/// `peers`, which are given when it is to run.
+pub fn all(
+    plan: &Plan,
+    servers: &[ServerSpec],
+    peers: Option<&PeerLineup>,
+) -> Result<Vec<Cell>, SuiteError> {
     let mut cells = Vec::new();
     if plan.runs(Section::Closed) {
         cells = closed(plan, servers)?;
@@ -251,6 +278,9 @@ pub fn all(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteError>
     }
     if plan.runs(Section::Udp) {
         cells.extend(udp(plan, servers)?);
+    }
+    if let Some(lineup) = peers {
+        cells.extend(peers_section(plan, lineup)?);
     }
     Ok(cells)
 }
@@ -413,11 +443,7 @@ fn isolation(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteErro
             let values = p50
                 .iter()
                 .filter(|(i, _)| *i == index)
-                .map(|(_, v)| Sample {
-                    value: *v as f64,
-                    report: None,
-                    scrapes: None,
-                })
+                .map(|(_, v)| Sample::value(*v as f64))
                 .collect();
             Samples::of(&samples.server, values)
         })
@@ -427,8 +453,18 @@ fn isolation(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteErro
 
 /// Resident memory per idle connection.
 fn memory(plan: &Plan, servers: &[ServerSpec]) -> Result<Cell, SuiteError> {
-    let count = plan.idle_connections;
-    progress(&format!("memory: {count} idle connections"));
+    memory_cell(plan, "memory", servers, plan.idle_connections)
+}
+
+/// The resident memory per idle connection of each of `servers`, holding
+/// `count` connections open, as a cell of `section`.
+fn memory_cell(
+    plan: &Plan,
+    section: &'static str,
+    servers: &[ServerSpec],
+    count: usize,
+) -> Result<Cell, SuiteError> {
+    progress(&format!("{section}: memory, {count} idle connections"));
     let samples = interleave(servers, plan.runs, |index, running| {
         let before = running.rss_bytes().unwrap_or(0);
         let held = hold_idle(running.addr, count).map_err(|why| SuiteError::Server {
@@ -438,14 +474,12 @@ fn memory(plan: &Plan, servers: &[ServerSpec]) -> Result<Cell, SuiteError> {
         std::thread::sleep(Duration::from_secs(1));
         let after = running.rss_bytes().unwrap_or(0);
         drop(held);
-        Ok(Sample {
-            value: after.saturating_sub(before) as f64 / count as f64,
-            report: None,
-            scrapes: None,
-        })
+        Ok(Sample::value(
+            after.saturating_sub(before) as f64 / count as f64,
+        ))
     })?;
     Ok(Cell {
-        section: "memory",
+        section,
         label: format!("RSS growth per idle connection, {count} connections"),
         metric: "bytes/conn",
         message_size: 16,
@@ -639,6 +673,155 @@ fn udp(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteError> {
     transport_cells(plan, "udp", &lineup)
 }
 
+/// The servers of the peers section: tandem's layouts with their admin
+/// endpoint off (the peers have none, and it has a cost: see the admin
+/// section), the epoll reference, and the peers that can run here.
+pub struct PeerLineup<'a> {
+    specs: Vec<ServerSpec>,
+    layouts: Vec<String>,
+    peers: Vec<String>,
+    skipped: &'a [Skipped],
+    counter: &'a Counter,
+}
+
+impl<'a> PeerLineup<'a> {
+    pub fn new(servers: &[ServerSpec], peers: &'a Peers, counter: &'a Counter) -> PeerLineup<'a> {
+        let mut specs: Vec<ServerSpec> = layouts(servers)
+            .map(|spec| spec.with_admin(&spec.name, false))
+            .collect();
+        let layouts = specs.iter().map(|spec| spec.name.clone()).collect();
+        specs.extend(servers.iter().filter(|spec| !spec.is_tandem).cloned());
+        specs.extend(peers.servers.iter().cloned());
+        let peer_names = specs
+            .iter()
+            .filter(|spec| !spec.is_tandem)
+            .map(|spec| spec.name.clone())
+            .collect();
+        PeerLineup {
+            specs,
+            layouts,
+            peers: peer_names,
+            skipped: &peers.skipped,
+            counter,
+        }
+    }
+
+    /// Where each layout stands against the peers in `cells`.
+    pub fn compare(&self, cells: &[Cell]) -> Comparison {
+        targets::compare(
+            cells,
+            &self.layouts,
+            &self.peers,
+            self.skipped.to_vec(),
+            self.counter.clone(),
+        )
+    }
+}
+
+/// tandem beside the peers: the closed loop at each of the plan's peer
+/// loads, idle memory, then syscalls and CPU per message.
+fn peers_section(plan: &Plan, lineup: &PeerLineup) -> Result<Vec<Cell>, SuiteError> {
+    let servers = &lineup.specs;
+    let mut cells = Vec::new();
+    for &(size, connections) in &plan.peer_loads {
+        let label = format!("{size} B x {connections} conns, pipeline 1");
+        progress(&format!("peers: {label}"));
+        let samples = interleave(servers, plan.runs, |index, running| {
+            let mut options = load(plan, running);
+            options.message_size = size;
+            options.connections = connections;
+            bench_sample(&servers[index].name, &options, |report| report.msgs_per_sec)
+        })?;
+        cells.push(Cell::closed_loop(
+            "peers",
+            label,
+            (size, connections, 1),
+            samples,
+        ));
+    }
+    cells.push(memory_cell(
+        plan,
+        "peers",
+        servers,
+        plan.peer_idle_connections,
+    )?);
+    cells.extend(costs(plan, servers, lineup.counter)?);
+    Ok(cells)
+}
+
+/// Syscalls and CPU per message at [`COST_LOAD`], counted over the load
+/// generator's whole run: one cell of CPU time, whose samples carry the
+/// raw counts, then one per syscall figure where syscalls were counted.
+///
+/// The load runs with no warm-up, so that the counted run and the
+/// generator's window are the same but for the connects before it and the
+/// closes after it (50 accepts and 50 reads of EOF, against tens of
+/// thousands of messages), and for the few messages still in flight when
+/// the window shuts.
+fn costs(plan: &Plan, servers: &[ServerSpec], counter: &Counter) -> Result<Vec<Cell>, SuiteError> {
+    let (size, connections) = COST_LOAD;
+    let label = format!("{size} B x {connections} conns, no warm-up");
+    progress(&format!("peers: syscalls and CPU per message, {label}"));
+    let samples = interleave(servers, plan.runs, |index, running| {
+        let name = &servers[index].name;
+        let failed = |why: String| SuiteError::Cost {
+            server: name.clone(),
+            why,
+        };
+        let mut options = load(plan, running);
+        options.message_size = size;
+        options.connections = connections;
+        options.warmup = HumanDuration(Duration::ZERO);
+        let counting = counter.start(running.pid()).map_err(failed)?;
+        let sample = bench_sample(name, &options, |report| report.msgs_per_sec)?;
+        let messages = sample.report.as_ref().map_or(0, |report| report.messages);
+        let cost = counting.finish(messages).map_err(failed)?;
+        let cpu = cost
+            .cpu_us_per_msg()
+            .ok_or_else(|| failed("no message was echoed".to_owned()))?;
+        Ok(Sample {
+            value: cpu,
+            cost: Some(cost),
+            ..sample
+        })
+    })?;
+    let cell = |metric: &'static str, servers: Vec<Samples>| Cell {
+        section: "peers",
+        label: label.clone(),
+        metric,
+        message_size: size,
+        connections,
+        pipeline: 1,
+        fraction: None,
+        servers,
+        ratio: None,
+    };
+    let mut cells = Vec::new();
+    for (metric, events) in cost::FIGURES {
+        // A server whose samples lack the figure is left out of its cell:
+        // an absent count is not a zero.
+        let figures: Vec<Samples> = samples
+            .iter()
+            .filter_map(|taken| {
+                let values = taken
+                    .samples
+                    .iter()
+                    .map(|sample| sample.cost.as_ref()?.syscalls_per_msg(events))
+                    .collect::<Option<Vec<f64>>>()?;
+                Some(Samples::of(
+                    &taken.server,
+                    values.into_iter().map(Sample::value).collect(),
+                ))
+            })
+            .collect();
+        if !figures.is_empty() {
+            cells.push(cell(metric, figures));
+        }
+    }
+    cells.insert(0, cell(cost::CPU_METRIC, samples));
+    Ok(cells)
+}
+
 /// Opens `count` connections, echoes 16 bytes on each (so each is accepted
 /// and served), and returns them open.
 fn hold_idle(
@@ -670,14 +853,7 @@ mod tests {
     use super::*;
 
     fn samples(values: &[f64]) -> Samples {
-        let taken = values
-            .iter()
-            .map(|&value| Sample {
-                value,
-                report: None,
-                scrapes: None,
-            })
-            .collect();
+        let taken = values.iter().map(|&value| Sample::value(value)).collect();
         Samples::of("s", taken)
     }
 

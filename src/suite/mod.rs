@@ -1,14 +1,22 @@
 //! `tandem suite`: the comparison the article never made.
 //!
-//! Starts each server (tandem's layouts and the epoll reference), runs a
-//! matrix of loads against it with the load generator, and writes
+//! Starts each server (tandem's layouts, the epoll reference and, for the
+//! `peers` section, echo servers on other runtimes), runs a matrix of loads
+//! against it with the load generator, and writes
 //! `results.json`, a markdown report and plots to `<out>/<name>/`
 //! (`target/suite/` unless `--out` says otherwise).
 //!
 //! - `servers`: what is compared, and starting and stopping it;
+//! - `peers`: the servers of `bench/peers/` (the article's single runtime,
+//!   actix-server, monoio), built with cargo before the suite measures,
+//!   and skipped with a reason where they cannot run;
 //! - `measure`: each kind of measurement (closed and open loop, churn,
 //!   isolation, memory, the cost of the admin endpoint, TLS and UDP beside
-//!   plain TCP) as cells of samples;
+//!   plain TCP, tandem beside the peers) as cells of samples;
+//! - `cost`: syscalls and CPU time a server spends per message, counted
+//!   with `perf stat` where it works, else CPU time from /proc;
+//! - `targets`: where each layout stands against the peers: the ratios the
+//!   peers section is judged by;
 //! - `scraper`: a Prometheus-like scraper, for the admin section;
 //! - `certificate`: the TLS section's throwaway certificate;
 //! - `folder`: where a run's results go, claimed before it measures;
@@ -25,12 +33,15 @@
 //! figures (busy ratios, hand-off waits).
 
 mod certificate;
+mod cost;
 mod folder;
 mod measure;
+mod peers;
 mod plots;
 mod report;
 mod scraper;
 mod servers;
+mod targets;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -39,8 +50,11 @@ use clap::Args;
 use serde::Serialize;
 use thiserror::Error;
 
+pub use self::cost::{Cost, Counter};
 pub use self::measure::{Cell, Ratio, Sample, Samples};
+pub use self::peers::Skipped;
 use self::servers::ServerSpec;
+pub use self::targets::{Comparison, LayoutTargets, VsPeer};
 use crate::config::HumanDuration;
 
 /// The options of `tandem suite`.
@@ -60,6 +74,10 @@ pub struct SuiteOptions {
     /// The epoll reference server [default: examples/epoll_echo next to this binary].
     #[arg(long, value_name = "PATH")]
     pub reference: Option<PathBuf>,
+    /// The peer servers' cargo workspace, which the peers section builds
+    /// [default: bench/peers of the source tree this tandem was built from].
+    #[arg(long, value_name = "DIR")]
+    pub peers: Option<PathBuf>,
     /// Samples per server and cell (at least 3 for a median with a range).
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub runs: usize,
@@ -87,6 +105,10 @@ pub enum Section {
     Tls,
     /// The layouts echoing UDP, beside `split` over TCP.
     Udp,
+    /// The layouts beside echo servers on other runtimes (`bench/peers/`
+    /// and the epoll reference): throughput, idle memory, and syscalls and
+    /// CPU per message.
+    Peers,
 }
 
 /// Why a suite could not run.
@@ -107,6 +129,12 @@ pub enum SuiteError {
         server: String,
         cause: crate::bench::server_metrics::ScrapeError,
     },
+    /// The peer servers could not be built.
+    #[error("cannot build the peer servers of {dir}: {why}")]
+    Peers { dir: PathBuf, why: String },
+    /// What a server spends per message could not be counted.
+    #[error("cannot count what {server} spends per message: {why}")]
+    Cost { server: String, why: String },
     /// Results could not be written.
     #[error("cannot write {path}: {cause}")]
     Write {
@@ -117,6 +145,12 @@ pub enum SuiteError {
     #[error("{0}")]
     Invalid(String),
 }
+
+/// The peers section's closed-loop loads: (message size, clients). Small
+/// messages over few and many connections, where a runtime's overhead per
+/// message shows; 4 KiB, one read buffer's worth; 16 KiB, where copying
+/// and read sizes dominate.
+const PEER_LOADS: [(usize, usize); 4] = [(64, 50), (64, 1000), (4096, 50), (16 * 1024, 50)];
 
 /// The loads of one suite.
 #[derive(Debug, Clone, Serialize)]
@@ -129,6 +163,10 @@ pub struct Plan {
     /// The transport sections' closed-loop loads: (message size, clients).
     pub transport_loads: Vec<(usize, usize)>,
     pub idle_connections: usize,
+    /// The peers section's closed-loop loads: (message size, clients).
+    pub peer_loads: Vec<(usize, usize)>,
+    /// Idle connections the peers section holds open on each server.
+    pub peer_idle_connections: usize,
     /// The measurements to run; all when empty.
     pub only: Vec<Section>,
     pub runs: usize,
@@ -152,6 +190,10 @@ impl Plan {
                 open_fractions: vec![0.5, 0.9],
                 transport_loads: vec![(64, 50)],
                 idle_connections: 5000,
+                // Every load the peers are compared at, each in a short
+                // window; fewer idle connections.
+                peer_loads: PEER_LOADS.to_vec(),
+                peer_idle_connections: 2000,
                 only: options.only.clone(),
                 runs: options.runs,
                 duration_secs: duration.unwrap_or(Duration::from_secs(1)).as_secs_f64(),
@@ -165,6 +207,8 @@ impl Plan {
                 open_fractions: vec![0.25, 0.5, 0.75, 0.9],
                 transport_loads: vec![(64, 50), (1024, 50), (16 * 1024, 50)],
                 idle_connections: 5000,
+                peer_loads: PEER_LOADS.to_vec(),
+                peer_idle_connections: 5000,
                 only: options.only.clone(),
                 runs: options.runs,
                 duration_secs: duration.unwrap_or(Duration::from_secs(5)).as_secs_f64(),
@@ -210,6 +254,10 @@ pub struct Results {
     pub plan: Plan,
     pub servers: Vec<String>,
     pub cells: Vec<Cell>,
+    /// The peers section: who was compared, who was skipped and why, how
+    /// costs were counted, and where each layout stands.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peers: Option<Comparison>,
 }
 
 /// Runs the suite and writes its results; returns the results folder.
@@ -257,10 +305,11 @@ pub fn run(options: &SuiteOptions) -> Result<PathBuf, SuiteError> {
         ServerSpec::reference(reference, cores),
     ];
     let plan = Plan::new(options);
-    let out = options.out.clone().unwrap_or_else(|| {
-        let target_dir = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from);
-        folder::default_out(target_dir.as_deref())
-    });
+    let cargo_target_dir = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from);
+    let out = options
+        .out
+        .clone()
+        .unwrap_or_else(|| folder::default_out(cargo_target_dir.as_deref()));
     let dir = match &options.name {
         Some(name) => folder::claim(&out, name, true)?,
         None => folder::claim(
@@ -273,9 +322,36 @@ pub fn run(options: &SuiteOptions) -> Result<PathBuf, SuiteError> {
         .file_name()
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let loadavg_before = first_line("/proc/loadavg");
-    let cells = match measure::all(&plan, &servers) {
-        Ok(cells) => cells,
+    let measured = (|| {
+        let peers = if plan.runs(Section::Peers) {
+            let workspace = options
+                .peers
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(peers::DEFAULT_DIR));
+            let target_dir = peers::default_target_dir(cargo_target_dir.as_deref());
+            eprintln!(
+                "suite: building the peers of {} into {}",
+                workspace.display(),
+                target_dir.display()
+            );
+            let peers = peers::build(&workspace, &target_dir, cores)?;
+            for skipped in &peers.skipped {
+                eprintln!("suite: skipping {}: {}", skipped.server, skipped.reason);
+            }
+            Some((peers, Counter::probe()))
+        } else {
+            None
+        };
+        let loadavg_before = first_line("/proc/loadavg");
+        let lineup = peers
+            .as_ref()
+            .map(|(peers, counter)| measure::PeerLineup::new(&servers, peers, counter));
+        let cells = measure::all(&plan, &servers, lineup.as_ref())?;
+        let comparison = lineup.map(|lineup| lineup.compare(&cells));
+        Ok((loadavg_before, cells, comparison))
+    })();
+    let (loadavg_before, cells, comparison) = match measured {
+        Ok(measured) => measured,
         Err(err) => {
             // Nothing was written into the claimed folder: leave no empty
             // folder behind (remove_dir removes only an empty one).
@@ -295,6 +371,7 @@ pub fn run(options: &SuiteOptions) -> Result<PathBuf, SuiteError> {
         plan,
         servers: servers.iter().map(|server| server.name.clone()).collect(),
         cells,
+        peers: comparison,
     };
     write_results(&dir, &results)?;
     Ok(dir)
@@ -311,4 +388,44 @@ fn write_results(dir: &std::path::Path, results: &Results) -> Result<(), SuiteEr
     let markdown = report::markdown(results, &charts);
     std::fs::write(dir.join("report.md"), markdown).map_err(write_error(dir.join("report.md")))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        suite: SuiteOptions,
+    }
+
+    #[test]
+    fn only_peers_selects_the_peers_section_alone() {
+        let cli = Cli::try_parse_from(["suite", "--only", "peers", "--quick"]).unwrap();
+        let plan = Plan::new(&cli.suite);
+        assert_eq!(cli.suite.only, [Section::Peers]);
+        assert!(plan.runs(Section::Peers));
+        assert!(!plan.runs(Section::Closed));
+    }
+
+    #[test]
+    fn quick_peers_keep_every_load_with_fewer_idle_connections() {
+        let quick = Cli::try_parse_from(["suite", "--quick"]).unwrap();
+        let full = Cli::try_parse_from(["suite"]).unwrap();
+        let (quick, full) = (Plan::new(&quick.suite), Plan::new(&full.suite));
+        assert_eq!(quick.peer_loads, full.peer_loads);
+        assert!(quick.peer_idle_connections < full.peer_idle_connections);
+        assert!(quick.duration_secs < full.duration_secs);
+    }
+
+    #[test]
+    fn the_peers_workspace_is_an_option_with_the_source_trees_as_default() {
+        let cli = Cli::try_parse_from(["suite", "--peers", "/src/bench/peers"]).unwrap();
+        assert_eq!(cli.suite.peers, Some(PathBuf::from("/src/bench/peers")));
+        let cli = Cli::try_parse_from(["suite"]).unwrap();
+        assert_eq!(cli.suite.peers, None);
+    }
 }

@@ -5,7 +5,8 @@
 use std::fmt::Write;
 
 use super::measure::median;
-use super::{Cell, Results, Samples};
+use super::targets::{self, Comparison, LARGE_MESSAGE, READS_TARGET};
+use super::{Cell, Counter, Results, Samples};
 use crate::bench::server_metrics::ServerFigures;
 
 /// The report for `results`, linking the `charts` drawn beside it.
@@ -101,6 +102,9 @@ pub fn markdown(results: &Results, charts: &[String]) -> String {
             let _ = writeln!(out, "Datagrams lost over the section: {lost}.\n");
         }
     }
+    if let Some(comparison) = &results.peers {
+        peers(&mut out, comparison, &results.cells);
+    }
     server_side(&mut out, &results.servers, &results.cells);
     let errors: u64 = results
         .cells
@@ -190,6 +194,172 @@ fn table(out: &mut String, cells: &[&Cell], ratios: bool) {
         let _ = writeln!(out);
     }
     let _ = writeln!(out);
+}
+
+/// What each peer is, for the peers section's notes.
+const PEER_NOTES: [(&str, &str); 4] = [
+    (
+        "epoll",
+        "the hand-written mio server of `examples/epoll_echo.rs`: a thread, an \
+         epoll instance and a SO_REUSEPORT listener per core, 64 KiB reads",
+    ),
+    (
+        "article",
+        "the article's `#[tokio::main]` server: one multi-thread runtime, a task \
+         per connection, `read` then `write_all` through a 4 KiB buffer",
+    ),
+    (
+        "actix",
+        "actix-server: an accept thread dealing connections to a single-thread \
+         worker runtime per core, the same echo as `article`",
+    ),
+    (
+        "monoio",
+        "monoio over io_uring: a runtime and a SO_REUSEPORT listener per core, \
+         the same echo on buffers lent to the kernel",
+    ),
+];
+
+/// The peers section: every figure of every server, then where each
+/// layout stands against the peers.
+fn peers(out: &mut String, comparison: &Comparison, cells: &[Cell]) {
+    let cells: Vec<&Cell> = cells.iter().filter(|c| c.section == "peers").collect();
+    if cells.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "## Peers: tandem beside echo servers on other runtimes\n"
+    );
+    let _ = writeln!(
+        out,
+        "tandem's layouts run here without their admin endpoint, as the peers \
+         have none. The peers, built from `bench/peers/` (but epoll):\n"
+    );
+    for (peer, note) in PEER_NOTES {
+        let state = match comparison.skipped.iter().find(|s| s.server == peer) {
+            Some(skipped) => format!(" **Skipped: {}.**", skipped.reason),
+            None if comparison.peers.iter().any(|p| p == peer) => String::new(),
+            None => " Not measured.".to_owned(),
+        };
+        let _ = writeln!(out, "- `{peer}`: {note}.{state}");
+    }
+    let _ = writeln!(out);
+    let _ = match &comparison.counted {
+        Counter::Perf => writeln!(
+            out,
+            "Syscalls and CPU per message: `perf stat` attached to the server over the \
+             load generator's whole run at 64 B x 50 connections, without warm-up, \
+             divided by the messages echoed in it. perf's counting of each syscall adds \
+             a little to the CPU of the servers that make more of them.\n"
+        ),
+        Counter::Proc { why } => writeln!(
+            out,
+            "Syscalls were not counted ({why}). CPU per message: user plus system time \
+             from `/proc/PID/stat` over the load generator's whole run at 64 B x 50 \
+             connections, without warm-up, divided by the messages echoed in it.\n"
+        ),
+    };
+    let servers: Vec<&str> = comparison
+        .layouts
+        .iter()
+        .chain(&comparison.peers)
+        .map(String::as_str)
+        .collect();
+    let _ = write!(out, "| measurement |");
+    for server in &servers {
+        let _ = write!(out, " {server} |");
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(out, "|---|{}", "---:|".repeat(servers.len()));
+    for cell in &cells {
+        let _ = write!(out, "| {}: {} |", cell.metric, cell.label);
+        for server in &servers {
+            let entry = cell
+                .servers
+                .iter()
+                .find(|s| s.server == *server)
+                .map_or_else(
+                    || "-".to_owned(),
+                    |s| format!("{} ({}-{})", figure(s.median), figure(s.min), figure(s.max)),
+                );
+            let _ = write!(out, " {entry} |");
+        }
+        let _ = writeln!(out);
+    }
+    let _ = writeln!(out);
+    standing(out, comparison, &cells);
+}
+
+/// One row per layout: its figures against the targets and the peers.
+fn standing(out: &mut String, comparison: &Comparison, cells: &[&Cell]) {
+    let loads: Vec<&Cell> = cells
+        .iter()
+        .copied()
+        .filter(|cell| cell.metric == "msgs/s")
+        .collect();
+    let _ = writeln!(out, "### Where each layout stands\n");
+    let _ = writeln!(
+        out,
+        "Ratios of medians. Messages per second are divided by the best peer's at \
+         each load (named beside the ratio), and by epoll's from {LARGE_MESSAGE} B \
+         messages up. Above 1 the layout is ahead, but for CPU, where below 1 it \
+         spends less.\n"
+    );
+    let _ = write!(
+        out,
+        "| layout | read syscalls/msg (target ≤ {READS_TARGET}) | CPU/msg ÷ {} |",
+        targets::EPOLL
+    );
+    for cell in &loads {
+        let _ = write!(out, " msgs/s, {} |", cell.label);
+    }
+    let _ = writeln!(out, " idle bytes/conn |");
+    let _ = writeln!(out, "|---|{}", "---:|".repeat(loads.len() + 3));
+    for layout in &comparison.targets {
+        let reads = layout.reads_per_msg.map_or_else(
+            || "-".to_owned(),
+            |reads| {
+                let mark = if reads <= READS_TARGET { "✓" } else { "✗" };
+                format!("{} {mark}", figure(reads))
+            },
+        );
+        let ratio = |r: Option<f64>| r.map_or_else(|| "-".to_owned(), |r| format!("{r:.2}"));
+        let _ = write!(
+            out,
+            "| {} | {reads} | {} |",
+            layout.layout,
+            ratio(layout.cpu_vs_epoll)
+        );
+        for cell in &loads {
+            let entry = layout
+                .throughput
+                .iter()
+                .find(|vs| vs.load == cell.label)
+                .map_or_else(
+                    || "-".to_owned(),
+                    |vs| format!("{:.2} ({})", vs.ratio, vs.peer),
+                );
+            let _ = write!(out, " {entry} |");
+        }
+        let idle = layout
+            .idle_bytes_per_conn
+            .map_or_else(|| "-".to_owned(), round);
+        let _ = writeln!(out, " {idle} |");
+    }
+    let _ = writeln!(out);
+}
+
+/// A figure to three significant digits or so: per-message counts need
+/// their decimals, rates do not.
+fn figure(value: f64) -> String {
+    if value >= 100.0 {
+        format!("{value:.0}")
+    } else if value >= 10.0 {
+        format!("{value:.1}")
+    } else {
+        format!("{value:.2}")
+    }
 }
 
 /// The servers' own figures, one row per cell whose samples carry them,
@@ -314,11 +484,7 @@ mod tests {
                     median: value,
                     min: value,
                     max: value,
-                    samples: vec![Sample {
-                        value,
-                        report: None,
-                        scrapes: None,
-                    }],
+                    samples: vec![Sample::value(value)],
                 })
                 .collect(),
             ratio: None,
@@ -401,9 +567,8 @@ mod tests {
             server: Some(server),
         };
         Sample {
-            value: 1.0,
             report: Some(report),
-            scrapes: None,
+            ..Sample::value(1.0)
         }
     }
 
@@ -451,5 +616,69 @@ mod tests {
         table(&mut out, &[&cell], true);
         let row = out.lines().nth(2).unwrap();
         assert!(row.ends_with("| 0.80 | 1.20 | 0.60 |"), "{row}");
+    }
+
+    /// The peers section of a run where monoio could not start.
+    fn peers_run() -> (Comparison, Vec<Cell>) {
+        let mut throughput = cell(&[("split", 90.0), ("epoll", 100.0), ("actix", 120.0)]);
+        throughput.section = "peers";
+        let mut reads = cell(&[("split", 1.02), ("epoll", 2.0), ("actix", 1.5)]);
+        (reads.section, reads.metric, reads.label) = (
+            "peers",
+            crate::suite::cost::READS_METRIC,
+            "64 B x 50 conns, no warm-up".to_owned(),
+        );
+        let cells = vec![throughput, reads];
+        let comparison = targets::compare(
+            &cells,
+            &["split".to_owned()],
+            &["epoll".to_owned(), "actix".to_owned()],
+            vec![crate::suite::Skipped {
+                server: "monoio".to_owned(),
+                reason: "io_uring unavailable: cannot set up a ring: Operation not permitted"
+                    .to_owned(),
+            }],
+            Counter::Perf,
+        );
+        (comparison, cells)
+    }
+
+    #[test]
+    fn the_peers_section_says_why_a_peer_was_skipped_and_leaves_it_out_of_the_tables() {
+        let (comparison, cells) = peers_run();
+        let mut out = String::new();
+        peers(&mut out, &comparison, &cells);
+        assert!(
+            out.contains(
+                "**Skipped: io_uring unavailable: cannot set up a ring: Operation not permitted.**"
+            ),
+            "{out}"
+        );
+        let header = out
+            .lines()
+            .find(|line| line.starts_with("| measurement"))
+            .unwrap();
+        assert_eq!(header, "| measurement | split | epoll | actix |");
+        let reads = out
+            .lines()
+            .find(|line| line.starts_with("| read syscalls/msg"))
+            .unwrap();
+        assert_eq!(
+            reads,
+            "| read syscalls/msg: 64 B x 50 conns, no warm-up | 1.02 (1.02-1.02) \
+             | 2.00 (2.00-2.00) | 1.50 (1.50-1.50) |"
+        );
+    }
+
+    #[test]
+    fn each_layout_stands_against_the_read_target_and_the_best_peer() {
+        let (comparison, cells) = peers_run();
+        let mut out = String::new();
+        peers(&mut out, &comparison, &cells);
+        let row = out
+            .lines()
+            .find(|line| line.starts_with("| split |"))
+            .unwrap();
+        assert_eq!(row, "| split | 1.02 ✓ | - | 0.75 (actix) | - |");
     }
 }

@@ -1,12 +1,13 @@
-//! The servers a suite compares: `tandem serve` in each layout, and the
-//! hand-written epoll reference. Each measurement starts its server afresh
-//! on a free loopback port and stops it with SIGTERM afterwards.
+//! The servers a suite compares: `tandem serve` in each layout, the
+//! hand-written epoll reference, and the peers of `bench/peers/`. Each
+//! measurement starts its server afresh on a free loopback port and stops
+//! it with SIGTERM afterwards.
 //!
 //! tandem servers run with their admin endpoint on a free loopback port as
 //! well, so that every sample can scrape the server's own figures; the
 //! `admin` section measures what that costs.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -17,6 +18,10 @@ use nix::unistd::Pid;
 
 use super::SuiteError;
 use crate::bench::server_metrics::MetricsUrl;
+
+/// Exit status of a peer that cannot run on this machine (the monoio peer
+/// where io_uring is unavailable): the suite skips it, saying why.
+pub const EXIT_UNAVAILABLE: i32 = 3;
 
 /// How long a stopped server may take to exit before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -50,8 +55,15 @@ impl ServerSpec {
 
     /// The epoll reference server at `program`.
     pub fn reference(program: PathBuf, threads: usize) -> ServerSpec {
+        ServerSpec::peer("epoll", program, threads)
+    }
+
+    /// A peer server at `program`, named `name`: one that takes the epoll
+    /// reference's command line (`--listen`, `--threads`), as the servers
+    /// of `bench/peers/` do.
+    pub fn peer(name: &str, program: PathBuf, threads: usize) -> ServerSpec {
         ServerSpec {
-            name: "epoll".to_owned(),
+            name: name.to_owned(),
             program,
             args: vec![
                 "--listen".to_owned(),
@@ -137,6 +149,66 @@ impl ServerSpec {
     }
 }
 
+impl ServerSpec {
+    /// Starts the server once, to see whether it can run on this machine:
+    /// `Ok(None)` if it starts (it is stopped again at once), `Ok(Some(why))`
+    /// if it exits with [`EXIT_UNAVAILABLE`] before listening, `why` being
+    /// what it said on stderr. Any other failure to start is an error.
+    pub fn probe(&self) -> Result<Option<String>, SuiteError> {
+        let failed = |why: String| SuiteError::Server {
+            name: self.name.clone(),
+            why,
+        };
+        let mut child = Command::new(&self.program)
+            .args(&self.args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|err| failed(format!("cannot run {}: {err}", self.program.display())))?;
+        let mut first = String::new();
+        if let Some(stdout) = child.stdout.take() {
+            let _ = BufReader::new(stdout).read_line(&mut first);
+        }
+        if first.starts_with("listening on ") {
+            RunningServer::stop_child(&mut child);
+            return Ok(None);
+        }
+        // stdout closed without an address: the server is exiting. Its
+        // stderr is read to the end before the wait, so that a long
+        // message cannot block it.
+        let mut stderr = String::new();
+        if let Some(mut pipe) = child.stderr.take() {
+            let _ = pipe.read_to_string(&mut stderr);
+        }
+        let status = child
+            .wait()
+            .map_err(|err| failed(format!("cannot wait for it: {err}")))?;
+        let said = last_words(&stderr, &self.program);
+        match status.code() {
+            Some(EXIT_UNAVAILABLE) => Ok(Some(said)),
+            _ => Err(failed(format!(
+                "it ended ({status}) before listening: {said:?}"
+            ))),
+        }
+    }
+}
+
+/// The last line `program` wrote to stderr, without its name in front.
+fn last_words(stderr: &str, program: &std::path::Path) -> String {
+    let line = stderr
+        .lines()
+        .map(str::trim)
+        .rfind(|line| !line.is_empty())
+        .unwrap_or("");
+    program
+        .file_name()
+        .and_then(|name| line.strip_prefix(&format!("{}: ", name.to_string_lossy())))
+        .unwrap_or(line)
+        .to_owned()
+}
+
 /// Reads the next line of `stdout`, which must be `<prefix><addr>`.
 fn read_address(stdout: &mut impl BufRead, prefix: &str) -> Result<SocketAddr, String> {
     let mut line = String::new();
@@ -162,6 +234,11 @@ impl RunningServer {
         self.admin.map(MetricsUrl::for_admin)
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Its resident memory, from /proc.
     pub fn rss_bytes(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
@@ -176,19 +253,23 @@ impl RunningServer {
     }
 
     fn terminate(&mut self) {
-        let pid = Pid::from_raw(self.child.id() as i32);
+        RunningServer::stop_child(&mut self.child);
+    }
+
+    fn stop_child(child: &mut Child) {
+        let pid = Pid::from_raw(child.id() as i32);
         if kill(pid, Signal::SIGTERM).is_err() {
-            let _ = self.child.kill();
+            let _ = child.kill();
         }
         let deadline = Instant::now() + STOP_TIMEOUT;
         while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
+            if let Ok(Some(_)) = child.try_wait() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 
