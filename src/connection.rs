@@ -18,7 +18,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -47,10 +47,9 @@ pub enum Event {
 pub struct Connection {
     transport: Transport,
     peer: SocketAddr,
-    /// What the sweep reads of this connection, and where it wakes it.
+    /// What the sweep reads of this connection, where it wakes it, and
+    /// its verdicts: idle, cut.
     watched: Arc<Watched>,
-    /// The server's sweep, for the cut.
-    sweep: Arc<Sweep>,
     /// Whether bytes read and written are counted in the server's metrics.
     metered: bool,
 }
@@ -142,7 +141,6 @@ impl Connection {
             transport,
             peer,
             watched: sweep.watch(),
-            sweep: sweep.clone(),
             metered,
         }
     }
@@ -225,24 +223,32 @@ impl Connection {
     /// a shutdown. Holds no data buffer while it waits, and registers one
     /// waiter, the socket's: the sweep wakes the task for the other two.
     pub async fn ready(&mut self) -> io::Result<Event> {
-        // `readable()`, `try_read` and `try_write` never spend tokio's
+        std::future::poll_fn(|cx| self.poll_ready(cx)).await
+    }
+
+    /// [`ready`](Self::ready) as a poll, for handlers written as futures
+    /// of their own: the wait takes no state at all.
+    pub fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Event>> {
+        // `poll_readable`, `try_read` and `try_write` never spend tokio's
         // cooperative budget, so a peer that keeps its socket readable and
         // writable would keep this task running, and its worker thread (a
         // whole shard, or the accept loop in `single`) from everything
         // else, for as long as it streams. One budget unit per chunk makes
-        // the task yield every 128 chunks, as tokio's own I/O does.
-        tokio::task::coop::consume_budget().await;
+        // the task yield every 128 chunks, as tokio's own I/O does; a wait
+        // that stays pending gives its unit back.
+        let budget = ready!(tokio::task::coop::poll_proceed(cx));
         // The verdicts first, so that a peer that never stops sending is
         // still cut, and still judged; data first after that.
-        let (transport, sweep, watched) = (&self.transport, &*self.sweep, &*self.watched);
-        let waited = std::future::poll_fn(|cx| {
-            interruptible(sweep, watched, cx, |cx| transport.poll_readable(cx))
-        });
-        match waited.await {
+        let (transport, watched) = (&self.transport, &*self.watched);
+        let waited = ready!(interruptible(watched, cx, |cx| {
+            transport.poll_readable(cx)
+        }));
+        budget.made_progress();
+        Poll::Ready(match waited {
             Ok(readable) => readable.map(|()| Event::Readable),
             Err(Interrupted::Idle) => Ok(Event::IdleTimeout),
             Err(Interrupted::Cut) => Ok(Event::Shutdown),
-        }
+        })
     }
 
     /// Writes all of `buf` (with TLS, all the way to the socket). A peer
@@ -251,30 +257,43 @@ impl Connection {
     /// minimum rate still applies. When the rule says idle, the write fails
     /// with `TimedOut`. Every byte the stream takes is counted in the
     /// metrics, as activity and towards the minimum rate.
-    pub async fn write_all(&mut self, mut buf: &[u8]) -> io::Result<()> {
-        while !buf.is_empty() {
-            match self.transport.try_write(buf) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+    pub async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        let mut written = 0;
+        std::future::poll_fn(|cx| self.poll_write_all(cx, buf, &mut written)).await
+    }
+
+    /// [`write_all`](Self::write_all) as a poll, for handlers written as
+    /// futures of their own: `written` counts the bytes of `buf` already
+    /// taken, from 0, across the calls that write one `buf`.
+    pub fn poll_write_all(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+        written: &mut usize,
+    ) -> Poll<io::Result<()>> {
+        while let Some(rest) = buf.get(*written..).filter(|rest| !rest.is_empty()) {
+            match self.transport.try_write(rest) {
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Ok(n) => {
                     self.sent(n);
-                    buf = &buf[n..];
+                    *written += n;
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    self.writable().await?;
+                    ready!(self.poll_writable(cx))?;
                 }
-                Err(err) => return Err(err),
+                Err(err) => return Poll::Ready(Err(err)),
             }
         }
         // TLS: what rustls still holds, encrypted. Each wait that ends is
         // the peer taking bytes, so it counts as activity.
         while let Err(err) = self.transport.try_flush() {
             if err.kind() != io::ErrorKind::WouldBlock {
-                return Err(err);
+                return Poll::Ready(Err(err));
             }
-            self.writable().await?;
+            ready!(self.poll_writable(cx))?;
             self.watched.record(0);
         }
-        Ok(())
+        Poll::Ready(Ok(()))
     }
 
     /// Half-closes the connection: everything written so far, then (with
@@ -282,22 +301,17 @@ impl Connection {
     /// handler may go on reading. Waits, under the idle rule as
     /// [`write_all`](Self::write_all) does, only if the socket is full.
     pub async fn shutdown(&mut self) -> io::Result<()> {
-        while let Err(err) = self.transport.try_shutdown() {
-            if err.kind() != io::ErrorKind::WouldBlock {
-                return Err(err);
-            }
-            self.writable().await?;
-        }
-        Ok(())
+        // tokio's `AsyncWrite::poll_shutdown`, below: a handler written as a
+        // future of its own polls that.
+        std::future::poll_fn(|cx| AsyncWrite::poll_shutdown(Pin::new(&mut *self), cx)).await
     }
 
-    /// Waits until the socket has room, or the idle rule says the peer has
-    /// stopped reading (`TimedOut`). The cut does not end this wait: a
+    /// Polls for room in the socket, or for the idle rule to say the peer
+    /// has stopped reading (`TimedOut`). The cut does not end this wait: a
     /// write in progress at the cut finishes, or is dropped with the
     /// runtime after the server's grace.
-    async fn writable(&mut self) -> io::Result<()> {
-        let (transport, watched) = (&self.transport, &*self.watched);
-        std::future::poll_fn(|cx| unless_idle(watched, cx, |cx| transport.poll_writable(cx))).await
+    fn poll_writable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        unless_idle(&self.watched, cx, |cx| self.transport.poll_writable(cx))
     }
 
     /// Reads and discards what the peer still sends, until it closes or
@@ -350,10 +364,8 @@ impl AsyncRead for Connection {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
-        let (transport, sweep, watched) = (&mut this.transport, &*this.sweep, &*this.watched);
-        let polled = interruptible(sweep, watched, cx, |cx| {
-            Pin::new(transport).poll_read(cx, buf)
-        });
+        let (transport, watched) = (&mut this.transport, &*this.watched);
+        let polled = interruptible(watched, cx, |cx| Pin::new(transport).poll_read(cx, buf));
         match polled {
             Poll::Ready(Ok(Ok(()))) => {
                 this.received(buf.filled().len() - before);
@@ -404,13 +416,12 @@ impl AsyncWrite for Connection {
 /// the idle rule, as the cut owes the peer a clean close. Every wait of a
 /// read goes through here.
 fn interruptible<T>(
-    sweep: &Sweep,
     watched: &Watched,
     cx: &mut Context<'_>,
     poll: impl FnOnce(&mut Context<'_>) -> Poll<T>,
 ) -> Poll<Result<T, Interrupted>> {
     let verdict = || {
-        if sweep.is_cut() {
+        if watched.is_cut() {
             Some(Interrupted::Cut)
         } else if watched.is_idle() {
             Some(Interrupted::Idle)

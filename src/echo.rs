@@ -8,8 +8,13 @@
 //! TCP push back on it. The buffer's size follows the traffic
 //! ([`ReadSize`]), up to `buffer_size`.
 
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWrite;
 
 use crate::buffer::{Buffer, ReadSize};
 use crate::connection::{Connection, Event};
@@ -62,46 +67,111 @@ impl Echo {
 }
 
 impl Handler for Echo {
-    async fn serve(&self, conn: &mut Connection) -> io::Result<Close> {
-        let mut size = ReadSize::new(self.config.buffer_size);
-        loop {
-            match conn.ready().await? {
-                Event::Readable => {}
-                Event::IdleTimeout => return Ok(Close::IdleTimeout),
-                // Everything read so far has been written back (the write
-                // finishes before the next read), so all that is owed is the
-                // FIN.
-                Event::Shutdown => {
-                    conn.shutdown().await?;
-                    return Ok(Close::Shutdown);
-                }
-            }
-            let asked = size.next();
-            let mut buf = Buffer::lease(self.lease_len(asked));
-            let read = match conn.try_read(&mut buf[..asked]) {
-                Ok(0) => {
-                    conn.shutdown().await?;
-                    return Ok(Close::Eof);
-                }
-                Ok(read) => {
-                    size.record(read);
-                    read
-                }
-                // Readiness was stale; the lease goes back before waiting.
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(err) => return Err(err),
-            };
-            if !self.config.simulate_work.is_zero() {
-                burn_cpu(self.config.simulate_work);
-            }
-            let len = if self.config.append_newline {
-                buf[read] = b'\n';
-                read + 1
-            } else {
-                read
-            };
-            conn.write_all(&buf[..len]).await?;
+    fn serve(&self, conn: &mut Connection) -> impl Future<Output = io::Result<Close>> + Send {
+        Session {
+            echo: self,
+            conn,
+            size: ReadSize::new(self.config.buffer_size),
+            step: Step::Wait,
         }
+    }
+}
+
+/// One connection's echo, written out as a future rather than an `async`
+/// block: this state is in every connection's task for its whole life, and
+/// by hand it is what the protocol needs (two references, the read size
+/// and where the current chunk is), where the compiler's would keep room
+/// for the futures of every wait at once, over three times the size.
+struct Session<'e, 'c> {
+    echo: &'e Echo,
+    conn: &'c mut Connection,
+    size: ReadSize,
+    step: Step,
+}
+
+/// Where a session is.
+enum Step {
+    /// Waiting for the socket, holding no buffer.
+    Wait,
+    /// Writing back a chunk: `written` of its `len` bytes so far.
+    Write { buf: Buffer, len: u32, written: u32 },
+    /// Sending the FIN, then ending with this.
+    Close(Close),
+}
+
+impl Future for Session<'_, '_> {
+    type Output = io::Result<Close>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // No field is pinned: a session is `Unpin`.
+        let this = self.get_mut();
+        loop {
+            match &mut this.step {
+                Step::Wait => match ready!(this.conn.poll_ready(cx))? {
+                    Event::Readable => {
+                        if let Some(step) = this.read()? {
+                            this.step = step;
+                        }
+                    }
+                    Event::IdleTimeout => return Poll::Ready(Ok(Close::IdleTimeout)),
+                    // Everything read so far has been written back (the
+                    // write finishes before the next read), so all that is
+                    // owed is the FIN.
+                    Event::Shutdown => this.step = Step::Close(Close::Shutdown),
+                },
+                Step::Write { buf, len, written } => {
+                    let mut done = *written as usize;
+                    let polled = this
+                        .conn
+                        .poll_write_all(cx, &buf[..*len as usize], &mut done);
+                    // Below `len`, which fits in a u32.
+                    *written = done as u32;
+                    ready!(polled)?;
+                    // The lease goes back before the next wait.
+                    this.step = Step::Wait;
+                }
+                Step::Close(close) => {
+                    let close = *close;
+                    ready!(AsyncWrite::poll_shutdown(Pin::new(&mut *this.conn), cx))?;
+                    return Poll::Ready(Ok(close));
+                }
+            }
+        }
+    }
+}
+
+impl Session<'_, '_> {
+    /// Reads what the readable socket has into a leased buffer: the chunk
+    /// to write back, the close at end-of-file, or `None` when the
+    /// readiness was stale and the session waits again.
+    fn read(&mut self) -> io::Result<Option<Step>> {
+        let asked = self.size.next();
+        let mut buf = Buffer::lease(self.echo.lease_len(asked));
+        let read = match self.conn.try_read(&mut buf[..asked]) {
+            Ok(0) => return Ok(Some(Step::Close(Close::Eof))),
+            Ok(read) => read,
+            // The lease goes back before waiting.
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        self.size.record(read);
+        let config = &self.echo.config;
+        if !config.simulate_work.is_zero() {
+            burn_cpu(config.simulate_work);
+        }
+        let len = if config.append_newline {
+            buf[read] = b'\n';
+            read + 1
+        } else {
+            read
+        };
+        Ok(Some(Step::Write {
+            buf,
+            // At most `buffer_size` + 1, and `--buffer-size` is capped far
+            // below 4 GiB.
+            len: u32::try_from(len).map_err(io::Error::other)?,
+            written: 0,
+        }))
     }
 }
 

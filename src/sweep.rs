@@ -20,13 +20,13 @@
 //! judged over windows that run from one tick to the first tick at least
 //! an idle timeout later, so no window is ever shorter than the timeout.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Waker;
 use std::time::Duration;
 
 use atomic_waker::AtomicWaker;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::MissedTickBehavior;
 
 /// When a connection counts as idle: silent for `timeout`, or, when
 /// `quota` is not 0, fewer than `quota` bytes moved (in and out together) in
@@ -64,18 +64,28 @@ const MAX_TICK: Duration = Duration::from_secs(1);
 /// What a connection and the sweep share. Only the connection's task
 /// writes the counters, so it updates them with a plain load and store:
 /// no locked instruction per message.
+///
+/// One allocation per connection, 40 bytes behind the `Arc`'s two counts
+/// (a 64-byte heap chunk): the waker, two counters and the verdicts.
 #[derive(Debug, Default)]
 pub(crate) struct Watched {
     /// The connection task's waker, as of its latest wait.
     waker: AtomicWaker,
     /// Reads and writes so far, and flushes of what TLS held: any change
-    /// is activity.
-    activity: AtomicU64,
+    /// is activity. 32 bits: the sweep only asks whether it changed since
+    /// its last tick, and it cannot wrap all the way round within one.
+    activity: AtomicU32,
     /// Bytes moved so far, in and out together: the minimum rate's count.
     bytes: AtomicU64,
-    /// Set by the sweep: the rule says idle.
-    idle: AtomicBool,
+    /// Set by the sweep, never cleared: [`IDLE`] when the rule says idle,
+    /// [`CUT`] when the server cuts its connections; both may be set.
+    verdicts: AtomicU8,
 }
+
+/// The rule says the connection is idle.
+const IDLE: u8 = 1;
+/// The server has cut its connections.
+const CUT: u8 = 2;
 
 impl Watched {
     /// Records activity that moved `bytes`.
@@ -98,7 +108,18 @@ impl Watched {
 
     /// True once the sweep has found the connection idle.
     pub(crate) fn is_idle(&self) -> bool {
-        self.idle.load(Ordering::Acquire)
+        self.verdicts.load(Ordering::Acquire) & IDLE != 0
+    }
+
+    /// True once the server has cut its connections.
+    pub(crate) fn is_cut(&self) -> bool {
+        self.verdicts.load(Ordering::Acquire) & CUT != 0
+    }
+
+    /// Gives `verdict` and wakes the connection to act on it.
+    fn rule(&self, verdict: u8) {
+        self.verdicts.fetch_or(verdict, Ordering::Release);
+        self.waker.wake();
     }
 }
 
@@ -106,19 +127,35 @@ impl Watched {
 #[derive(Debug)]
 pub(crate) struct Sweep {
     rule: Option<IdleRule>,
+    /// Set under the entries' lock, so that a connection watched after the
+    /// cut is cut as it arrives.
     cut: AtomicBool,
-    entries: Mutex<Vec<Entry>>,
+    entries: Mutex<Entries>,
 }
 
-/// The sweep's view of one connection.
+/// Every live connection's entry, and the sweep's clock.
+#[derive(Debug, Default)]
+struct Entries {
+    list: Vec<Entry>,
+    /// Ticks since the sweep started: the entries' times are counted in
+    /// ticks, 4 bytes where an `Instant` takes 16, for every connection.
+    now: Tick,
+}
+
+/// A point on the sweep's clock, in ticks.
+type Tick = u32;
+
+/// The sweep's view of one connection, 32 bytes.
 #[derive(Debug)]
 struct Entry {
     watched: Arc<Watched>,
-    /// The activity count the sweep last saw, and when it first saw it.
-    seen_activity: u64,
-    active_at: Instant,
-    /// The current rate window: when it opened, and the byte count then.
-    window_from: Instant,
+    /// The activity count the sweep last saw, and the tick it first saw
+    /// it at.
+    seen_activity: u32,
+    active_at: Tick,
+    /// The current rate window: the tick it opened at, and the byte count
+    /// then.
+    window_from: Tick,
     window_bytes: u64,
 }
 
@@ -128,75 +165,90 @@ impl Sweep {
         Sweep {
             rule,
             cut: AtomicBool::new(false),
-            entries: Mutex::new(Vec::new()),
+            entries: Mutex::new(Entries::default()),
         }
     }
 
     /// Watches a new connection, from now.
     pub(crate) fn watch(&self) -> Arc<Watched> {
         let watched = Arc::new(Watched::default());
-        let now = Instant::now();
-        let entry = Entry {
+        let mut entries = self.lock();
+        if self.cut.load(Ordering::Relaxed) {
+            watched.rule(CUT);
+        }
+        // Counted from the next tick, the first to see it, as activity is
+        // counted from the tick that sees it: the next judgement finds the
+        // entry 0 ticks old.
+        let next = entries.now.wrapping_add(1);
+        entries.list.push(Entry {
             watched: watched.clone(),
             seen_activity: 0,
-            active_at: now,
-            window_from: now,
+            active_at: next,
+            window_from: next,
             window_bytes: 0,
-        };
-        self.lock().push(entry);
+        });
         watched
-    }
-
-    /// True once the server has cut its connections.
-    pub(crate) fn is_cut(&self) -> bool {
-        self.cut.load(Ordering::Acquire)
     }
 
     /// Cuts every connection: each is woken, and from now on every wait
     /// of a connection ends with the cut.
     pub(crate) fn cut(&self) {
-        self.cut.store(true, Ordering::Release);
-        for entry in self.lock().iter() {
-            entry.watched.waker.wake();
+        let entries = self.lock();
+        self.cut.store(true, Ordering::Relaxed);
+        for entry in &entries.list {
+            entry.watched.rule(CUT);
         }
     }
 
     /// Judges every connection at ticks of the rule until the task is
     /// dropped with its runtime. Without a rule there is nothing to judge;
     /// closed connections are still forgotten, once a second.
+    ///
+    /// Missed ticks are delayed, never caught up in a burst, so a tick
+    /// never comes sooner than its period after the one before: a
+    /// connection silent for the rule's count of ticks has been silent for
+    /// at least the timeout, however late the ticks ran.
     pub(crate) async fn run(self: Arc<Self>) {
         let tick = self.rule.map_or(MAX_TICK, |rule| rule.tick());
         let mut ticks = tokio::time::interval(tick);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            self.judge(Instant::now());
+            self.judge();
         }
     }
 
     /// One tick: forgets closed connections, and marks and wakes those the
-    /// rule says are idle at `now`.
-    fn judge(&self, now: Instant) {
-        let rule = self.rule;
-        self.lock().retain_mut(|entry| {
+    /// rule says are idle now.
+    fn judge(&self) {
+        let rule = self.rule.map(|rule| (rule, rule.ticks()));
+        let mut entries = self.lock();
+        entries.now = entries.now.wrapping_add(1);
+        let now = entries.now;
+        entries.list.retain_mut(|entry| {
             // The connection dropped its record: it has closed.
             if Arc::strong_count(&entry.watched) == 1 {
                 return false;
             }
-            let Some(rule) = rule else {
+            let Some((rule, ticks)) = rule else {
                 return true;
             };
-            if entry.verdict(rule, now) {
-                entry.watched.idle.store(true, Ordering::Release);
-                entry.watched.waker.wake();
+            if entry.verdict(rule.quota, ticks, now) {
+                entry.watched.rule(IDLE);
                 // Judged once: the connection closes on its own now.
                 return false;
             }
             true
         });
+        // Room for twice the connections there are, at most: a burst of
+        // connections does not leave its peak's memory behind.
+        let live = entries.list.len();
+        if entries.list.capacity() > 2 * live.max(MIN_ENTRIES) {
+            entries.list.shrink_to(live + live / 2);
+        }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         // A panic under the lock leaves the list as it was: still usable.
         self.entries
             .lock()
@@ -204,35 +256,38 @@ impl Sweep {
     }
 }
 
+/// Below this many entries the list keeps its room.
+const MIN_ENTRIES: usize = 64;
+
+impl IdleRule {
+    /// The timeout in ticks, rounded up, so that a connection is never
+    /// judged silent sooner than the timeout.
+    fn ticks(&self) -> Tick {
+        let ticks = self.timeout.as_nanos().div_ceil(self.tick().as_nanos());
+        Tick::try_from(ticks).unwrap_or(Tick::MAX)
+    }
+}
+
 impl Entry {
-    /// True if the connection is idle at `now`: silent for the whole
-    /// timeout since the sweep first saw its latest activity, or short of
-    /// the quota over a window that has closed. A window that met its quota
-    /// is followed by the next, from `now`. Deadlines past what an
-    /// `Instant` holds never come.
-    fn verdict(&mut self, rule: IdleRule, now: Instant) -> bool {
+    /// True if the connection is idle at tick `now`: silent for the whole
+    /// timeout (`ticks`) since the sweep first saw its latest activity, or
+    /// short of the `quota` over a window that has closed. A window that
+    /// met its quota is followed by the next, from `now`. Tick counts are
+    /// compared as distances, so the clock may wrap.
+    fn verdict(&mut self, quota: u64, ticks: Tick, now: Tick) -> bool {
         let activity = self.watched.activity.load(Ordering::Relaxed);
         if activity != self.seen_activity {
             self.seen_activity = activity;
             self.active_at = now;
         }
-        if self
-            .active_at
-            .checked_add(rule.timeout)
-            .is_some_and(|deadline| now >= deadline)
-        {
+        if now.wrapping_sub(self.active_at) >= ticks {
             return true;
         }
-        if rule.quota == 0
-            || self
-                .window_from
-                .checked_add(rule.timeout)
-                .is_none_or(|end| now < end)
-        {
+        if quota == 0 || now.wrapping_sub(self.window_from) < ticks {
             return false;
         }
         let bytes = self.watched.bytes.load(Ordering::Relaxed);
-        if bytes.saturating_sub(self.window_bytes) < rule.quota {
+        if bytes.saturating_sub(self.window_bytes) < quota {
             return true;
         }
         self.window_from = now;
@@ -243,6 +298,8 @@ impl Entry {
 
 #[cfg(test)]
 mod tests {
+    use tokio::time::Instant;
+
     use super::*;
     use crate::config::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MIN_RATE};
 
@@ -385,12 +442,59 @@ mod tests {
             watched.register(&counting_waker(woken.clone()));
         }
         drop(second);
-        sweep.judge(Instant::now());
-        assert_eq!(sweep.lock().len(), 1, "a closed connection is forgotten");
-        assert!(!sweep.is_cut());
+        sweep.judge();
+        assert_eq!(
+            sweep.lock().list.len(),
+            1,
+            "a closed connection is forgotten"
+        );
+        assert!(!first.is_cut());
         sweep.cut();
-        assert!(sweep.is_cut());
+        assert!(first.is_cut());
         assert_eq!(woken.load(Ordering::SeqCst), 1);
+        assert!(
+            sweep.watch().is_cut(),
+            "a connection watched after the cut is cut"
+        );
+    }
+
+    #[test]
+    fn an_entry_is_32_bytes() {
+        assert_eq!(std::mem::size_of::<Entry>(), 32);
+    }
+
+    #[test]
+    fn the_sweep_clock_may_wrap() {
+        // A 10 ms tick wraps a u32 after 497 days: distances still hold.
+        let rule = IdleRule::new(Duration::from_millis(80), 0);
+        assert_eq!(rule.ticks(), 8);
+        let sweep = Sweep::new(Some(rule));
+        sweep.lock().now = Tick::MAX - 3;
+        let (silent, busy) = (sweep.watch(), sweep.watch());
+        // The first tick sees both, and counts from itself: 8 ticks later
+        // the silent one has been silent for the whole timeout.
+        for _ in 0..8 {
+            busy.record(1);
+            sweep.judge();
+        }
+        assert!(!silent.is_idle(), "judged 7 ticks after the first saw it");
+        busy.record(1);
+        sweep.judge();
+        assert!(silent.is_idle() && !busy.is_idle());
+    }
+
+    #[test]
+    fn the_list_gives_back_a_bursts_room() {
+        let sweep = Sweep::new(None);
+        let burst: Vec<_> = (0..1000).map(|_| sweep.watch()).collect();
+        let peak = sweep.lock().list.capacity();
+        drop(burst);
+        let kept = sweep.watch();
+        sweep.judge();
+        let list = &sweep.lock().list;
+        assert_eq!(list.len(), 1);
+        assert!(list.capacity() < peak / 4, "{} of {peak}", list.capacity());
+        drop(kept);
     }
 
     fn counting_waker(count: Arc<std::sync::atomic::AtomicUsize>) -> Waker {
