@@ -56,8 +56,9 @@ pub(crate) struct Admission {
     // Held only for what their Drop releases, in this order: the client's
     // place first, so that once the connection no longer counts as active
     // (or its permit is free) the client may connect again.
-    #[expect(dead_code, reason = "held for its Drop")]
-    pub(crate) per_ip: Option<PerIpClaim>,
+    /// Set by the acceptor, or by the serving side once a PROXY header
+    /// has named the client.
+    pub(crate) per_ip: Option<Box<PerIpClaim>>,
     #[expect(dead_code, reason = "held for its Drop")]
     pub(crate) permit: OwnedSemaphorePermit,
     #[expect(dead_code, reason = "held for its Drop")]
@@ -67,7 +68,7 @@ pub(crate) struct Admission {
 
 /// One shard's end of the hand-off.
 pub(crate) struct ShardQueue {
-    pub(crate) sender: mpsc::Sender<Accepted>,
+    pub(crate) sender: mpsc::Sender<Box<Accepted>>,
     /// Connections the shard serves now (queued ones included).
     pub(crate) load: Arc<AtomicUsize>,
 }
@@ -78,7 +79,7 @@ pub(crate) enum Dispatch<H> {
     Spawn(Arc<Serving<H>>),
     /// `split`: one queue to the worker runtime.
     Queue {
-        sender: mpsc::Sender<Accepted>,
+        sender: mpsc::Sender<Box<Accepted>>,
         /// Connections in the queue(s), for the queue-depth gauge.
         queued: Arc<AtomicUsize>,
     },
@@ -92,10 +93,10 @@ pub(crate) enum Dispatch<H> {
 /// A reserved place for one connection, obtained before accepting it.
 pub(crate) enum Slot<'a, H> {
     Spawn(&'a Arc<Serving<H>>),
-    Queue(mpsc::Permit<'a, Accepted>, &'a AtomicUsize),
+    Queue(mpsc::Permit<'a, Box<Accepted>>, &'a AtomicUsize),
     /// The shard's load counts the connection from the reservation on, so
     /// that concurrent acceptors spread out.
-    Shard(mpsc::Permit<'a, Accepted>, &'a AtomicUsize, Counted),
+    Shard(mpsc::Permit<'a, Box<Accepted>>, &'a AtomicUsize, Counted),
 }
 
 impl<H: Handler> Dispatch<H> {
@@ -131,8 +132,12 @@ impl<H: Handler> Dispatch<H> {
 }
 
 impl<H: Handler> Slot<'_, H> {
-    /// Hands `accepted` to the runtime that will serve it.
-    pub(crate) fn deliver(self, mut accepted: Accepted) {
+    /// Hands `accepted` to the runtime that will serve it. Boxed here, once:
+    /// the connection task keeps its argument for its whole life, and
+    /// would otherwise carry the whole `Accepted` long after the setup
+    /// took it apart; a hand-off slot is a pointer, too.
+    pub(crate) fn deliver(self, accepted: Accepted) {
+        let mut accepted = Box::new(accepted);
         match self {
             Slot::Spawn(serving) => {
                 serving

@@ -93,12 +93,14 @@ pub(crate) fn admit(
     limit: Option<&Arc<PerIpLimit>>,
     peer: SocketAddr,
     metrics: Option<&Metrics>,
-) -> Result<Option<PerIpClaim>, ()> {
+) -> Result<Option<Box<PerIpClaim>>, ()> {
     let Some(limit) = limit else {
         return Ok(None);
     };
     match limit.try_claim(peer.ip()) {
-        Some(claim) => Ok(Some(claim)),
+        // Boxed: every connection's admission has room for a claim, and
+        // without the limit, the default, it is a null pointer.
+        Some(claim) => Ok(Some(Box::new(claim))),
         None => {
             debug!(%peer, "client over --max-connections-per-ip; closing");
             if let Some(metrics) = metrics {

@@ -16,8 +16,8 @@ use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, trace, warn};
 
-use super::handoff::Accepted;
-use super::per_ip::{self, PerIpClaim, PerIpLimit};
+use super::handoff::{Accepted, Admission};
+use super::per_ip::{self, PerIpLimit};
 use super::proxy_header;
 use crate::connection::Connection;
 use crate::handler::{Close, Handler};
@@ -60,7 +60,7 @@ pub(crate) const LINGER: Duration = Duration::from_secs(1);
 /// Takes connections off a hand-off queue and spawns a task for each on the
 /// current runtime, until the acceptor side is gone and the queue is empty.
 pub(crate) async fn receive_handoffs<H: Handler>(
-    mut queue: mpsc::Receiver<Accepted>,
+    mut queue: mpsc::Receiver<Box<Accepted>>,
     serving: Arc<Serving<H>>,
 ) {
     while let Some(accepted) = queue.recv().await {
@@ -71,24 +71,39 @@ pub(crate) async fn receive_handoffs<H: Handler>(
     }
 }
 
+/// What a connection task keeps on the heap while its handler runs: the
+/// connection, and its claim on the server's capacity, released after the
+/// connection closes (fields drop in order). One allocation beside the
+/// task, so that the task itself holds a pointer and the handler's state.
+struct Served {
+    conn: Connection,
+    #[expect(dead_code, reason = "held for its Drop")]
+    admission: Admission,
+}
+
 /// Serves one connection on the current runtime, from registration to close.
-pub(crate) async fn serve_connection<H: Handler>(serving: Arc<Serving<H>>, accepted: Accepted) {
-    let Accepted {
-        stream,
-        peer,
-        accepted_at,
-        admission,
-    } = accepted;
+///
+/// An idle connection costs the process what this task holds while its
+/// handler waits, and it is written to hold little (see the size test
+/// below). The floor, from tokio: a task is a cell of this future with
+/// tokio's header and trailer, padded to a multiple of 128 bytes, so any
+/// future past about 32 bytes takes 256, and one past about 160 takes
+/// 384; and every registered socket has a 256-byte `ScheduledIo` in the
+/// reactor. Above the floor: the `Served` box, and the connection's record
+/// in the sweep.
+pub(crate) async fn serve_connection<H: Handler>(
+    serving: Arc<Serving<H>>,
+    accepted: Box<Accepted>,
+) {
     // Boxed, as the linger at the end: a task is as large as the largest
     // state its future passes through, for its whole life, and an idle
     // connection should not carry room for the PROXY header and the TLS
     // handshake it went through once, or never does.
-    let Some((mut conn, client_place)) =
-        Box::pin(prepare(&serving, stream, peer, accepted_at)).await
-    else {
+    let Some(mut served) = Box::pin(prepare(&serving, accepted)).await else {
         return;
     };
-    let outcome = serving.handler.serve(&mut conn).await;
+    let outcome = serving.handler.serve(&mut served.conn).await;
+    let conn = &mut served.conn;
     let reason = close_reason(&outcome);
     // Closed by a rule the handler did not close on itself: an idle
     // timeout, or a cut met as an error by a handler on tokio's I/O
@@ -109,13 +124,9 @@ pub(crate) async fn serve_connection<H: Handler>(serving: Arc<Serving<H>>, accep
         // instead, not twice.
         serving.cut_count.fetch_add(1, Ordering::Relaxed);
     }
-    // Read here, not kept from the start: what lives across the handler's
-    // await is in every idle connection's task.
     let peer = conn.peer_addr();
-    drop(conn);
-    // The client's place first, as in `Admission`.
-    drop(client_place);
-    drop(admission);
+    // The connection closes, then its claim goes.
+    drop(served);
     if let Some(metrics) = &serving.metrics {
         metrics.connection_closed(reason);
     }
@@ -124,15 +135,16 @@ pub(crate) async fn serve_connection<H: Handler>(serving: Arc<Serving<H>>, accep
 
 /// Registers the socket with the current runtime's reactor, reads the PROXY
 /// header and runs the TLS handshake where the server asks for them, and
-/// returns the connection ready for its handler, with the place its client
-/// holds under `--max-connections-per-ip` once the header has named it;
-/// `None` if the connection was closed unserved (and counted so).
-async fn prepare<H: Handler>(
-    serving: &Serving<H>,
-    stream: std::net::TcpStream,
-    mut peer: SocketAddr,
-    accepted_at: std::time::Instant,
-) -> Option<(Connection, Option<PerIpClaim>)> {
+/// returns the connection ready for its handler, holding the place its
+/// client takes under `--max-connections-per-ip` once the header has named
+/// it; `None` if the connection was closed unserved (and counted so).
+async fn prepare<H: Handler>(serving: &Serving<H>, accepted: Box<Accepted>) -> Option<Box<Served>> {
+    let Accepted {
+        stream,
+        mut peer,
+        accepted_at,
+        mut admission,
+    } = *accepted;
     // Registering here, not in the acceptor, binds the socket to this
     // runtime's reactor (invariant 1).
     let mut stream = match TcpStream::from_std(stream) {
@@ -157,7 +169,6 @@ async fn prepare<H: Handler>(
     }
     // Behind a load balancer: the header first, then the client it names
     // is the peer, and is counted against its limit.
-    let mut client_place = None;
     if let Some(header_timeout) = serving.proxy_protocol {
         let header = Box::pin(tokio::time::timeout(
             header_timeout,
@@ -182,7 +193,7 @@ async fn prepare<H: Handler>(
             return None;
         }
         match per_ip::admit(serving.per_ip.as_ref(), peer, serving.metrics.as_ref()) {
-            Ok(place) => client_place = place,
+            Ok(place) => admission.per_ip = place,
             Err(()) => return None,
         }
     }
@@ -203,7 +214,7 @@ async fn prepare<H: Handler>(
         },
     };
     let conn = Connection::new(transport, peer, &serving.sweep, serving.metrics.is_some());
-    Some((conn, client_place))
+    Some(Box::new(Served { conn, admission }))
 }
 
 /// How an outcome is counted in `tandem_connections_closed_total`.
@@ -255,34 +266,38 @@ mod tests {
     /// The size of the future an async fn returns, from the fn alone.
     fn size_of_future<F, Fut>(_: F) -> usize
     where
-        F: FnOnce(Arc<Serving<Echo>>, Accepted) -> Fut,
+        F: FnOnce(Arc<Serving<Echo>>, Box<Accepted>) -> Fut,
     {
         std::mem::size_of::<Fut>()
     }
 
-    /// What an idle echo connection costs the process, and so what this
-    /// test guards: its task, a cell holding this future and tokio's header
-    /// and trailer, padded to a multiple of 128 bytes (the floor: a task
-    /// whose future passes about 32 bytes takes 256); the socket's
-    /// `ScheduledIo` in the reactor, 256 bytes aligned to 128 (the floor of
-    /// any registered socket); and its record in the sweep, 64 bytes plus a
-    /// 40-byte entry. This future is 528 bytes: 1,928 before the PROXY
-    /// header, the TLS handshake and the linger were boxed, 984 before the
-    /// sweep replaced each connection's timer and `select!`, 912 before
-    /// `Connection::ready` held its socket's future once instead of twice
-    /// and the setup moved into a boxed future of its own, 704 before the
-    /// waits polled the socket's readiness instead of holding tokio's
-    /// 152-byte readiness futures. Of the rest, the `Connection` is 96
-    /// bytes, and what the task keeps from its arguments and its admission
-    /// about 250.
-    /// The bound leaves it no room to grow, and take every idle
-    /// connection's memory with it, unnoticed.
+    /// What an idle echo connection costs the process, and so what these
+    /// bounds guard, byte by byte (about 750 bytes measured, BENCHMARKS.md):
+    ///
+    /// - its task, 256 bytes: a cell of this future with tokio's header
+    ///   and trailer (about 96 bytes), padded to a multiple of 128. The
+    ///   future is 120 bytes: 1,928 before the PROXY header, the TLS
+    ///   handshake and the linger were boxed, 528 before the connection
+    ///   and its admission moved to the heap (`Served`) and the echo was
+    ///   written out as a future of its own (64 bytes, where the `async`
+    ///   version took 176). Past about 160 bytes the cell takes 384.
+    /// - the socket's `ScheduledIo` in the reactor, 256 bytes aligned to
+    ///   128: tokio's, the floor of any registered socket;
+    /// - `Served`, 128 bytes: the `Connection` (the stream, 40; the peer's
+    ///   address, 32; its sweep record; whether it is metered) and the
+    ///   `Admission` (its permit, its place in the counts);
+    /// - its sweep record (`Watched`), 56 bytes with the `Arc`'s counts,
+    ///   and the sweep's 32-byte entry, in a list with room to grow.
     #[test]
-    fn an_echo_connections_task_future_stays_within_its_budget() {
-        let size = size_of_future(serve_connection::<Echo>);
+    fn an_idle_echo_connection_holds_a_256_byte_task_and_two_small_records() {
+        let future = size_of_future(serve_connection::<Echo>);
         assert!(
-            size <= 528,
-            "serve_connection::<Echo> is {size} bytes: every connection's task grows with it"
+            future <= 128,
+            "serve_connection::<Echo> is {future} bytes: every connection's task grows with it"
         );
+        let served = std::mem::size_of::<Served>();
+        assert!(served <= 128, "Served is {served} bytes");
+        let watched = std::mem::size_of::<crate::sweep::Watched>();
+        assert!(watched <= 40, "Watched is {watched} bytes");
     }
 }
