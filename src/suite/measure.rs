@@ -62,6 +62,22 @@ pub struct Cell {
     pub ratio: Option<Ratio>,
 }
 
+/// One single-sample `Samples` per `(server, value)`: the figures of a
+/// cell built by hand, for the tests of what reads cells.
+#[cfg(test)]
+pub(crate) fn single_samples(medians: &[(&str, f64)]) -> Vec<Samples> {
+    medians
+        .iter()
+        .map(|&(server, value)| Samples {
+            server: server.to_owned(),
+            median: value,
+            min: value,
+            max: value,
+            samples: vec![Sample::value(value)],
+        })
+        .collect()
+}
+
 impl Cell {
     /// A closed-loop cell: messages per second at (message size,
     /// connections, pipeline), without a ratio.

@@ -466,7 +466,8 @@ fn round(value: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::suite::{Ratio, Sample, Samples};
+    use crate::suite::measure::single_samples;
+    use crate::suite::{Ratio, Sample};
 
     fn cell(medians: &[(&str, f64)]) -> Cell {
         Cell {
@@ -477,16 +478,7 @@ mod tests {
             connections: 50,
             pipeline: 1,
             fraction: None,
-            servers: medians
-                .iter()
-                .map(|&(server, value)| Samples {
-                    server: server.to_owned(),
-                    median: value,
-                    min: value,
-                    max: value,
-                    samples: vec![Sample::value(value)],
-                })
-                .collect(),
+            servers: single_samples(medians),
             ratio: None,
         }
     }

@@ -143,7 +143,7 @@ fn best(cell: &Cell, peers: &[String]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::suite::{Sample, Samples};
+    use crate::suite::measure::single_samples;
 
     fn cell(metric: &'static str, size: usize, medians: &[(&str, f64)]) -> Cell {
         Cell {
@@ -154,16 +154,7 @@ mod tests {
             connections: 50,
             pipeline: 1,
             fraction: None,
-            servers: medians
-                .iter()
-                .map(|&(server, value)| Samples {
-                    server: server.to_owned(),
-                    median: value,
-                    min: value,
-                    max: value,
-                    samples: vec![Sample::value(value)],
-                })
-                .collect(),
+            servers: single_samples(medians),
             ratio: None,
         }
     }

@@ -19,7 +19,6 @@ use actix_rt::signal::unix::{SignalKind, signal};
 use actix_server::Server;
 use actix_service::fn_service;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Listen backlog: the epoll example's and tandem's default, so that 1000
 /// clients connecting at once meet the same queue everywhere.
@@ -81,29 +80,11 @@ async fn serve(listener: std::net::TcpListener, workers: usize) -> io::Result<()
         .shutdown_signal(stopped)
         .listen("echo", listener, || {
             fn_service(|stream: TcpStream| async move {
-                echo(stream).await;
+                peer_args::echo(stream).await;
                 Ok::<(), io::Error>(())
             })
         })?
         .run();
     peer_args::announce(bound)?;
     server.await
-}
-
-/// Echoes until the client's EOF, then closes our side; an I/O error ends
-/// the connection silently, as the client has gone.
-async fn echo(mut stream: TcpStream) {
-    let _ = stream.set_nodelay(true);
-    let mut buf = vec![0u8; peer_args::BUFFER_SIZE];
-    loop {
-        let read = match stream.read(&mut buf).await {
-            Ok(0) => break,
-            Ok(read) => read,
-            Err(_) => return,
-        };
-        if stream.write_all(&buf[..read]).await.is_err() {
-            return;
-        }
-    }
-    let _ = stream.shutdown().await;
 }

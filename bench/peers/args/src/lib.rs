@@ -5,7 +5,9 @@
 //! with the address actually bound, once connections are taken.
 //!
 //! Also the one size of the per-connection read buffer of the peers that
-//! keep one per connection.
+//! keep one per connection, and the echo of the two peers on tokio's
+//! `TcpStream` (the article's server and actix-server), which differ only
+//! in how they run it.
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -87,6 +89,28 @@ pub fn announce(addr: SocketAddr) -> io::Result<()> {
     let mut stdout = io::stdout().lock();
     writeln!(stdout, "listening on {addr}")?;
     stdout.flush()
+}
+
+/// Echoes until the client's EOF, then closes our side; an I/O error ends
+/// the connection silently, as the client has gone. The article's echo,
+/// with its defects mended: a buffer of [`BUFFER_SIZE`], nothing appended,
+/// no panic on a reset.
+pub async fn echo(mut stream: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let _ = stream.set_nodelay(true);
+    let mut buf = vec![0u8; BUFFER_SIZE];
+    loop {
+        let read = match stream.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(read) => read,
+            Err(_) => return,
+        };
+        if stream.write_all(&buf[..read]).await.is_err() {
+            return;
+        }
+    }
+    let _ = stream.shutdown().await;
 }
 
 #[cfg(test)]

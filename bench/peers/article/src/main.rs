@@ -22,8 +22,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
 /// Pause before accepting again after a failed accept: EMFILE and the like
@@ -77,7 +76,7 @@ async fn serve(listen: SocketAddr) -> Result<(), String> {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    tokio::spawn(echo(stream));
+                    tokio::spawn(peer_args::echo(stream));
                 }
                 Err(err) => {
                     eprintln!("peer-article: accept: {err}");
@@ -88,22 +87,4 @@ async fn serve(listen: SocketAddr) -> Result<(), String> {
             _ = interrupt.recv() => return Ok(()),
         }
     }
-}
-
-/// Echoes until the client's EOF, then closes our side; an I/O error ends
-/// the connection silently, as the client has gone.
-async fn echo(mut stream: TcpStream) {
-    let _ = stream.set_nodelay(true);
-    let mut buf = vec![0u8; peer_args::BUFFER_SIZE];
-    loop {
-        let read = match stream.read(&mut buf).await {
-            Ok(0) => break,
-            Ok(read) => read,
-            Err(_) => return,
-        };
-        if stream.write_all(&buf[..read]).await.is_err() {
-            return;
-        }
-    }
-    let _ = stream.shutdown().await;
 }
