@@ -75,7 +75,6 @@ pub async fn churn(
                     stats.connects.fetch_add(1, Ordering::Relaxed);
                 }
                 recorder.record(started.into_std(), echoed.into_std(), message_size);
-                stats.progress.fetch_add(1, Ordering::Relaxed);
             }
             Err(what) => {
                 stats.error(what);

@@ -3,7 +3,11 @@
 //! Latencies are recorded in microseconds into one HdrHistogram per run.
 //! Connections record into a small local batch and merge it under the lock
 //! every [`BATCH`] samples, so thousands of connections neither contend per
-//! message nor each carry a histogram of their own.
+//! message nor each carry a histogram of their own. Nothing shared is
+//! written per message: the counters go with the batch, and the progress
+//! count at most every [`PROGRESS_EVERY`]. With several threads, a shared
+//! line written per message would bounce between their caches, at a cost
+//! per message comparable to the generator's own work.
 //!
 //! The window can be held shut past its planned opening until the server's
 //! figures that it is compared with have been read (`Stats::held`,
@@ -18,6 +22,9 @@ use hdrhistogram::Histogram;
 
 /// Samples a connection keeps before merging them into the run's histogram.
 const BATCH: usize = 256;
+/// How stale a connection's share of `Stats::progress` may get: the
+/// progress bar redraws every 250 ms.
+const PROGRESS_EVERY: Duration = Duration::from_millis(50);
 /// Largest latency recorded exactly; longer ones are clamped to it.
 const MAX_LATENCY_US: u64 = 3_600_000_000;
 /// `Stats::delay` while the window is held shut.
@@ -38,7 +45,8 @@ pub struct Stats {
     pub messages: AtomicU64,
     /// Payload bytes echoed within the window.
     pub bytes: AtomicU64,
-    /// Messages echoed and verified so far, window or not: for the progress bar.
+    /// Messages echoed and verified so far, window or not: for the progress
+    /// bar, up to [`PROGRESS_EVERY`] late.
     pub progress: AtomicU64,
     /// Connections that failed: I/O error, wrong bytes, early close.
     pub errors: AtomicU64,
@@ -80,7 +88,9 @@ impl Stats {
         }
     }
 
-    /// Opens a held window at `at`, or as planned if that is later.
+    /// Opens a held window at `at`, or as planned if that is later. Called
+    /// once: a window, once open, does not move (recorders keep its
+    /// opening).
     pub fn open_at(&self, at: Instant) {
         let late = at.saturating_duration_since(self.planned_from).as_nanos();
         let late = u64::try_from(late).unwrap_or(HELD - 1).min(HELD - 1);
@@ -139,25 +149,45 @@ impl Stats {
 #[derive(Debug)]
 pub struct Recorder<'a> {
     stats: &'a Stats,
+    /// The window's opening, once it has opened: it does not move after,
+    /// so the shared one is read only until then.
+    from: Option<Instant>,
+    until: Instant,
     batch: Vec<u64>,
     messages: u64,
     bytes: u64,
+    /// Echoes not yet added to `stats.progress`...
+    progress: u64,
+    /// ...and when they are added, at the first echo from then.
+    publish_at: Option<Instant>,
 }
 
 impl<'a> Recorder<'a> {
     pub fn new(stats: &'a Stats) -> Recorder<'a> {
         Recorder {
             stats,
+            from: None,
+            until: stats.measure_until,
             batch: Vec::with_capacity(BATCH),
             messages: 0,
             bytes: 0,
+            progress: 0,
+            publish_at: None,
         }
     }
 
     /// Records one message of `bytes` that started at `start` (its send, or
     /// in the open loop its intended send) and was echoed whole at `done`.
     pub fn record(&mut self, start: Instant, done: Instant, bytes: usize) {
-        if !self.stats.in_window(start) {
+        self.progress += 1;
+        if self.publish_at.is_none_or(|at| done >= at) {
+            self.stats
+                .progress
+                .fetch_add(self.progress, Ordering::Relaxed);
+            self.progress = 0;
+            self.publish_at = Some(done + PROGRESS_EVERY);
+        }
+        if !self.in_window(start) {
             return;
         }
         let micros = done.saturating_duration_since(start).as_micros();
@@ -173,9 +203,23 @@ impl<'a> Recorder<'a> {
         }
     }
 
+    /// [`Stats::in_window`], from the opening kept once known.
+    fn in_window(&mut self, start: Instant) -> bool {
+        let from = match self.from {
+            Some(from) => from,
+            None => match self.stats.measure_from() {
+                Some(from) => *self.from.insert(from),
+                None => return false,
+            },
+        };
+        start >= from && start < self.until
+    }
+
     /// Merges what this recorder holds into the run's figures.
     pub fn flush(&mut self) {
-        if let Ok(mut histogram) = self.stats.histogram.lock() {
+        if !self.batch.is_empty()
+            && let Ok(mut histogram) = self.stats.histogram.lock()
+        {
             for &micros in &self.batch {
                 // In bounds by the clamp above.
                 let _ = histogram.record(micros);
@@ -186,8 +230,12 @@ impl<'a> Recorder<'a> {
             .messages
             .fetch_add(self.messages, Ordering::Relaxed);
         self.stats.bytes.fetch_add(self.bytes, Ordering::Relaxed);
+        self.stats
+            .progress
+            .fetch_add(self.progress, Ordering::Relaxed);
         self.messages = 0;
         self.bytes = 0;
+        self.progress = 0;
     }
 }
 
@@ -231,6 +279,40 @@ mod tests {
         assert!(!stats.in_window(late - Duration::from_nanos(1)));
         assert!(stats.in_window(late));
         assert_eq!(stats.window(), Duration::from_millis(700));
+    }
+
+    #[test]
+    fn a_recorder_counts_what_was_sent_once_a_held_window_opened_and_every_echo_as_progress() {
+        let from = Instant::now();
+        let stats = Stats::held(from, SECOND);
+        let mut recorder = Recorder::new(&stats);
+        let early = from + Duration::from_millis(100);
+        recorder.record(early, early + Duration::from_micros(50), 64);
+        let opened = from + Duration::from_millis(200);
+        stats.open_at(opened);
+        recorder.record(early, opened + Duration::from_micros(50), 64);
+        recorder.record(opened, opened + Duration::from_micros(70), 64);
+        recorder.record(from + SECOND, from + SECOND + Duration::from_micros(90), 64);
+        drop(recorder);
+        assert_eq!(stats.messages.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.bytes.load(Ordering::Relaxed), 64);
+        assert_eq!(stats.progress.load(Ordering::Relaxed), 4);
+        assert_eq!(stats.histogram().len(), 1);
+        assert_eq!(stats.histogram().max(), 70);
+    }
+
+    #[test]
+    fn progress_is_published_at_the_first_echo_and_then_at_most_every_interval() {
+        let from = Instant::now();
+        let stats = Stats::new(from, SECOND);
+        let mut recorder = Recorder::new(&stats);
+        let progress = || stats.progress.load(Ordering::Relaxed);
+        recorder.record(from, from, 1);
+        assert_eq!(progress(), 1);
+        recorder.record(from, from + PROGRESS_EVERY / 2, 1);
+        assert_eq!(progress(), 1);
+        recorder.record(from, from + PROGRESS_EVERY, 1);
+        assert_eq!(progress(), 3);
     }
 
     #[test]

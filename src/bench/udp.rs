@@ -306,7 +306,6 @@ async fn exchange(
             biased;
             readable = socket.readable() => {
                 readable.map_err(|err| format!("receive failed: {err}"))?;
-                let mut echoed = 0;
                 for _ in 0..RECV_BATCH {
                     let len = match socket.try_recv(&mut inbound) {
                         Ok(len) => len,
@@ -322,10 +321,8 @@ async fn exchange(
                     let arrived = Instant::now();
                     if let Some(start) = check(pattern, &mut flight, &inbound[..len], &mut expected)? {
                         recorder.record(start.into_std(), arrived.into_std(), size);
-                        echoed += 1;
                     }
                 }
-                stats.progress.fetch_add(echoed, Ordering::Relaxed);
             }
             writable = socket.writable(), if blocked => {
                 writable.map_err(|err| format!("send failed: {err}"))?;
