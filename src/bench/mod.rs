@@ -363,18 +363,8 @@ impl BenchOptions {
 /// `progress` shows a live bar on stderr when stderr is a terminal.
 pub fn run(options: &BenchOptions, progress: bool) -> Result<Report, BenchError> {
     options.validate()?;
-    // One thread is a current-thread runtime on the caller's thread: the
-    // connections' tasks are then woken and run without the work-stealing
-    // scheduler's cross-thread bookkeeping, and the load takes one thread,
-    // not a worker beside an idle caller.
-    let mut builder = if options.threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder.worker_threads(options.threads);
-        builder
-    };
-    let runtime = builder
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(options.threads)
         .thread_name("tandem-bench")
         .enable_all()
         .build()
