@@ -21,7 +21,9 @@
 //!   and the handshake on the serving runtime; [`Server::tls`] turns it on.
 //! - [`buffer`]: [`Buffer`], data buffers lent per chunk so that idle
 //!   connections hold none and the hot path does not allocate.
-//! - [`echo`]: the echo handler (RFC 862, plus `--append-newline`).
+//! - [`echo`]: the echo handler (RFC 862, plus `--append-newline`), written
+//!   as a future of its own on the connection's poll methods, so that an
+//!   idle connection's task stays at tokio's smallest cell.
 //! - `udp`: UDP echo (`--udp`) on the serving runtime, with its reflection
 //!   guard and per-source rate limit; [`Server::udp`] turns it on.
 //! - [`metrics`](mod@metrics): [`Metrics`], the server's Prometheus series,
@@ -32,9 +34,9 @@
 //!   TOML file, merged and validated.
 //! - [`bench`](mod@bench): the load generator (`tandem bench`): closed loop, open loop
 //!   without coordinated omission, churn; every echoed byte checked.
-//! - [`suite`]: the comparison suite (`tandem suite`): the layouts and the
-//!   epoll reference (`examples/epoll_echo.rs`) over a matrix of loads, with
-//!   a markdown report and plots.
+//! - [`suite`]: the comparison suite (`tandem suite`): the layouts, the
+//!   epoll reference (`examples/epoll_echo.rs`) and the peers of
+//!   `bench/peers/` over a matrix of loads, with a markdown report and plots.
 //!
 //! The `tandem` binary (`src/main.rs`) only parses the command line, sets up
 //! logging and signals, binds, and calls [`Server::run`].
