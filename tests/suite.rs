@@ -1,6 +1,8 @@
-//! `tandem suite`, cut down to two short sections: what it records from the
-//! tandem servers' own metrics, and its measurement of what the admin
-//! endpoint costs.
+//! `tandem suite`, cut down to short runs of a few sections (churn, admin,
+//! TLS and UDP): what it records from the tandem servers' own metrics, its
+//! measurement of what the admin endpoint costs, where its results go, and
+//! how the peers section fails without its workspace. The peers themselves
+//! are never built here.
 
 mod common;
 
