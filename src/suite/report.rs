@@ -27,8 +27,15 @@ pub fn markdown(results: &Results, charts: &[String]) -> String {
          {:.1} s after {:.1} s of warm-up; the load generator runs on one thread \
          on the same machine. tandem servers run with their admin endpoint \
          (`--admin-listen`), which the load generator scrapes around each \
-         sample; the admin section measures what that costs.\n",
-        p.runs, p.duration_secs, p.warmup_secs
+         sample{}; the admin section measures what that costs.\n",
+        p.runs,
+        p.duration_secs,
+        p.warmup_secs,
+        if results.peers.is_some() {
+            ", but in the peers section"
+        } else {
+            ""
+        },
     );
     for (section, title) in [
         ("closed", "Closed loop: messages per second"),
