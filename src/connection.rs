@@ -271,8 +271,8 @@ impl Connection {
         buf: &[u8],
         written: &mut usize,
     ) -> Poll<io::Result<()>> {
-        while let Some(rest) = buf.get(*written..).filter(|rest| !rest.is_empty()) {
-            match self.transport.try_write(rest) {
+        while *written < buf.len() {
+            match self.transport.try_write(&buf[*written..]) {
                 Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Ok(n) => {
                     self.sent(n);

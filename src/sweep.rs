@@ -20,7 +20,7 @@
 //! judged over windows that run from one tick to the first tick at least
 //! an idle timeout later, so no window is ever shorter than the timeout.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Waker;
 use std::time::Duration;
@@ -127,16 +127,16 @@ impl Watched {
 #[derive(Debug)]
 pub(crate) struct Sweep {
     rule: Option<IdleRule>,
-    /// Set under the entries' lock, so that a connection watched after the
-    /// cut is cut as it arrives.
-    cut: AtomicBool,
     entries: Mutex<Entries>,
 }
 
-/// Every live connection's entry, and the sweep's clock.
+/// Every live connection's entry, the sweep's clock, and the cut.
 #[derive(Debug, Default)]
 struct Entries {
     list: Vec<Entry>,
+    /// Under the same lock as the list, so that a connection watched after
+    /// the cut is cut as it arrives.
+    cut: bool,
     /// Ticks since the sweep started: the entries' times are counted in
     /// ticks, 4 bytes where an `Instant` takes 16, for every connection.
     now: Tick,
@@ -164,7 +164,6 @@ impl Sweep {
     pub(crate) fn new(rule: Option<IdleRule>) -> Sweep {
         Sweep {
             rule,
-            cut: AtomicBool::new(false),
             entries: Mutex::new(Entries::default()),
         }
     }
@@ -173,7 +172,7 @@ impl Sweep {
     pub(crate) fn watch(&self) -> Arc<Watched> {
         let watched = Arc::new(Watched::default());
         let mut entries = self.lock();
-        if self.cut.load(Ordering::Relaxed) {
+        if entries.cut {
             watched.rule(CUT);
         }
         // Counted from the next tick, the first to see it, as activity is
@@ -193,8 +192,8 @@ impl Sweep {
     /// Cuts every connection: each is woken, and from now on every wait
     /// of a connection ends with the cut.
     pub(crate) fn cut(&self) {
-        let entries = self.lock();
-        self.cut.store(true, Ordering::Relaxed);
+        let mut entries = self.lock();
+        entries.cut = true;
         for entry in &entries.list {
             entry.watched.rule(CUT);
         }
