@@ -1,8 +1,9 @@
 //! `tandem suite`, cut down to short runs of a few sections (churn, admin,
 //! TLS and UDP): what it records from the tandem servers' own metrics, its
-//! measurement of what the admin endpoint costs, where its results go, and
-//! how the peers section fails without its workspace. The peers themselves
-//! are never built here.
+//! measurement of what the admin endpoint costs, where its results go, how
+//! it splits the CPUs between the load generator and the servers, and how
+//! the peers section fails without its workspace. The peers themselves are
+//! never built here.
 
 mod common;
 
@@ -40,6 +41,8 @@ fn small_suite() -> &'static (Value, String) {
             "300ms",
             "--name",
             "small",
+            "--client-cpus",
+            &first_cpu().to_string(),
         ]);
         // About 20 samples of under a second each, one after another: on a
         // loaded machine that takes far longer than one step of a test, so
@@ -55,6 +58,22 @@ fn small_suite() -> &'static (Value, String) {
         let report = std::fs::read_to_string(folder.join("report.md")).unwrap();
         (serde_json::from_str(&results).unwrap(), report)
     })
+}
+
+/// The first CPU this process may run on, which the small suite gives its
+/// load generator (`--client-cpus`); the servers get the others.
+fn first_cpu() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let list = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))
+        .unwrap();
+    list.trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 fn cells<'a>(results: &'a Value, section: &str) -> Vec<&'a Value> {
@@ -91,6 +110,26 @@ fn every_sample_against_a_tandem_server_records_the_servers_own_figures() {
     }
     assert!(
         report.contains("## Server side: what the tandem servers' metrics say"),
+        "{report}"
+    );
+}
+
+#[test]
+fn with_client_cpus_the_generator_and_the_servers_run_on_cpus_of_their_own() {
+    let (results, report) = small_suite();
+    let split = &results["machine"]["cpu_split"];
+    let generator = first_cpu().to_string();
+    assert_eq!(split["generator"], generator.as_str(), "{split}");
+    let servers = split["servers"].as_str().unwrap();
+    assert!(!servers.is_empty(), "{split}");
+    // What the kernel reported for the pinned load generator's thread and
+    // for a started server: each on its own CPUs alone.
+    assert_eq!(split["seen"]["generator"], generator.as_str(), "{split}");
+    assert_eq!(split["seen"]["server"], servers, "{split}");
+    assert!(
+        report.contains(&format!(
+            "on one thread on CPU {generator} of the same machine, and every server on CPU {servers}"
+        )),
         "{report}"
     );
 }

@@ -13,6 +13,8 @@
 //! - `measure`: each kind of measurement (closed and open loop, churn,
 //!   isolation, memory, the cost of the admin endpoint, TLS and UDP beside
 //!   plain TCP, tandem beside the peers) as cells of samples;
+//! - `cpus`: `--client-cpus`, the load generator on CPUs of its own and
+//!   the servers on the rest;
 //! - `cost`: syscalls and CPU time a server spends per message, counted
 //!   with `perf stat` where it works, else CPU time from /proc;
 //! - `targets`: where each layout stands against the peers: the ratios the
@@ -34,6 +36,7 @@
 
 mod certificate;
 mod cost;
+mod cpus;
 mod folder;
 mod measure;
 mod peers;
@@ -51,6 +54,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 pub use self::cost::{Cost, Counter};
+pub use self::cpus::{CpuList, CpuSplit};
 pub use self::measure::{Cell, Ratio, Sample, Samples};
 pub use self::peers::Skipped;
 use self::servers::ServerSpec;
@@ -88,6 +92,11 @@ pub struct SuiteOptions {
     /// cell it takes each server's maximum from).
     #[arg(long, value_enum, value_delimiter = ',', value_name = "SECTION")]
     pub only: Vec<Section>,
+    /// Run the load generator on these CPUs (`0`, `0-1,4`) and every server
+    /// on the others, each with a thread per CPU it gets [default: all
+    /// share every CPU, each server with a thread per core]
+    #[arg(long, value_name = "LIST")]
+    pub client_cpus: Option<CpuList>,
 }
 
 /// The measurements of a suite.
@@ -226,6 +235,9 @@ pub struct Machine {
     pub kernel: String,
     pub loadavg_before: String,
     pub loadavg_after: String,
+    /// The load generator's CPUs and the servers', with `--client-cpus`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_split: Option<CpuSplit>,
 }
 
 fn first_line(path: &str) -> String {
@@ -285,6 +297,11 @@ pub fn run(options: &SuiteOptions) -> Result<PathBuf, SuiteError> {
     let _ = rlimit::increase_nofile_limit(u64::MAX);
 
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut split = options.client_cpus.clone().map(CpuSplit::new).transpose()?;
+    // A thread per CPU a server may run on.
+    let server_threads = split
+        .as_ref()
+        .map_or(cores, |split| split.servers.cpus().len());
     let servers = vec![
         ServerSpec::tandem("single", &tandem, &["--layout", "single"]),
         ServerSpec::tandem("split", &tandem, &["--layout", "split"]),
@@ -302,8 +319,15 @@ pub fn run(options: &SuiteOptions) -> Result<PathBuf, SuiteError> {
                 "8",
             ],
         ),
-        ServerSpec::reference(reference, cores),
+        ServerSpec::reference(reference, server_threads),
     ];
+    let servers: Vec<ServerSpec> = match &split {
+        Some(split) => {
+            let cpus = split.server_set()?;
+            servers.into_iter().map(|spec| spec.on_cpus(cpus)).collect()
+        }
+        None => servers,
+    };
     let plan = Plan::new(options);
     let cargo_target_dir = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from);
     let out = options
@@ -323,7 +347,7 @@ pub fn run(options: &SuiteOptions) -> Result<PathBuf, SuiteError> {
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_default();
     let measured = (|| {
-        let peers = if plan.runs(Section::Peers) {
+        let mut peers = if plan.runs(Section::Peers) {
             let workspace = options
                 .peers
                 .clone()
@@ -334,7 +358,7 @@ pub fn run(options: &SuiteOptions) -> Result<PathBuf, SuiteError> {
                 workspace.display(),
                 target_dir.display()
             );
-            let peers = peers::build(&workspace, &target_dir, cores)?;
+            let peers = peers::build(&workspace, &target_dir, server_threads)?;
             for skipped in &peers.skipped {
                 eprintln!("suite: skipping {}: {}", skipped.server, skipped.reason);
             }
@@ -342,6 +366,26 @@ pub fn run(options: &SuiteOptions) -> Result<PathBuf, SuiteError> {
         } else {
             None
         };
+        // Pinned after cargo has built the peers, which may use every CPU.
+        if let Some(split) = &mut split {
+            let cpus = split.server_set()?;
+            if let Some((peers, _)) = &mut peers {
+                peers.servers = std::mem::take(&mut peers.servers)
+                    .into_iter()
+                    .map(|spec| spec.on_cpus(cpus))
+                    .collect();
+            }
+            split.pin_generator()?;
+            // Recorded as the kernel sees it, from a server started once.
+            if let Some(first) = servers.first() {
+                let server = first.start()?;
+                split.seen = Some(cpus::Seen {
+                    generator: cpus::seen("thread-self"),
+                    server: cpus::seen(&server.pid().to_string()),
+                });
+                server.stop();
+            }
+        }
         let loadavg_before = first_line("/proc/loadavg");
         let lineup = peers
             .as_ref()
@@ -367,6 +411,7 @@ pub fn run(options: &SuiteOptions) -> Result<PathBuf, SuiteError> {
             kernel: first_line("/proc/sys/kernel/osrelease"),
             loadavg_before,
             loadavg_after: first_line("/proc/loadavg"),
+            cpu_split: split,
         },
         plan,
         servers: servers.iter().map(|server| server.name.clone()).collect(),

@@ -20,14 +20,25 @@ pub fn markdown(results: &Results, charts: &[String]) -> String {
         "Machine: {} cores ({}), kernel {}; load average {} before, {} after.\n",
         m.cores, m.cpu, m.kernel, m.loadavg_before, m.loadavg_after
     );
+    let placement = match &m.cpu_split {
+        Some(split) => format!(
+            "the load generator runs on one thread on CPU {} of the same machine, \
+             and every server on CPU {} with a thread (or worker, or shard) per \
+             CPU (`--client-cpus`)",
+            split.generator, split.servers
+        ),
+        None => "the load generator runs on one thread on the same machine, \
+                 sharing its cores with the server"
+            .to_owned(),
+    };
     let _ = writeln!(
         out,
         "Each figure is the median of {} samples (min-max beside it). Every sample \
          starts a fresh server; within a cell the servers take turns. Windows of \
-         {:.1} s after {:.1} s of warm-up; the load generator runs on one thread \
-         on the same machine. tandem servers run with their admin endpoint \
-         (`--admin-listen`), which the load generator scrapes around each \
-         sample{}; the admin section measures what that costs.\n",
+         {:.1} s after {:.1} s of warm-up; {placement}. tandem servers run with \
+         their admin endpoint (`--admin-listen`), which the load generator \
+         scrapes around each sample{}; the admin section measures what that \
+         costs.\n",
         p.runs,
         p.duration_secs,
         p.warmup_secs,
@@ -208,7 +219,7 @@ const PEER_NOTES: [(&str, &str); 4] = [
     (
         "epoll",
         "the hand-written mio server of `examples/epoll_echo.rs`: a thread, an \
-         epoll instance and a SO_REUSEPORT listener per core, 64 KiB reads",
+         epoll instance and a SO_REUSEPORT listener per thread, 64 KiB reads",
     ),
     (
         "article",
@@ -218,11 +229,11 @@ const PEER_NOTES: [(&str, &str); 4] = [
     (
         "actix",
         "actix-server: an accept thread dealing connections to a single-thread \
-         worker runtime per core, the same echo as `article`",
+         worker runtime per thread, the same echo as `article`",
     ),
     (
         "monoio",
-        "monoio over io_uring: a runtime and a SO_REUSEPORT listener per core, \
+        "monoio over io_uring: a runtime and a SO_REUSEPORT listener per thread, \
          the same echo on buffers lent to the kernel",
     ),
 ];

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use nix::sched::CpuSet;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -37,6 +38,8 @@ pub struct ServerSpec {
     pub is_tandem: bool,
     /// Whether it serves tandem's admin endpoint (`--admin-listen`).
     pub admin: bool,
+    /// The CPUs it is pinned to (`--client-cpus`); `None`: any.
+    cpus: Option<CpuSet>,
 }
 
 impl ServerSpec {
@@ -50,6 +53,7 @@ impl ServerSpec {
             args: all.iter().map(|arg| (*arg).to_owned()).collect(),
             is_tandem: true,
             admin: true,
+            cpus: None,
         }
     }
 
@@ -73,6 +77,7 @@ impl ServerSpec {
             ],
             is_tandem: false,
             admin: false,
+            cpus: None,
         }
     }
 
@@ -89,6 +94,28 @@ impl ServerSpec {
             name: name.to_owned(),
             ..self.clone()
         }
+    }
+
+    /// This server pinned to `cpus`.
+    pub fn on_cpus(self, cpus: CpuSet) -> ServerSpec {
+        ServerSpec {
+            cpus: Some(cpus),
+            ..self
+        }
+    }
+
+    /// The command that starts it, pinned to its CPUs if it has any.
+    fn command(&self) -> Command {
+        let mut command = Command::new(&self.program);
+        command
+            .args(&self.args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped());
+        if let Some(cpus) = self.cpus {
+            super::cpus::pin(&mut command, cpus);
+        }
+        command
     }
 
     /// This tandem server named `name`, with its admin endpoint on or off.
@@ -112,12 +139,9 @@ impl ServerSpec {
         } else {
             &[]
         };
-        let mut child = Command::new(&self.program)
-            .args(&self.args)
+        let mut child = self
+            .command()
             .args(admin_args)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .map_err(|err| failed(format!("cannot run {}: {err}", self.program.display())))?;
@@ -159,11 +183,8 @@ impl ServerSpec {
             name: self.name.clone(),
             why,
         };
-        let mut child = Command::new(&self.program)
-            .args(&self.args)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
+        let mut child = self
+            .command()
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|err| failed(format!("cannot run {}: {err}", self.program.display())))?;
