@@ -17,47 +17,22 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use clap::builder::{PossibleValue, TypedValueParser};
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Deserializer};
 use thiserror::Error;
 
 use crate::echo::EchoConfig;
-use crate::server::{Layout, ServerConfig, ServerError};
+use crate::server::{DEFAULT_PROXY_HEADER_TIMEOUT, Layout, ServerConfig, ServerError};
 use crate::tls::{DEFAULT_HANDSHAKE_TIMEOUT, ServerTls, TlsError};
 
 /// The listen address of the article's server.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8000);
-/// One acceptor thread keeps up with far more connects per second than a
-/// small machine can serve; more only helps with several listeners' worth of
-/// churn.
-pub const DEFAULT_ACCEPTOR_THREADS: usize = 1;
-/// The channel capacity of the article's server.
-pub const DEFAULT_HANDOFF_CAPACITY: usize = 4000;
-/// Ten thousand sockets is a comfortable default for an echo endpoint; the
-/// server lowers it further when RLIMIT_NOFILE would not allow it.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Listen backlog passed to listen(2); the kernel caps it at somaxconn.
 pub const DEFAULT_BACKLOG: u32 = 1024;
-/// The cap of a connection's read size, which starts at a page and grows
-/// only while reads fill it: 64 KiB messages then echo in one read and one
-/// write, while small ones still lend a page.
-pub const DEFAULT_BUFFER_SIZE: usize = 64 * 1024;
-/// How long a connection may stay silent before it is closed.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
-/// Bytes per second, in and out together, that a connection must move on
-/// average over each idle-timeout window: 300 bytes per 5 minutes. Enough
-/// to recycle a client that trickles a byte every few seconds, too little
-/// to trouble anyone who uses the connection.
-pub const DEFAULT_MIN_RATE: u64 = 1;
 /// Datagrams per second answered per source address with `--udp`: plenty
 /// for a person or a probe, little for a reflection attack.
 pub const DEFAULT_UDP_RATE_LIMIT: u32 = 100;
-/// How long a load balancer may take to send the PROXY header: it sends it
-/// at once, so this only bounds connections that will never send one.
-pub const DEFAULT_PROXY_PROTOCOL_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long live connections are served after a shutdown signal.
-pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Highest minimum rate, 1 GiB/s: beyond it the rule would close
 /// connections that stream as fast as loopback allows.
 const MAX_MIN_RATE: u64 = 1 << 30;
@@ -105,6 +80,21 @@ impl<'de> Deserialize<'de> for HumanDuration {
     }
 }
 
+/// `--layout`: one of the library's layout names, each listed in `--help`
+/// with what it runs.
+fn layout_parser() -> impl TypedValueParser<Value = Layout> {
+    clap::builder::PossibleValuesParser::new(
+        Layout::ALL.map(|layout| PossibleValue::new(layout.name()).help(layout.summary())),
+    )
+    .try_map(|name| name.parse::<Layout>())
+}
+
+/// The file's `layout`, by the name the library parses.
+fn layout_by_name<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Layout>, D::Error> {
+    let name = String::deserialize(deserializer)?;
+    name.parse().map(Some).map_err(serde::de::Error::custom)
+}
+
 /// The options of `tandem serve`, each of them optional so that the layers
 /// can be told apart. The same struct is read from the command line (with
 /// environment variables) and from the TOML file.
@@ -126,7 +116,8 @@ pub struct ServeOptions {
     pub admin_listen: Option<SocketAddr>,
 
     /// Runtime layout: split, single or sharded [default: split].
-    #[arg(long, env = "TANDEM_LAYOUT", value_enum)]
+    #[arg(long, env = "TANDEM_LAYOUT", value_parser = layout_parser())]
+    #[serde(default, deserialize_with = "layout_by_name")]
     pub layout: Option<Layout>,
 
     /// Threads of the acceptor runtime (split and sharded) [default: 1].
@@ -156,7 +147,8 @@ pub struct ServeOptions {
           default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
     pub reuse_port: Option<bool>,
 
-    /// Largest chunk read and echoed at once, in bytes [default: 4096].
+    /// Largest chunk read and echoed at once, in bytes: reads start at
+    /// 4 KiB and grow while they fill their buffer, up to this [default: 65536].
     #[arg(long, env = "TANDEM_BUFFER_SIZE", value_name = "BYTES")]
     pub buffer_size: Option<usize>,
 
@@ -366,36 +358,39 @@ impl ServeOptions {
 
     /// Fills in defaults and checks every value against its rule.
     fn validate(self) -> Result<ServeConfig, ConfigError> {
-        let default_workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // The library's defaults fill whatever no layer set.
+        let defaults = ServerConfig::default();
+        let echo_defaults = EchoConfig::default();
         let idle_timeout = at_most(
             "idle_timeout",
-            self.idle_timeout.map_or(DEFAULT_IDLE_TIMEOUT, |d| d.0),
+            self.idle_timeout
+                .map_or(defaults.idle_timeout.unwrap_or_default(), |d| d.0),
         )?;
         let server = ServerConfig {
-            layout: self.layout.unwrap_or_default(),
-            acceptor_threads: self.acceptor_threads.unwrap_or(DEFAULT_ACCEPTOR_THREADS),
-            workers: self.workers.unwrap_or(default_workers),
-            handoff_capacity: self.handoff_capacity.unwrap_or(DEFAULT_HANDOFF_CAPACITY),
-            max_connections: self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            layout: self.layout.unwrap_or(defaults.layout),
+            acceptor_threads: self.acceptor_threads.unwrap_or(defaults.acceptor_threads),
+            workers: self.workers.unwrap_or(defaults.workers),
+            handoff_capacity: self.handoff_capacity.unwrap_or(defaults.handoff_capacity),
+            max_connections: self.max_connections.unwrap_or(defaults.max_connections),
             max_connections_per_ip: self.max_connections_per_ip,
             idle_timeout: Some(idle_timeout).filter(|d| !d.is_zero()),
             min_rate: in_range(
                 "min_rate",
-                self.min_rate.unwrap_or(DEFAULT_MIN_RATE),
+                self.min_rate.unwrap_or(defaults.min_rate),
                 0,
                 MAX_MIN_RATE,
             )?,
             shutdown_timeout: at_most(
                 "shutdown_timeout",
                 self.shutdown_timeout
-                    .map_or(DEFAULT_SHUTDOWN_TIMEOUT, |d| d.0),
+                    .map_or(defaults.shutdown_timeout, |d| d.0),
             )?,
-            nodelay: self.nodelay.unwrap_or(true),
+            nodelay: self.nodelay.unwrap_or(defaults.nodelay),
             proxy_protocol: match self.proxy_protocol {
                 Some(true) => Some(positive(
                     "proxy_protocol_timeout",
                     self.proxy_protocol_timeout
-                        .map_or(DEFAULT_PROXY_PROTOCOL_TIMEOUT, |d| d.0),
+                        .map_or(DEFAULT_PROXY_HEADER_TIMEOUT, |d| d.0),
                 )?),
                 _ => None,
             },
@@ -417,14 +412,15 @@ impl ServeOptions {
         let echo = EchoConfig {
             buffer_size: in_range(
                 "buffer_size",
-                self.buffer_size.unwrap_or(DEFAULT_BUFFER_SIZE),
+                self.buffer_size.unwrap_or(echo_defaults.buffer_size),
                 1,
                 MAX_BUFFER_SIZE,
             )?,
-            append_newline: self.append_newline.unwrap_or(false),
+            append_newline: self.append_newline.unwrap_or(echo_defaults.append_newline),
             simulate_work: at_most(
                 "simulate_work",
-                self.simulate_work.map_or(Duration::ZERO, |d| d.0),
+                self.simulate_work
+                    .map_or(echo_defaults.simulate_work, |d| d.0),
             )?,
         };
         Ok(ServeConfig {
@@ -550,6 +546,57 @@ mod tests {
         assert_eq!(config.echo.buffer_size, 65_536);
         assert!(!config.echo.append_newline);
         assert_eq!(config.backlog, 1024);
+    }
+
+    #[test]
+    fn the_help_shows_the_librarys_defaults() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeOptions,
+        }
+        let command = <Cli as clap::CommandFactory>::command();
+        let shown = |flag: &str| -> String {
+            let arg = command
+                .get_arguments()
+                .find(|arg| arg.get_long() == Some(flag))
+                .unwrap_or_else(|| panic!("no --{flag}"));
+            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            help.trim_end_matches('.')
+                .rsplit_once("[default: ")
+                .and_then(|(_, value)| value.strip_suffix(']'))
+                .unwrap_or_else(|| panic!("--{flag} shows no default: {help:?}"))
+                .to_owned()
+        };
+        let duration = |flag: &str| humantime::parse_duration(&shown(flag)).unwrap();
+        let server = ServerConfig::default();
+        let echo = EchoConfig::default();
+        assert_eq!(shown("layout"), server.layout.to_string());
+        assert_eq!(
+            shown("acceptor-threads"),
+            server.acceptor_threads.to_string()
+        );
+        assert_eq!(
+            shown("handoff-capacity"),
+            server.handoff_capacity.to_string()
+        );
+        assert_eq!(shown("max-connections"), server.max_connections.to_string());
+        assert_eq!(shown("max-connections-per-ip"), "off");
+        assert_eq!(server.max_connections_per_ip, None);
+        assert_eq!(Some(duration("idle-timeout")), server.idle_timeout);
+        assert_eq!(shown("min-rate"), server.min_rate.to_string());
+        assert_eq!(duration("shutdown-timeout"), server.shutdown_timeout);
+        assert_eq!(shown("nodelay"), server.nodelay.to_string());
+        assert_eq!(shown("proxy-protocol"), "false");
+        assert_eq!(server.proxy_protocol, None);
+        assert_eq!(
+            duration("proxy-protocol-timeout"),
+            DEFAULT_PROXY_HEADER_TIMEOUT
+        );
+        assert_eq!(shown("buffer-size"), echo.buffer_size.to_string());
+        assert_eq!(shown("append-newline"), echo.append_newline.to_string());
+        assert_eq!(duration("simulate-work"), echo.simulate_work);
+        assert_eq!(duration("tls-handshake-timeout"), DEFAULT_HANDSHAKE_TIMEOUT);
     }
 
     #[test]

@@ -37,7 +37,10 @@ pub struct EchoConfig {
 impl Default for EchoConfig {
     fn default() -> Self {
         EchoConfig {
-            buffer_size: crate::config::DEFAULT_BUFFER_SIZE,
+            // Reads start at a page and grow only while they fill it: 64 KiB
+            // messages then echo in one read and one write, while small
+            // ones still lend a page.
+            buffer_size: 64 * 1024,
             append_newline: false,
             simulate_work: Duration::ZERO,
         }

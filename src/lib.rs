@@ -71,6 +71,6 @@ pub use connection::{Connection, Event, SocketOptions};
 pub use echo::{Echo, EchoConfig};
 pub use handler::{Close, Handler};
 pub use metrics::Metrics;
-pub use server::{Layout, Server, ServerConfig, ServerError, ShutdownReport};
+pub use server::{Layout, Server, ServerConfig, ServerError, ShutdownReport, UnknownLayout};
 pub use tls::ServerTls;
 pub use transport::Transport;

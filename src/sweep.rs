@@ -300,7 +300,12 @@ mod tests {
     use tokio::time::Instant;
 
     use super::*;
-    use crate::config::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MIN_RATE};
+    use crate::ServerConfig;
+
+    /// The server's default idle timeout.
+    fn default_idle_timeout() -> Duration {
+        ServerConfig::default().idle_timeout.unwrap_or_default()
+    }
 
     /// Runs a sweep and a client that, every `interval`, moves `bytes` in
     /// and as many out, in paused time; returns when the sweep found it
@@ -358,7 +363,7 @@ mod tests {
 
     #[test]
     fn the_default_quota_is_300_bytes_per_5_minutes() {
-        let rule = IdleRule::new(DEFAULT_IDLE_TIMEOUT, DEFAULT_MIN_RATE);
+        let rule = IdleRule::new(default_idle_timeout(), ServerConfig::default().min_rate);
         assert_eq!(rule.quota, 300);
         assert_eq!(IdleRule::new(Duration::from_millis(1500), 3).quota, 5);
         assert_eq!(
@@ -369,7 +374,7 @@ mod tests {
 
     #[test]
     fn a_tick_is_an_eighth_of_the_timeout_from_10_ms_to_1_s() {
-        assert_eq!(IdleRule::new(DEFAULT_IDLE_TIMEOUT, 1).tick(), MAX_TICK);
+        assert_eq!(IdleRule::new(default_idle_timeout(), 1).tick(), MAX_TICK);
         assert_eq!(
             IdleRule::new(Duration::from_millis(800), 1).tick(),
             Duration::from_millis(100)
@@ -379,7 +384,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn with_the_defaults_a_silent_client_is_closed_after_5_minutes() {
-        let rule = IdleRule::new(DEFAULT_IDLE_TIMEOUT, DEFAULT_MIN_RATE);
+        let rule = IdleRule::new(default_idle_timeout(), ServerConfig::default().min_rate);
         let closed = closed_after(rule, Duration::from_secs(1), 0, Duration::from_secs(3600));
         around(closed.await, Duration::from_secs(300), rule);
     }
@@ -387,21 +392,21 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn with_the_defaults_a_byte_every_3_seconds_is_closed_after_one_window() {
         // Never silent for more than 3 s, yet 200 bytes moved in 300 s.
-        let rule = IdleRule::new(DEFAULT_IDLE_TIMEOUT, DEFAULT_MIN_RATE);
+        let rule = IdleRule::new(default_idle_timeout(), ServerConfig::default().min_rate);
         let closed = closed_after(rule, Duration::from_secs(3), 1, Duration::from_secs(3600));
         around(closed.await, Duration::from_secs(300), rule);
     }
 
     #[tokio::test(start_paused = true)]
     async fn with_the_defaults_a_byte_a_second_keeps_its_connection() {
-        let rule = IdleRule::new(DEFAULT_IDLE_TIMEOUT, DEFAULT_MIN_RATE);
+        let rule = IdleRule::new(default_idle_timeout(), ServerConfig::default().min_rate);
         let closed = closed_after(rule, Duration::from_secs(1), 1, Duration::from_secs(3600));
         assert_eq!(closed.await, None);
     }
 
     #[tokio::test(start_paused = true)]
     async fn without_a_minimum_rate_only_silence_closes() {
-        let rule = IdleRule::new(DEFAULT_IDLE_TIMEOUT, 0);
+        let rule = IdleRule::new(default_idle_timeout(), 0);
         let trickle = closed_after(rule, Duration::from_secs(3), 1, Duration::from_secs(3600));
         assert_eq!(trickle.await, None);
         let silent = closed_after(rule, Duration::from_secs(3), 0, Duration::from_secs(3600));

@@ -15,8 +15,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use clap::ValueEnum;
-use serde::Deserialize;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::runtime::{Builder, Runtime};
@@ -35,9 +33,9 @@ use crate::metrics::{Load, Metrics, tally};
 /// How long a stopping runtime waits for its blocking threads.
 const RUNTIME_STOP_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// How accepting and serving are spread over runtimes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// How accepting and serving are spread over runtimes. It parses from and
+/// prints as its name: `split`, `single`, `sharded`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Layout {
     /// Acceptor runtime -> bounded hand-off queue -> multi-thread worker runtime.
     #[default]
@@ -46,6 +44,47 @@ pub enum Layout {
     Single,
     /// Acceptor runtime -> one queue per shard -> single-thread runtimes.
     Sharded,
+}
+
+impl Layout {
+    /// Every layout, the default first.
+    pub const ALL: [Layout; 3] = [Layout::Split, Layout::Single, Layout::Sharded];
+
+    /// Its name, as it parses and prints.
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::Split => "split",
+            Layout::Single => "single",
+            Layout::Sharded => "sharded",
+        }
+    }
+
+    /// What it runs, in a line (for a command line's help).
+    pub fn summary(self) -> &'static str {
+        match self {
+            Layout::Split => {
+                "Acceptor runtime -> bounded hand-off queue -> multi-thread worker runtime"
+            }
+            Layout::Single => "One multi-thread runtime accepts and serves",
+            Layout::Sharded => "Acceptor runtime -> one queue per shard -> single-thread runtimes",
+        }
+    }
+}
+
+/// A name that is not a layout's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown layout {0:?}: expected split, single or sharded")]
+pub struct UnknownLayout(pub String);
+
+impl std::str::FromStr for Layout {
+    type Err = UnknownLayout;
+
+    fn from_str(name: &str) -> Result<Layout, UnknownLayout> {
+        Layout::ALL
+            .into_iter()
+            .find(|layout| layout.name() == name)
+            .ok_or_else(|| UnknownLayout(name.to_owned()))
+    }
 }
 
 /// The runtimes of a started server.
@@ -353,17 +392,25 @@ impl Started {
 
 impl std::fmt::Display for Layout {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Layout::Split => "split",
-            Layout::Single => "single",
-            Layout::Sharded => "sharded",
-        })
+        f.write_str(self.name())
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::shard_capacity;
+    use super::{Layout, UnknownLayout, shard_capacity};
+
+    #[test]
+    fn a_layout_parses_from_the_name_it_prints() {
+        for layout in Layout::ALL {
+            assert_eq!(layout.to_string().parse::<Layout>(), Ok(layout));
+        }
+        assert_eq!(Layout::ALL[0], Layout::default());
+        assert_eq!(
+            "Split".parse::<Layout>(),
+            Err(UnknownLayout("Split".to_owned()))
+        );
+    }
 
     fn shares(total: usize, shards: usize) -> Vec<usize> {
         (0..shards)

@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-pub use self::layout::Layout;
+pub use self::layout::{Layout, UnknownLayout};
 pub use self::listener::{ListenOptions, bind, bind_udp, bind_with, inherited};
 use self::per_ip::PerIpLimit;
 use self::worker::Serving;
@@ -130,22 +130,38 @@ impl ServerConfig {
 }
 
 impl Default for ServerConfig {
+    /// The defaults, which every user of the library and `tandem serve`
+    /// share: the command line fills what it is not told from here.
     fn default() -> Self {
         ServerConfig {
             layout: Layout::default(),
-            acceptor_threads: crate::config::DEFAULT_ACCEPTOR_THREADS,
+            // One acceptor thread keeps up with far more connects per
+            // second than a small machine can serve; more only helps with
+            // several listeners' worth of churn.
+            acceptor_threads: 1,
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            handoff_capacity: crate::config::DEFAULT_HANDOFF_CAPACITY,
-            max_connections: crate::config::DEFAULT_MAX_CONNECTIONS,
+            // The channel capacity of the article's server.
+            handoff_capacity: 4000,
+            // Comfortable for an echo endpoint; lowered further when
+            // RLIMIT_NOFILE would not allow it.
+            max_connections: 10_000,
             max_connections_per_ip: None,
-            idle_timeout: Some(crate::config::DEFAULT_IDLE_TIMEOUT),
-            min_rate: crate::config::DEFAULT_MIN_RATE,
+            idle_timeout: Some(Duration::from_secs(300)),
+            // 300 bytes per 5 minutes: enough to recycle a client that
+            // trickles a byte every few seconds, too little to trouble
+            // anyone who uses the connection.
+            min_rate: 1,
             proxy_protocol: None,
-            shutdown_timeout: crate::config::DEFAULT_SHUTDOWN_TIMEOUT,
+            shutdown_timeout: Duration::from_secs(30),
             nodelay: true,
         }
     }
 }
+
+/// How long a load balancer may take to send the PROXY header, where one
+/// is required and no other time is given: it sends it at once, so this
+/// only bounds connections that will never send one.
+pub const DEFAULT_PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why the server could not start or run.
 #[derive(Debug, Error)]
