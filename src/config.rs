@@ -14,7 +14,6 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
 use clap::builder::{PossibleValue, TypedValueParser};
@@ -22,9 +21,10 @@ use clap::{Args, ValueEnum};
 use serde::{Deserialize, Deserializer};
 use thiserror::Error;
 
-use crate::echo::EchoConfig;
-use crate::server::{DEFAULT_PROXY_HEADER_TIMEOUT, Layout, ServerConfig, ServerError};
-use crate::tls::{DEFAULT_HANDSHAKE_TIMEOUT, ServerTls, TlsError};
+use tandem::EchoConfig;
+use tandem::server::{DEFAULT_PROXY_HEADER_TIMEOUT, Layout, ServerConfig, ServerError};
+use tandem::tls::{DEFAULT_HANDSHAKE_TIMEOUT, ServerTls, TlsError};
+pub use tandem_bench::HumanDuration;
 
 /// The listen address of the article's server.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8000);
@@ -49,35 +49,6 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
-}
-
-/// A duration written the way people write it: `300s`, `1m`, `250ms`, `0`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HumanDuration(pub Duration);
-
-impl FromStr for HumanDuration {
-    type Err = humantime::DurationError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        humantime::parse_duration(s.trim()).map(HumanDuration)
-    }
-}
-
-impl fmt::Display for HumanDuration {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        humantime::format_duration(self.0).fmt(f)
-    }
-}
-
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(|err| {
-            serde::de::Error::custom(format!(
-                "invalid duration {text:?}: {err} (write it like \"300s\", \"1m\" or \"250ms\")"
-            ))
-        })
-    }
 }
 
 /// `--layout`: one of the library's layout names, each listed in `--help`

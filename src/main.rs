@@ -13,15 +13,18 @@ use clap::{Parser, Subcommand};
 use sd_notify::NotifyState;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
-use tandem::bench::BenchOptions;
-use tandem::config::{LogFormat, ServeConfig, ServeOptions};
-use tandem::suite::SuiteOptions;
 use tandem::{Echo, Server};
+use tandem_bench::bench::BenchOptions;
+use tandem_bench::suite::SuiteOptions;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::prelude::*;
+
+use crate::config::{LogFormat, ServeConfig, ServeOptions};
+
+mod config;
 
 #[cfg(all(feature = "console", not(tokio_unstable)))]
 compile_error!(
@@ -67,7 +70,7 @@ fn main() -> ExitCode {
 }
 
 fn suite(options: &SuiteOptions) -> ExitCode {
-    match tandem::suite::run(options) {
+    match tandem_bench::suite::run(options) {
         Ok(dir) => {
             println!("results in {}", dir.display());
             ExitCode::SUCCESS
@@ -76,7 +79,7 @@ fn suite(options: &SuiteOptions) -> ExitCode {
             eprintln!("tandem: {err}");
             match err {
                 // Refused before anything ran, as bad flags are.
-                tandem::suite::SuiteError::Invalid(_) => ExitCode::from(2),
+                tandem_bench::suite::SuiteError::Invalid(_) => ExitCode::from(2),
                 _ => ExitCode::FAILURE,
             }
         }
@@ -88,7 +91,7 @@ fn bench(options: &BenchOptions) -> ExitCode {
         eprintln!("tandem: {err}");
         return ExitCode::from(2);
     }
-    let report = match tandem::bench::run(options, !options.json) {
+    let report = match tandem_bench::bench::run(options, !options.json) {
         Ok(report) => report,
         Err(err) => {
             eprintln!("tandem: {err}");

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use std::time::{Duration, Instant};
 
-use tandem::config::HumanDuration;
 use tandem::{Echo, EchoConfig, Layout, Server, ServerConfig};
+use tandem_bench::HumanDuration;
 use tokio_util::sync::CancellationToken;
 
 struct Counting;
@@ -123,14 +123,14 @@ fn the_load_generator_allocates_a_fixed_amount_not_per_message() {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let (addr, stop, server) = start_server(Layout::Split, false);
-    let options = tandem::bench::BenchOptions {
+    let options = tandem_bench::bench::BenchOptions {
         connections: 4,
         duration: HumanDuration(Duration::from_secs(1)),
         warmup: HumanDuration(Duration::from_millis(100)),
-        ..tandem::bench::BenchOptions::new(addr)
+        ..tandem_bench::bench::BenchOptions::new(addr)
     };
     let before = ALLOCATIONS.load(Ordering::Relaxed);
-    let report = tandem::bench::run(&options, false).unwrap();
+    let report = tandem_bench::bench::run(&options, false).unwrap();
     let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
     assert_eq!(report.errors, 0);
     // Start-up (runtime, connections, histogram) is about a hundred

@@ -7,7 +7,7 @@
 //! Every client here is 127.0.0.1, so these tests show the cap and its
 //! release; that other clients are unaffected, and how IPv6 /64s and
 //! IPv4-mapped addresses are counted, is in the unit tests of
-//! `src/server/per_ip.rs`.
+//! `crates/tandem/src/server/per_ip.rs`.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;

@@ -23,7 +23,7 @@ use tokio_rustls::TlsConnector;
 
 use super::BenchError;
 use super::report::Handshakes;
-use crate::transport::Transport;
+use tandem::transport::Transport;
 
 /// Whom the generator trusts.
 #[derive(Debug, Clone, Copy)]
@@ -69,7 +69,7 @@ impl ClientTls {
             Trust::File(path) => {
                 let mut roots = RootCertStore::empty();
                 let certificates =
-                    crate::tls::read_certificates(path).map_err(|err| invalid(err.to_string()))?;
+                    tandem::tls::read_certificates(path).map_err(|err| invalid(err.to_string()))?;
                 for certificate in certificates {
                     roots.add(certificate).map_err(|err| {
                         invalid(format!("{}: unusable certificate: {err}", path.display()))

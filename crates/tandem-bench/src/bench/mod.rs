@@ -42,8 +42,8 @@ pub use self::report::{Latency, Report};
 use self::server_metrics::{MetricsUrl, ScrapeError, ServerWatch, WINDOW_LEAD};
 use self::stats::Stats;
 use self::tls::{ClientTls, Trust};
-use crate::config::HumanDuration;
-use crate::transport::Transport;
+use crate::HumanDuration;
+use tandem::transport::Transport;
 
 /// Largest message: more would only measure memory bandwidth.
 const MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
@@ -255,7 +255,7 @@ impl BenchOptions {
         count("connections", self.connections, 100_000)?;
         count("message-size", self.message_size, MAX_MESSAGE_SIZE)?;
         count("pipeline", self.pipeline, 65_536)?;
-        count("threads", self.threads, crate::server::MAX_THREADS)?;
+        count("threads", self.threads, tandem::server::MAX_THREADS)?;
         if self.pipeline * self.message_size > MAX_IN_FLIGHT_BYTES {
             return Err(invalid(
                 "pipeline",

@@ -30,16 +30,11 @@
 //!   fed without an atomic operation per read, and sampled per runtime.
 //! - `admin`: the admin endpoint (`/metrics`, `/healthz`, `/readyz`) on a
 //!   one-thread runtime of its own; [`Server::admin`] turns it on.
-//! - [`config`]: the options of `tandem serve` from flags, environment and a
-//!   TOML file, merged and validated.
-//! - [`bench`](mod@bench): the load generator (`tandem bench`): closed loop, open loop
-//!   without coordinated omission, churn; every echoed byte checked.
-//! - [`suite`]: the comparison suite (`tandem suite`): the layouts, the
-//!   epoll reference (`examples/epoll_echo.rs`) and the peers of
-//!   `bench/peers/` over a matrix of loads, with a markdown report and plots.
 //!
-//! The `tandem` binary (`src/main.rs`) only parses the command line, sets up
-//! logging and signals, binds, and calls [`Server::run`].
+//! The `tandem` binary (`tandem-cli`, the workspace's root package) parses
+//! the command line, sets up logging and signals, binds, and calls
+//! [`Server::run`]; the load generator and the comparison suite are the
+//! `tandem-bench` crate. Neither is a dependency of this one.
 //!
 //! # The data path
 //!
@@ -50,9 +45,7 @@
 //!                                  accepts              accept instant      the handler
 //! ```
 
-pub mod bench;
 pub mod buffer;
-pub mod config;
 pub mod connection;
 pub mod echo;
 pub mod handler;
@@ -60,7 +53,6 @@ pub mod metrics;
 
 mod admin;
 pub mod server;
-pub mod suite;
 mod sweep;
 pub mod tls;
 pub mod transport;

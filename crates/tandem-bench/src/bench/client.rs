@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use super::pattern::{Pattern, Verifier};
 use super::stats::{Recorder, Stats};
 use super::tls::ClientTls;
-use crate::transport::Transport;
+use tandem::transport::Transport;
 
 /// Most bytes a connection queues for sending: an open loop against a
 /// stalled server stops queueing here, and the late messages go out (still

@@ -122,8 +122,9 @@ impl ServerTls {
     }
 }
 
-/// The certificates of a PEM file, in order; at least one.
-pub(crate) fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+/// The certificates of a PEM file, in order; at least one (a server's
+/// chain, or the roots a client trusts).
+pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certificates = read_pem(path, |pem| {
         CertificateDer::pem_slice_iter(pem).collect::<Result<Vec<_>, _>>()
     })?;

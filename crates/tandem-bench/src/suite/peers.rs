@@ -22,7 +22,7 @@ use super::servers::ServerSpec;
 
 /// The peers workspace of the source tree this binary was built from: the
 /// default of `--peers`.
-pub const DEFAULT_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/peers");
+pub const DEFAULT_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../bench/peers");
 
 /// The peers built from the workspace: (name in tables, binary).
 const PEERS: [(&str, &str); 3] = [

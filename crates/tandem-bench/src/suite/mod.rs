@@ -59,7 +59,7 @@ pub use self::measure::{Cell, Ratio, Sample, Samples};
 pub use self::peers::Skipped;
 use self::servers::ServerSpec;
 pub use self::targets::{Comparison, LayoutTargets, VsPeer};
-use crate::config::HumanDuration;
+use crate::HumanDuration;
 
 /// The options of `tandem suite`.
 #[derive(Debug, Clone, Args)]
