@@ -2,11 +2,11 @@
 //!
 //! Every byte read is written back, in order, before the next read; a
 //! half-close from the client is answered with everything owed and then a
-//! FIN. The connection borrows a buffer only between a readable socket and
-//! the end of the write, so an idle connection holds none, and a client that
-//! sends without reading stalls on the write, which stops the reads and lets
-//! TCP push back on it. The buffer's size follows the traffic
-//! ([`ReadSize`]), up to `buffer_size`.
+//! FIN (invariant 6 of [`crate::server`]). The connection borrows a buffer
+//! only between a readable socket and the end of the write, so an idle
+//! connection holds none, and a client that sends without reading stalls on
+//! the write, which stops the reads and lets TCP push back on it. The
+//! buffer's size follows the traffic ([`ReadSize`]), up to `buffer_size`.
 
 use std::future::Future;
 use std::io;
@@ -162,6 +162,8 @@ impl Session<'_, '_> {
         if !config.simulate_work.is_zero() {
             burn_cpu(config.simulate_work);
         }
+        // The read left a byte of room for it: the newline goes after the
+        // chunk, never over a byte past it (invariant 7).
         let len = if config.append_newline {
             buf[read] = b'\n';
             read + 1

@@ -2,6 +2,42 @@
 //! correct, fast and operable, and a library that makes the pattern reusable
 //! for any connection handler.
 //!
+//! # Quick start
+//!
+//! A protocol is a [`Handler`]; the [`Server`] accepts on one runtime and
+//! runs the handler for each connection on another.
+//!
+//! ```no_run
+//! use tandem::{Close, Connection, Handler, Server, ServerConfig};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! /// Writes back every chunk it reads, in upper case.
+//! struct Upper;
+//!
+//! impl Handler for Upper {
+//!     async fn serve(&self, conn: &mut Connection) -> std::io::Result<Close> {
+//!         let mut buf = [0; 4096];
+//!         loop {
+//!             let n = conn.read(&mut buf).await?; // 0: the client closed
+//!             if n == 0 {
+//!                 return Ok(Close::Eof);
+//!             }
+//!             buf[..n].make_ascii_uppercase();
+//!             conn.write_all(&buf[..n]).await?;
+//!         }
+//!     }
+//! }
+//!
+//! let listener = tandem::server::bind("127.0.0.1:7000".parse()?, 1024)?;
+//! let stop = CancellationToken::new(); // stop.cancel() from a signal handler
+//! let report = Server::new(ServerConfig::default()).run(listener, Upper, stop.cancelled_owned())?;
+//! println!("drained {} connections, cut {}", report.drained, report.cut);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! `examples/uppercase.rs` is the same server with Ctrl-C wired, to try
+//! with `nc`.
+//!
 //! # Layout of the crate
 //!
 //! - [`server`]: the machinery, generic over a [`Handler`]: listener,

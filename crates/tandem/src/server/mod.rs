@@ -14,6 +14,40 @@
 //! (invariant 8): stop accepting and shut the acceptor runtime down, serve
 //! live connections until they close or the shutdown timeout passes, cut the
 //! rest, then shut the serving runtimes down.
+//!
+//! # Invariants
+//!
+//! The parts that are easy to get wrong, numbered so that the code that
+//! upholds each can cite it.
+//!
+//! 1. **A socket is registered with the reactor of the runtime that serves
+//!    it.** A tokio `TcpStream` stays bound to the I/O driver of the runtime
+//!    that created it, and stops working once that runtime is gone. The
+//!    acceptor hands over a `std::net::TcpStream`, and the serving runtime
+//!    registers it from inside itself (`handoff`, `worker`).
+//! 2. **Backpressure reaches the kernel.** The acceptor reserves a hand-off
+//!    slot and a connection permit before it calls accept, so that when the
+//!    workers are saturated or the limit is reached, new connections wait
+//!    in the listen backlog instead of being accepted and dropped
+//!    (`acceptor`, `handoff`).
+//! 3. **Accept errors never stop the server and never spin.** Aborted and
+//!    reset connections are skipped; running out of descriptors or memory
+//!    is logged (rate-limited) and retried after a capped exponential
+//!    back-off (`acceptor`).
+//! 4. **No panic on network input.** A client that resets, half-closes or
+//!    vanishes ends its own connection and nothing else.
+//! 5. **Memory per connection is bounded and small.** A connection holds at
+//!    most one data buffer, and an idle one none; a client that sends
+//!    without reading meets TCP backpressure ([`crate::buffer`]).
+//! 6. **Echo is byte-exact** (RFC 862). When the client half-closes, the
+//!    server writes back everything it has read, then shuts its own write
+//!    side down ([`crate::echo`]).
+//! 7. **`append_newline` writes a `\n` after each chunk read**, never a
+//!    stale byte ([`crate::echo`]).
+//! 8. **Graceful shutdown.** Accepting stops at once; live connections are
+//!    served until they close or the shutdown timeout passes, then the rest
+//!    are cut, each after writing back what it has already read. The
+//!    acceptor stops first, the serving runtimes last ([`Server::run`]).
 
 pub(crate) mod acceptor;
 mod handoff;

@@ -5,6 +5,10 @@
 //! PROXY header and running the TLS handshake when they are asked for,
 //! running the handler and accounting for how the connection ended. The acceptor never
 //! does any of this; it only accepts and hands over.
+//!
+//! Whatever the client does (resets, half-closes, vanishes, sends a bad
+//! header or handshake), the errors end this one task and are counted by
+//! reason; nothing here unwraps network input (invariant 4).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
