@@ -4,10 +4,14 @@
 #![allow(dead_code)] // each test file uses its own part of this harness
 
 pub mod admin;
+mod basics;
 pub mod external;
 pub mod process;
 pub mod streamer;
 pub mod tls;
+
+#[allow(unused_imports)] // not every test file sends random payloads
+pub use basics::{PATIENCE, random_bytes};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -19,9 +23,6 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-
-/// Longest any single step of a test may wait before it counts as a hang.
-pub const PATIENCE: Duration = Duration::from_secs(20);
 
 /// The `tandem` binary with an empty environment, so that no `TANDEM_*`
 /// variable of the machine leaks into a test.
@@ -358,13 +359,6 @@ pub fn round_trip(stream: &mut TcpStream, payload: &[u8]) -> Vec<u8> {
     let mut echoed = vec![0; payload.len()];
     stream.read_exact(&mut echoed).expect("read echo");
     echoed
-}
-
-/// Random bytes.
-pub fn random_bytes(len: usize) -> Vec<u8> {
-    let mut bytes = vec![0; len];
-    rand::fill(&mut bytes[..]);
-    bytes
 }
 
 /// The three layouts, for tests that must hold in each.
