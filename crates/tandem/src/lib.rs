@@ -64,8 +64,9 @@
 //!   guard and per-source rate limit; [`Server::udp`] turns it on.
 //! - [`metrics`](mod@metrics): [`Metrics`], the server's Prometheus series,
 //!   fed without an atomic operation per read, and sampled per runtime.
-//! - `admin`: the admin endpoint (`/metrics`, `/healthz`, `/readyz`) on a
-//!   one-thread runtime of its own; [`Server::admin`] turns it on.
+//! - `server::admin`: the admin endpoint (`/metrics`, `/healthz`,
+//!   `/readyz`) on a one-thread runtime of its own; [`Server::admin`] turns
+//!   it on.
 //!
 //! The `tandem` binary (`tandem-cli`, the workspace's root package) parses
 //! the command line, sets up logging and signals, binds, and calls
@@ -87,7 +88,6 @@ pub mod echo;
 pub mod handler;
 pub mod metrics;
 
-mod admin;
 pub mod server;
 mod sweep;
 pub mod tls;

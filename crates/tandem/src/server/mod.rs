@@ -8,7 +8,9 @@
 //! - `proxy_header`: `--proxy-protocol`, the header naming the real client;
 //! - `handoff`: what crosses from the acceptor to the serving runtime;
 //! - `layout`: the runtimes of `split`, `single` and `sharded`;
-//! - `worker`: the connection task on the serving side.
+//! - `worker`: the connection task on the serving side;
+//! - `admin`: the admin endpoint (`/metrics`, `/healthz`, `/readyz`) on a
+//!   one-thread runtime of its own, which [`Server::admin`] turns on.
 //!
 //! [`Server::run`] ties them together and owns the shutdown sequence
 //! (invariant 8): stop accepting and shut the acceptor runtime down, serve
@@ -49,7 +51,8 @@
 //!    are cut, each after writing back what it has already read. The
 //!    acceptor stops first, the serving runtimes last ([`Server::run`]).
 
-pub(crate) mod acceptor;
+mod acceptor;
+mod admin;
 mod handoff;
 mod layout;
 mod limits;
@@ -75,7 +78,7 @@ pub use self::layout::{Layout, UnknownLayout};
 pub use self::listener::{ListenOptions, bind, bind_udp, bind_with, inherited};
 use self::per_ip::PerIpLimit;
 use self::worker::Serving;
-use crate::admin::{Admin, Readiness};
+use self::admin::{Admin, Readiness};
 use crate::handler::Handler;
 use crate::metrics::{CloseReason, Metrics};
 use crate::sweep::{IdleRule, Sweep};

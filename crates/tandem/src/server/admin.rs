@@ -32,8 +32,8 @@ use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
 use crate::metrics::Metrics;
-use crate::server::ServerError;
-use crate::server::acceptor::{AcceptErrorAction, classify};
+use super::ServerError;
+use super::acceptor::{AcceptErrorAction, classify};
 
 /// Admin connections served at once: scrapers and probes, a handful at
 /// most. Beyond this, new ones wait in the listen backlog.
