@@ -31,9 +31,9 @@ use tokio::runtime::Runtime;
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
-use crate::metrics::Metrics;
 use super::ServerError;
 use super::acceptor::{AcceptErrorAction, classify};
+use crate::metrics::Metrics;
 
 /// Admin connections served at once: scrapers and probes, a handful at
 /// most. Beyond this, new ones wait in the listen backlog.

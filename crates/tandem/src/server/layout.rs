@@ -144,6 +144,149 @@ fn multi_thread(
     build(builder, name, label, metrics)
 }
 
+/// The runtimes one layout built, and how its acceptors reach them.
+struct Built<H> {
+    /// `None` in `single`, where accepting shares the worker runtime.
+    acceptor: Option<Runtime>,
+    /// `None` in `sharded`.
+    workers: Option<Runtime>,
+    /// The shard threads, and the first shard's runtime (`sharded` only).
+    shards: Vec<JoinHandle<()>>,
+    first_shard: Option<tokio::runtime::Handle>,
+    dispatch: Dispatch<H>,
+    /// Accept tasks to run.
+    accept_tasks: usize,
+    /// Places in the hand-off queues, for the load gauge.
+    queue_capacity: usize,
+}
+
+/// `single`: one multi-thread runtime; the accept task spawns each
+/// connection's task on it directly.
+fn single<H: Handler>(
+    config: &ServerConfig,
+    serving: &Arc<Serving<H>>,
+) -> Result<Built<H>, ServerError> {
+    let workers = multi_thread(
+        "tandem-worker",
+        "worker",
+        config.workers,
+        serving.metrics.as_ref(),
+    )?;
+    Ok(Built {
+        acceptor: None,
+        workers: Some(workers),
+        shards: Vec::new(),
+        first_shard: None,
+        dispatch: Dispatch::Spawn(serving.clone()),
+        accept_tasks: 1,
+        queue_capacity: 0,
+    })
+}
+
+/// `split`: the acceptor runtime, and one bounded queue to a multi-thread
+/// worker runtime, drained there by one task.
+fn split<H: Handler>(
+    config: &ServerConfig,
+    serving: &Arc<Serving<H>>,
+) -> Result<Built<H>, ServerError> {
+    let metrics = serving.metrics.as_ref();
+    let acceptor = multi_thread(
+        "tandem-accept",
+        "acceptor",
+        config.acceptor_threads,
+        metrics,
+    )?;
+    let workers = multi_thread("tandem-worker", "worker", config.workers, metrics)?;
+    let (sender, queue) = mpsc::channel(config.handoff_capacity);
+    serving
+        .tracker
+        .spawn_on(receive_handoffs(queue, serving.clone()), workers.handle());
+    Ok(Built {
+        acceptor: Some(acceptor),
+        workers: Some(workers),
+        shards: Vec::new(),
+        first_shard: None,
+        dispatch: Dispatch::Queue {
+            sender,
+            queued: serving.queued.clone(),
+        },
+        accept_tasks: config.acceptor_threads,
+        queue_capacity: config.handoff_capacity,
+    })
+}
+
+/// `sharded`: the acceptor runtime, and a queue to each single-thread
+/// runtime, each on a thread of its own until `stop`.
+fn sharded<H: Handler>(
+    config: &ServerConfig,
+    serving: &Arc<Serving<H>>,
+    stop: &CancellationToken,
+) -> Result<Built<H>, ServerError> {
+    let metrics = serving.metrics.as_ref();
+    let acceptor = multi_thread(
+        "tandem-accept",
+        "acceptor",
+        config.acceptor_threads,
+        metrics,
+    )?;
+    let mut total_capacity = 0;
+    let mut first_shard = None;
+    let mut queues = Vec::with_capacity(config.workers);
+    let mut threads = Vec::with_capacity(config.workers);
+    for index in 0..config.workers {
+        let name = format!("tandem-shard-{index}");
+        let runtime = build(
+            Builder::new_current_thread(),
+            &name,
+            &format!("shard-{index}"),
+            metrics,
+        )?;
+        if index == 0 {
+            first_shard = Some(runtime.handle().clone());
+        }
+        let capacity = shard_capacity(config.handoff_capacity, config.workers, index);
+        total_capacity += capacity;
+        let (sender, queue) = mpsc::channel(capacity);
+        serving
+            .tracker
+            .spawn_on(receive_handoffs(queue, serving.clone()), runtime.handle());
+        let stop = stop.clone();
+        // A current-thread runtime starts no thread of its own, so the
+        // thread that lends itself to it attaches its tally.
+        let totals = metrics.map(|metrics| metrics.totals().clone());
+        let thread = std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || {
+                if let Some(totals) = totals {
+                    tally::attach(totals);
+                }
+                // A current-thread runtime runs its tasks only inside
+                // block_on; this thread lends itself until stopped.
+                runtime.block_on(stop.cancelled_owned());
+                runtime.shutdown_timeout(RUNTIME_STOP_TIMEOUT);
+                tally::detach();
+            })
+            .map_err(|cause| ServerError::Runtime { role: name, cause })?;
+        threads.push(thread);
+        queues.push(ShardQueue {
+            sender,
+            load: Default::default(),
+        });
+    }
+    Ok(Built {
+        acceptor: Some(acceptor),
+        workers: None,
+        shards: threads,
+        first_shard,
+        dispatch: Dispatch::Shards {
+            shards: queues,
+            queued: serving.queued.clone(),
+        },
+        accept_tasks: config.acceptor_threads,
+        queue_capacity: total_capacity,
+    })
+}
+
 /// Builds the runtimes of `config.layout` and starts accepting.
 pub(crate) fn start<H: Handler>(
     config: &ServerConfig,
@@ -151,127 +294,32 @@ pub(crate) fn start<H: Handler>(
     serving: Arc<Serving<H>>,
     limit: Arc<Semaphore>,
 ) -> Result<Started, ServerError> {
-    let metrics = serving.metrics.as_ref();
     let accept_stop = CancellationToken::new();
     let shards_stop = CancellationToken::new();
     // Shard threads started before a failure further down must not be left
     // waiting forever.
     let stop_shards_on_error = shards_stop.clone().drop_guard();
-    let queued = serving.queued.clone();
-    let mut first_shard = None;
-    let acceptor_runtime = || {
-        multi_thread(
-            "tandem-accept",
-            "acceptor",
-            config.acceptor_threads,
-            metrics,
-        )
+    let built = match config.layout {
+        Layout::Single => single(config, &serving)?,
+        Layout::Split => split(config, &serving)?,
+        Layout::Sharded => sharded(config, &serving, &shards_stop)?,
     };
-    let (acceptor, workers, shards, dispatch, acceptor_tasks, queue_capacity) = match config.layout
-    {
-        Layout::Single => {
-            let workers = multi_thread("tandem-worker", "worker", config.workers, metrics)?;
-            (
-                None,
-                Some(workers),
-                Vec::new(),
-                Dispatch::Spawn(serving.clone()),
-                1,
-                0,
-            )
-        }
-        Layout::Split => {
-            let acceptor = acceptor_runtime()?;
-            let workers = multi_thread("tandem-worker", "worker", config.workers, metrics)?;
-            let (sender, queue) = mpsc::channel(config.handoff_capacity);
-            serving
-                .tracker
-                .spawn_on(receive_handoffs(queue, serving.clone()), workers.handle());
-            let tasks = config.acceptor_threads;
-            (
-                Some(acceptor),
-                Some(workers),
-                Vec::new(),
-                Dispatch::Queue { sender, queued },
-                tasks,
-                config.handoff_capacity,
-            )
-        }
-        Layout::Sharded => {
-            let acceptor = acceptor_runtime()?;
-            let mut total_capacity = 0;
-            let mut queues = Vec::with_capacity(config.workers);
-            let mut threads = Vec::with_capacity(config.workers);
-            for index in 0..config.workers {
-                let name = format!("tandem-shard-{index}");
-                let runtime = build(
-                    Builder::new_current_thread(),
-                    &name,
-                    &format!("shard-{index}"),
-                    metrics,
-                )?;
-                if index == 0 {
-                    first_shard = Some(runtime.handle().clone());
-                }
-                let capacity = shard_capacity(config.handoff_capacity, config.workers, index);
-                total_capacity += capacity;
-                let (sender, queue) = mpsc::channel(capacity);
-                serving
-                    .tracker
-                    .spawn_on(receive_handoffs(queue, serving.clone()), runtime.handle());
-                let stop = shards_stop.clone();
-                // A current-thread runtime starts no thread of its own, so
-                // the thread that lends itself to it attaches its tally.
-                let totals = metrics.map(|metrics| metrics.totals().clone());
-                let thread = std::thread::Builder::new()
-                    .name(name.clone())
-                    .spawn(move || {
-                        if let Some(totals) = totals {
-                            tally::attach(totals);
-                        }
-                        // A current-thread runtime runs its tasks only inside
-                        // block_on; this thread lends itself until stopped.
-                        runtime.block_on(stop.cancelled_owned());
-                        runtime.shutdown_timeout(RUNTIME_STOP_TIMEOUT);
-                        tally::detach();
-                    })
-                    .map_err(|cause| ServerError::Runtime { role: name, cause })?;
-                threads.push(thread);
-                queues.push(ShardQueue {
-                    sender,
-                    load: Default::default(),
-                });
-            }
-            let tasks = config.acceptor_threads;
-            (
-                Some(acceptor),
-                None,
-                threads,
-                Dispatch::Shards {
-                    shards: queues,
-                    queued,
-                },
-                tasks,
-                total_capacity,
-            )
-        }
-    };
-    if let Some(metrics) = metrics {
+    if let Some(metrics) = &serving.metrics {
         metrics.watch_load(Load {
             active: serving.active.clone(),
             queued: serving.queued.clone(),
-            capacity: queue_capacity,
+            capacity: built.queue_capacity,
         });
     }
 
-    let accept_runtime =
-        acceptor
-            .as_ref()
-            .or(workers.as_ref())
-            .ok_or_else(|| ServerError::Runtime {
-                role: "tandem-accept".to_owned(),
-                cause: std::io::Error::other("layout has no runtime to accept on"),
-            })?;
+    let accept_runtime = built
+        .acceptor
+        .as_ref()
+        .or(built.workers.as_ref())
+        .ok_or_else(|| ServerError::Runtime {
+            role: "tandem-accept".to_owned(),
+            cause: std::io::Error::other("layout has no runtime to accept on"),
+        })?;
     let listener = {
         // AsyncFd registers with the reactor of the runtime entered here.
         let _entered = accept_runtime.enter();
@@ -286,7 +334,7 @@ pub(crate) fn start<H: Handler>(
         })?
     };
     let listener = Arc::new(listener);
-    let dispatch = Arc::new(dispatch);
+    let dispatch = Arc::new(built.dispatch);
     // One count per server, shared by every accept task. Behind a PROXY
     // protocol load balancer every connection comes from the balancer: the
     // serving side counts clients once it has read their headers.
@@ -295,7 +343,7 @@ pub(crate) fn start<H: Handler>(
         .clone()
         .filter(|_| serving.proxy_protocol.is_none());
     let mut accept_tasks = JoinSet::new();
-    for _ in 0..acceptor_tasks {
+    for _ in 0..built.accept_tasks {
         let acceptor = Acceptor {
             listener: listener.clone(),
             limit: limit.clone(),
@@ -309,19 +357,20 @@ pub(crate) fn start<H: Handler>(
     }
 
     stop_shards_on_error.disarm();
-    let serving_handle = workers
+    let serving_handle = built
+        .workers
         .as_ref()
         .map(|workers| workers.handle().clone())
-        .or(first_shard)
+        .or(built.first_shard)
         .ok_or_else(|| ServerError::Runtime {
             role: "tandem-worker".to_owned(),
             cause: std::io::Error::other("layout has no serving runtime"),
         })?;
     Ok(Started {
-        acceptor,
-        workers,
+        acceptor: built.acceptor,
+        workers: built.workers,
         serving_handle,
-        shards,
+        shards: built.shards,
         shards_stop,
         accept_tasks,
         accept_stop,

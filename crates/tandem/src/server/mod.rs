@@ -74,11 +74,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use self::admin::{Admin, Readiness};
 pub use self::layout::{Layout, UnknownLayout};
 pub use self::listener::{ListenOptions, bind, bind_udp, bind_with, inherited};
 use self::per_ip::PerIpLimit;
 use self::worker::Serving;
-use self::admin::{Admin, Readiness};
 use crate::handler::Handler;
 use crate::metrics::{CloseReason, Metrics};
 use crate::sweep::{IdleRule, Sweep};
