@@ -107,6 +107,17 @@ pub(crate) async fn serve_connection<H: Handler>(
         return;
     };
     let outcome = serving.handler.serve(&mut served.conn).await;
+    finish(&serving, served, outcome).await;
+}
+
+/// Ends a served connection: the FIN (and close_notify) the handler did not
+/// send when a rule closed it, the linger of a cut connection, then the
+/// close itself, its count and its log line.
+async fn finish<H: Handler>(
+    serving: &Serving<H>,
+    mut served: Box<Served>,
+    outcome: std::io::Result<Close>,
+) {
     let conn = &mut served.conn;
     let reason = close_reason(&outcome);
     // Closed by a rule the handler did not close on itself: an idle
