@@ -337,35 +337,34 @@ impl ServeOptions {
             self.idle_timeout
                 .map_or(defaults.idle_timeout.unwrap_or_default(), |d| d.0),
         )?;
-        let server = ServerConfig {
-            layout: self.layout.unwrap_or(defaults.layout),
-            acceptor_threads: self.acceptor_threads.unwrap_or(defaults.acceptor_threads),
-            workers: self.workers.unwrap_or(defaults.workers),
-            handoff_capacity: self.handoff_capacity.unwrap_or(defaults.handoff_capacity),
-            max_connections: self.max_connections.unwrap_or(defaults.max_connections),
-            max_connections_per_ip: self.max_connections_per_ip,
-            idle_timeout: Some(idle_timeout).filter(|d| !d.is_zero()),
-            min_rate: in_range(
+        let server = ServerConfig::default()
+            .layout(self.layout.unwrap_or(defaults.layout))
+            .acceptor_threads(self.acceptor_threads.unwrap_or(defaults.acceptor_threads))
+            .workers(self.workers.unwrap_or(defaults.workers))
+            .handoff_capacity(self.handoff_capacity.unwrap_or(defaults.handoff_capacity))
+            .max_connections(self.max_connections.unwrap_or(defaults.max_connections))
+            .max_connections_per_ip(self.max_connections_per_ip)
+            .idle_timeout(Some(idle_timeout).filter(|d| !d.is_zero()))
+            .min_rate(in_range(
                 "min_rate",
                 self.min_rate.unwrap_or(defaults.min_rate),
                 0,
                 MAX_MIN_RATE,
-            )?,
-            shutdown_timeout: at_most(
+            )?)
+            .shutdown_timeout(at_most(
                 "shutdown_timeout",
                 self.shutdown_timeout
                     .map_or(defaults.shutdown_timeout, |d| d.0),
-            )?,
-            nodelay: self.nodelay.unwrap_or(defaults.nodelay),
-            proxy_protocol: match self.proxy_protocol {
+            )?)
+            .nodelay(self.nodelay.unwrap_or(defaults.nodelay))
+            .proxy_protocol(match self.proxy_protocol {
                 Some(true) => Some(positive(
                     "proxy_protocol_timeout",
                     self.proxy_protocol_timeout
                         .map_or(DEFAULT_PROXY_HEADER_TIMEOUT, |d| d.0),
                 )?),
                 _ => None,
-            },
-        };
+            });
         // The server's own ranges, reported under the option's three names.
         if let Err(ServerError::InvalidConfig { field, rule, value }) = server.validate() {
             return Err(ConfigError::Invalid {
@@ -380,20 +379,19 @@ impl ServeOptions {
             1,
             i32::MAX as u32,
         )?;
-        let echo = EchoConfig {
-            buffer_size: in_range(
+        let echo = EchoConfig::default()
+            .buffer_size(in_range(
                 "buffer_size",
                 self.buffer_size.unwrap_or(echo_defaults.buffer_size),
                 1,
                 MAX_BUFFER_SIZE,
-            )?,
-            append_newline: self.append_newline.unwrap_or(echo_defaults.append_newline),
-            simulate_work: at_most(
+            )?)
+            .append_newline(self.append_newline.unwrap_or(echo_defaults.append_newline))
+            .simulate_work(at_most(
                 "simulate_work",
                 self.simulate_work
                     .map_or(echo_defaults.simulate_work, |d| d.0),
-            )?,
-        };
+            )?);
         Ok(ServeConfig {
             listen: self.listen.unwrap_or(DEFAULT_LISTEN),
             admin_listen: self.admin_listen,

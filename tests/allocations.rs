@@ -48,11 +48,7 @@ fn start_server(
 ) {
     let listener = tandem::server::bind("127.0.0.1:0".parse().unwrap(), 128).unwrap();
     let addr = listener.local_addr().unwrap();
-    let config = ServerConfig {
-        layout,
-        workers: 2,
-        ..ServerConfig::default()
-    };
+    let config = ServerConfig::default().layout(layout).workers(2);
     let mut server = Server::new(config);
     if metrics {
         server = server.admin(tandem::server::bind("127.0.0.1:0".parse().unwrap(), 16).unwrap());

@@ -51,10 +51,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let on_signal = stop.clone();
     ctrlc_thread(move || on_signal.cancel())?;
 
-    let config = ServerConfig {
-        shutdown_timeout: Duration::from_secs(5),
-        ..ServerConfig::default()
-    };
+    let config = ServerConfig::default().shutdown_timeout(Duration::from_secs(5));
     let report = Server::new(config).run(listener, Upper, stop.cancelled_owned())?;
     println!("stopped: {} drained, {} cut", report.drained, report.cut);
     Ok(())

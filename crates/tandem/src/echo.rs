@@ -20,8 +20,10 @@ use crate::buffer::{Buffer, ReadSize};
 use crate::connection::{Connection, Event};
 use crate::handler::{Close, Handler};
 
-/// How the echo handler behaves.
+/// How the echo handler behaves: [`Default`], then the setters below, each
+/// of which says its own default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct EchoConfig {
     /// Largest chunk read, and so echoed, at once: the cap of the read
     /// size, which starts at 4 KiB (or this, if smaller) and grows while
@@ -44,6 +46,27 @@ impl Default for EchoConfig {
             append_newline: false,
             simulate_work: Duration::ZERO,
         }
+    }
+}
+
+impl EchoConfig {
+    /// The cap of the read size, which starts at 4 KiB (or this, if
+    /// smaller) and grows while reads fill it. Default: 64 KiB.
+    pub fn buffer_size(mut self, bytes: usize) -> Self {
+        self.buffer_size = bytes;
+        self
+    }
+
+    /// Write a `\n` after each chunk read. Default: false.
+    pub fn append_newline(mut self, append: bool) -> Self {
+        self.append_newline = append;
+        self
+    }
+
+    /// CPU time burnt per chunk before it is written back. Default: zero.
+    pub fn simulate_work(mut self, work: Duration) -> Self {
+        self.simulate_work = work;
+        self
     }
 }
 

@@ -121,11 +121,7 @@ impl Drop for ProbeServer {
 }
 
 fn config(layout: Layout) -> ServerConfig {
-    ServerConfig {
-        layout,
-        workers: 2,
-        ..ServerConfig::default()
-    }
+    ServerConfig::default().layout(layout).workers(2)
 }
 
 /// Names of this process's threads.
@@ -193,10 +189,7 @@ fn sharded_deals_each_connection_to_the_least_loaded_shard() {
 fn accepted_sockets_get_tcp_nodelay_unless_disabled() {
     let on = ProbeServer::start(config(Layout::Split));
     assert!(on.probe().0.ends_with("nodelay=true"));
-    let off = ProbeServer::start(ServerConfig {
-        nodelay: false,
-        ..config(Layout::Split)
-    });
+    let off = ProbeServer::start(config(Layout::Split).nodelay(false));
     assert!(off.probe().0.ends_with("nodelay=false"));
 }
 
@@ -214,10 +207,7 @@ fn starting_inside_a_tokio_runtime_is_an_error_not_a_panic() {
 #[test]
 fn a_config_out_of_range_is_an_error_not_a_panic() {
     let listener = tandem::server::bind("127.0.0.1:0".parse().unwrap(), 16).unwrap();
-    let zero_queue = ServerConfig {
-        handoff_capacity: 0,
-        ..config(Layout::Split)
-    };
+    let zero_queue = config(Layout::Split).handoff_capacity(0);
     let result = Server::new(zero_queue).start(listener, Probe);
     assert!(matches!(
         result,
@@ -374,10 +364,7 @@ impl Handler for Upper {
 fn a_handler_that_moves_bytes_through_the_connection_stays_open_while_its_peer_talks() {
     use std::io::Write;
     let idle_timeout = Duration::from_secs(1);
-    let config = ServerConfig {
-        idle_timeout: Some(idle_timeout),
-        ..config(Layout::Split)
-    };
+    let config = config(Layout::Split).idle_timeout(Some(idle_timeout));
     let server = ProbeServer::start_server(Server::new(config), Upper);
     let mut client = server.connect();
     // Three idle timeouts of steady traffic, a message every 100 ms: the
@@ -424,10 +411,7 @@ impl Handler for UpperRead {
 fn a_handler_built_on_the_awaitable_read_echoes_and_is_held_to_the_idle_rule() {
     use std::io::Write;
     let idle_timeout = Duration::from_millis(300);
-    let config = ServerConfig {
-        idle_timeout: Some(idle_timeout),
-        ..config(Layout::Sharded)
-    };
+    let config = config(Layout::Sharded).idle_timeout(Some(idle_timeout));
     let server = ProbeServer::start_server(Server::new(config), UpperRead);
     let mut client = server.connect();
     let sent = std::time::Instant::now();
@@ -488,10 +472,8 @@ fn tokios_io_helpers_on_the_connection_are_counted_like_its_own_calls() {
 fn a_read_through_asyncread_ends_at_the_idle_rule() {
     use std::io::Write;
     let idle_timeout = Duration::from_millis(300);
-    let (server, metrics) = start_tokio_copy(ServerConfig {
-        idle_timeout: Some(idle_timeout),
-        ..config(Layout::Split)
-    });
+    let (server, metrics) =
+        start_tokio_copy(config(Layout::Split).idle_timeout(Some(idle_timeout)));
     let mut client = server.connect();
     let sent = std::time::Instant::now();
     client.write_all(b"x").unwrap();
@@ -510,10 +492,8 @@ fn a_read_through_asyncread_ends_at_the_idle_rule() {
 #[test]
 fn a_read_through_asyncread_ends_at_the_cut_with_a_clean_close() {
     use std::io::Write;
-    let (server, metrics) = start_tokio_copy(ServerConfig {
-        shutdown_timeout: Duration::from_millis(200),
-        ..config(Layout::Split)
-    });
+    let (server, metrics) =
+        start_tokio_copy(config(Layout::Split).shutdown_timeout(Duration::from_millis(200)));
     let mut client = server.connect();
     client.write_all(b"before").unwrap();
     let mut echoed = [0u8; 6];

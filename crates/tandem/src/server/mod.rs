@@ -96,8 +96,24 @@ pub const MAX_THREADS: usize = 1024;
 /// semaphores have hard limits well above it.
 pub const MAX_QUEUE: usize = 10_000_000;
 
-/// How the server runs. [`Default`] gives the documented defaults.
+/// How the server runs. [`Default`] gives the documented defaults; each
+/// setter below says its own, and returns the configuration for the next:
+///
+/// ```
+/// use std::time::Duration;
+/// use tandem::{Layout, ServerConfig};
+///
+/// let config = ServerConfig::default()
+///     .layout(Layout::Sharded)
+///     .workers(4)
+///     .shutdown_timeout(Duration::from_secs(5));
+/// assert_eq!(config.workers, 4);
+/// ```
+///
+/// The fields stay readable; new ones may come, so the configuration is
+/// built from [`Default`] rather than written out field by field.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ServerConfig {
     /// Runtime layout. Default: `split`.
     pub layout: Layout,
@@ -192,6 +208,84 @@ impl Default for ServerConfig {
             shutdown_timeout: Duration::from_secs(30),
             nodelay: true,
         }
+    }
+}
+
+impl ServerConfig {
+    /// Runtime layout. Default: [`Layout::Split`].
+    pub fn layout(mut self, layout: Layout) -> Self {
+        self.layout = layout;
+        self
+    }
+
+    /// Threads of the acceptor runtime, and accept tasks (`split`,
+    /// `sharded`). Default: 1.
+    pub fn acceptor_threads(mut self, threads: usize) -> Self {
+        self.acceptor_threads = threads;
+        self
+    }
+
+    /// Worker threads (`split`, `single`) or shards (`sharded`). Default:
+    /// the available parallelism.
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers;
+        self
+    }
+
+    /// Capacity of the hand-off queue (shared out among shards in
+    /// `sharded`). Default: 4000.
+    pub fn handoff_capacity(mut self, capacity: usize) -> Self {
+        self.handoff_capacity = capacity;
+        self
+    }
+
+    /// Connections served at once, lowered to fit RLIMIT_NOFILE. Default:
+    /// 10000.
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max;
+        self
+    }
+
+    /// Connections served at once from one client address (IPv4) or /64
+    /// (IPv6). Default: `None`, no limit.
+    pub fn max_connections_per_ip(mut self, max: Option<usize>) -> Self {
+        self.max_connections_per_ip = max;
+        self
+    }
+
+    /// Close connections silent for this long; `None` never does.
+    /// Default: 300 s.
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Bytes per second, in and out together, a connection must average
+    /// over each idle-timeout window; 0: silence is the only rule.
+    /// Default: 1.
+    pub fn min_rate(mut self, bytes_per_sec: u64) -> Self {
+        self.min_rate = bytes_per_sec;
+        self
+    }
+
+    /// How long live connections are served after shutdown begins.
+    /// Default: 30 s.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Set TCP_NODELAY on accepted sockets. Default: true.
+    pub fn nodelay(mut self, nodelay: bool) -> Self {
+        self.nodelay = nodelay;
+        self
+    }
+
+    /// Require a PROXY protocol header within this long at the start of
+    /// every connection. Default: `None`, no header expected.
+    pub fn proxy_protocol(mut self, header_timeout: Option<Duration>) -> Self {
+        self.proxy_protocol = header_timeout;
+        self
     }
 }
 
