@@ -36,11 +36,11 @@ static GLOBAL: Counting = Counting;
 /// The count is process-wide: tests that read it take turns.
 static COUNTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// An echo server on its own thread, with or without metrics and the admin
-/// endpoint, and the token that stops it.
+/// An echo server on its own thread, with or without the admin endpoint
+/// (metrics are counted either way), and the token that stops it.
 fn start_server(
     layout: Layout,
-    metrics: bool,
+    admin: bool,
 ) -> (
     std::net::SocketAddr,
     CancellationToken,
@@ -50,7 +50,7 @@ fn start_server(
     let addr = listener.local_addr().unwrap();
     let config = ServerConfig::default().layout(layout).workers(2);
     let mut server = Server::new(config);
-    if metrics {
+    if admin {
         server = server.admin(tandem::server::bind("127.0.0.1:0".parse().unwrap(), 16).unwrap());
     }
     let running = server
@@ -82,9 +82,10 @@ fn ten_thousand_round_trips_allocate_almost_nothing() {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let layouts = [Layout::Split, Layout::Single, Layout::Sharded];
-    // With metrics, bytes are counted per read and write without allocating.
-    for (layout, metrics) in layouts.into_iter().flat_map(|l| [(l, false), (l, true)]) {
-        let (addr, stop, server) = start_server(layout, metrics);
+    // Bytes are counted per read and write without allocating, with the
+    // admin endpoint (and its sampler) or without.
+    for (layout, admin) in layouts.into_iter().flat_map(|l| [(l, false), (l, true)]) {
+        let (addr, stop, server) = start_server(layout, admin);
 
         let mut stream = TcpStream::connect(addr).unwrap();
         stream.set_nodelay(true).unwrap();
@@ -97,13 +98,13 @@ fn ten_thousand_round_trips_allocate_almost_nothing() {
         // One per message would be 10 000. What is allowed goes with time,
         // not with messages, so that a slow run on a loaded machine passes
         // as a fast one does: a few for the runtime's own housekeeping (its
-        // threads park and unpark), and, with metrics, the sampler's, once
+        // threads park and unpark), and, with the admin endpoint, the sampler's, once
         // a second (about 7 a second, measured idle), allowed 20 a second.
         // One per message stays out of reach: it would need over 8 minutes.
         let allowed = 100 + 20 * started.elapsed().as_secs();
         assert!(
             allocations < allowed,
-            "{layout} (metrics: {metrics}): {allocations} allocations for 10 000 round trips \
+            "{layout} (admin: {admin}): {allocations} allocations for 10 000 round trips \
              (allowed: {allowed})"
         );
 

@@ -50,8 +50,6 @@ pub struct Connection {
     /// What the sweep reads of this connection, where it wakes it, and
     /// its verdicts: idle, cut.
     watched: Arc<Watched>,
-    /// Whether bytes read and written are counted in the server's metrics.
-    metered: bool,
 }
 
 /// A connection's TCP socket, for its options and addresses only: no way
@@ -131,17 +129,11 @@ pub(crate) fn is_cut(err: &io::Error) -> bool {
 impl Connection {
     /// Wraps a socket registered with the current runtime, watched by the
     /// server's `sweep` from now on.
-    pub(crate) fn new(
-        transport: Transport,
-        peer: SocketAddr,
-        sweep: &Arc<Sweep>,
-        metered: bool,
-    ) -> Self {
+    pub(crate) fn new(transport: Transport, peer: SocketAddr, sweep: &Arc<Sweep>) -> Self {
         Connection {
             transport,
             peer,
             watched: sweep.watch(),
-            metered,
         }
     }
 
@@ -177,17 +169,13 @@ impl Connection {
     /// minimum rate. Every read of the connection goes through here...
     fn received(&self, bytes: usize) {
         self.watched.record(bytes);
-        if self.metered {
-            tally::received(bytes);
-        }
+        tally::received(bytes);
     }
 
     /// ...and every write through here.
     fn sent(&self, bytes: usize) {
         self.watched.record(bytes);
-        if self.metered {
-            tally::sent(bytes);
-        }
+        tally::sent(bytes);
     }
 
     /// Waits for bytes and reads them into `buf`: `Ok(0)` is the end of the

@@ -134,15 +134,11 @@ pub(crate) async fn serve(
     socket: UdpSocket,
     rate_limit: u32,
     stop: CancellationToken,
-    metrics: Option<Metrics>,
+    metrics: Metrics,
 ) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut limiter = SourceLimiter::new(rate_limit, Instant::now());
-    let count = |outcome: Outcome| {
-        if let Some(metrics) = &metrics {
-            metrics.udp_datagram(outcome);
-        }
-    };
+    let count = |outcome: Outcome| metrics.udp_datagram(outcome);
     loop {
         let received = tokio::select! {
             biased;

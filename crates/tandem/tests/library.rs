@@ -42,7 +42,7 @@ impl Handler for Probe {
 /// handler a test brings.
 struct ProbeServer {
     addr: std::net::SocketAddr,
-    metrics: Option<Metrics>,
+    metrics: Metrics,
     stop: CancellationToken,
     thread: Option<std::thread::JoinHandle<Result<tandem::ShutdownReport, ServerError>>>,
 }
@@ -52,17 +52,12 @@ impl ProbeServer {
         ProbeServer::start_server(Server::new(config), Probe)
     }
 
-    /// With an admin endpoint, and so with metrics.
-    fn start_with_admin(config: ServerConfig) -> ProbeServer {
-        ProbeServer::start_server(with_admin(config), Probe)
-    }
-
     fn start_server(server: Server, handler: impl Handler) -> ProbeServer {
         let listener = tandem::server::bind("127.0.0.1:0".parse().unwrap(), 128).unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
         let running = server.start(listener, handler).unwrap();
-        let metrics = running.metrics().cloned();
+        let metrics = running.metrics().clone();
         let thread = std::thread::spawn({
             let stop = stop.clone();
             move || running.wait(stop.cancelled_owned())
@@ -103,12 +98,6 @@ impl ProbeServer {
         }
         (String::from_utf8(line).unwrap().trim().to_owned(), stream)
     }
-}
-
-/// A server with an admin endpoint, and so with metrics.
-fn with_admin(config: ServerConfig) -> Server {
-    let admin = tandem::server::bind("127.0.0.1:0".parse().unwrap(), 16).unwrap();
-    Server::new(config).admin(admin)
 }
 
 impl Drop for ProbeServer {
@@ -259,16 +248,16 @@ fn wait_for_sample(metrics: &Metrics, name: &str, want: f64) {
 #[test]
 fn two_servers_in_one_process_keep_their_metrics_apart() {
     for layout in [Layout::Split, Layout::Single, Layout::Sharded] {
-        let busy = ProbeServer::start_with_admin(config(layout));
-        let quiet = ProbeServer::start_with_admin(config(layout));
+        let busy = ProbeServer::start(config(layout));
+        let quiet = ProbeServer::start(config(layout));
         let mut sent = 0;
         for _ in 0..3 {
             let (line, _conn) = busy.probe();
             sent += line.len() + 1;
         }
         let (quiet_line, _conn) = quiet.probe();
-        let busy_metrics = busy.metrics.as_ref().unwrap();
-        let quiet_metrics = quiet.metrics.as_ref().unwrap();
+        let busy_metrics = &busy.metrics;
+        let quiet_metrics = &quiet.metrics;
         wait_for_sample(busy_metrics, "tandem_connections_accepted_total", 3.0);
         wait_for_sample(quiet_metrics, "tandem_connections_accepted_total", 1.0);
         // What the probe writes through `Connection::write_all` is counted,
@@ -280,9 +269,13 @@ fn two_servers_in_one_process_keep_their_metrics_apart() {
 }
 
 #[test]
-fn a_server_without_an_admin_endpoint_keeps_no_metrics() {
+fn a_server_without_an_admin_endpoint_still_keeps_its_metrics() {
+    // Metrics are always on: the admin endpoint only serves them.
     let server = ProbeServer::start(config(Layout::Split));
-    assert!(server.metrics.is_none());
+    let (line, _conn) = server.probe();
+    wait_for_sample(&server.metrics, "tandem_connections_accepted_total", 1.0);
+    let sent = (line.len() + 1) as f64;
+    wait_for_sample(&server.metrics, "tandem_bytes_sent_total", sent);
 }
 
 /// Over TLS, a handler that uses tokio's I/O helpers on
@@ -440,10 +433,10 @@ impl Handler for TokioCopy {
     }
 }
 
-/// A `TokioCopy` server with metrics.
+/// A `TokioCopy` server, and its metrics.
 fn start_tokio_copy(config: ServerConfig) -> (ProbeServer, Metrics) {
-    let server = ProbeServer::start_server(with_admin(config), TokioCopy);
-    let metrics = server.metrics.clone().expect("an admin endpoint");
+    let server = ProbeServer::start_server(Server::new(config), TokioCopy);
+    let metrics = server.metrics.clone();
     (server, metrics)
 }
 

@@ -86,8 +86,9 @@ pub fn markdown(results: &Results, charts: &[String]) -> String {
             let _ = writeln!(
                 out,
                 "On: `--admin-listen`, and `/metrics` scraped every second during the \
-                 sample, as a Prometheus server would; off: no admin endpoint, so no \
-                 metrics are kept at all. Samples alternate off, on, off, on.\n"
+                 sample, as a Prometheus server would; off: no admin endpoint (the \
+                 server still counts, as it always does, but nothing serves or \
+                 samples the figures). Samples alternate off, on, off, on.\n"
             );
         }
         match section {

@@ -137,7 +137,7 @@ pub(crate) struct Acceptor<H> {
     pub(crate) active: Arc<AtomicUsize>,
     pub(crate) dispatch: Arc<Dispatch<H>>,
     pub(crate) stop: CancellationToken,
-    pub(crate) metrics: Option<Metrics>,
+    pub(crate) metrics: Metrics,
     /// `--max-connections-per-ip`, when set.
     pub(crate) per_ip: Option<Arc<PerIpLimit>>,
 }
@@ -172,8 +172,8 @@ impl<H: Handler> Acceptor<H> {
                     () = self.stop.cancelled() => return,
                     accepted = accept(&self.listener) => accepted,
                 };
-                if let (Err(err), Some(metrics)) = (&accepted, &self.metrics) {
-                    metrics.accept_error(classify(err).1);
+                if let Err(err) = &accepted {
+                    self.metrics.accept_error(classify(err).1);
                 }
                 match accepted {
                     Ok(accepted) => break accepted,
@@ -194,21 +194,16 @@ impl<H: Handler> Acceptor<H> {
                 }
             };
             backoff.reset();
-            if let Some(metrics) = &self.metrics {
-                metrics.connection_accepted();
-            }
+            self.metrics.connection_accepted();
             // Refused before it costs anything more: no task, no
             // registration with a reactor, no hand-off.
-            let Ok(per_ip) = per_ip::admit(self.per_ip.as_ref(), peer, self.metrics.as_ref())
-            else {
+            let Ok(per_ip) = per_ip::admit(self.per_ip.as_ref(), peer, &self.metrics) else {
                 drop(stream);
                 continue;
             };
             if let Err(err) = stream.set_nonblocking(true) {
                 debug!(%peer, cause = %err, "cannot make accepted socket non-blocking; dropping it");
-                if let Some(metrics) = &self.metrics {
-                    metrics.connection_rejected();
-                }
+                self.metrics.connection_rejected();
                 continue;
             }
             slot.deliver(Accepted {

@@ -111,25 +111,21 @@ fn build(
     mut builder: Builder,
     name: &str,
     label: &str,
-    metrics: Option<&Metrics>,
+    metrics: &Metrics,
 ) -> Result<Runtime, ServerError> {
     builder.thread_name(name).enable_all();
-    if let Some(metrics) = metrics {
-        let totals = metrics.totals().clone();
-        builder
-            .on_thread_start(move || tally::attach(totals.clone()))
-            // An idle thread owes the totals nothing: a scrape of a quiet
-            // server sees every byte.
-            .on_thread_park(tally::flush)
-            .on_thread_stop(tally::detach);
-    }
+    let totals = metrics.totals().clone();
+    builder
+        .on_thread_start(move || tally::attach(totals.clone()))
+        // An idle thread owes the totals nothing: a scrape of a quiet
+        // server sees every byte.
+        .on_thread_park(tally::flush)
+        .on_thread_stop(tally::detach);
     let runtime = builder.build().map_err(|cause| ServerError::Runtime {
         role: name.to_owned(),
         cause,
     })?;
-    if let Some(metrics) = metrics {
-        metrics.watch_runtime(label, runtime.handle());
-    }
+    metrics.watch_runtime(label, runtime.handle());
     Ok(runtime)
 }
 
@@ -137,7 +133,7 @@ fn multi_thread(
     name: &str,
     label: &str,
     threads: usize,
-    metrics: Option<&Metrics>,
+    metrics: &Metrics,
 ) -> Result<Runtime, ServerError> {
     let mut builder = Builder::new_multi_thread();
     builder.worker_threads(threads);
@@ -166,12 +162,7 @@ fn single<H: Handler>(
     config: &ServerConfig,
     serving: &Arc<Serving<H>>,
 ) -> Result<Built<H>, ServerError> {
-    let workers = multi_thread(
-        "tandem-worker",
-        "worker",
-        config.workers,
-        serving.metrics.as_ref(),
-    )?;
+    let workers = multi_thread("tandem-worker", "worker", config.workers, &serving.metrics)?;
     Ok(Built {
         acceptor: None,
         workers: Some(workers),
@@ -189,7 +180,7 @@ fn split<H: Handler>(
     config: &ServerConfig,
     serving: &Arc<Serving<H>>,
 ) -> Result<Built<H>, ServerError> {
-    let metrics = serving.metrics.as_ref();
+    let metrics = &serving.metrics;
     let acceptor = multi_thread(
         "tandem-accept",
         "acceptor",
@@ -222,7 +213,7 @@ fn sharded<H: Handler>(
     serving: &Arc<Serving<H>>,
     stop: &CancellationToken,
 ) -> Result<Built<H>, ServerError> {
-    let metrics = serving.metrics.as_ref();
+    let metrics = &serving.metrics;
     let acceptor = multi_thread(
         "tandem-accept",
         "acceptor",
@@ -253,13 +244,11 @@ fn sharded<H: Handler>(
         let stop = stop.clone();
         // A current-thread runtime starts no thread of its own, so the
         // thread that lends itself to it attaches its tally.
-        let totals = metrics.map(|metrics| metrics.totals().clone());
+        let totals = metrics.totals().clone();
         let thread = std::thread::Builder::new()
             .name(name.clone())
             .spawn(move || {
-                if let Some(totals) = totals {
-                    tally::attach(totals);
-                }
+                tally::attach(totals);
                 // A current-thread runtime runs its tasks only inside
                 // block_on; this thread lends itself until stopped.
                 runtime.block_on(stop.cancelled_owned());
@@ -304,13 +293,11 @@ pub(crate) fn start<H: Handler>(
         Layout::Split => split(config, &serving)?,
         Layout::Sharded => sharded(config, &serving, &shards_stop)?,
     };
-    if let Some(metrics) = &serving.metrics {
-        metrics.watch_load(Load {
-            active: serving.active.clone(),
-            queued: serving.queued.clone(),
-            capacity: built.queue_capacity,
-        });
-    }
+    serving.metrics.watch_load(Load {
+        active: serving.active.clone(),
+        queued: serving.queued.clone(),
+        capacity: built.queue_capacity,
+    });
 
     let accept_runtime = built
         .acceptor

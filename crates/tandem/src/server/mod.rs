@@ -505,7 +505,7 @@ impl Server {
             active: Arc::new(AtomicUsize::new(0)),
             cut_count: AtomicUsize::new(0),
             queued: Arc::new(AtomicUsize::new(0)),
-            metrics: admin.is_some().then(Metrics::new),
+            metrics: Metrics::new(),
         });
         // No permits until the layout has started: the limit is fitted to
         // the descriptors left once the runtimes have opened theirs.
@@ -516,9 +516,7 @@ impl Server {
         started.serving_handle().spawn(serving.sweep.clone().run());
         let max_connections = limits::fit_connection_limit(config.max_connections);
         limit.add_permits(max_connections);
-        if let Some(metrics) = &serving.metrics {
-            metrics.connection_limit(max_connections);
-        }
+        serving.metrics.connection_limit(max_connections);
         let udp = match udp {
             Some((socket, rate_limit)) => {
                 let handle = started.serving_handle().clone();
@@ -543,11 +541,13 @@ impl Server {
             None => None,
         };
         let readiness = Readiness::default();
-        let admin = match (admin, &serving.metrics) {
-            (Some(listener), Some(metrics)) => {
-                Some(Admin::start(listener, metrics.clone(), readiness.clone())?)
-            }
-            _ => None,
+        let admin = match admin {
+            Some(listener) => Some(Admin::start(
+                listener,
+                serving.metrics.clone(),
+                readiness.clone(),
+            )?),
+            None => None,
         };
         readiness.accepting();
         Ok(Running {
@@ -573,9 +573,10 @@ impl<H> Running<H> {
         self.udp.as_ref().map(|(addr, _)| *addr)
     }
 
-    /// The server's metrics, kept when it has an admin endpoint.
-    pub fn metrics(&self) -> Option<&Metrics> {
-        self.serving.metrics.as_ref()
+    /// The server's metrics, kept whether or not an admin endpoint serves
+    /// them: what [`Metrics::render`] prints is what `/metrics` would.
+    pub fn metrics(&self) -> &Metrics {
+        &self.serving.metrics
     }
 }
 
@@ -648,9 +649,9 @@ impl<H: Handler> Running<H> {
                 dropped = worker::active(&serving);
                 // Their tasks end with the runtime, without accounting for
                 // themselves.
-                if let Some(metrics) = &serving.metrics {
-                    metrics.connections_closed(CloseReason::Shutdown, dropped);
-                }
+                serving
+                    .metrics
+                    .connections_closed(CloseReason::Shutdown, dropped);
                 warn!(
                     connections = dropped,
                     "connections still writing after the cut; dropping them"

@@ -92,7 +92,7 @@ impl Drop for PerIpClaim {
 pub(crate) fn admit(
     limit: Option<&Arc<PerIpLimit>>,
     peer: SocketAddr,
-    metrics: Option<&Metrics>,
+    metrics: &Metrics,
 ) -> Result<Option<Box<PerIpClaim>>, ()> {
     let Some(limit) = limit else {
         return Ok(None);
@@ -103,9 +103,7 @@ pub(crate) fn admit(
         Some(claim) => Ok(Some(Box::new(claim))),
         None => {
             debug!(%peer, "client over --max-connections-per-ip; closing");
-            if let Some(metrics) = metrics {
-                metrics.connection_rejected();
-            }
+            metrics.connection_rejected();
             Err(())
         }
     }

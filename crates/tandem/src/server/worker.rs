@@ -53,7 +53,7 @@ pub(crate) struct Serving<H> {
     /// Connections handed off and not yet taken off their queue.
     pub(crate) queued: Arc<AtomicUsize>,
     /// Where connections are counted, when the server keeps metrics.
-    pub(crate) metrics: Option<Metrics>,
+    pub(crate) metrics: Metrics,
 }
 
 /// How long a connection cut at shutdown keeps reading (and discarding)
@@ -142,9 +142,7 @@ async fn finish<H: Handler>(
     let peer = conn.peer_addr();
     // The connection closes, then its claim goes.
     drop(served);
-    if let Some(metrics) = &serving.metrics {
-        metrics.connection_closed(reason);
-    }
+    serving.metrics.connection_closed(reason);
     log_close(peer, &outcome);
 }
 
@@ -166,17 +164,13 @@ async fn prepare<H: Handler>(serving: &Serving<H>, accepted: Box<Accepted>) -> O
         Ok(stream) => stream,
         Err(err) => {
             warn!(%peer, cause = %err, "cannot register connection with the serving runtime");
-            if let Some(metrics) = &serving.metrics {
-                metrics.connection_rejected();
-            }
+            serving.metrics.connection_rejected();
             return None;
         }
     };
     let waited = accepted_at.elapsed();
     trace!(%peer, waited_us = waited.as_micros(), "connection handed off");
-    if let Some(metrics) = &serving.metrics {
-        metrics.handoff_waited(waited);
-    }
+    serving.metrics.handoff_waited(waited);
     if serving.nodelay
         && let Err(err) = stream.set_nodelay(true)
     {
@@ -201,13 +195,11 @@ async fn prepare<H: Handler>(serving: &Serving<H>, accepted: Box<Accepted>) -> O
         };
         if let Some((kind, why)) = refused {
             debug!(%peer, kind, why, "closing a connection without a valid PROXY header");
-            if let Some(metrics) = &serving.metrics {
-                metrics.proxy_header_error(kind);
-                metrics.connection_rejected();
-            }
+            serving.metrics.proxy_header_error(kind);
+            serving.metrics.connection_rejected();
             return None;
         }
-        match per_ip::admit(serving.per_ip.as_ref(), peer, serving.metrics.as_ref()) {
+        match per_ip::admit(serving.per_ip.as_ref(), peer, &serving.metrics) {
             Ok(place) => admission.per_ip = place,
             Err(()) => return None,
         }
@@ -220,15 +212,13 @@ async fn prepare<H: Handler>(serving: &Serving<H>, accepted: Box<Accepted>) -> O
             Ok(transport) => transport,
             Err(err) => {
                 debug!(%peer, kind = err.kind(), cause = %err, "closing a connection whose TLS handshake failed");
-                if let Some(metrics) = &serving.metrics {
-                    metrics.tls_handshake_error(err.kind());
-                    metrics.connection_rejected();
-                }
+                serving.metrics.tls_handshake_error(err.kind());
+                serving.metrics.connection_rejected();
                 return None;
             }
         },
     };
-    let conn = Connection::new(transport, peer, &serving.sweep, serving.metrics.is_some());
+    let conn = Connection::new(transport, peer, &serving.sweep);
     Some(Box::new(Served { conn, admission }))
 }
 
@@ -299,7 +289,7 @@ mod tests {
     /// - the socket's `ScheduledIo` in the reactor, 256 bytes aligned to
     ///   128: tokio's, the floor of any registered socket;
     /// - `Served`, 128 bytes: the `Connection` (the stream, 40; the peer's
-    ///   address, 32; its sweep record; whether it is metered) and the
+    ///   address, 32; its sweep record) and the
     ///   `Admission` (its permit, its place in the counts);
     /// - its sweep record (`Watched`), 56 bytes with the `Arc`'s counts,
     ///   and the sweep's 32-byte entry, in a list with room to grow.
