@@ -21,6 +21,7 @@ use thiserror::Error;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
+use crate::metrics::TlsHandshakeError;
 use crate::transport::Transport;
 
 /// How long a client may take over the TLS handshake by default.
@@ -169,26 +170,25 @@ pub(crate) enum HandshakeError {
 }
 
 impl HandshakeError {
-    /// The `kind` label of `tandem_tls_handshake_errors_total`, one of
-    /// [`crate::metrics::TLS_HANDSHAKE_ERROR_KINDS`].
-    pub(crate) fn kind(&self) -> &'static str {
+    /// Its kind in `tandem_tls_handshake_errors_total`.
+    pub(crate) fn kind(&self) -> TlsHandshakeError {
         use io::ErrorKind::{
             BrokenPipe, ConnectionAborted, ConnectionReset, InvalidData, UnexpectedEof,
         };
         match self {
-            HandshakeError::Timeout => "timeout",
+            HandshakeError::Timeout => TlsHandshakeError::Timeout,
             // tokio-rustls reports rustls's refusals as InvalidData: not
             // TLS at all, no common version or cipher suite, a bad message.
-            HandshakeError::Failed(err) if err.kind() == InvalidData => "protocol",
+            HandshakeError::Failed(err) if err.kind() == InvalidData => TlsHandshakeError::Protocol,
             HandshakeError::Failed(err)
                 if matches!(
                     err.kind(),
                     UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
                 ) =>
             {
-                "closed"
+                TlsHandshakeError::Closed
             }
-            HandshakeError::Failed(_) => "error",
+            HandshakeError::Failed(_) => TlsHandshakeError::Error,
         }
     }
 }

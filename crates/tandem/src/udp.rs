@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, UdpOutcome};
 
 /// Source ports of services that answer whatever they receive: a datagram
 /// from one is never answered.
@@ -37,32 +37,6 @@ const ERROR_PAUSE: Duration = Duration::from_millis(10);
 
 /// What became of a datagram: the `outcome` label of
 /// `tandem_udp_datagrams_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    Echoed,
-    RateLimited,
-    Reflection,
-    Error,
-}
-
-impl Outcome {
-    pub(crate) const ALL: [Outcome; 4] = [
-        Outcome::Echoed,
-        Outcome::RateLimited,
-        Outcome::Reflection,
-        Outcome::Error,
-    ];
-
-    pub(crate) fn label(self) -> &'static str {
-        match self {
-            Outcome::Echoed => "echoed",
-            Outcome::RateLimited => "rate_limited",
-            Outcome::Reflection => "reflection",
-            Outcome::Error => "error",
-        }
-    }
-}
-
 /// A token bucket per source address.
 #[derive(Debug)]
 struct SourceLimiter {
@@ -138,7 +112,7 @@ pub(crate) async fn serve(
 ) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut limiter = SourceLimiter::new(rate_limit, Instant::now());
-    let count = |outcome: Outcome| metrics.udp_datagram(outcome);
+    let count = |outcome: UdpOutcome| metrics.udp_datagram(outcome);
     loop {
         let received = tokio::select! {
             biased;
@@ -149,25 +123,25 @@ pub(crate) async fn serve(
             Ok(received) => received,
             Err(err) => {
                 debug!(cause = %err, "UDP receive failed");
-                count(Outcome::Error);
+                count(UdpOutcome::Error);
                 tokio::time::sleep(ERROR_PAUSE).await;
                 continue;
             }
         };
         if is_reflector(source) {
             debug!(%source, "UDP datagram from a reflecting service's port; not answered");
-            count(Outcome::Reflection);
+            count(UdpOutcome::Reflection);
             continue;
         }
         if !limiter.allow(source.ip(), Instant::now()) {
-            count(Outcome::RateLimited);
+            count(UdpOutcome::RateLimited);
             continue;
         }
         match send(&socket, &buf[..len], source).await {
-            Ok(()) => count(Outcome::Echoed),
+            Ok(()) => count(UdpOutcome::Echoed),
             Err(err) => {
                 debug!(%source, cause = %err, "UDP echo failed");
-                count(Outcome::Error);
+                count(UdpOutcome::Error);
             }
         }
     }

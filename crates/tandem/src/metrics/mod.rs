@@ -14,7 +14,12 @@
 //! - per second, `runtimes` samples every tokio runtime of the server, and
 //!   the gauges that mirror server state (active connections, queue depth)
 //!   are read when a scrape renders them.
+//!
+//! Every label set (why a connection closed, what an accept error or a
+//! refused header or handshake was, what became of a datagram) is an enum
+//! in `labels`, which the producers name and the registry indexes.
 
+mod labels;
 pub(crate) mod runtimes;
 pub(crate) mod tally;
 
@@ -26,9 +31,9 @@ use std::time::Duration;
 use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder, SharedString};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
+pub use self::labels::{AcceptError, CloseReason, ProxyHeaderError, TlsHandshakeError, UdpOutcome};
 use self::runtimes::RuntimeProbe;
 use self::tally::Totals;
-use crate::udp::Outcome;
 
 /// Bucket bounds of `tandem_handoff_wait_seconds`, from 10 µs (an idle
 /// server) to 10 s (a hand-off queue thousands deep behind a stalled worker).
@@ -105,84 +110,6 @@ const HELP: &[(&str, &str)] = &[
     ),
 ];
 
-/// Why a served connection closed: the `reason` label of
-/// `tandem_connections_closed_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
-    /// The peer closed its side, and got everything back.
-    Eof,
-    /// The peer reset the connection or went away mid-write.
-    Reset,
-    /// The idle rule closed it: silent, or below the minimum rate, for the
-    /// idle timeout, or not reading its echo.
-    IdleTimeout,
-    /// Cut at the end of the shutdown timeout.
-    Shutdown,
-    /// Any other I/O error.
-    Error,
-}
-
-impl CloseReason {
-    const ALL: [CloseReason; 5] = [
-        CloseReason::Eof,
-        CloseReason::Reset,
-        CloseReason::IdleTimeout,
-        CloseReason::Shutdown,
-        CloseReason::Error,
-    ];
-
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CloseReason::Eof => "eof",
-            CloseReason::Reset => "reset",
-            CloseReason::IdleTimeout => "idle_timeout",
-            CloseReason::Shutdown => "shutdown",
-            CloseReason::Error => "error",
-        }
-    }
-}
-
-impl fmt::Display for CloseReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Where `label` stands among `labels`, whose last is the catch-all for
-/// anything else.
-fn label_index(labels: &[&str], label: &str) -> usize {
-    labels
-        .iter()
-        .position(|known| *known == label)
-        .unwrap_or(labels.len() - 1)
-}
-
-/// The `kind` label values of `tandem_proxy_header_errors_total`: the
-/// peer closed first, sent something else, sent nothing within the
-/// timeout, or the socket failed.
-pub(crate) const PROXY_HEADER_ERROR_KINDS: [&str; 4] = ["closed", "malformed", "timeout", "error"];
-
-/// The `kind` label values of `tandem_tls_handshake_errors_total`: the
-/// peer closed first, broke the protocol (or spoke something else), did
-/// not finish within the handshake timeout, or the socket failed.
-pub(crate) const TLS_HANDSHAKE_ERROR_KINDS: [&str; 4] = ["closed", "protocol", "timeout", "error"];
-
-/// The `kind` label values of `tandem_accept_errors_total`: what
-/// [`crate::server`]'s accept-error policy sorts errors into.
-pub(crate) const ACCEPT_ERROR_KINDS: [&str; 10] = [
-    "emfile",
-    "enfile",
-    "enobufs",
-    "enomem",
-    "aborted",
-    "reset",
-    "interrupted",
-    "network",
-    "denied",
-    "other",
-];
-
 /// A server's metrics. Cheap to clone; every clone is the same registry.
 #[derive(Clone)]
 pub struct Metrics {
@@ -194,11 +121,12 @@ struct Inner {
     handle: PrometheusHandle,
     accepted: Counter,
     rejected: Counter,
-    closed: [Counter; CloseReason::ALL.len()],
-    accept_errors: [Counter; ACCEPT_ERROR_KINDS.len()],
-    proxy_header_errors: [Counter; PROXY_HEADER_ERROR_KINDS.len()],
-    tls_handshake_errors: [Counter; TLS_HANDSHAKE_ERROR_KINDS.len()],
-    udp_datagrams: [Counter; Outcome::ALL.len()],
+    /// One counter per variant of each label set, in its `ALL` order.
+    closed: Vec<Counter>,
+    accept_errors: Vec<Counter>,
+    proxy_header_errors: Vec<Counter>,
+    tls_handshake_errors: Vec<Counter>,
+    udp_datagrams: Vec<Counter>,
     bytes_received: Counter,
     bytes_sent: Counter,
     totals: Arc<Totals>,
@@ -263,32 +191,30 @@ impl Metrics {
         let counter = |name: &'static str, labels: &[(&'static str, String)]| {
             recorder.register_counter(&key(name, labels), &METADATA)
         };
-        let closed = CloseReason::ALL.map(|reason| {
-            counter(
-                "tandem_connections_closed_total",
-                &[("reason", reason.as_str().to_owned())],
-            )
-        });
-        let accept_errors = ACCEPT_ERROR_KINDS
-            .map(|kind| counter("tandem_accept_errors_total", &[("kind", kind.to_owned())]));
-        let udp_datagrams = Outcome::ALL.map(|outcome| {
-            counter(
-                "tandem_udp_datagrams_total",
-                &[("outcome", outcome.label().to_owned())],
-            )
-        });
-        let proxy_header_errors = PROXY_HEADER_ERROR_KINDS.map(|kind| {
-            counter(
-                "tandem_proxy_header_errors_total",
-                &[("kind", kind.to_owned())],
-            )
-        });
-        let tls_handshake_errors = TLS_HANDSHAKE_ERROR_KINDS.map(|kind| {
-            counter(
-                "tandem_tls_handshake_errors_total",
-                &[("kind", kind.to_owned())],
-            )
-        });
+        // Each label set's series, one per variant, from start-up.
+        let series = |name: &'static str, label: &'static str, values: &[&'static str]| {
+            values
+                .iter()
+                .map(|value| counter(name, &[(label, (*value).to_owned())]))
+                .collect::<Vec<_>>()
+        };
+        let closed = series(
+            "tandem_connections_closed_total",
+            "reason",
+            CloseReason::LABELS,
+        );
+        let accept_errors = series("tandem_accept_errors_total", "kind", AcceptError::LABELS);
+        let udp_datagrams = series("tandem_udp_datagrams_total", "outcome", UdpOutcome::LABELS);
+        let proxy_header_errors = series(
+            "tandem_proxy_header_errors_total",
+            "kind",
+            ProxyHeaderError::LABELS,
+        );
+        let tls_handshake_errors = series(
+            "tandem_tls_handshake_errors_total",
+            "kind",
+            TlsHandshakeError::LABELS,
+        );
         let inner = Inner {
             accepted: counter("tandem_connections_accepted_total", &[]),
             rejected: counter("tandem_connections_rejected_total", &[]),
@@ -414,32 +340,27 @@ impl Metrics {
     }
 
     pub(crate) fn connections_closed(&self, reason: CloseReason, count: usize) {
-        // `ALL` lists the variants in declaration order.
         self.inner.closed[reason as usize].increment(count as u64);
     }
 
     /// Counts a UDP datagram and what became of it.
-    pub(crate) fn udp_datagram(&self, outcome: Outcome) {
-        // `ALL` lists the variants in declaration order.
+    pub(crate) fn udp_datagram(&self, outcome: UdpOutcome) {
         self.inner.udp_datagrams[outcome as usize].increment(1);
     }
 
-    /// Counts a refused PROXY header of `kind`, one of
-    /// [`PROXY_HEADER_ERROR_KINDS`]; any other counts as `error`.
-    pub(crate) fn proxy_header_error(&self, kind: &str) {
-        self.inner.proxy_header_errors[label_index(&PROXY_HEADER_ERROR_KINDS, kind)].increment(1);
+    /// Counts a connection closed for its PROXY header.
+    pub(crate) fn proxy_header_error(&self, kind: ProxyHeaderError) {
+        self.inner.proxy_header_errors[kind as usize].increment(1);
     }
 
-    /// Counts a failed TLS handshake of `kind`, one of
-    /// [`TLS_HANDSHAKE_ERROR_KINDS`]; any other counts as `error`.
-    pub(crate) fn tls_handshake_error(&self, kind: &str) {
-        self.inner.tls_handshake_errors[label_index(&TLS_HANDSHAKE_ERROR_KINDS, kind)].increment(1);
+    /// Counts a failed TLS handshake.
+    pub(crate) fn tls_handshake_error(&self, kind: TlsHandshakeError) {
+        self.inner.tls_handshake_errors[kind as usize].increment(1);
     }
 
-    /// Counts an accept error of `kind`, one of [`ACCEPT_ERROR_KINDS`];
-    /// an unknown kind counts as `other`.
-    pub(crate) fn accept_error(&self, kind: &str) {
-        self.inner.accept_errors[label_index(&ACCEPT_ERROR_KINDS, kind)].increment(1);
+    /// Counts an accept error.
+    pub(crate) fn accept_error(&self, kind: AcceptError) {
+        self.inner.accept_errors[kind as usize].increment(1);
     }
 
     pub(crate) fn handoff_waited(&self, wait: Duration) {

@@ -17,6 +17,8 @@ use thiserror::Error;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
+use crate::metrics::ProxyHeaderError;
+
 /// The v2 signature, the first 12 bytes of every v2 header.
 const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
 /// The shortest header of either version: `PROXY UNKNOWN\r\n`.
@@ -43,12 +45,12 @@ pub(crate) enum HeaderError {
 }
 
 impl HeaderError {
-    /// The `kind` label of `tandem_proxy_header_errors_total`.
-    pub(crate) fn kind(&self) -> &'static str {
+    /// Its kind in `tandem_proxy_header_errors_total`.
+    pub(crate) fn kind(&self) -> ProxyHeaderError {
         match self {
-            HeaderError::Closed => "closed",
-            HeaderError::Malformed(_) => "malformed",
-            HeaderError::Io(_) => "error",
+            HeaderError::Closed => ProxyHeaderError::Closed,
+            HeaderError::Malformed(_) => ProxyHeaderError::Malformed,
+            HeaderError::Io(_) => ProxyHeaderError::Error,
         }
     }
 }

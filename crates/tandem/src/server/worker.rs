@@ -25,7 +25,7 @@ use super::per_ip::{self, PerIpLimit};
 use super::proxy_header;
 use crate::connection::Connection;
 use crate::handler::{Close, Handler};
-use crate::metrics::{CloseReason, Metrics};
+use crate::metrics::{CloseReason, Metrics, ProxyHeaderError};
 use crate::sweep::Sweep;
 use crate::tls::ServerTls;
 use crate::transport::Transport;
@@ -191,10 +191,13 @@ async fn prepare<H: Handler>(serving: &Serving<H>, accepted: Box<Accepted>) -> O
                 None
             }
             Ok(Err(err)) => Some((err.kind(), err.to_string())),
-            Err(_) => Some(("timeout", "no PROXY header within the timeout".to_owned())),
+            Err(_) => Some((
+                ProxyHeaderError::Timeout,
+                "no PROXY header within the timeout".to_owned(),
+            )),
         };
         if let Some((kind, why)) = refused {
-            debug!(%peer, kind, why, "closing a connection without a valid PROXY header");
+            debug!(%peer, %kind, why, "closing a connection without a valid PROXY header");
             serving.metrics.proxy_header_error(kind);
             serving.metrics.connection_rejected();
             return None;
@@ -211,7 +214,7 @@ async fn prepare<H: Handler>(serving: &Serving<H>, accepted: Box<Accepted>) -> O
         Some(tls) => match tls.accept(stream).await {
             Ok(transport) => transport,
             Err(err) => {
-                debug!(%peer, kind = err.kind(), cause = %err, "closing a connection whose TLS handshake failed");
+                debug!(%peer, kind = %err.kind(), cause = %err, "closing a connection whose TLS handshake failed");
                 serving.metrics.tls_handshake_error(err.kind());
                 serving.metrics.connection_rejected();
                 return None;

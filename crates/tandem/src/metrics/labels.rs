@@ -1,0 +1,163 @@
+//! Every label set of the server's metrics, as enums: the producers (the
+//! worker, the acceptor, the PROXY header reader, the TLS handshake, the
+//! UDP echo) name a variant, and the registry creates one series per
+//! variant at start-up and counts by index. No label is looked up by
+//! string, so a new kind cannot be counted under another by mistake.
+
+/// Declares a label set: the enum, its variants in declaration order
+/// (`ALL`, which the registry indexes by `as usize`), and their label
+/// values (`as_str`, and `LABELS` in the same order).
+macro_rules! label_set {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident {
+            $( $(#[$vmeta:meta])* $variant:ident => $label:literal, )+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        $vis enum $name {
+            $( $(#[$vmeta])* $variant, )+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// Every label value, in the same order.
+            pub const LABELS: &'static [&'static str] = &[$($label),+];
+
+            /// The label value.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $label,)+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+label_set! {
+    /// Why a served connection closed: the `reason` label of
+    /// `tandem_connections_closed_total`.
+    pub enum CloseReason {
+        /// The peer closed its side, and got everything back.
+        Eof => "eof",
+        /// The peer reset the connection or went away mid-write.
+        Reset => "reset",
+        /// The idle rule closed it: silent, or below the minimum rate, for
+        /// the idle timeout, or not reading its echo.
+        IdleTimeout => "idle_timeout",
+        /// Cut at the end of the shutdown timeout.
+        Shutdown => "shutdown",
+        /// Any other I/O error.
+        Error => "error",
+    }
+}
+
+label_set! {
+    /// What the accept-error policy sorts an accept error into: the `kind`
+    /// label of `tandem_accept_errors_total`.
+    pub enum AcceptError {
+        /// Out of file descriptors in the process.
+        Emfile => "emfile",
+        /// Out of file descriptors in the system.
+        Enfile => "enfile",
+        /// Out of socket buffers.
+        Enobufs => "enobufs",
+        /// Out of memory.
+        Enomem => "enomem",
+        /// The client gave up before the accept.
+        Aborted => "aborted",
+        /// The client reset before the accept.
+        Reset => "reset",
+        /// A signal interrupted the call.
+        Interrupted => "interrupted",
+        /// A network error the kernel passes on to accept.
+        Network => "network",
+        /// A firewall rule refused the connection.
+        Denied => "denied",
+        /// Anything else.
+        Other => "other",
+    }
+}
+
+label_set! {
+    /// Why a connection was closed for its PROXY protocol header: the
+    /// `kind` label of `tandem_proxy_header_errors_total`.
+    pub enum ProxyHeaderError {
+        /// The peer closed before the header was complete.
+        Closed => "closed",
+        /// It sent something that is not a PROXY header.
+        Malformed => "malformed",
+        /// It sent none within the header timeout.
+        Timeout => "timeout",
+        /// The socket failed.
+        Error => "error",
+    }
+}
+
+label_set! {
+    /// Why a TLS handshake did not complete: the `kind` label of
+    /// `tandem_tls_handshake_errors_total`.
+    pub enum TlsHandshakeError {
+        /// The peer closed first.
+        Closed => "closed",
+        /// It broke the protocol, or spoke something else.
+        Protocol => "protocol",
+        /// It did not finish within the handshake timeout.
+        Timeout => "timeout",
+        /// The socket failed.
+        Error => "error",
+    }
+}
+
+label_set! {
+    /// What became of a UDP datagram: the `outcome` label of
+    /// `tandem_udp_datagrams_total`.
+    pub enum UdpOutcome {
+        /// Sent back.
+        Echoed => "echoed",
+        /// Dropped: its source was over the per-source rate.
+        RateLimited => "rate_limited",
+        /// Dropped: it came from a port of a reflecting service.
+        Reflection => "reflection",
+        /// Receiving or sending it failed.
+        Error => "error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_set_lists_its_variants_in_declaration_order() {
+        for (index, reason) in CloseReason::ALL.iter().enumerate() {
+            assert_eq!(*reason as usize, index);
+        }
+        for (index, kind) in AcceptError::ALL.iter().enumerate() {
+            assert_eq!(*kind as usize, index);
+        }
+        for (index, kind) in ProxyHeaderError::ALL.iter().enumerate() {
+            assert_eq!(*kind as usize, index);
+        }
+        for (index, kind) in TlsHandshakeError::ALL.iter().enumerate() {
+            assert_eq!(*kind as usize, index);
+        }
+        for (index, outcome) in UdpOutcome::ALL.iter().enumerate() {
+            assert_eq!(*outcome as usize, index);
+        }
+        for (reason, label) in CloseReason::ALL.iter().zip(CloseReason::LABELS) {
+            assert_eq!(reason.as_str(), *label);
+        }
+        assert_eq!(CloseReason::IdleTimeout.to_string(), "idle_timeout");
+        assert_eq!(UdpOutcome::RateLimited.as_str(), "rate_limited");
+    }
+}
