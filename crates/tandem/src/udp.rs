@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::metrics::{Metrics, UdpOutcome};
+use crate::server::ServiceContext;
 
 /// Source ports of services that answer whatever they receive: a datagram
 /// from one is never answered.
@@ -35,8 +36,6 @@ const MAX_DATAGRAM: usize = 65_507;
 /// Pause after a failed receive, so that a socket error cannot spin.
 const ERROR_PAUSE: Duration = Duration::from_millis(10);
 
-/// What became of a datagram: the `outcome` label of
-/// `tandem_udp_datagrams_total`.
 /// A token bucket per source address.
 #[derive(Debug)]
 struct SourceLimiter {
@@ -102,14 +101,26 @@ fn is_reflector(source: SocketAddr) -> bool {
     REFLECTING_PORTS.contains(&source.port())
 }
 
+/// Sets the UDP echo up on the current runtime (the serving one), and
+/// returns its task: [`serve`] until the server stops.
+pub(crate) fn start(
+    socket: std::net::UdpSocket,
+    rate_limit: u32,
+    context: ServiceContext,
+) -> io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    socket.set_nonblocking(true)?;
+    let socket = UdpSocket::from_std(socket)?;
+    Ok(serve(
+        socket,
+        rate_limit,
+        context.stop().clone(),
+        context.metrics().clone(),
+    ))
+}
+
 /// Echoes datagrams on `socket` until `stop` is cancelled, answering each
 /// source at most `rate_limit` times a second.
-pub(crate) async fn serve(
-    socket: UdpSocket,
-    rate_limit: u32,
-    stop: CancellationToken,
-    metrics: Metrics,
-) {
+async fn serve(socket: UdpSocket, rate_limit: u32, stop: CancellationToken, metrics: Metrics) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut limiter = SourceLimiter::new(rate_limit, Instant::now());
     let count = |outcome: UdpOutcome| metrics.udp_datagram(outcome);

@@ -516,3 +516,58 @@ fn a_shutdown_timer_built_outside_any_runtime_stops_the_server() {
         .unwrap();
     assert_eq!(report.cut, 0);
 }
+
+#[test]
+fn a_service_runs_on_the_serving_runtime_until_the_shutdown_begins() {
+    use std::sync::{Arc, Mutex};
+    for layout in [Layout::Split, Layout::Single, Layout::Sharded] {
+        // The thread the service's task ran on, and whether it saw the stop.
+        let seen: Arc<Mutex<(String, bool)>> = Arc::default();
+        let record = seen.clone();
+        let server = Server::new(config(layout)).service("probe", move |context| {
+            // Set up inside the serving runtime: a socket registered here
+            // belongs to its reactor.
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+            socket.set_nonblocking(true)?;
+            let socket = tokio::net::UdpSocket::from_std(socket)?;
+            Ok(async move {
+                let thread = std::thread::current().name().unwrap_or("").to_owned();
+                context.stop().cancelled().await;
+                drop(socket);
+                *record.lock().unwrap() = (thread, true);
+            })
+        });
+        let listener = tandem::server::bind("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+        let running = server.start(listener, Probe).unwrap();
+        let report = running.wait(async {}).unwrap();
+        assert_eq!(report.live, 0);
+        let (thread, stopped) = seen.lock().unwrap().clone();
+        assert!(stopped, "{layout}: the service never saw the stop");
+        let serving = if layout == Layout::Sharded {
+            "tandem-shard-0"
+        } else {
+            "tandem-worker"
+        };
+        assert!(thread.starts_with(serving), "{layout}: ran on {thread:?}");
+    }
+}
+
+#[test]
+fn a_service_that_cannot_start_fails_the_server_with_its_name() {
+    let server = Server::new(config(Layout::Split)).service("broken", |_context| {
+        Err::<std::future::Ready<()>, _>(io::Error::other("no such device"))
+    });
+    let listener = tandem::server::bind("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+    let err = match server.start(listener, Probe) {
+        Ok(_) => panic!("a server whose service failed to start started"),
+        Err(err) => err,
+    };
+    assert!(
+        matches!(err, ServerError::Service { name: "broken", .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "cannot start the broken service: no such device"
+    );
+}

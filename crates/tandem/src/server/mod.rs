@@ -9,6 +9,8 @@
 //! - `handoff`: what crosses from the acceptor to the serving runtime;
 //! - `layout`: the runtimes of `split`, `single` and `sharded`;
 //! - `worker`: the connection task on the serving side;
+//! - `service`: what else runs on the serving runtime ([`Server::service`]),
+//!   UDP echo among it;
 //! - `admin`: the admin endpoint (`/metrics`, `/healthz`, `/readyz`) on a
 //!   one-thread runtime of its own, which [`Server::admin`] turns on.
 //!
@@ -59,6 +61,7 @@ mod limits;
 pub mod listener;
 mod per_ip;
 mod proxy_header;
+mod service;
 mod worker;
 
 use std::future::Future;
@@ -78,6 +81,7 @@ use self::admin::{Admin, Readiness};
 pub use self::layout::{Layout, UnknownLayout};
 pub use self::listener::{ListenOptions, bind, bind_udp, bind_with, inherited};
 use self::per_ip::PerIpLimit;
+pub use self::service::ServiceContext;
 use self::worker::Serving;
 use crate::handler::Handler;
 use crate::metrics::{CloseReason, Metrics};
@@ -313,9 +317,11 @@ pub enum ServerError {
         /// What is wrong with it.
         cause: io::Error,
     },
-    /// The UDP socket could not be set up on the serving runtime.
-    #[error("cannot serve UDP: {cause}")]
-    Udp {
+    /// A service could not be set up on the serving runtime.
+    #[error("cannot start the {name} service: {cause}")]
+    Service {
+        /// The service's name (`udp` for the UDP echo).
+        name: &'static str,
         /// The OS reason.
         cause: io::Error,
     },
@@ -365,7 +371,10 @@ pub struct ShutdownReport {
 pub struct Server {
     config: ServerConfig,
     admin: Option<std::net::TcpListener>,
-    udp: Option<(std::net::UdpSocket, u32)>,
+    /// Services to start on the serving runtime, in order.
+    services: Vec<service::Pending>,
+    /// Where the UDP echo answers, when it is one of them.
+    udp_addr: Option<SocketAddr>,
     tls: Option<ServerTls>,
 }
 
@@ -381,8 +390,10 @@ pub struct Running<H> {
     /// Dropped after the serving runtimes, so that the drain stays
     /// observable.
     admin: Option<Admin>,
-    /// The UDP echo's address, and what stops it.
-    udp: Option<(SocketAddr, CancellationToken)>,
+    /// The UDP echo's address, if it runs.
+    udp_addr: Option<SocketAddr>,
+    /// Cancelled when the shutdown begins: it stops the services.
+    services_stop: CancellationToken,
 }
 
 impl Server {
@@ -391,7 +402,8 @@ impl Server {
         Server {
             config,
             admin: None,
-            udp: None,
+            services: Vec::new(),
+            udp_addr: None,
             tls: None,
         }
     }
@@ -407,14 +419,56 @@ impl Server {
         self
     }
 
-    /// Also echoes UDP datagrams (RFC 862) on `socket`, from a task on the
-    /// serving runtime (the worker runtime, or the first shard). Datagrams
-    /// from the ports of reflecting services (7, 13, 17, 19, 37, and 0) are
-    /// never answered, and each source address is answered at most
-    /// `rate_limit` times a second. It stops when the shutdown begins.
-    pub fn udp(mut self, socket: std::net::UdpSocket, rate_limit: u32) -> Self {
-        self.udp = Some((socket, rate_limit.max(1)));
+    /// Runs a service on the serving runtime (the worker runtime, or the
+    /// first shard) beside the connections. `start` is called there once
+    /// the runtime is up, inside it, so that the sockets it registers
+    /// belong to that runtime's reactor; it sets the service up, returning
+    /// an error to fail [`Server::start`] with, or the task to run. The
+    /// task should end when [`ServiceContext::stop`] is cancelled, at the
+    /// start of the shutdown; the shutdown waits for it as for a
+    /// connection, up to the shutdown timeout.
+    ///
+    /// ```
+    /// use tandem::{Server, ServerConfig};
+    ///
+    /// // Logs once a second until the server stops.
+    /// let server = Server::new(ServerConfig::default()).service("heartbeat", |context| {
+    ///     let stop = context.stop().clone();
+    ///     Ok(async move {
+    ///         while tokio::time::timeout(std::time::Duration::from_secs(1), stop.cancelled())
+    ///             .await
+    ///             .is_err()
+    ///         {
+    ///             println!("alive");
+    ///         }
+    ///     })
+    /// });
+    /// ```
+    pub fn service<F, Fut>(mut self, name: &'static str, start: F) -> Self
+    where
+        F: FnOnce(ServiceContext) -> io::Result<Fut> + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.services.push(service::Pending {
+            name,
+            start: Box::new(move |context| {
+                start(context).map(|task| Box::pin(task) as service::Task)
+            }),
+        });
         self
+    }
+
+    /// Also echoes UDP datagrams (RFC 862) on `socket`, as a service on the
+    /// serving runtime ([`Server::service`], named `udp`). Datagrams from
+    /// the ports of reflecting services (7, 13, 17, 19, 37, and 0) are never
+    /// answered, and each source address is answered at most `rate_limit`
+    /// times a second. It stops when the shutdown begins.
+    pub fn udp(mut self, socket: std::net::UdpSocket, rate_limit: u32) -> Self {
+        self.udp_addr = socket.local_addr().ok();
+        let rate_limit = rate_limit.max(1);
+        self.service("udp", move |context| {
+            crate::udp::start(socket, rate_limit, context)
+        })
     }
 
     /// Keeps [`Metrics`] and serves the admin endpoint on `listener`, from a
@@ -477,7 +531,8 @@ impl Server {
         let Server {
             config,
             admin,
-            udp,
+            services,
+            udp_addr,
             tls,
         } = self;
         config.validate()?;
@@ -517,29 +572,22 @@ impl Server {
         let max_connections = limits::fit_connection_limit(config.max_connections);
         limit.add_permits(max_connections);
         serving.metrics.connection_limit(max_connections);
-        let udp = match udp {
-            Some((socket, rate_limit)) => {
-                let handle = started.serving_handle().clone();
-                let udp_error = |cause| ServerError::Udp { cause };
-                socket.set_nonblocking(true).map_err(udp_error)?;
-                let addr = socket.local_addr().map_err(udp_error)?;
-                // Registered with the serving runtime's reactor, as the TCP
-                // connections are.
-                let socket = {
-                    let _entered = handle.enter();
-                    tokio::net::UdpSocket::from_std(socket).map_err(udp_error)?
-                };
-                let stop = CancellationToken::new();
-                handle.spawn(crate::udp::serve(
-                    socket,
-                    rate_limit,
-                    stop.clone(),
-                    serving.metrics.clone(),
-                ));
-                Some((addr, stop))
+        let services_stop = CancellationToken::new();
+        {
+            let handle = started.serving_handle().clone();
+            // Inside the serving runtime: what a service registers belongs
+            // to its reactor.
+            let _entered = handle.enter();
+            for service in services {
+                let context = ServiceContext::new(services_stop.clone(), serving.metrics.clone());
+                let task = (service.start)(context).map_err(|cause| ServerError::Service {
+                    name: service.name,
+                    cause,
+                })?;
+                // Tracked: the drain waits for it as for a connection.
+                serving.tracker.spawn_on(task, &handle);
             }
-            None => None,
-        };
+        }
         let readiness = Readiness::default();
         let admin = match admin {
             Some(listener) => Some(Admin::start(
@@ -557,7 +605,8 @@ impl Server {
             serving,
             readiness,
             admin,
-            udp,
+            udp_addr,
+            services_stop,
         })
     }
 }
@@ -570,7 +619,7 @@ impl<H> Running<H> {
 
     /// The address the UDP echo answers on, if it runs.
     pub fn udp_addr(&self) -> Option<SocketAddr> {
-        self.udp.as_ref().map(|(addr, _)| *addr)
+        self.udp_addr
     }
 
     /// The server's metrics, kept whether or not an admin endpoint serves
@@ -599,7 +648,8 @@ impl<H: Handler> Running<H> {
             serving,
             readiness,
             admin,
-            udp,
+            udp_addr: _,
+            services_stop,
         } = self;
         let acceptor_failed = control.block_on(async {
             tokio::select! {
@@ -610,10 +660,9 @@ impl<H: Handler> Running<H> {
         // Before anything stops: a load balancer polling `/readyz` moves
         // new clients elsewhere while the live ones drain.
         readiness.stopping();
-        // Datagrams have no connection to drain: the UDP echo stops here.
-        if let Some((_, stop)) = &udp {
-            stop.cancel();
-        }
+        // Services have no connections to drain (datagrams have none): they
+        // stop here.
+        services_stop.cancel();
         if acceptor_failed {
             warn!("every accept task has ended; shutting down");
         }
