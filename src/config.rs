@@ -8,6 +8,14 @@
 //! after the layers are merged, so a bad value is reported the same way
 //! whichever layer it came from, naming the flag, the key and the rule.
 //!
+//! An option is declared once, as a field of [`ServeOptions`]: clap makes
+//! the flag from it, [`env_named_after_flag`] its variable, serde its key,
+//! and the layers merge as TOML tables ([`ServeOptions::or`]), so no list
+//! of options is kept anywhere else. Its default is the library's
+//! ([`ServerConfig::default`]); the help states it, and tests hold the help
+//! to the library and the README's table to the help. Adding an option is
+//! its field, its rule in `validate`, and its README row.
+//!
 //! This module owns parsing and validation only; it never opens sockets or
 //! builds runtimes.
 
@@ -18,7 +26,7 @@ use std::time::Duration;
 
 use clap::builder::{PossibleValue, TypedValueParser};
 use clap::{Args, ValueEnum};
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
 
 use tandem::EchoConfig;
@@ -42,7 +50,7 @@ const MAX_BUFFER_SIZE: usize = 16 * 1024 * 1024;
 const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
 /// The format of the log lines on stderr.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -66,130 +74,157 @@ fn layout_by_name<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<L
     name.parse().map(Some).map_err(serde::de::Error::custom)
 }
 
+/// Names an option's environment variable after its flag, in one place
+/// for every option: `--idle-timeout` reads `TANDEM_IDLE_TIMEOUT`.
+pub fn env_named_after_flag(arg: clap::Arg) -> clap::Arg {
+    match arg.get_long() {
+        Some(long) if long != "help" => {
+            let env = format!("TANDEM_{}", long.replace('-', "_").to_uppercase());
+            arg.env(env)
+        }
+        _ => arg,
+    }
+}
+
+/// The file's `layout`, written as its name (for merging layers).
+fn layout_as_name<S: Serializer>(
+    layout: &Option<Layout>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match layout {
+        Some(layout) => serializer.serialize_str(layout.name()),
+        None => serializer.serialize_none(),
+    }
+}
+
 /// The options of `tandem serve`, each of them optional so that the layers
 /// can be told apart. The same struct is read from the command line (with
 /// environment variables) and from the TOML file.
-#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[derive(Debug, Clone, Default, Args, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServeOptions {
-    /// TOML file with any of these options as keys (e.g. `workers = 4`).
-    #[arg(long, env = "TANDEM_CONFIG", value_name = "FILE")]
+    /// TOML file with any of these options as keys (e.g. `workers = 4`) [default: none].
+    #[arg(long, value_name = "FILE")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
 
     /// Address to listen on, IPv4 or IPv6 (`[::1]:8000`) [default: 127.0.0.1:8000].
-    #[arg(long, env = "TANDEM_LISTEN", value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
 
     /// Serve metrics, health and readiness over HTTP on this address, from
     /// a runtime of its own [default: off].
-    #[arg(long, env = "TANDEM_ADMIN_LISTEN", value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,
 
     /// Runtime layout: split, single or sharded [default: split].
-    #[arg(long, env = "TANDEM_LAYOUT", value_parser = layout_parser())]
-    #[serde(default, deserialize_with = "layout_by_name")]
+    #[arg(long, value_parser = layout_parser())]
+    #[serde(
+        default,
+        deserialize_with = "layout_by_name",
+        serialize_with = "layout_as_name"
+    )]
     pub layout: Option<Layout>,
 
     /// Threads of the acceptor runtime (split and sharded) [default: 1].
-    #[arg(long, env = "TANDEM_ACCEPTOR_THREADS", value_name = "N")]
+    #[arg(long, value_name = "N")]
     pub acceptor_threads: Option<usize>,
 
     /// Worker threads (split, single) or shards (sharded) [default: available parallelism].
-    #[arg(long, env = "TANDEM_WORKERS", value_name = "N")]
+    #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
 
     /// Capacity of the hand-off queue between acceptor and workers [default: 4000].
-    #[arg(long, env = "TANDEM_HANDOFF_CAPACITY", value_name = "N")]
+    #[arg(long, value_name = "N")]
     pub handoff_capacity: Option<usize>,
 
     /// Connections served at once; lowered to fit RLIMIT_NOFILE [default: 10000].
-    #[arg(long, env = "TANDEM_MAX_CONNECTIONS", value_name = "N")]
+    #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
 
     /// Listen backlog: connections the kernel queues while the server is full [default: 1024].
-    #[arg(long, env = "TANDEM_BACKLOG", value_name = "N")]
+    #[arg(long, value_name = "N")]
     pub backlog: Option<u32>,
 
     /// SO_REUSEPORT: let several tandem processes listen on the same
     /// address and port, the kernel spreading connections among them
     /// [default: false].
-    #[arg(long, env = "TANDEM_REUSE_PORT", value_name = "BOOL", num_args = 0..=1,
+    #[arg(long, value_name = "BOOL", num_args = 0..=1,
           default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
     pub reuse_port: Option<bool>,
 
     /// Largest chunk read and echoed at once, in bytes: reads start at
     /// 4 KiB and grow while they fill their buffer, up to this [default: 65536].
-    #[arg(long, env = "TANDEM_BUFFER_SIZE", value_name = "BYTES")]
+    #[arg(long, value_name = "BYTES")]
     pub buffer_size: Option<usize>,
 
     /// Set TCP_NODELAY on accepted sockets [default: true].
-    #[arg(long, env = "TANDEM_NODELAY", value_name = "BOOL", num_args = 0..=1,
+    #[arg(long, value_name = "BOOL", num_args = 0..=1,
           default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
     pub nodelay: Option<bool>,
 
     /// Write a `\n` after each echoed chunk as the article's server does [default: false].
-    #[arg(long, env = "TANDEM_APPEND_NEWLINE", value_name = "BOOL", num_args = 0..=1,
+    #[arg(long, value_name = "BOOL", num_args = 0..=1,
           default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
     pub append_newline: Option<bool>,
 
     /// Benchmarking knob: CPU time spent per chunk before echoing it, to
     /// model CPU-heavy handlers [default: 0].
-    #[arg(long, env = "TANDEM_SIMULATE_WORK", value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION")]
     pub simulate_work: Option<HumanDuration>,
 
     /// Close a connection silent for this long; 0 disables [default: 300s].
-    #[arg(long, env = "TANDEM_IDLE_TIMEOUT", value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION")]
     pub idle_timeout: Option<HumanDuration>,
 
     /// Bytes per second, in and out together, a connection must average
     /// over each idle-timeout window, or be closed; 0 disables [default: 1].
-    #[arg(long, env = "TANDEM_MIN_RATE", value_name = "BYTES_PER_SEC")]
+    #[arg(long, value_name = "BYTES_PER_SEC")]
     pub min_rate: Option<u64>,
 
     /// Connections served at once from one client address (IPv6: one /64)
     /// beyond which new ones are closed at once [default: off].
-    #[arg(long, env = "TANDEM_MAX_CONNECTIONS_PER_IP", value_name = "N")]
+    #[arg(long, value_name = "N")]
     pub max_connections_per_ip: Option<usize>,
 
     /// How long live connections are served after SIGTERM/SIGINT [default: 30s].
-    #[arg(long, env = "TANDEM_SHUTDOWN_TIMEOUT", value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION")]
     pub shutdown_timeout: Option<HumanDuration>,
 
     /// Also echo UDP datagrams on the same address and port [default: false].
-    #[arg(long, env = "TANDEM_UDP", value_name = "BOOL", num_args = 0..=1,
+    #[arg(long, value_name = "BOOL", num_args = 0..=1,
           default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
     pub udp: Option<bool>,
 
     /// UDP datagrams answered per second per source address [default: 100].
-    #[arg(long, env = "TANDEM_UDP_RATE_LIMIT", value_name = "N")]
+    #[arg(long, value_name = "N")]
     pub udp_rate_limit: Option<u32>,
 
     /// Require a PROXY protocol header (v1 or v2) at the start of every
     /// connection, and take the client address from it [default: false].
-    #[arg(long, env = "TANDEM_PROXY_PROTOCOL", value_name = "BOOL", num_args = 0..=1,
+    #[arg(long, value_name = "BOOL", num_args = 0..=1,
           default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
     pub proxy_protocol: Option<bool>,
 
     /// How long a connection may take to send its PROXY header [default: 5s].
-    #[arg(long, env = "TANDEM_PROXY_PROTOCOL_TIMEOUT", value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION")]
     pub proxy_protocol_timeout: Option<HumanDuration>,
 
     /// Serve echo over TLS with this certificate chain (PEM, the server's
     /// own certificate first); needs --tls-key [default: off].
-    #[arg(long, env = "TANDEM_TLS_CERT", value_name = "FILE")]
+    #[arg(long, value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
 
-    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
-    #[arg(long, env = "TANDEM_TLS_KEY", value_name = "FILE")]
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1) [default: off].
+    #[arg(long, value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
 
     /// How long a client may take over the TLS handshake [default: 10s].
-    #[arg(long, env = "TANDEM_TLS_HANDSHAKE_TIMEOUT", value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION")]
     pub tls_handshake_timeout: Option<HumanDuration>,
 
     /// Log format on stderr: text or json [default: text].
-    #[arg(long, env = "TANDEM_LOG_FORMAT", value_enum)]
+    #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
 }
 
@@ -228,6 +263,10 @@ pub enum ConfigError {
         /// The OS reason.
         cause: std::io::Error,
     },
+    /// The layers could not be merged (an option that does not read back
+    /// as it was written).
+    #[error("cannot merge the configuration's layers: {0}")]
+    Merge(String),
     /// The file is not valid TOML or has a key or value that does not fit.
     #[error("invalid config file {path}: {message}")]
     Parse {
@@ -282,36 +321,23 @@ impl ServeOptions {
         })
     }
 
-    /// Fills every option that this layer leaves unset from `lower`.
-    pub fn or(self, lower: ServeOptions) -> ServeOptions {
-        ServeOptions {
-            config: self.config.or(lower.config),
-            listen: self.listen.or(lower.listen),
-            admin_listen: self.admin_listen.or(lower.admin_listen),
-            layout: self.layout.or(lower.layout),
-            acceptor_threads: self.acceptor_threads.or(lower.acceptor_threads),
-            workers: self.workers.or(lower.workers),
-            handoff_capacity: self.handoff_capacity.or(lower.handoff_capacity),
-            max_connections: self.max_connections.or(lower.max_connections),
-            backlog: self.backlog.or(lower.backlog),
-            reuse_port: self.reuse_port.or(lower.reuse_port),
-            buffer_size: self.buffer_size.or(lower.buffer_size),
-            nodelay: self.nodelay.or(lower.nodelay),
-            append_newline: self.append_newline.or(lower.append_newline),
-            simulate_work: self.simulate_work.or(lower.simulate_work),
-            idle_timeout: self.idle_timeout.or(lower.idle_timeout),
-            min_rate: self.min_rate.or(lower.min_rate),
-            max_connections_per_ip: self.max_connections_per_ip.or(lower.max_connections_per_ip),
-            shutdown_timeout: self.shutdown_timeout.or(lower.shutdown_timeout),
-            udp: self.udp.or(lower.udp),
-            udp_rate_limit: self.udp_rate_limit.or(lower.udp_rate_limit),
-            proxy_protocol: self.proxy_protocol.or(lower.proxy_protocol),
-            proxy_protocol_timeout: self.proxy_protocol_timeout.or(lower.proxy_protocol_timeout),
-            tls_cert: self.tls_cert.or(lower.tls_cert),
-            tls_key: self.tls_key.or(lower.tls_key),
-            tls_handshake_timeout: self.tls_handshake_timeout.or(lower.tls_handshake_timeout),
-            log_format: self.log_format.or(lower.log_format),
-        }
+    /// Fills every option that this layer leaves unset from `lower`: the
+    /// two layers meet as TOML tables (an unset option has no key), the
+    /// upper's keys win, and the table is read back. No option is listed
+    /// here; the declaration above is the only one. `--config` itself is
+    /// never a key, and stays the upper layer's, else the lower's.
+    pub fn or(self, lower: ServeOptions) -> Result<ServeOptions, ConfigError> {
+        let config = self.config.clone().or_else(|| lower.config.clone());
+        let table = |layer: &ServeOptions| {
+            toml::Table::try_from(layer).map_err(|err| ConfigError::Merge(err.to_string()))
+        };
+        let mut merged = table(&lower)?;
+        merged.extend(table(&self)?);
+        let mut options: ServeOptions = merged
+            .try_into()
+            .map_err(|err: toml::de::Error| ConfigError::Merge(err.to_string()))?;
+        options.config = config;
+        Ok(options)
     }
 
     /// Merges the flags and environment (self) over the file named by
@@ -320,7 +346,7 @@ impl ServeOptions {
         let merged = match &self.config {
             Some(path) => {
                 let file = ServeOptions::from_file(path)?;
-                self.or(file)
+                self.or(file)?
             }
             None => self,
         };
@@ -634,9 +660,33 @@ mod tests {
             buffer_size: Some(100),
             ..Default::default()
         };
-        let merged = high.or(low);
+        let merged = high.or(low).unwrap();
         assert_eq!(merged.workers, Some(3));
         assert_eq!(merged.buffer_size, Some(100));
+    }
+
+    #[test]
+    fn every_kind_of_option_survives_a_merge_as_it_was_set() {
+        let low = file(
+            "listen = \"[::1]:9000\"\nlayout = \"sharded\"\nworkers = 3\nbacklog = 7\n\
+             nodelay = false\nidle_timeout = \"1m 30s\"\nsimulate_work = \"0\"\n\
+             tls_cert = \"/etc/cert.pem\"\nlog_format = \"json\"\nmin_rate = 0\n",
+        )
+        .unwrap();
+        let high = ServeOptions {
+            config: Some(PathBuf::from("/etc/tandem.toml")),
+            ..Default::default()
+        };
+        let merged = high.or(low.clone()).unwrap();
+        let table = |options: &ServeOptions| toml::Table::try_from(options).unwrap();
+        assert_eq!(table(&merged), table(&low));
+        assert_eq!(table(&low).len(), 10, "{:?}", table(&low));
+        assert_eq!(merged.config, Some(PathBuf::from("/etc/tandem.toml")));
+        assert_eq!(merged.layout, Some(Layout::Sharded));
+        assert_eq!(
+            merged.idle_timeout.map(|d| d.0),
+            Some(Duration::from_secs(90))
+        );
     }
 
     #[test]

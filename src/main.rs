@@ -22,9 +22,7 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::prelude::*;
 
-use crate::config::{LogFormat, ServeConfig, ServeOptions};
-
-mod config;
+use tandem_cli::config::{self, LogFormat, ServeConfig, ServeOptions};
 
 #[cfg(all(feature = "console", not(tokio_unstable)))]
 compile_error!(
@@ -52,6 +50,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the echo server.
+    #[command(mut_args = config::env_named_after_flag)]
     Serve(ServeOptions),
     /// Load an echo server and measure it, checking every byte.
     Bench(BenchOptions),

@@ -14,35 +14,27 @@ use common::{ConfigFile, PATIENCE, Proc, TestServer, round_trip, tandem};
 use nix::sys::signal::Signal;
 use serde_json::{Map, Value};
 
-/// Every flag of `tandem serve`.
-const SERVE_FLAGS: [&str; 26] = [
-    "--listen",
-    "--admin-listen",
-    "--layout",
-    "--acceptor-threads",
-    "--workers",
-    "--handoff-capacity",
-    "--max-connections",
-    "--max-connections-per-ip",
-    "--reuse-port",
-    "--backlog",
-    "--buffer-size",
-    "--nodelay",
-    "--append-newline",
-    "--simulate-work",
-    "--idle-timeout",
-    "--min-rate",
-    "--shutdown-timeout",
-    "--udp",
-    "--udp-rate-limit",
-    "--proxy-protocol",
-    "--proxy-protocol-timeout",
-    "--tls-cert",
-    "--tls-key",
-    "--tls-handshake-timeout",
-    "--log-format",
-    "--config",
-];
+/// Every flag of `tandem serve`, `--config` included, with what its help
+/// gives as its default: taken from the options' one declaration
+/// (`tandem_cli::config::ServeOptions`), as the binary builds them.
+fn serve_flags() -> Vec<(String, Option<String>)> {
+    use clap::Args;
+    let command = tandem_cli::config::ServeOptions::augment_args(clap::Command::new("serve"))
+        .mut_args(tandem_cli::config::env_named_after_flag);
+    command
+        .get_arguments()
+        .filter_map(|arg| {
+            let long = arg.get_long()?;
+            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            let default = help
+                .trim_end_matches('.')
+                .rsplit_once("[default: ")
+                .and_then(|(_, value)| value.strip_suffix(']'))
+                .map(str::to_owned);
+            Some((format!("--{long}"), default))
+        })
+        .collect()
+}
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -878,10 +870,12 @@ fn top_level_help_exits_0_and_lists_the_serve_command() {
 }
 
 fn assert_lists_every_serve_flag(help: &str) {
-    let missing: Vec<&str> = SERVE_FLAGS
-        .iter()
-        .copied()
-        .filter(|flag| !help.contains(flag))
+    let flags = serve_flags();
+    assert!(flags.len() >= 26, "{flags:?}");
+    let missing: Vec<String> = flags
+        .into_iter()
+        .map(|(flag, _)| flag)
+        .filter(|flag| !help.contains(flag.as_str()))
         .collect();
     assert!(missing.is_empty(), "help lacks {missing:?}:\n{help}");
 }
@@ -917,9 +911,9 @@ fn serve_help_names_the_environment_variable_of_every_flag() {
     let out = Proc::run(&["serve", "--help"], &[]);
 
     assert!(out.status.success(), "exit {}", out.status);
-    let missing: Vec<String> = SERVE_FLAGS
+    let missing: Vec<String> = serve_flags()
         .iter()
-        .map(|flag| format!("TANDEM_{}", flag[2..].replace('-', "_").to_uppercase()))
+        .map(|(flag, _)| format!("TANDEM_{}", flag[2..].replace('-', "_").to_uppercase()))
         .filter(|var| !out.stdout.contains(var.as_str()))
         .collect();
     assert!(
@@ -927,6 +921,38 @@ fn serve_help_names_the_environment_variable_of_every_flag() {
         "help lacks {missing:?}:\n{}",
         out.stdout
     );
+}
+
+#[test]
+fn the_readme_has_a_row_for_every_flag_with_its_variable_key_and_default() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for (flag, default) in serve_flags() {
+        if flag == "--help" {
+            continue;
+        }
+        let row = readme
+            .lines()
+            .find(|line| {
+                line.strip_prefix("| `")
+                    .and_then(|rest| rest.strip_prefix(flag.as_str()))
+                    .is_some_and(|rest| rest.starts_with('`') || rest.starts_with(' '))
+            })
+            .unwrap_or_else(|| panic!("README has no row for {flag}"));
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let name = &flag[2..];
+        let env = format!("`TANDEM_{}`", name.replace('-', "_").to_uppercase());
+        assert_eq!(cells[2], env, "{flag}: {row}");
+        // `--config` names the file, and is no key of it.
+        let key = if flag == "--config" {
+            String::new()
+        } else {
+            format!("`{}`", name.replace('-', "_"))
+        };
+        assert_eq!(cells[3], key, "{flag}: {row}");
+        let default = default.unwrap_or_else(|| panic!("{flag}'s help shows no default"));
+        assert_eq!(cells[4].trim_matches('`'), default, "{flag}: {row}");
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -5,7 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A duration written the way people write it: `300s`, `1m`, `250ms`, `0`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,5 +33,30 @@ impl<'de> Deserialize<'de> for HumanDuration {
                 "invalid duration {text:?}: {err} (write it like \"300s\", \"1m\" or \"250ms\")"
             ))
         })
+    }
+}
+
+impl Serialize for HumanDuration {
+    /// As it is written (`5m`, `250ms`), so that it reads back the same.
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_duration_reads_back_as_it_is_written() {
+        for text in ["0", "250ms", "300s", "1m 30s", "365days"] {
+            let duration: HumanDuration = text.parse().unwrap();
+            let written = duration.to_string();
+            assert_eq!(
+                written.parse::<HumanDuration>().unwrap(),
+                duration,
+                "{text} -> {written}"
+            );
+        }
     }
 }
