@@ -630,6 +630,36 @@ fn json_startup_line_states_the_defaults_when_nothing_is_set() {
     stop_cleanly(server);
 }
 
+#[test]
+fn json_startup_line_states_every_option() {
+    let server = TestServer::start(&["--log-format", "json"]);
+    let fields = startup_fields(&server);
+    // Each option is a field named by its key, but for those stated
+    // together: the TLS files and timeout as `tls`, the UDP rate with
+    // `udp`, the header timeout with `proxy_protocol`. `--config` and the
+    // log format say how the line was made, not how the server runs.
+    fn stated_with(key: &str) -> Option<&str> {
+        match key {
+            "tls_cert" | "tls_key" | "tls_handshake_timeout" => Some("tls"),
+            "udp_rate_limit" => Some("udp"),
+            "proxy_protocol_timeout" => Some("proxy_protocol"),
+            "config" | "log_format" => None,
+            key => Some(key),
+        }
+    }
+    let missing: Vec<String> = serve_flags()
+        .into_iter()
+        .map(|(flag, _)| flag[2..].replace('-', "_"))
+        .filter(|key| key != "help")
+        .filter(|key| stated_with(key).is_some_and(|field| !fields.contains_key(field)))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the start-up line lacks {missing:?}: {fields:?}"
+    );
+    stop_cleanly(server);
+}
+
 // ---------------------------------------------------------------------------
 // 4. Precedence: flags > environment > file > defaults
 // ---------------------------------------------------------------------------
