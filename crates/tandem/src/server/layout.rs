@@ -156,6 +156,16 @@ struct Built<H> {
     queue_capacity: usize,
 }
 
+/// The runtime of the accept tasks, in `split` and `sharded`.
+fn acceptor_runtime(config: &ServerConfig, metrics: &Metrics) -> Result<Runtime, ServerError> {
+    multi_thread(
+        "tandem-accept",
+        "acceptor",
+        config.acceptor_threads,
+        metrics,
+    )
+}
+
 /// `single`: one multi-thread runtime; the accept task spawns each
 /// connection's task on it directly.
 fn single<H: Handler>(
@@ -181,12 +191,7 @@ fn split<H: Handler>(
     serving: &Arc<Serving<H>>,
 ) -> Result<Built<H>, ServerError> {
     let metrics = &serving.metrics;
-    let acceptor = multi_thread(
-        "tandem-accept",
-        "acceptor",
-        config.acceptor_threads,
-        metrics,
-    )?;
+    let acceptor = acceptor_runtime(config, metrics)?;
     let workers = multi_thread("tandem-worker", "worker", config.workers, metrics)?;
     let (sender, queue) = mpsc::channel(config.handoff_capacity);
     serving
@@ -214,12 +219,7 @@ fn sharded<H: Handler>(
     stop: &CancellationToken,
 ) -> Result<Built<H>, ServerError> {
     let metrics = &serving.metrics;
-    let acceptor = multi_thread(
-        "tandem-accept",
-        "acceptor",
-        config.acceptor_threads,
-        metrics,
-    )?;
+    let acceptor = acceptor_runtime(config, metrics)?;
     let mut total_capacity = 0;
     let mut first_shard = None;
     let mut queues = Vec::with_capacity(config.workers);
