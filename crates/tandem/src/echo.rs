@@ -49,26 +49,15 @@ impl Default for EchoConfig {
     }
 }
 
-impl EchoConfig {
+setters!(EchoConfig {
     /// The cap of the read size, which starts at 4 KiB (or this, if
     /// smaller) and grows while reads fill it. Default: 64 KiB.
-    pub fn buffer_size(mut self, bytes: usize) -> Self {
-        self.buffer_size = bytes;
-        self
-    }
-
+    buffer_size: usize,
     /// Write a `\n` after each chunk read. Default: false.
-    pub fn append_newline(mut self, append: bool) -> Self {
-        self.append_newline = append;
-        self
-    }
-
+    append_newline: bool,
     /// CPU time burnt per chunk before it is written back. Default: zero.
-    pub fn simulate_work(mut self, work: Duration) -> Self {
-        self.simulate_work = work;
-        self
-    }
-}
+    simulate_work: Duration,
+});
 
 /// The echo handler.
 #[derive(Debug, Clone)]

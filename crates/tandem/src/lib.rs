@@ -35,7 +35,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! `examples/uppercase.rs` is the same server with Ctrl-C wired, to try
+//! `examples/uppercase/` is the same server with Ctrl-C wired, to try
 //! with `nc`.
 //!
 //! # Layout of the crate
@@ -81,6 +81,9 @@
 //!               --backlog)         and a slot, then     std TcpStream +     socket, runs
 //!                                  accepts              accept instant      the handler
 //! ```
+
+#[macro_use]
+mod setters;
 
 pub mod buffer;
 pub mod connection;

@@ -381,24 +381,11 @@ fn a_handler_that_moves_bytes_through_the_connection_stays_open_while_its_peer_t
     server.finish();
 }
 
-/// Uppercases what it reads, with the connection's awaitable `read`: no
-/// readiness loop.
-struct UpperRead;
-
-impl Handler for UpperRead {
-    async fn serve(&self, conn: &mut Connection) -> io::Result<Close> {
-        let mut buf = [0u8; 256];
-        loop {
-            let read = conn.read(&mut buf).await?;
-            if read == 0 {
-                conn.shutdown().await?;
-                return Ok(Close::Eof);
-            }
-            buf[..read].make_ascii_uppercase();
-            conn.write_all(&buf[..read]).await?;
-        }
-    }
-}
+/// The handler of `examples/uppercase`, which uppercases what it reads with
+/// the connection's awaitable `read`: no readiness loop.
+#[path = "../examples/uppercase/upper.rs"]
+mod upper;
+use upper::Upper as UpperRead;
 
 #[test]
 fn a_handler_built_on_the_awaitable_read_echoes_and_is_held_to_the_idle_rule() {

@@ -215,83 +215,40 @@ impl Default for ServerConfig {
     }
 }
 
-impl ServerConfig {
+setters!(ServerConfig {
     /// Runtime layout. Default: [`Layout::Split`].
-    pub fn layout(mut self, layout: Layout) -> Self {
-        self.layout = layout;
-        self
-    }
-
+    layout: Layout,
     /// Threads of the acceptor runtime, and accept tasks (`split`,
     /// `sharded`). Default: 1.
-    pub fn acceptor_threads(mut self, threads: usize) -> Self {
-        self.acceptor_threads = threads;
-        self
-    }
-
+    acceptor_threads: usize,
     /// Worker threads (`split`, `single`) or shards (`sharded`). Default:
     /// the available parallelism.
-    pub fn workers(mut self, workers: usize) -> Self {
-        self.workers = workers;
-        self
-    }
-
+    workers: usize,
     /// Capacity of the hand-off queue (shared out among shards in
     /// `sharded`). Default: 4000.
-    pub fn handoff_capacity(mut self, capacity: usize) -> Self {
-        self.handoff_capacity = capacity;
-        self
-    }
-
+    handoff_capacity: usize,
     /// Connections served at once, lowered to fit RLIMIT_NOFILE. Default:
     /// 10000.
-    pub fn max_connections(mut self, max: usize) -> Self {
-        self.max_connections = max;
-        self
-    }
-
+    max_connections: usize,
     /// Connections served at once from one client address (IPv4) or /64
     /// (IPv6). Default: `None`, no limit.
-    pub fn max_connections_per_ip(mut self, max: Option<usize>) -> Self {
-        self.max_connections_per_ip = max;
-        self
-    }
-
+    max_connections_per_ip: Option<usize>,
     /// Close connections silent for this long; `None` never does.
     /// Default: 300 s.
-    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.idle_timeout = timeout;
-        self
-    }
-
+    idle_timeout: Option<Duration>,
     /// Bytes per second, in and out together, a connection must average
     /// over each idle-timeout window; 0: silence is the only rule.
     /// Default: 1.
-    pub fn min_rate(mut self, bytes_per_sec: u64) -> Self {
-        self.min_rate = bytes_per_sec;
-        self
-    }
-
+    min_rate: u64,
     /// How long live connections are served after shutdown begins.
     /// Default: 30 s.
-    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
-        self.shutdown_timeout = timeout;
-        self
-    }
-
+    shutdown_timeout: Duration,
     /// Set TCP_NODELAY on accepted sockets. Default: true.
-    pub fn nodelay(mut self, nodelay: bool) -> Self {
-        self.nodelay = nodelay;
-        self
-    }
-
+    nodelay: bool,
     /// Require a PROXY protocol header within this long at the start of
     /// every connection. Default: `None`, no header expected.
-    pub fn proxy_protocol(mut self, header_timeout: Option<Duration>) -> Self {
-        self.proxy_protocol = header_timeout;
-        self
-    }
-}
+    proxy_protocol: Option<Duration>,
+});
 
 /// How long a load balancer may take to send the PROXY header, where one
 /// is required and no other time is given: it sends it at once, so this

@@ -14,29 +14,12 @@
 use std::io;
 use std::time::Duration;
 
-use tandem::{Close, Connection, Handler, Server, ServerConfig};
+use tandem::{Server, ServerConfig};
 use tokio_util::sync::CancellationToken;
+use upper::Upper;
 
-/// Writes back every chunk it reads, in upper case. Echoing chunks rather
-/// than whole lines keeps it byte-exact however the client's writes are
-/// split; `nc` sends a line at a time anyway.
-struct Upper;
-
-impl Handler for Upper {
-    async fn serve(&self, conn: &mut Connection) -> io::Result<Close> {
-        let mut buf = [0; 4096];
-        loop {
-            let n = conn.read(&mut buf).await?;
-            if n == 0 {
-                // The client closed its side: close ours too.
-                conn.shutdown().await?;
-                return Ok(Close::Eof);
-            }
-            buf[..n].make_ascii_uppercase();
-            conn.write_all(&buf[..n]).await?;
-        }
-    }
-}
+// The handler, in a file of its own: the library's tests serve it too.
+mod upper;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::args()
