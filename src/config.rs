@@ -13,8 +13,9 @@
 //! and the layers merge as TOML tables ([`ServeOptions::or`]), so no list
 //! of options is kept anywhere else. Its default is the library's
 //! ([`ServerConfig::default`]); the help states it, and tests hold the help
-//! to the library and the README's table to the help. Adding an option is
-//! its field, its rule in `validate`, and its README row.
+//! to the library, the README's table to the help and the start-up line to
+//! the options. Adding an option is its field, its rule in `validate`, its
+//! README row and its field in the start-up line.
 //!
 //! This module owns parsing and validation only; it never opens sockets or
 //! builds runtimes.
@@ -84,6 +85,21 @@ pub fn env_named_after_flag(arg: clap::Arg) -> clap::Arg {
         }
         _ => arg,
     }
+}
+
+/// The `serve` command's options as the binary builds them, each with its
+/// variable: what the tests take the list of options from.
+pub fn serve_command() -> clap::Command {
+    ServeOptions::augment_args(clap::Command::new("serve")).mut_args(env_named_after_flag)
+}
+
+/// The default an option's help states (`[default: X]`), if it states one.
+pub fn stated_default(arg: &clap::Arg) -> Option<String> {
+    let help = arg.get_help()?.to_string();
+    help.trim_end_matches('.')
+        .rsplit_once("[default: ")
+        .and_then(|(_, value)| value.strip_suffix(']'))
+        .map(str::to_owned)
 }
 
 /// The file's `layout`, written as its name (for merging layers).
@@ -322,20 +338,25 @@ impl ServeOptions {
     }
 
     /// Fills every option that this layer leaves unset from `lower`: the
-    /// two layers meet as TOML tables (an unset option has no key), the
-    /// upper's keys win, and the table is read back. No option is listed
-    /// here; the declaration above is the only one. `--config` itself is
-    /// never a key, and stays the upper layer's, else the lower's.
+    /// two layers meet as maps of their set options (JSON values, which
+    /// hold any integer an option takes), the upper's keys win, and the map
+    /// is read back. No option is listed here; the declaration above is the
+    /// only one. `--config` itself is never a key, and stays the upper
+    /// layer's, else the lower's.
     pub fn or(self, lower: ServeOptions) -> Result<ServeOptions, ConfigError> {
         let config = self.config.clone().or_else(|| lower.config.clone());
-        let table = |layer: &ServeOptions| {
-            toml::Table::try_from(layer).map_err(|err| ConfigError::Merge(err.to_string()))
+        let set = |layer: &ServeOptions| match serde_json::to_value(layer) {
+            Ok(serde_json::Value::Object(options)) => Ok(options
+                .into_iter()
+                .filter(|(_, value)| !value.is_null())
+                .collect::<serde_json::Map<_, _>>()),
+            Ok(other) => Err(ConfigError::Merge(format!("not a map: {other}"))),
+            Err(err) => Err(ConfigError::Merge(err.to_string())),
         };
-        let mut merged = table(&lower)?;
-        merged.extend(table(&self)?);
-        let mut options: ServeOptions = merged
-            .try_into()
-            .map_err(|err: toml::de::Error| ConfigError::Merge(err.to_string()))?;
+        let mut merged = set(&lower)?;
+        merged.extend(set(&self)?);
+        let mut options: ServeOptions = serde_json::from_value(serde_json::Value::Object(merged))
+            .map_err(|err| ConfigError::Merge(err.to_string()))?;
         options.config = config;
         Ok(options)
     }
@@ -363,7 +384,8 @@ impl ServeOptions {
             self.idle_timeout
                 .map_or(defaults.idle_timeout.unwrap_or_default(), |d| d.0),
         )?;
-        let server = ServerConfig::default()
+        let server = defaults
+            .clone()
             .layout(self.layout.unwrap_or(defaults.layout))
             .acceptor_threads(self.acceptor_threads.unwrap_or(defaults.acceptor_threads))
             .workers(self.workers.unwrap_or(defaults.workers))
@@ -545,23 +567,13 @@ mod tests {
 
     #[test]
     fn the_help_shows_the_librarys_defaults() {
-        #[derive(clap::Parser)]
-        struct Cli {
-            #[command(flatten)]
-            serve: ServeOptions,
-        }
-        let command = <Cli as clap::CommandFactory>::command();
+        let command = serve_command();
         let shown = |flag: &str| -> String {
             let arg = command
                 .get_arguments()
                 .find(|arg| arg.get_long() == Some(flag))
                 .unwrap_or_else(|| panic!("no --{flag}"));
-            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
-            help.trim_end_matches('.')
-                .rsplit_once("[default: ")
-                .and_then(|(_, value)| value.strip_suffix(']'))
-                .unwrap_or_else(|| panic!("--{flag} shows no default: {help:?}"))
-                .to_owned()
+            stated_default(arg).unwrap_or_else(|| panic!("--{flag} shows no default"))
         };
         let duration = |flag: &str| humantime::parse_duration(&shown(flag)).unwrap();
         let server = ServerConfig::default();
@@ -663,6 +675,21 @@ mod tests {
         let merged = high.or(low).unwrap();
         assert_eq!(merged.workers, Some(3));
         assert_eq!(merged.buffer_size, Some(100));
+    }
+
+    #[test]
+    fn a_huge_number_in_a_merged_layer_is_refused_by_its_rule() {
+        // Beyond what a TOML integer holds (i64): the merge keeps it, and
+        // the option's own rule refuses it, naming the option.
+        let high = ServeOptions {
+            min_rate: Some(u64::MAX),
+            ..Default::default()
+        };
+        let low = file("workers = 2\n").unwrap();
+        let merged = high.or(low).unwrap();
+        assert_eq!(merged.workers, Some(2));
+        let err = merged.validate().unwrap_err().to_string();
+        assert!(err.contains("--min-rate"), "{err}");
     }
 
     #[test]

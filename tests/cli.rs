@@ -15,23 +15,15 @@ use nix::sys::signal::Signal;
 use serde_json::{Map, Value};
 
 /// Every flag of `tandem serve`, `--config` included, with what its help
-/// gives as its default: taken from the options' one declaration
-/// (`tandem_cli::config::ServeOptions`), as the binary builds them.
+/// gives as its default: taken from the options' one declaration, as the
+/// binary builds them.
 fn serve_flags() -> Vec<(String, Option<String>)> {
-    use clap::Args;
-    let command = tandem_cli::config::ServeOptions::augment_args(clap::Command::new("serve"))
-        .mut_args(tandem_cli::config::env_named_after_flag);
+    let command = tandem_cli::config::serve_command();
     command
         .get_arguments()
         .filter_map(|arg| {
             let long = arg.get_long()?;
-            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
-            let default = help
-                .trim_end_matches('.')
-                .rsplit_once("[default: ")
-                .and_then(|(_, value)| value.strip_suffix(']'))
-                .map(str::to_owned);
-            Some((format!("--{long}"), default))
+            Some((format!("--{long}"), tandem_cli::config::stated_default(arg)))
         })
         .collect()
 }
@@ -650,7 +642,6 @@ fn json_startup_line_states_every_option() {
     let missing: Vec<String> = serve_flags()
         .into_iter()
         .map(|(flag, _)| flag[2..].replace('-', "_"))
-        .filter(|key| key != "help")
         .filter(|key| stated_with(key).is_some_and(|field| !fields.contains_key(field)))
         .collect();
     assert!(
@@ -958,9 +949,6 @@ fn the_readme_has_a_row_for_every_flag_with_its_variable_key_and_default() {
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     for (flag, default) in serve_flags() {
-        if flag == "--help" {
-            continue;
-        }
         let row = readme
             .lines()
             .find(|line| {

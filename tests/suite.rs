@@ -41,8 +41,6 @@ fn small_suite() -> &'static (Value, String) {
             "300ms",
             "--name",
             "small",
-            "--client-cpus",
-            &first_cpu().to_string(),
         ]);
         // About 20 samples of under a second each, one after another: on a
         // loaded machine that takes far longer than one step of a test, so
@@ -60,20 +58,49 @@ fn small_suite() -> &'static (Value, String) {
     })
 }
 
-/// The first CPU this process may run on, which the small suite gives its
-/// load generator (`--client-cpus`); the servers get the others.
+/// The first CPU this process may run on.
 fn first_cpu() -> usize {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let list = status
+    let list: tandem_bench::suite::CpuList = status
         .lines()
         .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))
-        .unwrap();
-    list.trim()
-        .split(|c: char| !c.is_ascii_digit())
-        .next()
         .unwrap()
+        .trim()
         .parse()
-        .unwrap()
+        .unwrap();
+    list.cpus()[0]
+}
+
+/// A smaller run with the load generator on the first CPU and the servers
+/// on the others (`--client-cpus`): its results.json and report.md.
+fn split_suite() -> &'static (Value, String) {
+    static RUN: OnceLock<(Value, String)> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let out = tempfile::tempdir().unwrap();
+        let mut command = common::tandem();
+        command.args([
+            "suite",
+            "--quick",
+            "--only",
+            "churn",
+            "--runs",
+            "1",
+            "--duration",
+            "300ms",
+            "--out",
+            out.path().to_str().unwrap(),
+            "--name",
+            "split",
+            "--client-cpus",
+            &first_cpu().to_string(),
+        ]);
+        let finished = Proc::spawn(command).finish_within(SUITE_PATIENCE);
+        assert!(finished.status.success(), "{}", finished.stderr);
+        let folder = out.path().join("split");
+        let results = std::fs::read_to_string(folder.join("results.json")).unwrap();
+        let report = std::fs::read_to_string(folder.join("report.md")).unwrap();
+        (serde_json::from_str(&results).unwrap(), report)
+    })
 }
 
 fn cells<'a>(results: &'a Value, section: &str) -> Vec<&'a Value> {
@@ -116,7 +143,7 @@ fn every_sample_against_a_tandem_server_records_the_servers_own_figures() {
 
 #[test]
 fn with_client_cpus_the_generator_and_the_servers_run_on_cpus_of_their_own() {
-    let (results, report) = small_suite();
+    let (results, report) = split_suite();
     let split = &results["machine"]["cpu_split"];
     let generator = first_cpu().to_string();
     assert_eq!(split["generator"], generator.as_str(), "{split}");
@@ -130,6 +157,16 @@ fn with_client_cpus_the_generator_and_the_servers_run_on_cpus_of_their_own() {
         report.contains(&format!(
             "on one thread on CPU {generator} of the same machine, and every server on CPU {servers}"
         )),
+        "{report}"
+    );
+}
+
+#[test]
+fn without_client_cpus_the_generator_shares_the_cores() {
+    let (results, report) = small_suite();
+    assert!(results["machine"]["cpu_split"].is_null(), "{results}");
+    assert!(
+        report.contains("on one thread on the same machine, sharing its cores with the server"),
         "{report}"
     );
 }

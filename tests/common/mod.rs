@@ -4,10 +4,12 @@
 #![allow(dead_code)] // each test file uses its own part of this harness
 
 pub mod admin;
+#[path = "../../crates/tandem/tests/common/basics.rs"]
 mod basics;
 pub mod external;
 pub mod process;
 pub mod streamer;
+#[path = "../../crates/tandem/tests/common/tls.rs"]
 pub mod tls;
 
 #[allow(unused_imports)] // not every test file sends random payloads

@@ -9,8 +9,8 @@
 //!   plots.
 //!
 //! Both drive servers from outside, over sockets; they use the `tandem`
-//! library only for its transports (the TLS client shares its stream type)
-//! and its limits.
+//! library only for its transports (the TLS client shares its stream type),
+//! its PEM reader and its limits.
 
 pub mod bench;
 mod duration;

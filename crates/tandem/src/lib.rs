@@ -18,8 +18,9 @@
 //!     async fn serve(&self, conn: &mut Connection) -> std::io::Result<Close> {
 //!         let mut buf = [0; 4096];
 //!         loop {
-//!             let n = conn.read(&mut buf).await?; // 0: the client closed
+//!             let n = conn.read(&mut buf).await?;
 //!             if n == 0 {
+//!                 conn.shutdown().await?; // the client closed: so do we
 //!                 return Ok(Close::Eof);
 //!             }
 //!             buf[..n].make_ascii_uppercase();

@@ -113,6 +113,12 @@ impl ServerTls {
         self
     }
 
+    /// How long a client may take over the handshake: the last
+    /// [`handshake_timeout`](Self::handshake_timeout), 10 s unless set.
+    pub fn handshake_time_limit(&self) -> Duration {
+        self.handshake_timeout
+    }
+
     /// Runs the handshake on `stream` within the timeout.
     pub(crate) async fn accept(&self, stream: TcpStream) -> Result<Transport, HandshakeError> {
         match tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(stream)).await {

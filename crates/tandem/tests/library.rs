@@ -276,6 +276,15 @@ fn a_server_without_an_admin_endpoint_still_keeps_its_metrics() {
     wait_for_sample(&server.metrics, "tandem_connections_accepted_total", 1.0);
     let sent = (line.len() + 1) as f64;
     wait_for_sample(&server.metrics, "tandem_bytes_sent_total", sent);
+    // The once-a-second tick runs without the endpoint too: it samples the
+    // runtimes (the workers gauge is set by it alone), and folds the
+    // hand-off waits into their histogram, which would otherwise keep
+    // every connection's sample.
+    wait_for_sample(
+        &server.metrics,
+        "tandem_runtime_workers{runtime=\"worker\"}",
+        2.0,
+    );
 }
 
 /// Over TLS, a handler that uses tokio's I/O helpers on

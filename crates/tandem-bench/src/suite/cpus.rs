@@ -166,14 +166,17 @@ impl CpuSplit {
     }
 
     /// Pins the calling thread, and so every thread and process it starts
-    /// from now on, to the generator's CPUs.
-    pub fn pin_generator(&self) -> Result<(), SuiteError> {
-        sched_setaffinity(Pid::from_raw(0), &self.generator.set()?).map_err(|err| {
+    /// from now on, to the generator's CPUs, until the guard is dropped.
+    pub fn pin_generator(&self) -> Result<Pinned, SuiteError> {
+        let pin_error = |err| {
             SuiteError::Invalid(format!(
                 "cannot pin the load generator to CPUs {}: {err}",
                 self.generator
             ))
-        })
+        };
+        let before = sched_getaffinity(Pid::from_raw(0)).map_err(pin_error)?;
+        sched_setaffinity(Pid::from_raw(0), &self.generator.set()?).map_err(pin_error)?;
+        Ok(Pinned { before })
     }
 
     /// The servers' CPUs, for [`pin`].
@@ -194,6 +197,21 @@ pub fn seen(of: &str) -> String {
                 .map(|list| list.trim().to_owned())
         })
         .unwrap_or_default()
+}
+
+/// The calling thread pinned by [`CpuSplit::pin_generator`]: dropped, it
+/// runs where it ran before, so that the suite leaves its caller as it
+/// found it.
+#[derive(Debug)]
+pub struct Pinned {
+    before: CpuSet,
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        // Best effort: a thread that keeps the generator's CPUs still runs.
+        let _ = sched_setaffinity(Pid::from_raw(0), &self.before);
+    }
 }
 
 /// Makes `command`'s process start on `cpus` alone.
@@ -285,5 +303,31 @@ mod tests {
             Some(last.to_string().as_str()),
             "{said}"
         );
+        assert_eq!(
+            seen("self"),
+            allowed.to_string(),
+            "the parent stays as it was"
+        );
+    }
+
+    #[test]
+    fn the_generator_is_pinned_until_the_guard_goes() {
+        let allowed = allowed_cpus(Pid::from_raw(0)).unwrap();
+        let first = allowed.cpus()[0];
+        // Whatever the machine's CPUs, and on a thread of its own, so that
+        // no other test's thread is pinned.
+        let split = CpuSplit {
+            generator: list(&first.to_string()),
+            servers: allowed.clone(),
+            seen: None,
+        };
+        std::thread::spawn(move || {
+            let pinned = split.pin_generator().unwrap();
+            assert_eq!(seen("thread-self"), first.to_string());
+            drop(pinned);
+            assert_eq!(seen("thread-self"), allowed.to_string());
+        })
+        .join()
+        .unwrap();
     }
 }

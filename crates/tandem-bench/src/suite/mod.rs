@@ -54,7 +54,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 pub use self::cost::{Cost, Counter};
-pub use self::cpus::{CpuList, CpuSplit};
+pub use self::cpus::{CpuList, CpuSplit, Pinned};
 pub use self::measure::{Cell, Ratio, Sample, Samples};
 pub use self::peers::Skipped;
 use self::servers::ServerSpec;
@@ -321,11 +321,9 @@ pub fn run(options: &SuiteOptions) -> Result<PathBuf, SuiteError> {
         ),
         ServerSpec::reference(reference, server_threads),
     ];
-    let servers: Vec<ServerSpec> = match &split {
-        Some(split) => {
-            let cpus = split.server_set()?;
-            servers.into_iter().map(|spec| spec.on_cpus(cpus)).collect()
-        }
+    let server_cpus = split.as_ref().map(CpuSplit::server_set).transpose()?;
+    let servers: Vec<ServerSpec> = match server_cpus {
+        Some(cpus) => servers.into_iter().map(|spec| spec.on_cpus(cpus)).collect(),
         None => servers,
     };
     let plan = Plan::new(options);
@@ -366,26 +364,30 @@ pub fn run(options: &SuiteOptions) -> Result<PathBuf, SuiteError> {
         } else {
             None
         };
-        // Pinned after cargo has built the peers, which may use every CPU.
-        if let Some(split) = &mut split {
-            let cpus = split.server_set()?;
-            if let Some((peers, _)) = &mut peers {
-                peers.servers = std::mem::take(&mut peers.servers)
-                    .into_iter()
-                    .map(|spec| spec.on_cpus(cpus))
-                    .collect();
+        // Pinned after cargo has built the peers, which may use every CPU,
+        // until the measuring is over.
+        let _pinned = match (&mut split, server_cpus) {
+            (Some(split), Some(cpus)) => {
+                if let Some((peers, _)) = &mut peers {
+                    peers.servers = std::mem::take(&mut peers.servers)
+                        .into_iter()
+                        .map(|spec| spec.on_cpus(cpus))
+                        .collect();
+                }
+                let pinned = split.pin_generator()?;
+                // Recorded as the kernel sees it, from a server started once.
+                if let Some(first) = servers.first() {
+                    let server = first.start()?;
+                    split.seen = Some(cpus::Seen {
+                        generator: cpus::seen("thread-self"),
+                        server: cpus::seen(&server.pid().to_string()),
+                    });
+                    server.stop();
+                }
+                Some(pinned)
             }
-            split.pin_generator()?;
-            // Recorded as the kernel sees it, from a server started once.
-            if let Some(first) = servers.first() {
-                let server = first.start()?;
-                split.seen = Some(cpus::Seen {
-                    generator: cpus::seen("thread-self"),
-                    server: cpus::seen(&server.pid().to_string()),
-                });
-                server.stop();
-            }
-        }
+            _ => None,
+        };
         let loadavg_before = first_line("/proc/loadavg");
         let lineup = peers
             .as_ref()

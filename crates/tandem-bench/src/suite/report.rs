@@ -23,8 +23,8 @@ pub fn markdown(results: &Results, charts: &[String]) -> String {
     let placement = match &m.cpu_split {
         Some(split) => format!(
             "the load generator runs on one thread on CPU {} of the same machine, \
-             and every server on CPU {} with a thread (or worker, or shard) per \
-             CPU (`--client-cpus`)",
+             and every server on CPU {}, servers at their defaults sizing \
+             themselves to it (`--client-cpus`)",
             split.generator, split.servers
         ),
         None => "the load generator runs on one thread on the same machine, \

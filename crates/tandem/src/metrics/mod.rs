@@ -267,6 +267,17 @@ impl Metrics {
         text
     }
 
+    /// [`tick`](Self::tick), once a second, for as long as the runtime it
+    /// is spawned on runs. Every server runs one.
+    pub(crate) async fn tick_every_second(self) {
+        let mut ticks = tokio::time::interval(Duration::from_secs(1));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            self.tick();
+        }
+    }
+
     /// The once-a-second work: samples every runtime (see `runtimes`), and
     /// folds the histogram samples recorded since the last tick into their
     /// buckets, so that a server nobody scrapes does not accumulate them.

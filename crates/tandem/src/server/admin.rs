@@ -45,8 +45,6 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 /// Pause after an accept error that is not about one connection.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// How often every runtime is sampled.
-const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
 /// How long the stopping admin runtime waits for its blocking threads.
 const STOP_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -115,7 +113,7 @@ impl Admin {
             let _entered = runtime.enter();
             TcpListener::from_std(listener).map_err(runtime_error)?
         };
-        runtime.spawn(sample(metrics.clone()));
+        runtime.spawn(metrics.clone().tick_every_second());
         runtime.spawn(serve(listener, Arc::new(Routes { metrics, readiness })));
         Ok(Admin {
             runtime: Some(runtime),
@@ -134,15 +132,6 @@ impl Drop for Admin {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_timeout(STOP_TIMEOUT);
         }
-    }
-}
-
-async fn sample(metrics: Metrics) {
-    let mut ticks = tokio::time::interval(SAMPLE_INTERVAL);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        metrics.tick();
     }
 }
 

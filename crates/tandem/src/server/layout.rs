@@ -105,8 +105,8 @@ pub(crate) struct Started {
     accept_stop: CancellationToken,
 }
 
-/// Builds a runtime; with metrics, its threads tally bytes into them and
-/// are watched under `label`.
+/// Builds a runtime whose threads tally bytes into the metrics, watched
+/// under `label`.
 fn build(
     mut builder: Builder,
     name: &str,

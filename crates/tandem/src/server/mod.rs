@@ -421,16 +421,20 @@ impl Server {
     /// answered, and each source address is answered at most `rate_limit`
     /// times a second. It stops when the shutdown begins.
     pub fn udp(mut self, socket: std::net::UdpSocket, rate_limit: u32) -> Self {
-        self.udp_addr = socket.local_addr().ok();
+        let addr = socket.local_addr();
+        self.udp_addr = addr.as_ref().ok().copied();
         let rate_limit = rate_limit.max(1);
         self.service("udp", move |context| {
+            // A socket without an address fails the start, as any setup
+            // error of a service does.
+            addr?;
             crate::udp::start(socket, rate_limit, context)
         })
     }
 
-    /// Keeps [`Metrics`] and serves the admin endpoint on `listener`, from a
-    /// one-thread runtime of its own, so that it answers while the workers
-    /// are saturated:
+    /// Serves the server's [`Metrics`] and its health and readiness on
+    /// `listener`, from a one-thread runtime of its own, so that it answers
+    /// while the workers are saturated (and samples the runtimes there):
     /// - `GET /metrics`: the Prometheus text exposition of the metrics;
     /// - `GET /healthz`: 200 while the process runs;
     /// - `GET /readyz`: 200 while accepting, 503 from the moment
@@ -526,9 +530,6 @@ impl Server {
         // Untracked: it runs for as long as the serving runtimes do, and the
         // shutdown waits for connections, not for it.
         started.serving_handle().spawn(serving.sweep.clone().run());
-        let max_connections = limits::fit_connection_limit(config.max_connections);
-        limit.add_permits(max_connections);
-        serving.metrics.connection_limit(max_connections);
         let services_stop = CancellationToken::new();
         {
             let handle = started.serving_handle().clone();
@@ -554,6 +555,20 @@ impl Server {
             )?),
             None => None,
         };
+        // The once-a-second sampling of the runtimes, which also folds the
+        // hand-off waits into their histogram: on the admin runtime when
+        // there is one, so that it keeps time while the workers are
+        // saturated, else on the serving runtime. Untracked, as the sweep.
+        if admin.is_none() {
+            started
+                .serving_handle()
+                .spawn(serving.metrics.clone().tick_every_second());
+        }
+        // Permits last: until now no connection could be accepted, so a
+        // service or the admin endpoint that fails to start refuses none.
+        let max_connections = limits::fit_connection_limit(config.max_connections);
+        limit.add_permits(max_connections);
+        serving.metrics.connection_limit(max_connections);
         readiness.accepting();
         Ok(Running {
             config,

@@ -35,7 +35,8 @@ impl ServiceContext {
         &self.stop
     }
 
-    /// The server's metrics, for a service that counts what it does.
+    /// The server's metrics, for a service that reads or exports them
+    /// ([`Metrics::render`]).
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }

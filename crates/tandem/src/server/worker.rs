@@ -52,7 +52,7 @@ pub(crate) struct Serving<H> {
     pub(crate) cut_count: AtomicUsize,
     /// Connections handed off and not yet taken off their queue.
     pub(crate) queued: Arc<AtomicUsize>,
-    /// Where connections are counted, when the server keeps metrics.
+    /// Where connections are counted.
     pub(crate) metrics: Metrics,
 }
 

@@ -1,6 +1,5 @@
-//! What every test harness here shares, the library's too
-//! (`crates/tandem/tests/common`): how long a step may wait, and random
-//! payloads.
+//! What every test harness shares, the binary's too (`tests/common` at the
+//! root includes this file): how long a step may wait, and random payloads.
 
 use std::time::Duration;
 
