@@ -181,10 +181,22 @@ fn run(config: ServeConfig) -> anyhow::Result<()> {
     let addr = listener
         .local_addr()
         .context("cannot read the bound address")?;
+    // Bound before the start-up line, so that it states the port taken.
+    let admin = match config.admin_listen {
+        Some(admin) => Some(tandem::server::bind(admin, ADMIN_BACKLOG)?),
+        None => None,
+    };
+    let admin_addr = match &admin {
+        Some(listener) => listener
+            .local_addr()
+            .context("cannot read the admin endpoint's bound address")?
+            .to_string(),
+        None => "off".to_owned(),
+    };
     let server = &config.server;
     info!(
         listen = %addr,
-        admin_listen = %config.admin_listen.map_or("off".to_owned(), |a| a.to_string()),
+        admin_listen = %admin_addr,
         reuse_port = config.reuse_port,
         udp = %config.udp_rate_limit.map_or("off".to_owned(), |rate| format!("on, {rate}/s per source")),
         layout = %server.layout,
@@ -210,8 +222,8 @@ fn run(config: ServeConfig) -> anyhow::Result<()> {
     if let Some(tls) = config.tls {
         server = server.tls(tls);
     }
-    if let Some(admin) = config.admin_listen {
-        server = server.admin(tandem::server::bind(admin, ADMIN_BACKLOG)?);
+    if let Some(admin) = admin {
+        server = server.admin(admin);
     }
     if let Some(rate_limit) = config.udp_rate_limit {
         // The TCP listener's address, its port resolved.

@@ -623,6 +623,18 @@ fn json_startup_line_states_the_defaults_when_nothing_is_set() {
 }
 
 #[test]
+fn json_startup_line_states_the_admin_endpoints_bound_address() {
+    let server = TestServer::start_with_admin(&["--log-format", "json"]);
+    let fields = startup_fields(&server);
+    assert_eq!(
+        fields["admin_listen"],
+        server.admin_addr().to_string(),
+        "not the port asked for (0), the one taken"
+    );
+    stop_cleanly(server);
+}
+
+#[test]
 fn json_startup_line_states_every_option() {
     let server = TestServer::start(&["--log-format", "json"]);
     let fields = startup_fields(&server);

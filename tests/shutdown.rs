@@ -10,8 +10,9 @@ use std::os::unix::process::ExitStatusExt;
 use common::{LAYOUTS, TestServer, round_trip};
 use nix::sys::signal::Signal;
 
-/// Printed once the acceptor has stopped and its runtime has been shut down.
-const ACCEPTOR_GONE: &str = "stopped accepting and shut the acceptor runtime down";
+/// Printed once accepting has stopped and, in `split` and `sharded`, the
+/// acceptor runtime has been shut down.
+const ACCEPTOR_GONE: &str = "stopped accepting";
 
 #[test]
 fn live_connections_keep_echoing_after_the_acceptor_runtime_stops() {
@@ -36,6 +37,21 @@ fn live_connections_keep_echoing_after_the_acceptor_runtime_stops() {
         let mut rest = Vec::new();
         live.read_to_end(&mut rest).unwrap();
         assert!(rest.is_empty(), "{layout}");
+        assert!(server.wait().success(), "{layout}");
+    }
+}
+
+#[test]
+fn the_shutdown_log_names_the_acceptor_runtime_only_where_there_is_one() {
+    for layout in LAYOUTS {
+        let mut server = TestServer::start(&["--layout", layout]);
+        server.signal(Signal::SIGTERM);
+        let line = server.wait_for_line(ACCEPTOR_GONE);
+        assert_eq!(
+            line.contains("acceptor runtime"),
+            layout != "single",
+            "{layout}: {line}"
+        );
         assert!(server.wait().success(), "{layout}");
     }
 }

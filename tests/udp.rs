@@ -94,6 +94,32 @@ fn datagrams_from_reflecting_services_ports_are_never_answered() {
 }
 
 #[test]
+fn datagrams_from_the_servers_own_port_are_never_answered() {
+    // Another instance on another address, with the same port: one forged
+    // datagram between the two must not start an echo loop.
+    let mut server = TestServer::start_with_admin(&["--udp"]);
+    let twin = UdpSocket::bind(("127.0.0.2", server.addr.port())).unwrap();
+    twin.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    assert_eq!(ask(&twin, server.addr, b"echo me back"), None);
+    // The same datagram from any other port is answered.
+    let other = client(0);
+    other.set_read_timeout(Some(PATIENCE)).unwrap();
+    assert_eq!(
+        ask(&other, server.addr, b"echo me back").as_deref(),
+        Some(&b"echo me back"[..])
+    );
+    scrape_until(
+        server.admin_addr(),
+        &[
+            ("tandem_udp_datagrams_total{outcome=\"reflection\"}", 1.0),
+            ("tandem_udp_datagrams_total{outcome=\"echoed\"}", 1.0),
+        ],
+    );
+    assert!(server.stop().success());
+}
+
+#[test]
 fn each_source_is_answered_at_most_the_rate_limit_per_second() {
     const RATE: u64 = 5;
     const SENT: u64 = 40;

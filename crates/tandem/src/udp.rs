@@ -6,7 +6,8 @@
 //! address turns it against a victim, and two reflecting services aimed at
 //! each other loop forever. So it never answers datagrams from the ports of
 //! the classic reflecting services (echo 7, daytime 13, qotd 17, chargen
-//! 19, time 37, and port 0), and it answers each source address at most
+//! 19, time 37, and port 0), nor from its own port, where another instance
+//! on another address would answer back; and it answers each source address at most
 //! `--udp-rate-limit` times a second (a token bucket per address, refilled
 //! continuously, holding at most one second's worth). The buckets are
 //! bounded: past [`MAX_SOURCES`] addresses, buckets idle for a second are
@@ -96,9 +97,12 @@ impl SourceLimiter {
     }
 }
 
-/// True if a datagram from `source` must not be answered.
-fn is_reflector(source: SocketAddr) -> bool {
-    REFLECTING_PORTS.contains(&source.port())
+/// True if a datagram from `source` must not be answered: it comes from a
+/// reflecting service's port, or from this server's own port, where another
+/// echo server (another tandem instance, on another address) would answer
+/// the answer, and so on, until a rate limit stopped the pair.
+fn is_reflector(source: SocketAddr, own_port: u16) -> bool {
+    REFLECTING_PORTS.contains(&source.port()) || source.port() == own_port
 }
 
 /// Sets the UDP echo up on the current runtime (the serving one), and
@@ -124,6 +128,8 @@ async fn serve(socket: UdpSocket, rate_limit: u32, stop: CancellationToken, metr
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut limiter = SourceLimiter::new(rate_limit, Instant::now());
     let count = |outcome: UdpOutcome| metrics.udp_datagram(outcome);
+    // 0 if unknown: port 0 is among the reflecting ones anyway.
+    let own_port = socket.local_addr().map_or(0, |addr| addr.port());
     loop {
         let received = tokio::select! {
             biased;
@@ -139,8 +145,8 @@ async fn serve(socket: UdpSocket, rate_limit: u32, stop: CancellationToken, metr
                 continue;
             }
         };
-        if is_reflector(source) {
-            debug!(%source, "UDP datagram from a reflecting service's port; not answered");
+        if is_reflector(source, own_port) {
+            debug!(%source, "UDP datagram from a reflecting service's port, or this server's; not answered");
             count(UdpOutcome::Reflection);
             continue;
         }
@@ -176,11 +182,12 @@ mod tests {
 
     #[test]
     fn the_reflecting_services_ports_are_never_answered() {
-        for port in [0, 7, 13, 17, 19, 37] {
-            assert!(is_reflector(SocketAddr::new(ip(1), port)), "{port}");
+        let own = 8000;
+        for port in [0, 7, 13, 17, 19, 37, own] {
+            assert!(is_reflector(SocketAddr::new(ip(1), port), own), "{port}");
         }
         for port in [8, 1024, 53000] {
-            assert!(!is_reflector(SocketAddr::new(ip(1), port)), "{port}");
+            assert!(!is_reflector(SocketAddr::new(ip(1), port), own), "{port}");
         }
     }
 

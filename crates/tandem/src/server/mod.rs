@@ -417,9 +417,10 @@ impl Server {
 
     /// Also echoes UDP datagrams (RFC 862) on `socket`, as a service on the
     /// serving runtime ([`Server::service`], named `udp`). Datagrams from
-    /// the ports of reflecting services (7, 13, 17, 19, 37, and 0) are never
-    /// answered, and each source address is answered at most `rate_limit`
-    /// times a second. It stops when the shutdown begins.
+    /// the ports of reflecting services (7, 13, 17, 19, 37, and 0) and from
+    /// the socket's own port are never answered, and each source address is
+    /// answered at most `rate_limit` times a second. It stops when the
+    /// shutdown begins.
     pub fn udp(mut self, socket: std::net::UdpSocket, rate_limit: u32) -> Self {
         let addr = socket.local_addr();
         self.udp_addr = addr.as_ref().ok().copied();
@@ -643,11 +644,17 @@ impl<H: Handler> Running<H> {
         control.block_on(started.stop_accepting());
         started.shut_down_acceptor();
         let live = worker::active(&serving);
-        info!(
-            live,
-            timeout = %humantime::format_duration(config.shutdown_timeout),
-            "stopped accepting and shut the acceptor runtime down; draining live connections"
-        );
+        let timeout = humantime::format_duration(config.shutdown_timeout);
+        if config.layout == Layout::Single {
+            // Accepting shares the worker runtime: there is none to stop.
+            info!(live, %timeout, "stopped accepting; draining live connections");
+        } else {
+            info!(
+                live,
+                %timeout,
+                "stopped accepting and shut the acceptor runtime down; draining live connections"
+            );
+        }
 
         // ...then the live connections, for up to the shutdown timeout...
         serving.tracker.close();
