@@ -31,6 +31,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
 
 use tandem::EchoConfig;
+use tandem::file::FileError;
 use tandem::server::{DEFAULT_PROXY_HEADER_TIMEOUT, Layout, ServerConfig, ServerError};
 use tandem::tls::{DEFAULT_HANDSHAKE_TIMEOUT, ServerTls, TlsError};
 pub use tandem_bench::HumanDuration;
@@ -67,6 +68,27 @@ fn layout_parser() -> impl TypedValueParser<Value = Layout> {
         Layout::ALL.map(|layout| PossibleValue::new(layout.name()).help(layout.summary())),
     )
     .try_map(|name| name.parse::<Layout>())
+}
+
+/// Longest line of a parse error quoted from a file: a value of megabytes on
+/// one line must not become an error message of megabytes.
+const QUOTED_LINE: usize = 160;
+/// Most lines of a parse error kept: the position, the line and its caret.
+const QUOTED_LINES: usize = 8;
+
+/// A TOML parser's error as it is printed: its lines kept (the caret
+/// diagram reads only that way), each cut to [`QUOTED_LINE`] characters.
+fn quoted(message: &str) -> String {
+    message
+        .trim_end()
+        .lines()
+        .take(QUOTED_LINES)
+        .map(|line| match line.char_indices().nth(QUOTED_LINE) {
+            Some((cut, _)) => format!("{} [...]", &line[..cut]),
+            None => line.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The file's `layout`, by the name the library parses.
@@ -276,8 +298,8 @@ pub enum ConfigError {
     Read {
         /// The file.
         path: PathBuf,
-        /// The OS reason.
-        cause: std::io::Error,
+        /// Why not: missing, unreadable, not a regular file, or too large.
+        cause: FileError,
     },
     /// The layers could not be merged (an option that does not read back
     /// as it was written).
@@ -327,14 +349,17 @@ impl fmt::Display for OptionName {
 impl ServeOptions {
     /// Reads a TOML file of options. Unknown keys are errors.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
+        let bytes = tandem::file::read_small(path).map_err(|cause| ConfigError::Read {
             path: path.to_owned(),
             cause,
         })?;
-        toml::from_str(&text).map_err(|err| ConfigError::Parse {
+        let parse_error = |message: String| ConfigError::Parse {
             path: path.to_owned(),
-            message: err.to_string().trim_end().replace('\n', " "),
-        })
+            message,
+        };
+        let text = String::from_utf8(bytes)
+            .map_err(|err| parse_error(format!("not UTF-8 text: {}", err.utf8_error())))?;
+        toml::from_str(&text).map_err(|err| parse_error(quoted(&err.to_string())))
     }
 
     /// Fills every option that this layer leaves unset from `lower`: the
@@ -536,16 +561,29 @@ mod tests {
     use super::*;
 
     fn file(text: &str) -> Result<ServeOptions, ConfigError> {
-        let dir = tempfile::tempdir().map_err(|cause| ConfigError::Read {
-            path: PathBuf::new(),
-            cause,
-        })?;
+        let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tandem.toml");
-        std::fs::write(&path, text).map_err(|cause| ConfigError::Read {
-            path: path.clone(),
-            cause,
-        })?;
+        std::fs::write(&path, text).unwrap();
         ServeOptions::from_file(&path)
+    }
+
+    #[test]
+    fn a_parse_error_keeps_its_caret_under_the_line_and_quotes_at_most_a_line() {
+        let err = file("layout = \"diagonal\"\n").unwrap_err().to_string();
+        let lines: Vec<&str> = err.lines().collect();
+        assert!(lines.len() >= 3, "{err}");
+        assert!(
+            lines
+                .iter()
+                .any(|line| line.trim_start().starts_with("1 | layout")),
+            "{err}"
+        );
+        assert!(lines.iter().any(|line| line.contains('^')), "{err}");
+        // A value of a megabyte on one line is quoted cut, not whole.
+        let long = format!("listen = \"{}\"\n", "x".repeat(1_000_000));
+        let err = file(&long).unwrap_err().to_string();
+        assert!(err.len() < 2_000, "{} bytes", err.len());
+        assert!(err.contains("[...]"), "{err}");
     }
 
     #[test]

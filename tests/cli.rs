@@ -340,6 +340,49 @@ const INVALID: &[Invalid] = &[
 ];
 
 #[test]
+fn configuration_and_pem_files_must_be_small_regular_files() {
+    let dir = tempfile::tempdir().unwrap();
+    // A FIFO with no writer: opened for reading, it would wait for ever.
+    let fifo = dir.path().join("fifo");
+    let name = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid C string; mkfifo only creates the node.
+    assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+    // Past the 1 MiB bound, though valid TOML (and PEM) throughout.
+    let big = dir.path().join("big");
+    std::fs::write(&big, "# a comment line of TOML\n".repeat(50_000)).unwrap();
+    let (fifo, big) = (fifo.to_str().unwrap(), big.to_str().unwrap());
+    let cases: [(&[&str], &str, &str); 4] = [
+        (&["--config", fifo], fifo, "not a regular file"),
+        (&["--config", big], big, "larger than 1024 KiB"),
+        (
+            &["--tls-cert", fifo, "--tls-key", fifo],
+            fifo,
+            "not a regular file",
+        ),
+        (
+            &["--tls-cert", big, "--tls-key", big],
+            big,
+            "larger than 1024 KiB",
+        ),
+    ];
+    for (args, path, rule) in cases {
+        let mut command = tandem();
+        command
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args);
+        // The patience only tells a hang from a slow start.
+        let out = Proc::spawn(command).finish_within(PATIENCE);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", out.stderr);
+        assert!(
+            out.stderr.contains(path) && out.stderr.contains(rule),
+            "{args:?}: {}",
+            out.stderr
+        );
+        assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    }
+}
+
+#[test]
 fn invalid_configurations_exit_2_naming_the_option_and_the_problem() {
     let mut failures = Vec::new();
     for case in INVALID {

@@ -58,6 +58,8 @@
 //!   and the handshake on the serving runtime; [`Server::tls`] turns it on.
 //! - [`buffer`]: [`Buffer`], data buffers lent per chunk so that idle
 //!   connections hold none and the hot path does not allocate.
+//! - [`file`]: the configuration and PEM files, read as small regular
+//!   files only.
 //! - [`echo`]: the echo handler (RFC 862, plus `--append-newline`), written
 //!   as a future of its own on the connection's poll methods, so that an
 //!   idle connection's task stays at tokio's smallest cell.
@@ -89,6 +91,7 @@ mod setters;
 pub mod buffer;
 pub mod connection;
 pub mod echo;
+pub mod file;
 pub mod handler;
 pub mod metrics;
 

@@ -21,6 +21,7 @@ use thiserror::Error;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
+use crate::file::FileError;
 use crate::metrics::TlsHandshakeError;
 use crate::transport::Transport;
 
@@ -30,13 +31,14 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Why a certificate or key could not be loaded.
 #[derive(Debug, Error)]
 pub enum TlsError {
-    /// The file could not be read.
+    /// The file could not be read: missing, unreadable, not a regular
+    /// file, or over [`file::MAX_SIZE`](crate::file::MAX_SIZE).
     #[error("cannot read {path}: {cause}")]
     Read {
         /// The file.
         path: PathBuf,
-        /// The OS reason.
-        cause: io::Error,
+        /// Why not.
+        cause: FileError,
     },
     /// The file is not PEM, or holds nothing of the kind expected.
     #[error("{path}: {what}")]
@@ -149,7 +151,7 @@ fn read_pem<T>(
     path: &Path,
     parse: impl FnOnce(&[u8]) -> Result<T, rustls::pki_types::pem::Error>,
 ) -> Result<T, TlsError> {
-    let pem = std::fs::read(path).map_err(|cause| TlsError::Read {
+    let pem = crate::file::read_small(path).map_err(|cause| TlsError::Read {
         path: path.to_owned(),
         cause,
     })?;
