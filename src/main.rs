@@ -11,9 +11,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sd_notify::NotifyState;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
-use tandem::{Echo, Server};
+use tandem::{Echo, Server, ServerTls};
 use tandem_bench::bench::BenchOptions;
 use tandem_bench::suite::SuiteOptions;
 use tokio_util::sync::CancellationToken;
@@ -162,7 +162,7 @@ const ADMIN_BACKLOG: u32 = 64;
 fn run(config: ServeConfig) -> anyhow::Result<()> {
     // Before the `listening on` line: a supervisor may signal as soon as it
     // reads it, and the default action of SIGTERM skips the graceful path.
-    let shutdown = watch_signals()?;
+    let shutdown = watch_signals(config.tls.clone())?;
     let listener = match tandem::server::inherited()? {
         Some(listener) => {
             info!(
@@ -276,37 +276,72 @@ fn notify(states: &[NotifyState]) {
     }
 }
 
-/// Cancels the returned token on the first SIGTERM or SIGINT; exits the
-/// process at once on the second.
-fn watch_signals() -> anyhow::Result<CancellationToken> {
-    let mut signals =
-        Signals::new([SIGTERM, SIGINT]).context("cannot install SIGTERM/SIGINT handlers")?;
+/// Handles the signals an operator or a service manager sends:
+/// - SIGTERM, SIGINT and SIGQUIT: the first cancels the returned token (a
+///   graceful shutdown), the second exits at once;
+/// - SIGHUP: reads the TLS certificate and key again (`tls`), keeping the
+///   current ones if the new files do not load; without TLS, says there is
+///   nothing to reload;
+/// - SIGUSR1: logs that there is no log file to reopen (tandem logs to
+///   stderr, which the service manager keeps), and goes on.
+fn watch_signals(tls: Option<ServerTls>) -> anyhow::Result<CancellationToken> {
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1])
+        .context("cannot install the signal handlers")?;
     let token = CancellationToken::new();
     let shutdown = token.clone();
     std::thread::Builder::new()
         .name("tandem-signals".to_owned())
         .spawn(move || {
-            let mut received = signals.forever();
-            if let Some(signal) = received.next() {
-                info!(signal = signal_name(signal), "shutting down gracefully");
-                shutdown.cancel();
-            }
-            if let Some(signal) = received.next() {
-                warn!(
-                    signal = signal_name(signal),
-                    "second signal; exiting without waiting for connections"
-                );
-                std::process::exit(128 + signal);
+            let mut stopping = false;
+            for signal in signals.forever() {
+                match signal {
+                    SIGHUP => reload_tls(tls.as_ref()),
+                    SIGUSR1 => info!(
+                        signal = signal_name(signal),
+                        "no log file to reopen: tandem logs to stderr; going on"
+                    ),
+                    _ if !stopping => {
+                        stopping = true;
+                        info!(signal = signal_name(signal), "shutting down gracefully");
+                        shutdown.cancel();
+                    }
+                    _ => {
+                        warn!(
+                            signal = signal_name(signal),
+                            "second signal; exiting without waiting for connections"
+                        );
+                        std::process::exit(128 + signal);
+                    }
+                }
             }
         })
         .context("cannot start the signal thread")?;
     Ok(token)
 }
 
+/// SIGHUP: the TLS identity read again from its files.
+fn reload_tls(tls: Option<&ServerTls>) {
+    match tls.map(ServerTls::reload) {
+        None => info!(signal = "SIGHUP", "no TLS identity to reload; going on"),
+        Some(Ok(())) => info!(
+            signal = "SIGHUP",
+            "reloaded the TLS certificate and key; new handshakes use them"
+        ),
+        Some(Err(err)) => warn!(
+            signal = "SIGHUP",
+            cause = %err,
+            "cannot reload the TLS certificate and key; keeping the current ones"
+        ),
+    }
+}
+
 fn signal_name(signal: i32) -> &'static str {
     match signal {
         SIGTERM => "SIGTERM",
         SIGINT => "SIGINT",
+        SIGQUIT => "SIGQUIT",
+        SIGHUP => "SIGHUP",
+        SIGUSR1 => "SIGUSR1",
         _ => "signal",
     }
 }

@@ -230,3 +230,31 @@ fn a_cut_client_gets_its_echo_then_a_clean_eof_not_a_reset() {
     );
     assert!(server.wait().success());
 }
+
+#[test]
+fn sighup_without_tls_and_sigusr1_are_logged_and_the_server_goes_on() {
+    let mut server = TestServer::start(&[]);
+    let mut client = server.connect();
+    server.signal(Signal::SIGHUP);
+    server.wait_for_line("no TLS identity to reload; going on");
+    server.signal(Signal::SIGUSR1);
+    server.wait_for_line("no log file to reopen");
+    assert_eq!(round_trip(&mut client, b"still here"), b"still here");
+    assert!(TcpStream::connect(server.addr).is_ok(), "still accepting");
+    drop(client);
+    assert!(server.stop().success());
+}
+
+#[test]
+fn sigquit_shuts_down_gracefully_as_sigterm_does() {
+    let mut server = TestServer::start(&[]);
+    let mut live = server.connect();
+    assert_eq!(round_trip(&mut live, b"before"), b"before");
+    server.signal(Signal::SIGQUIT);
+    server.wait_for_log(ACCEPTOR_GONE);
+    // Still served while it drains.
+    assert_eq!(round_trip(&mut live, b"draining"), b"draining");
+    drop(live);
+    let status = server.wait();
+    assert!(status.success(), "{status:?}");
+}

@@ -525,3 +525,49 @@ fn handshakes_run_on_the_serving_runtime_not_the_acceptor() {
         assert!(server.stop().success());
     }
 }
+
+/// Whether a TLS handshake with `server`, trusting `identity` only, works.
+fn handshake_trusting(identity: &Identity, server: &TestServer) -> bool {
+    let mut socket = std::net::TcpStream::connect(server.addr).unwrap();
+    socket.set_read_timeout(Some(PATIENCE)).unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut conn =
+        rustls::ClientConnection::new(identity.client_config(rustls::ALL_VERSIONS), name).unwrap();
+    while conn.is_handshaking() {
+        if conn.complete_io(&mut socket).is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+#[test]
+fn sighup_serves_new_handshakes_the_new_certificate_and_live_connections_keep_theirs() {
+    let old = Identity::new();
+    let mut server = tls_server(&old, "split", &[]);
+    let mut live = old.connect(server.addr);
+    assert_eq!(echo(&mut live, b"before", 6), b"before");
+
+    // The files are replaced in place, as certbot or a secret mount does.
+    let new = Identity::new();
+    std::fs::copy(&new.cert, &old.cert).unwrap();
+    std::fs::copy(&new.key, &old.key).unwrap();
+    server.signal(Signal::SIGHUP);
+    server.wait_for_line("reloaded the TLS certificate and key");
+
+    assert!(handshake_trusting(&new, &server), "the new certificate");
+    assert!(!handshake_trusting(&old, &server), "the old one is gone");
+    assert_eq!(echo(&mut live, b"after", 5), b"after");
+    assert!(half_close(&mut live).is_ok());
+
+    // Files that do not load leave the new identity in place.
+    std::fs::write(&old.cert, "not a certificate").unwrap();
+    server.signal(Signal::SIGHUP);
+    let line = server.wait_for_line("cannot reload the TLS certificate and key");
+    assert!(line.contains("keeping the current ones"), "{line}");
+    assert!(
+        handshake_trusting(&new, &server),
+        "still the new certificate"
+    );
+    assert!(server.stop().success());
+}

@@ -8,15 +8,24 @@
 //! completes it (or never starts) holds its slot for that long at most.
 //! rustls does the protocol with the `ring` provider: TLS 1.2 and 1.3, safe
 //! defaults only, no client certificates.
+//!
+//! An identity read from PEM files can be read again
+//! ([`ServerTls::reload`], `SIGHUP` in `tandem serve`): the new certificate
+//! and key serve every handshake from then on, live connections keep the
+//! one they were made with, and files that do not load leave the current
+//! identity in place.
 
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use thiserror::Error;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
@@ -48,6 +57,10 @@ pub enum TlsError {
         /// What is wrong with it.
         what: String,
     },
+    /// The identity was given as a rustls configuration, not read from
+    /// files: there is nothing to read again.
+    #[error("the TLS identity was not read from files, so it cannot be reloaded")]
+    NotFromFiles,
     /// rustls refused the certificate chain and key together (a key that
     /// does not match the certificate, an unsupported key type).
     #[error("certificate {cert} and key {key} are unusable together: {cause}")]
@@ -67,6 +80,49 @@ pub enum TlsError {
 pub struct ServerTls {
     acceptor: TlsAcceptor,
     handshake_timeout: Duration,
+    /// The files the identity came from, when it came from files: what
+    /// [`reload`](Self::reload) reads again.
+    identity: Option<Arc<PemIdentity>>,
+}
+
+/// A certificate chain and key read from PEM files, the one every handshake
+/// is given until the files are read again.
+#[derive(Debug)]
+struct PemIdentity {
+    cert: PathBuf,
+    key: PathBuf,
+    provider: Arc<CryptoProvider>,
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl PemIdentity {
+    /// Reads the files: the chain, the key, and that they belong together.
+    fn load(
+        cert: &Path,
+        key: &Path,
+        provider: &CryptoProvider,
+    ) -> Result<Arc<CertifiedKey>, TlsError> {
+        let chain = read_certificates(cert)?;
+        let private_key = read_pem(key, PrivateKeyDer::from_pem_slice)?;
+        CertifiedKey::from_der(chain, private_key, provider)
+            .map(Arc::new)
+            .map_err(|cause| TlsError::Rejected {
+                cert: cert.to_owned(),
+                key: key.to_owned(),
+                cause,
+            })
+    }
+}
+
+impl ResolvesServerCert for PemIdentity {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+        )
+    }
 }
 
 impl fmt::Debug for ServerTls {
@@ -84,28 +140,51 @@ impl ServerTls {
         ServerTls {
             acceptor: TlsAcceptor::from(config),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            identity: None,
         }
     }
 
     /// Serves the certificate chain in `cert` (PEM, the server's own
     /// certificate first) with the private key in `key` (PEM: PKCS#8,
     /// PKCS#1 or SEC1).
+    /// These files can be read again with [`reload`](Self::reload).
     pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Self, TlsError> {
-        let chain = read_certificates(cert)?;
-        let private_key = read_pem(key, PrivateKeyDer::from_pem_slice)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let rejected = |cause| TlsError::Rejected {
+        let identity = Arc::new(PemIdentity {
+            current: RwLock::new(PemIdentity::load(cert, key, &provider)?),
             cert: cert.to_owned(),
             key: key.to_owned(),
-            cause,
-        };
+            provider: provider.clone(),
+        });
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(rejected)?
+            .map_err(|cause| TlsError::Rejected {
+                cert: cert.to_owned(),
+                key: key.to_owned(),
+                cause,
+            })?
             .with_no_client_auth()
-            .with_single_cert(chain, private_key)
-            .map_err(rejected)?;
-        Ok(ServerTls::new(Arc::new(config)))
+            .with_cert_resolver(identity.clone());
+        Ok(ServerTls {
+            identity: Some(identity),
+            ..ServerTls::new(Arc::new(config))
+        })
+    }
+
+    /// Reads the certificate and key files again: every handshake from now
+    /// on gets the new identity, and live connections keep theirs. If the
+    /// files do not load, the current identity stays and the error says
+    /// why. Every clone of this `ServerTls` (the server's among them) sees
+    /// the new identity. A `ServerTls` made with [`new`](Self::new) has no
+    /// files, and [`TlsError::NotFromFiles`] says so.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let identity = self.identity.as_ref().ok_or(TlsError::NotFromFiles)?;
+        let fresh = PemIdentity::load(&identity.cert, &identity.key, &identity.provider)?;
+        *identity
+            .current
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = fresh;
+        Ok(())
     }
 
     /// How long a client may take over the handshake, from the start of
