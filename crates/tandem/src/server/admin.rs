@@ -101,6 +101,7 @@ impl Admin {
             cause,
         };
         let addr = listener.local_addr().map_err(runtime_error)?;
+        super::threads::ensure_available(1, "tandem-admin")?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("tandem-admin")

@@ -135,6 +135,8 @@ fn multi_thread(
     threads: usize,
     metrics: &Metrics,
 ) -> Result<Runtime, ServerError> {
+    // tokio hangs rather than fail when it cannot start a worker.
+    super::threads::ensure_available(threads, name)?;
     let mut builder = Builder::new_multi_thread();
     builder.worker_threads(threads);
     build(builder, name, label, metrics)

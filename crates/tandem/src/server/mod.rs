@@ -9,6 +9,8 @@
 //! - `handoff`: what crosses from the acceptor to the serving runtime;
 //! - `layout`: the runtimes of `split`, `single` and `sharded`;
 //! - `worker`: the connection task on the serving side;
+//! - `threads`: whether the OS will start a runtime's threads, asked
+//!   before tokio, which hangs when it cannot;
 //! - `service`: what else runs on the serving runtime ([`Server::service`]),
 //!   UDP echo among it;
 //! - `admin`: the admin endpoint (`/metrics`, `/healthz`, `/readyz`) on a
@@ -62,6 +64,7 @@ pub mod listener;
 mod per_ip;
 mod proxy_header;
 mod service;
+mod threads;
 mod worker;
 
 use std::future::Future;

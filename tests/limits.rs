@@ -1,0 +1,97 @@
+//! Start-up under an operator's limits: a server that cannot start its
+//! threads (RLIMIT_NPROC here, as a cgroup's `TasksMax` would) fails at
+//! once with exit 1 and a message naming the runtime and the OS's reason,
+//! in every layout, instead of hanging with its listener bound.
+//!
+//! Runs tandem as `nobody` (uid 65534, which runs nothing else here), under
+//! `prlimit --nproc`, through `setpriv`: it needs root, as tests/udp.rs does.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+use common::{LAYOUTS, PATIENCE, Proc, external};
+
+/// A copy of the tandem binary that `nobody` may run: the build's own may
+/// sit below a folder only root may enter.
+fn binary_for_nobody() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let binary = dir.path().join("tandem");
+    std::fs::copy(env!("CARGO_BIN_EXE_tandem"), &binary).unwrap();
+    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (dir, binary)
+}
+
+/// `nobody`'s threads are counted together, across processes: the tests
+/// here take turns.
+static NOBODY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// `tandem serve` with `args` as `nobody`, allowed `threads` threads in all.
+fn serve_as_nobody_with_threads(binary: &PathBuf, threads: u32, args: &[&str]) -> common::Finished {
+    let _turn = NOBODY
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let prlimit = external::require("prlimit");
+    let mut command = external::command("setpriv");
+    command
+        .env_clear()
+        .env("RUST_LOG", "info")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(prlimit)
+        .arg(format!("--nproc={threads}"))
+        .arg(binary)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args);
+    // The patience only tells a hang, the failure this guards against,
+    // from a slow start.
+    Proc::spawn(command).finish_within(PATIENCE)
+}
+
+#[test]
+fn a_runtime_whose_threads_the_os_refuses_fails_the_start_cleanly_in_every_layout() {
+    let (_dir, binary) = binary_for_nobody();
+    for layout in LAYOUTS {
+        let out =
+            serve_as_nobody_with_threads(&binary, 6, &["--workers", "32", "--layout", layout]);
+        assert_eq!(out.status.code(), Some(1), "{layout}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("cannot start the tandem-") && out.stderr.contains("os error"),
+            "{layout}: {}",
+            out.stderr
+        );
+        assert!(!out.stderr.contains("panicked"), "{layout}: {}", out.stderr);
+        assert!(
+            out.stdout.is_empty(),
+            "{layout}: never listening: {}",
+            out.stdout
+        );
+    }
+}
+
+#[test]
+fn an_admin_runtime_whose_thread_the_os_refuses_fails_the_start_cleanly() {
+    let (_dir, binary) = binary_for_nobody();
+    // The main thread, the signal thread and one worker: no room for the
+    // admin runtime's thread.
+    let out = serve_as_nobody_with_threads(
+        &binary,
+        3,
+        &[
+            "--workers",
+            "1",
+            "--layout",
+            "single",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("cannot start the tandem-admin runtime"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+}
