@@ -557,6 +557,12 @@ fn tls_against_a_plain_server_fails_and_tls_options_need_tls() {
         &[],
     );
     assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    // The echo server sends the ClientHello back: said in plain words.
+    assert!(
+        out.stderr.contains("it does not seem to speak TLS"),
+        "{}",
+        out.stderr
+    );
     for option in [
         &["--tls-insecure"][..],
         &["--tls-server-name", "localhost"],

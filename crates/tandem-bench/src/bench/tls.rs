@@ -135,21 +135,26 @@ impl ClientTls {
 /// Adds what to do to a refused server certificate, the usual first
 /// failure against a test server.
 fn with_hint(err: std::io::Error) -> std::io::Error {
-    let refused = err
+    let hint = match err
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        .is_some_and(|inner| matches!(inner, rustls::Error::InvalidCertificate(_)));
-    if !refused {
-        return err;
-    }
-    std::io::Error::new(
-        err.kind(),
-        format!(
-            "{err} (trust the server's CA or self-signed certificate with --tls-ca FILE, \
+    {
+        Some(rustls::Error::InvalidCertificate(_)) => {
+            "trust the server's CA or self-signed certificate with --tls-ca FILE, \
              or accept any with --tls-insecure; a self-signed certificate must not be \
-             marked as a CA: basicConstraints CA:FALSE)"
-        ),
-    )
+             marked as a CA: basicConstraints CA:FALSE"
+        }
+        // A plain echo server sends the ClientHello straight back.
+        Some(rustls::Error::InappropriateHandshakeMessage {
+            got_type: rustls::HandshakeType::ClientHello,
+            ..
+        }) => {
+            "the server sent the ClientHello back: it does not seem to speak TLS \
+             (a plain echo server? drop --tls, or start it with --tls-cert)"
+        }
+        _ => return err,
+    };
+    std::io::Error::new(err.kind(), format!("{err} ({hint})"))
 }
 
 /// `--tls-insecure`: accepts whatever certificate the server shows, while
