@@ -149,8 +149,8 @@ fn with_hint(err: std::io::Error) -> std::io::Error {
             got_type: rustls::HandshakeType::ClientHello,
             ..
         }) => {
-            "the server sent the ClientHello back: it does not seem to speak TLS \
-             (a plain echo server? drop --tls, or start it with --tls-cert)"
+            "the server sent the ClientHello back: it does not seem to speak TLS; \
+             against a plain server drop --tls, or serve TLS with --tls-cert"
         }
         _ => return err,
     };
