@@ -21,8 +21,9 @@
 //! builds runtimes.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 use clap::builder::{PossibleValue, TypedValueParser};
@@ -146,9 +147,11 @@ pub struct ServeOptions {
     #[serde(skip)]
     pub config: Option<PathBuf>,
 
-    /// Address to listen on, IPv4 or IPv6 (`[::1]:8000`) [default: 127.0.0.1:8000].
+    /// Address to listen on: IPv4, IPv6 (`[::1]:8000`) or a host name
+    /// (`localhost:8000`), which is resolved and its first address bound
+    /// [default: 127.0.0.1:8000].
     #[arg(long, value_name = "ADDR")]
-    pub listen: Option<SocketAddr>,
+    pub listen: Option<ListenAddress>,
 
     /// Serve metrics, health and readiness over HTTP on this address, from
     /// a runtime of its own [default: off].
@@ -266,11 +269,91 @@ pub struct ServeOptions {
     pub log_format: Option<LogFormat>,
 }
 
+/// `--listen`: an IP address or a host name, and a port. A name is resolved
+/// at start-up; the server binds its first address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenAddress {
+    text: String,
+    host: String,
+    port: u16,
+}
+
+impl FromStr for ListenAddress {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = || {
+            format!(
+                "{text:?} is not an address and port (write it like 127.0.0.1:8000, \
+                 [::1]:8000 or localhost:8000)"
+            )
+        };
+        let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+        let port = port.parse().map_err(|_| bad())?;
+        // An IPv6 address is written in brackets, to tell it from the port.
+        let host = match host.strip_prefix('[') {
+            Some(inner) => inner.strip_suffix(']').ok_or_else(bad)?,
+            None if host.contains(':') => return Err(bad()),
+            None => host,
+        };
+        if host.is_empty() {
+            return Err(bad());
+        }
+        Ok(ListenAddress {
+            text: text.to_owned(),
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for ListenAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl Serialize for ListenAddress {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ListenAddress {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl ListenAddress {
+    /// Every address it stands for: itself, or what the name resolves to.
+    fn resolve(&self) -> Result<Vec<SocketAddr>, ConfigError> {
+        let failed = |why: String| ConfigError::Invalid {
+            option: OptionName("listen"),
+            rule: format!("must resolve to an address: {why}"),
+            value: self.text.clone(),
+        };
+        let resolved: Vec<SocketAddr> = (self.host.as_str(), self.port)
+            .to_socket_addrs()
+            .map_err(|err| failed(err.to_string()))?
+            .collect();
+        if resolved.is_empty() {
+            return Err(failed("no address".to_owned()));
+        }
+        Ok(resolved)
+    }
+}
+
 /// Everything `tandem serve` runs with, after merging and validation.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
-    /// Address the listener binds.
+    /// Address the listener binds: `--listen`, or the first address its
+    /// name resolved to.
     pub listen: SocketAddr,
+    /// Every address `--listen` stood for (one, unless a name resolved to
+    /// several), for the start-up line.
+    pub listen_resolved: Vec<SocketAddr>,
     /// Address of the admin endpoint, if any.
     pub admin_listen: Option<SocketAddr>,
     /// Listen backlog.
@@ -465,8 +548,13 @@ impl ServeOptions {
                 self.simulate_work
                     .map_or(echo_defaults.simulate_work, |d| d.0),
             )?);
+        let listen_resolved = match &self.listen {
+            Some(listen) => listen.resolve()?,
+            None => vec![DEFAULT_LISTEN],
+        };
         Ok(ServeConfig {
-            listen: self.listen.unwrap_or(DEFAULT_LISTEN),
+            listen: listen_resolved[0],
+            listen_resolved,
             admin_listen: self.admin_listen,
             backlog,
             reuse_port: self.reuse_port.unwrap_or(false),

@@ -196,6 +196,7 @@ fn run(config: ServeConfig) -> anyhow::Result<()> {
     let server = &config.server;
     info!(
         listen = %addr,
+        listen_resolved = %config.listen_resolved.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
         admin_listen = %admin_addr,
         reuse_port = config.reuse_port,
         udp = %config.udp_rate_limit.map_or("off".to_owned(), |rate| format!("on, {rate}/s per source")),

@@ -310,7 +310,7 @@ const INVALID: &[Invalid] = &[
     Invalid {
         name: "listen address in the file that is not one",
         file: Some("listen = \"localhost\"\n"),
-        expect: &["{path}", "listen", "invalid socket address"],
+        expect: &["{path}", "listen", "is not an address and port"],
         ..PLAIN
     },
     Invalid {
@@ -675,6 +675,36 @@ fn json_startup_line_states_the_admin_endpoints_bound_address() {
         "not the port asked for (0), the one taken"
     );
     stop_cleanly(server);
+}
+
+#[test]
+fn a_host_name_to_listen_on_is_resolved_and_its_first_address_bound() {
+    let mut command = tandem();
+    command.args(["serve", "--listen", "localhost:0", "--log-format", "json"]);
+    let server = TestServer::spawn(command);
+    assert!(server.addr.ip().is_loopback(), "{}", server.addr);
+    let fields = startup_fields(&server);
+    let resolved: Vec<SocketAddr> = fields["listen_resolved"]
+        .as_str()
+        .unwrap()
+        .split(',')
+        .map(|addr| addr.parse().unwrap())
+        .collect();
+    assert!(
+        resolved.iter().all(|addr| addr.ip().is_loopback()),
+        "{resolved:?}"
+    );
+    // The first address the name resolved to is the one bound.
+    assert_eq!(resolved[0].ip(), server.addr.ip(), "{resolved:?}");
+    stop_cleanly(server);
+
+    let out = Proc::run(&["serve", "--listen", "no-such-host.invalid:8000"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("--listen") && out.stderr.contains("must resolve to an address"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
