@@ -153,6 +153,29 @@ fn a_missing_newline_is_an_error_when_one_is_expected() {
 }
 
 #[test]
+fn expect_newline_against_a_server_that_appends_none_is_an_error() {
+    // A real plain echo: every byte right, but no newline after a message.
+    let mut server = TestServer::start(&[]);
+    for mode in [&[][..], &["--churn", "--connections", "4"]] {
+        let args = [
+            &["--duration", "300ms", "--warmup", "0s", "--expect-newline"][..],
+            mode,
+        ]
+        .concat();
+        let (ok, report) = bench(server.addr, &args);
+        assert!(!ok, "{mode:?}: {report}");
+        assert!(report["errors"].as_u64().unwrap() > 0, "{mode:?}: {report}");
+        assert!(
+            report["first_error"]
+                .as_str()
+                .is_some_and(|error| error.contains("--append-newline")),
+            "{mode:?}: {report}"
+        );
+    }
+    assert!(server.stop().success());
+}
+
+#[test]
 fn a_fixed_reply_delay_is_the_median_latency() {
     let delay = Duration::from_millis(100);
     let server = fake_server(move |_| std::thread::sleep(delay));

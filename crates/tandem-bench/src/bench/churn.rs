@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 use super::client::{close, connect};
-use super::pattern::{Block, Verifier};
+use super::pattern::{Block, Newlines, Verifier};
 use super::stats::{Recorder, Stats};
 use super::tls::ClientTls;
 
@@ -48,7 +48,13 @@ pub async fn churn(
             written
                 .await
                 .map_err(|err| format!("write failed: {err}"))?;
-            let mut verifier = Verifier::new(pattern, skip_newlines);
+            // One request per connection: its newline must follow it.
+            let newlines = if skip_newlines {
+                Newlines::AfterEach
+            } else {
+                Newlines::None
+            };
+            let mut verifier = Verifier::new(pattern, newlines);
             while verifier.completed() == 0 {
                 let read = stream
                     .read(&mut inbound)
@@ -67,6 +73,9 @@ pub async fn churn(
         };
         let result = match tokio::time::timeout_at(deadline, attempt).await {
             Ok(result) => result,
+            Err(_) if skip_newlines => Err("no echo, or no newline after it, before the \
+                 run's deadline: is the server run with --append-newline?"
+                .to_owned()),
             Err(_) => Err("no echo before the run's deadline".to_owned()),
         };
         match result {

@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::pattern::{Pattern, Verifier};
+use super::pattern::{Newlines, Pattern, Verifier};
 use super::stats::{Recorder, Stats};
 use super::tls::ClientTls;
 use tandem::transport::Transport;
@@ -76,7 +76,15 @@ pub async fn drive(
 ) -> Result<(), String> {
     let size = pattern.message_size();
     let end = Instant::from_std(stats.measure_until);
-    let mut verifier = Verifier::new(pattern.clone(), skip_newlines);
+    // One message in flight: the server's last chunk of it ends where it
+    // does, so its newline must follow it. With more, a chunk may hold
+    // several, and newlines can only be skipped.
+    let newlines = match (skip_newlines, pacing) {
+        (false, _) => Newlines::None,
+        (true, Pacing::Closed { pipeline: 1 }) => Newlines::AfterEach,
+        (true, _) => Newlines::Between,
+    };
+    let mut verifier = Verifier::new(pattern.clone(), newlines);
     let mut recorder = Recorder::new(stats);
     let mut queued: Vec<u8> = Vec::with_capacity(match pacing {
         Pacing::Closed { pipeline } => pipeline * size,
@@ -105,7 +113,7 @@ pub async fn drive(
         // Checked here as well as in the select below: a server that keeps
         // sending must not keep a connection from giving up.
         if now >= end + DRAIN_TIMEOUT {
-            return Err(missing(starts.len()));
+            return Err(missing(starts.len(), &verifier));
         }
         match pacing {
             Pacing::Closed { pipeline } if now < end => {
@@ -187,8 +195,14 @@ pub async fn drive(
                 };
                 let done = verifier.check(&inbound[..read]).map_err(|mismatch| {
                     format!(
-                        "echo differs from what was sent: message {}, byte {}",
-                        mismatch.message, mismatch.offset
+                        "echo differs from what was sent: message {}, byte {}{}",
+                        mismatch.message,
+                        mismatch.offset,
+                        if mismatch.offset == size {
+                            " (the newline owed after it: is the server run with --append-newline?)"
+                        } else {
+                            ""
+                        }
                     )
                 })?;
                 let arrived = Instant::now();
@@ -204,15 +218,21 @@ pub async fn drive(
                 writable.map_err(|err| format!("write failed: {err}"))?;
             }
             () = timer.as_mut(), if open_loop_waiting => {}
-            () = give_up.as_mut() => return Err(missing(starts.len())),
+            () = give_up.as_mut() => return Err(missing(starts.len(), &verifier)),
         }
     }
     close(stream, &mut verifier, &mut inbound).await
 }
 
-fn missing(echoes: usize) -> String {
+fn missing(echoes: usize, verifier: &Verifier) -> String {
+    let owed = if verifier.owes_newline() {
+        " (every byte came back, but not the newline owed after the last \
+         message: is the server run with --append-newline?)"
+    } else {
+        ""
+    };
     format!(
-        "{echoes} echoes still missing {} s after the end",
+        "{echoes} echoes still missing {} s after the end{owed}",
         DRAIN_TIMEOUT.as_secs()
     )
 }

@@ -20,8 +20,26 @@ const STAMP: usize = 8;
 pub struct Mismatch {
     /// Index of the message, counted from 0 on its connection.
     pub message: u64,
-    /// Offset of the first wrong byte in that message.
+    /// Offset of the first wrong byte in that message; the message's size
+    /// where the newline owed after it did not come.
     pub offset: usize,
+}
+
+/// The newlines a server appends to what it echoes (`serve
+/// --append-newline`: one after each chunk it reads), as the verifier
+/// expects them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Newlines {
+    /// None: a `\n` is a payload byte like any other.
+    None,
+    /// One after each message, which counts as echoed only once its
+    /// newline has come: with one message in flight, the server's last
+    /// chunk of it ends where the message does. More may fall inside a
+    /// message read in several chunks.
+    AfterEach,
+    /// Anywhere between the server's chunks, none required: with several
+    /// messages in flight, one chunk may hold several of them.
+    Between,
 }
 
 /// The random block shared by every connection of a run.
@@ -138,18 +156,21 @@ pub struct Verifier {
     pattern: Pattern,
     message: u64,
     offset: usize,
-    skip_newlines: bool,
+    newlines: Newlines,
+    /// `AfterEach`: the current message is whole, and its newline owed.
+    owed_newline: bool,
 }
 
 impl Verifier {
-    /// A verifier for the echo of `pattern`. With `skip_newlines`, a `\n`
-    /// anywhere in the stream is taken as one the server appended.
-    pub fn new(pattern: Pattern, skip_newlines: bool) -> Verifier {
+    /// A verifier for the echo of `pattern`, with `newlines` appended by
+    /// the server (payload then never holds a `\n`).
+    pub fn new(pattern: Pattern, newlines: Newlines) -> Verifier {
         Verifier {
             pattern,
             message: 0,
             offset: 0,
-            skip_newlines,
+            newlines,
+            owed_newline: false,
         }
     }
 
@@ -158,9 +179,14 @@ impl Verifier {
         self.message
     }
 
-    /// True when the stream ends at a message boundary.
+    /// True when a message has come back whole and its newline is owed.
+    pub fn owes_newline(&self) -> bool {
+        self.owed_newline
+    }
+
+    /// True when the stream ends at a message boundary, its newline in.
     pub fn at_boundary(&self) -> bool {
-        self.offset == 0
+        self.offset == 0 && !self.owed_newline
     }
 
     /// Checks `data`, the next bytes of the stream; returns how many
@@ -169,7 +195,19 @@ impl Verifier {
         let before = self.message;
         let size = self.pattern.size;
         while !data.is_empty() {
-            if self.skip_newlines {
+            if self.owed_newline {
+                if data[0] != b'\n' {
+                    return Err(Mismatch {
+                        message: self.message,
+                        offset: size,
+                    });
+                }
+                self.owed_newline = false;
+                self.message += 1;
+                data = &data[1..];
+                continue;
+            }
+            if self.newlines != Newlines::None {
                 // Payload never holds '\n' in this mode; the server's
                 // newlines fall between the chunks it read.
                 if data[0] == b'\n' {
@@ -199,7 +237,11 @@ impl Verifier {
         self.offset += part.len();
         if self.offset == self.pattern.size {
             self.offset = 0;
-            self.message += 1;
+            if self.newlines == Newlines::AfterEach {
+                self.owed_newline = true;
+            } else {
+                self.message += 1;
+            }
         }
         Ok(())
     }
@@ -222,7 +264,7 @@ mod tests {
         let block = Block::new(100, 7, false);
         let bytes = stream(&block.pattern(3, 100), 50);
         for chunk in [1, 7, 100, 333, 5000] {
-            let mut verifier = Verifier::new(block.pattern(3, 100), false);
+            let mut verifier = Verifier::new(block.pattern(3, 100), Newlines::None);
             let done: u64 = bytes
                 .chunks(chunk)
                 .map(|c| verifier.check(c).unwrap())
@@ -237,7 +279,7 @@ mod tests {
         let block = Block::new(64, 7, false);
         let mut bytes = stream(&block.pattern(0, 64), 10);
         bytes[3 * 64 + 40] ^= 1;
-        let mut verifier = Verifier::new(block.pattern(0, 64), false);
+        let mut verifier = Verifier::new(block.pattern(0, 64), Newlines::None);
         let err = verifier.check(&bytes).unwrap_err();
         assert_eq!(
             err,
@@ -254,13 +296,13 @@ mod tests {
         let bytes = stream(&block.pattern(0, 16), 4);
         let lost = [&bytes[..16], &bytes[32..]].concat();
         assert!(
-            Verifier::new(block.pattern(0, 16), false)
+            Verifier::new(block.pattern(0, 16), Newlines::None)
                 .check(&lost)
                 .is_err()
         );
         let repeated = [&bytes[..32], &bytes[16..]].concat();
         assert!(
-            Verifier::new(block.pattern(0, 16), false)
+            Verifier::new(block.pattern(0, 16), Newlines::None)
                 .check(&repeated)
                 .is_err()
         );
@@ -271,7 +313,7 @@ mod tests {
         let block = Block::new(64, 7, false);
         let theirs = stream(&block.pattern(1, 64), 1);
         assert!(
-            Verifier::new(block.pattern(2, 64), false)
+            Verifier::new(block.pattern(2, 64), Newlines::None)
                 .check(&theirs)
                 .is_err()
         );
@@ -288,15 +330,40 @@ mod tests {
             with_newlines.extend_from_slice(chunk);
             with_newlines.push(b'\n');
         }
-        let mut verifier = Verifier::new(pattern, true);
+        let mut verifier = Verifier::new(pattern, Newlines::Between);
         assert_eq!(verifier.check(&with_newlines).unwrap(), 3);
+    }
+
+    #[test]
+    fn with_one_message_in_flight_each_needs_its_newline() {
+        let block = Block::new(10, 7, true);
+        let pattern = block.pattern(0, 10);
+        let bytes = stream(&pattern, 2);
+        // Read in two chunks, each with its newline: complete only once the
+        // newline after its last byte is in.
+        let mut verifier = Verifier::new(pattern.clone(), Newlines::AfterEach);
+        assert_eq!(verifier.check(&bytes[..4]).unwrap(), 0);
+        assert_eq!(verifier.check(b"\n").unwrap(), 0);
+        assert_eq!(verifier.check(&bytes[4..10]).unwrap(), 0);
+        assert!(!verifier.at_boundary());
+        assert_eq!(verifier.check(b"\n").unwrap(), 1);
+        assert!(verifier.at_boundary());
+        // A plain echo: the next message's bytes where the newline is owed.
+        let mut verifier = Verifier::new(pattern, Newlines::AfterEach);
+        assert_eq!(
+            verifier.check(&bytes),
+            Err(Mismatch {
+                message: 0,
+                offset: 10
+            })
+        );
     }
 
     #[test]
     fn messages_shorter_than_the_stamp_still_carry_part_of_it() {
         let block = Block::new(3, 7, false);
         let bytes = stream(&block.pattern(0, 3), 100);
-        let mut verifier = Verifier::new(block.pattern(0, 3), false);
+        let mut verifier = Verifier::new(block.pattern(0, 3), Newlines::None);
         assert_eq!(verifier.check(&bytes).unwrap(), 100);
     }
 }
