@@ -138,10 +138,10 @@ fn a_connection_without_a_header_is_closed_after_the_timeout_and_counted() {
     let mut server =
         TestServer::start_with_admin(&["--proxy-protocol", "--proxy-protocol-timeout", "300ms"]);
     let started = Instant::now();
-    // Silent, and then a few bytes that are not a whole header either.
+    // Silent, and the start of a header that never ends.
     let mut silent = server.connect();
     let mut short = server.connect();
-    short.write_all(b"hello").unwrap();
+    short.write_all(b"PROXY TC").unwrap();
     for stream in [&mut silent, &mut short] {
         stream.set_read_timeout(Some(PATIENCE)).unwrap();
         assert!(read_until_closed(stream).is_empty());
@@ -150,6 +150,28 @@ fn a_connection_without_a_header_is_closed_after_the_timeout_and_counted() {
     scrape_until(
         server.admin_addr(),
         &[("tandem_proxy_header_errors_total{kind=\"timeout\"}", 2.0)],
+    );
+    assert!(server.stop().success());
+}
+
+#[test]
+fn bytes_that_cannot_begin_a_header_are_refused_at_once_not_at_the_timeout() {
+    // A timeout far past the test's patience: only a refusal on arrival
+    // closes these in time.
+    let mut server =
+        TestServer::start_with_admin(&["--proxy-protocol", "--proxy-protocol-timeout", "10m"]);
+    for garbage in [&b"hello world"[..], b"G", b"\r\n\r\nX"] {
+        let mut stream = server.connect();
+        stream.write_all(garbage).unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        assert!(
+            read_until_closed(&mut stream).is_empty(),
+            "{garbage:?} was echoed"
+        );
+    }
+    scrape_until(
+        server.admin_addr(),
+        &[("tandem_proxy_header_errors_total{kind=\"malformed\"}", 3.0)],
     );
     assert!(server.stop().success());
 }

@@ -71,7 +71,22 @@ impl From<io::Error> for HeaderError {
 /// the connection's own peer stands.
 pub(crate) async fn read(stream: &mut TcpStream) -> Result<Option<SocketAddr>, HeaderError> {
     let mut header = vec![0u8; SHORTEST];
-    stream.read_exact(&mut header).await?;
+    // Bytes as they come, never past the shortest header: the moment they
+    // cannot begin one, the connection is refused, not held until the
+    // timeout.
+    let mut filled = 0;
+    while filled < SHORTEST {
+        let read = stream.read(&mut header[filled..]).await?;
+        if read == 0 {
+            return Err(HeaderError::Closed);
+        }
+        filled += read;
+        if !could_begin_a_header(&header[..filled]) {
+            return Err(HeaderError::Malformed(
+                "neither a v1 (`PROXY ...`) nor a v2 signature".to_owned(),
+            ));
+        }
+    }
     if header.starts_with(&V2_SIGNATURE[..]) {
         header.resize(16, 0);
         stream.read_exact(&mut header[SHORTEST..]).await?;
@@ -104,6 +119,15 @@ pub(crate) async fn read(stream: &mut TcpStream) -> Result<Option<SocketAddr>, H
     parse_v1(&header)
 }
 
+/// True while `start` may still be the beginning of a v1 or v2 header.
+fn could_begin_a_header(start: &[u8]) -> bool {
+    let prefix_of = |signature: &[u8]| {
+        let shared = start.len().min(signature.len());
+        start[..shared] == signature[..shared]
+    };
+    prefix_of(b"PROXY ") || prefix_of(V2_SIGNATURE)
+}
+
 fn parse_v2(header: &[u8]) -> Result<Option<SocketAddr>, HeaderError> {
     use ppp::v2::{Addresses, Command, Header};
     let parsed = Header::try_from(header).map_err(|err| HeaderError::Malformed(err.to_string()))?;
@@ -130,6 +154,21 @@ fn parse_v1(header: &[u8]) -> Result<Option<SocketAddr>, HeaderError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_that_cannot_begin_a_header_are_told_at_once() {
+        for start in [
+            &b"PRO"[..],
+            b"PROXY TCP4",
+            b"\r\n\r\n",
+            b"\r\n\r\n\0\r\nQUIT\n\x21",
+        ] {
+            assert!(could_begin_a_header(start), "{start:?}");
+        }
+        for start in [&b"G"[..], b"GET / HTTP/1.1", b"PROXYZ", b"\r\n\r\nX"] {
+            assert!(!could_begin_a_header(start), "{start:?}");
+        }
+    }
 
     #[test]
     fn a_v1_header_names_its_source() {
