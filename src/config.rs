@@ -148,8 +148,8 @@ pub struct ServeOptions {
     pub config: Option<PathBuf>,
 
     /// Address to listen on: IPv4, IPv6 (`[::1]:8000`) or a host name
-    /// (`localhost:8000`), which is resolved and its first address bound
-    /// [default: 127.0.0.1:8000].
+    /// (`localhost:8000`), which is resolved and the first of its addresses
+    /// that can be bound is [default: 127.0.0.1:8000].
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<ListenAddress>,
 
@@ -228,7 +228,8 @@ pub struct ServeOptions {
     #[arg(long, value_name = "N")]
     pub max_connections_per_ip: Option<usize>,
 
-    /// How long live connections are served after SIGTERM/SIGINT [default: 30s].
+    /// How long live connections are served after SIGTERM, SIGINT or
+    /// SIGQUIT [default: 30s].
     #[arg(long, value_name = "DURATION")]
     pub shutdown_timeout: Option<HumanDuration>,
 

@@ -156,6 +156,24 @@ fn init_logging(format: LogFormat) {
     registry.init();
 }
 
+/// Binds the first address `--listen` stands for that can be bound (a
+/// name may resolve to an IPv6 address on a host without IPv6); the error
+/// of the last one otherwise.
+fn bind_first(config: &ServeConfig) -> anyhow::Result<std::net::TcpListener> {
+    let options = tandem::server::ListenOptions {
+        backlog: config.backlog,
+        reuse_port: config.reuse_port,
+    };
+    let mut failed = None;
+    for &addr in &config.listen_resolved {
+        match tandem::server::bind_with(addr, options) {
+            Ok(listener) => return Ok(listener),
+            Err(err) => failed = Some(err),
+        }
+    }
+    Err(failed.map_or_else(|| anyhow::anyhow!("no address to listen on"), Into::into))
+}
+
 /// Listen backlog of the admin endpoint: scrapers and probes, a handful.
 const ADMIN_BACKLOG: u32 = 64;
 
@@ -170,13 +188,7 @@ fn run(config: ServeConfig) -> anyhow::Result<()> {
             );
             listener
         }
-        None => tandem::server::bind_with(
-            config.listen,
-            tandem::server::ListenOptions {
-                backlog: config.backlog,
-                reuse_port: config.reuse_port,
-            },
-        )?,
+        None => bind_first(&config)?,
     };
     let addr = listener
         .local_addr()

@@ -3,8 +3,9 @@
 //! once with exit 1 and a message naming the runtime and the OS's reason,
 //! in every layout, instead of hanging with its listener bound.
 //!
-//! Runs tandem as `nobody` (uid 65534, which runs nothing else here), under
-//! `prlimit --nproc`, through `setpriv`: it needs root, as tests/udp.rs does.
+//! Runs tandem under a uid of its own that no account uses (one per test,
+//! since the limit counts every process of the uid), under `prlimit
+//! --nproc`, through `setpriv`: it needs root, as tests/udp.rs does.
 
 mod common;
 
@@ -13,9 +14,9 @@ use std::path::PathBuf;
 
 use common::{LAYOUTS, PATIENCE, Proc, external};
 
-/// A copy of the tandem binary that `nobody` may run: the build's own may
+/// A copy of the tandem binary that any uid may run: the build's own may
 /// sit below a folder only root may enter.
-fn binary_for_nobody() -> (tempfile::TempDir, PathBuf) {
+fn binary_for_anyone() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let binary = dir.path().join("tandem");
@@ -24,21 +25,22 @@ fn binary_for_nobody() -> (tempfile::TempDir, PathBuf) {
     (dir, binary)
 }
 
-/// `nobody`'s threads are counted together, across processes: the tests
-/// here take turns.
-static NOBODY: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// `tandem serve` with `args` as `nobody`, allowed `threads` threads in all.
-fn serve_as_nobody_with_threads(binary: &PathBuf, threads: u32, args: &[&str]) -> common::Finished {
-    let _turn = NOBODY
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+/// `tandem serve` with `args` as `uid` (and as many a gid), allowed
+/// `threads` threads in all.
+fn serve_as_with_threads(
+    uid: u32,
+    binary: &PathBuf,
+    threads: u32,
+    args: &[&str],
+) -> common::Finished {
     let prlimit = external::require("prlimit");
     let mut command = external::command("setpriv");
     command
         .env_clear()
         .env("RUST_LOG", "info")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={uid}"))
+        .arg("--clear-groups")
         .arg(prlimit)
         .arg(format!("--nproc={threads}"))
         .arg(binary)
@@ -51,10 +53,10 @@ fn serve_as_nobody_with_threads(binary: &PathBuf, threads: u32, args: &[&str]) -
 
 #[test]
 fn a_runtime_whose_threads_the_os_refuses_fails_the_start_cleanly_in_every_layout() {
-    let (_dir, binary) = binary_for_nobody();
+    let (_dir, binary) = binary_for_anyone();
     for layout in LAYOUTS {
         let out =
-            serve_as_nobody_with_threads(&binary, 6, &["--workers", "32", "--layout", layout]);
+            serve_as_with_threads(61_001, &binary, 6, &["--workers", "32", "--layout", layout]);
         assert_eq!(out.status.code(), Some(1), "{layout}: {}", out.stderr);
         assert!(
             out.stderr.contains("cannot start the tandem-") && out.stderr.contains("os error"),
@@ -72,10 +74,11 @@ fn a_runtime_whose_threads_the_os_refuses_fails_the_start_cleanly_in_every_layou
 
 #[test]
 fn an_admin_runtime_whose_thread_the_os_refuses_fails_the_start_cleanly() {
-    let (_dir, binary) = binary_for_nobody();
+    let (_dir, binary) = binary_for_anyone();
     // The main thread, the signal thread and one worker: no room for the
     // admin runtime's thread.
-    let out = serve_as_nobody_with_threads(
+    let out = serve_as_with_threads(
+        61_002,
         &binary,
         3,
         &[

@@ -132,8 +132,8 @@ impl ClientTls {
     }
 }
 
-/// Adds what to do to a refused server certificate, the usual first
-/// failure against a test server.
+/// Adds what to do to the usual first failures against a test server: a
+/// refused certificate, and a server that does not speak TLS at all.
 fn with_hint(err: std::io::Error) -> std::io::Error {
     let hint = match err
         .get_ref()

@@ -101,11 +101,7 @@ pub(crate) async fn read(stream: &mut TcpStream) -> Result<Option<SocketAddr>, H
         stream.read_exact(&mut header[16..]).await?;
         return parse_v2(&header);
     }
-    if !header.starts_with(b"PROXY ") {
-        return Err(HeaderError::Malformed(
-            "neither a v1 (`PROXY ...`) nor a v2 signature".to_owned(),
-        ));
-    }
+    // Not v2, and `could_begin_a_header` saw its start: a v1 header.
     while !header.ends_with(b"\r\n") {
         if header.len() == V1_LONGEST {
             return Err(HeaderError::Malformed(format!(
@@ -125,7 +121,14 @@ fn could_begin_a_header(start: &[u8]) -> bool {
         let shared = start.len().min(signature.len());
         start[..shared] == signature[..shared]
     };
-    prefix_of(b"PROXY ") || prefix_of(V2_SIGNATURE)
+    [
+        &b"PROXY TCP4 "[..],
+        b"PROXY TCP6 ",
+        b"PROXY UNKNOWN",
+        V2_SIGNATURE,
+    ]
+    .into_iter()
+    .any(prefix_of)
 }
 
 fn parse_v2(header: &[u8]) -> Result<Option<SocketAddr>, HeaderError> {
@@ -165,7 +168,13 @@ mod tests {
         ] {
             assert!(could_begin_a_header(start), "{start:?}");
         }
-        for start in [&b"G"[..], b"GET / HTTP/1.1", b"PROXYZ", b"\r\n\r\nX"] {
+        for start in [
+            &b"G"[..],
+            b"GET / HTTP/1.1",
+            b"PROXYZ",
+            b"PROXY TCP5",
+            b"\r\n\r\nX",
+        ] {
             assert!(!could_begin_a_header(start), "{start:?}");
         }
     }

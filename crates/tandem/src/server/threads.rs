@@ -19,31 +19,23 @@ use super::ServerError;
 /// How long the checking threads may take to be released by the kernel.
 const RELEASE_PATIENCE: Duration = Duration::from_secs(1);
 
-/// The threads of this process, as the kernel counts them (`Threads:` in
-/// /proc); `None` where /proc is not there.
-fn live_threads() -> Option<usize> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("Threads:"))?
-        .trim()
-        .parse()
-        .ok()
-}
-
 /// Starts `threads` threads that wait until all are started (or one could
 /// not be), then lets them end and joins them. `role` names the runtime in
 /// the error.
 pub(crate) fn ensure_available(threads: usize, role: &str) -> Result<(), ServerError> {
-    let before = live_threads();
     let release = Arc::new((Mutex::new(false), Condvar::new()));
+    // Each checking thread's id, to see the kernel let it go.
+    let ids = Arc::new(Mutex::new(Vec::with_capacity(threads)));
     let mut started = Vec::with_capacity(threads);
     let mut refused = None;
     for _ in 0..threads {
-        let release = release.clone();
+        let (release, ids) = (release.clone(), ids.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("{role}-check"))
             .spawn(move || {
+                // SAFETY: gettid has no preconditions.
+                let id = unsafe { libc::gettid() };
+                ids.lock().unwrap_or_else(PoisonError::into_inner).push(id);
                 let (released, wake) = &*release;
                 let mut released = released.lock().unwrap_or_else(PoisonError::into_inner);
                 while !*released {
@@ -66,10 +58,11 @@ pub(crate) fn ensure_available(threads: usize, role: &str) -> Result<(), ServerE
     }
     // A joined thread may still count against the limit for a moment: the
     // kernel releases it after the join returns. The room is the runtime's
-    // only once they are all gone.
-    if let Some(before) = before {
-        let deadline = Instant::now() + RELEASE_PATIENCE;
-        while live_threads().is_some_and(|now| now > before) && Instant::now() < deadline {
+    // only once each is gone from /proc.
+    let deadline = Instant::now() + RELEASE_PATIENCE;
+    for id in ids.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+        let task = format!("/proc/self/task/{id}");
+        while std::path::Path::new(&task).exists() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
