@@ -349,11 +349,8 @@ impl ListenAddress {
 /// Everything `tandem serve` runs with, after merging and validation.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
-    /// Address the listener binds: `--listen`, or the first address its
-    /// name resolved to.
-    pub listen: SocketAddr,
-    /// Every address `--listen` stood for (one, unless a name resolved to
-    /// several), for the start-up line.
+    /// Every address `--listen` stands for (one, unless a name resolved to
+    /// several), in the order they are tried; never empty.
     pub listen_resolved: Vec<SocketAddr>,
     /// Address of the admin endpoint, if any.
     pub admin_listen: Option<SocketAddr>,
@@ -554,7 +551,6 @@ impl ServeOptions {
             None => vec![DEFAULT_LISTEN],
         };
         Ok(ServeConfig {
-            listen: listen_resolved[0],
             listen_resolved,
             admin_listen: self.admin_listen,
             backlog,
@@ -678,7 +674,7 @@ mod tests {
     #[test]
     fn defaults_are_the_documented_ones() {
         let config = ServeOptions::default().resolve().unwrap();
-        assert_eq!(config.listen, DEFAULT_LISTEN);
+        assert_eq!(config.listen_resolved, [DEFAULT_LISTEN]);
         assert_eq!(config.server.layout, Layout::Split);
         assert_eq!(config.server.handoff_capacity, 4000);
         assert_eq!(config.server.max_connections, 10_000);
@@ -741,7 +737,7 @@ mod tests {
         )
         .unwrap();
         let config = options.resolve().unwrap();
-        assert_eq!(config.listen, "[::1]:9000".parse().unwrap());
+        assert_eq!(config.listen_resolved, ["[::1]:9000".parse().unwrap()]);
         assert_eq!(config.server.layout, Layout::Sharded);
         assert_eq!(config.server.handoff_capacity, 7);
         assert!(config.echo.append_newline);

@@ -7,12 +7,8 @@ use std::io::{ErrorKind, Read};
 use std::net::{Shutdown, TcpStream};
 use std::os::unix::process::ExitStatusExt;
 
-use common::{LAYOUTS, TestServer, round_trip};
+use common::{ACCEPTOR_GONE, LAYOUTS, TestServer, round_trip};
 use nix::sys::signal::Signal;
-
-/// Printed once accepting has stopped and, in `split` and `sharded`, the
-/// acceptor runtime has been shut down.
-const ACCEPTOR_GONE: &str = "stopped accepting";
 
 #[test]
 fn live_connections_keep_echoing_after_the_acceptor_runtime_stops() {

@@ -363,6 +363,10 @@ pub fn round_trip(stream: &mut TcpStream, payload: &[u8]) -> Vec<u8> {
     echoed
 }
 
+/// Logged once accepting has stopped at a shutdown and, in `split` and
+/// `sharded`, the acceptor runtime has been shut down.
+pub const ACCEPTOR_GONE: &str = "stopped accepting";
+
 /// The three layouts, for tests that must hold in each.
 pub const LAYOUTS: [&str; 3] = ["split", "single", "sharded"];
 

@@ -19,14 +19,12 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use crate::common::streamer::{Progress, Streamer, random_pool};
-use crate::common::{LAYOUTS, PATIENCE, TestServer};
+use crate::common::{ACCEPTOR_GONE, LAYOUTS, PATIENCE, TestServer};
 
 const CLIENTS: usize = 100;
 /// How long the clients keep streaming after the signal: the server is
 /// shutting down, and still serving them.
 const AFTER_SIGNAL: Duration = Duration::from_millis(400);
-/// Printed once the listener is closed (and any acceptor runtime gone).
-const ACCEPTOR_GONE: &str = "stopped accepting";
 
 /// Most echo one client may get before every client has had some: a
 /// server that lets one busy connection keep a worker thread starves the

@@ -74,6 +74,16 @@ pub enum TlsError {
     },
 }
 
+impl TlsError {
+    fn rejected(cert: &Path, key: &Path, cause: rustls::Error) -> TlsError {
+        TlsError::Rejected {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            cause,
+        }
+    }
+}
+
 /// What a server needs to speak TLS: its rustls configuration and the
 /// handshake timeout. Cheap to clone.
 #[derive(Clone)]
@@ -106,11 +116,7 @@ impl PemIdentity {
         let private_key = read_pem(key, PrivateKeyDer::from_pem_slice)?;
         CertifiedKey::from_der(chain, private_key, provider)
             .map(Arc::new)
-            .map_err(|cause| TlsError::Rejected {
-                cert: cert.to_owned(),
-                key: key.to_owned(),
-                cause,
-            })
+            .map_err(|cause| TlsError::rejected(cert, key, cause))
     }
 }
 
@@ -158,11 +164,7 @@ impl ServerTls {
         });
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|cause| TlsError::Rejected {
-                cert: cert.to_owned(),
-                key: key.to_owned(),
-                cause,
-            })?
+            .map_err(|cause| TlsError::rejected(cert, key, cause))?
             .with_no_client_auth()
             .with_cert_resolver(identity.clone());
         Ok(ServerTls {

@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 use super::client::{close, connect};
-use super::pattern::{Block, Newlines, Verifier};
+use super::pattern::{APPEND_NEWLINE_HINT, Block, Newlines, Verifier};
 use super::stats::{Recorder, Stats};
 use super::tls::ClientTls;
 
@@ -73,9 +73,9 @@ pub async fn churn(
         };
         let result = match tokio::time::timeout_at(deadline, attempt).await {
             Ok(result) => result,
-            Err(_) if skip_newlines => Err("no echo, or no newline after it, before the \
-                 run's deadline: is the server run with --append-newline?"
-                .to_owned()),
+            Err(_) if skip_newlines => Err(format!(
+                "no echo, or no newline after it, before the run's deadline: {APPEND_NEWLINE_HINT}"
+            )),
             Err(_) => Err("no echo before the run's deadline".to_owned()),
         };
         match result {

@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::pattern::{Newlines, Pattern, Verifier};
+use super::pattern::{APPEND_NEWLINE_HINT, Newlines, Pattern, Verifier};
 use super::stats::{Recorder, Stats};
 use super::tls::ClientTls;
 use tandem::transport::Transport;
@@ -199,9 +199,9 @@ pub async fn drive(
                         mismatch.message,
                         mismatch.offset,
                         if mismatch.offset == size {
-                            " (the newline owed after it: is the server run with --append-newline?)"
+                            format!(" (the newline owed after it: {APPEND_NEWLINE_HINT})")
                         } else {
-                            ""
+                            String::new()
                         }
                     )
                 })?;
@@ -226,10 +226,12 @@ pub async fn drive(
 
 fn missing(echoes: usize, verifier: &Verifier) -> String {
     let owed = if verifier.owes_newline() {
-        " (every byte came back, but not the newline owed after the last \
-         message: is the server run with --append-newline?)"
+        format!(
+            " (every byte came back, but not the newline owed after the last \
+             message: {APPEND_NEWLINE_HINT})"
+        )
     } else {
-        ""
+        String::new()
     };
     format!(
         "{echoes} echoes still missing {} s after the end{owed}",

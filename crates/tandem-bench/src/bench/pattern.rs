@@ -25,6 +25,9 @@ pub struct Mismatch {
     pub offset: usize,
 }
 
+/// Said wherever a newline the bench expects does not come.
+pub(crate) const APPEND_NEWLINE_HINT: &str = "is the server run with --append-newline?";
+
 /// The newlines a server appends to what it echoes (`serve
 /// --append-newline`: one after each chunk it reads), as the verifier
 /// expects them.

@@ -648,16 +648,13 @@ impl<H: Handler> Running<H> {
         started.shut_down_acceptor();
         let live = worker::active(&serving);
         let timeout = humantime::format_duration(config.shutdown_timeout);
-        if config.layout == Layout::Single {
-            // Accepting shares the worker runtime: there is none to stop.
-            info!(live, %timeout, "stopped accepting; draining live connections");
+        // In `single`, accepting shares the worker runtime: none to stop.
+        let stopped = if config.layout == Layout::Single {
+            "stopped accepting"
         } else {
-            info!(
-                live,
-                %timeout,
-                "stopped accepting and shut the acceptor runtime down; draining live connections"
-            );
-        }
+            "stopped accepting and shut the acceptor runtime down"
+        };
+        info!(live, %timeout, "{stopped}; draining live connections");
 
         // ...then the live connections, for up to the shutdown timeout...
         serving.tracker.close();
