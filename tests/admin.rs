@@ -686,7 +686,211 @@ fn admin_answers_while_the_only_worker_is_stalled_in_every_layout() {
 }
 
 // ---------------------------------------------------------------------------
-// 7. HTTP
+// 7. Answers while hostile clients hold the port
+// ---------------------------------------------------------------------------
+
+/// How long a health check may take while hostile clients hold the admin
+/// port. The target is a second and the checks take milliseconds when the
+/// endpoint makes room; 5 s is the margin for a busy 2-core machine. An
+/// endpoint that makes a newcomer wait for a held slot answers only when
+/// one frees: after 10 s for a client that sends nothing, and 60 s for one
+/// that stopped reading.
+const HOSTILE_PATIENCE: Duration = Duration::from_secs(5);
+
+/// One request whose headers are never finished.
+const HALF_SENT: &[u8] = b"GET /metrics HTTP/1.1\r\nHost: a";
+
+/// The hostile ways to hold an admin connection.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Hostile {
+    /// Connects and sends nothing.
+    Idle,
+    /// Sends the start of a request and never the rest.
+    HalfSent,
+    /// Pipelines requests and never reads a response.
+    SlowReader,
+}
+
+/// Opens a connection of `kind` to `admin`, doing its hostile part.
+fn hold(admin: SocketAddr, kind: Hostile) -> std::io::Result<TcpStream> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(admin),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    if kind == Hostile::SlowReader {
+        // A small window, as a slow client on a slow link advertises: the
+        // server's writes stall after a few responses.
+        socket.set_recv_buffer_size(4096)?;
+    }
+    socket.connect(&admin.into())?;
+    let mut stream = TcpStream::from(socket);
+    match kind {
+        Hostile::Idle => {}
+        Hostile::HalfSent => stream.write_all(HALF_SENT)?,
+        Hostile::SlowReader => {
+            // As many requests as the socket takes without blocking: the
+            // responses, far larger, fill the window and the server's
+            // send buffer.
+            stream.set_nonblocking(true)?;
+            let request = format!("GET /metrics HTTP/1.1\r\nHost: {admin}\r\n\r\n");
+            for _ in 0..2000 {
+                match stream.write(request.as_bytes()) {
+                    Ok(_) => {}
+                    Err(err) if err.kind() == ErrorKind::WouldBlock => break,
+                    Err(err) => return Err(err),
+                }
+            }
+        }
+    }
+    stream.set_nonblocking(true)?;
+    Ok(stream)
+}
+
+/// Whether the server closed `stream`. Only for kinds that receive nothing
+/// while they hold: a slow reader's socket is full of responses.
+fn closed_by_server(stream: &TcpStream) -> bool {
+    match stream.peek(&mut [0u8; 1]) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(err) => err.kind() != ErrorKind::WouldBlock,
+    }
+}
+
+/// Hostile clients of every kind, 130 in all, holding the admin port from
+/// a thread of their own until dropped. The slow readers connect first, so
+/// they would be the ones holding the slots of an endpoint that keeps its
+/// first comers. An idle or half-sent connection that the server closes
+/// reconnects at once, as a misbehaving client in a loop does.
+struct Horde {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<usize>>,
+}
+
+impl Horde {
+    fn start(admin: SocketAddr) -> Horde {
+        let kinds: Vec<Hostile> = std::iter::repeat_n(Hostile::SlowReader, 40)
+            .chain(std::iter::repeat_n(Hostile::Idle, 45))
+            .chain(std::iter::repeat_n(Hostile::HalfSent, 45))
+            .collect();
+        let mut held: Vec<(Hostile, TcpStream)> = kinds
+            .iter()
+            .map(|&kind| (kind, hold(admin, kind).expect("a hostile connection")))
+            .collect();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut reconnected = 0;
+            while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                for (kind, stream) in &mut held {
+                    if *kind != Hostile::SlowReader && closed_by_server(stream) {
+                        // A refused or failed reconnect is tried again on
+                        // the next round.
+                        if let Ok(again) = hold(admin, *kind) {
+                            *stream = again;
+                            reconnected += 1;
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            reconnected
+        });
+        Horde {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the horde; returns how many times its clients reconnected.
+    fn disband(mut self) -> usize {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread
+            .take()
+            .and_then(|thread| thread.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Horde {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn health_checks_and_a_scrape_are_answered_while_130_hostile_clients_hold_the_port() {
+    let server = TestServer::start_with_admin(&[]);
+    let admin = server.admin_addr();
+    let horde = Horde::start(admin);
+
+    let mut slowest = Duration::ZERO;
+    for (check, path) in std::iter::repeat_n("/readyz", 12)
+        .chain(["/metrics"])
+        .enumerate()
+    {
+        let started = Instant::now();
+        let response = request(admin, "GET", path, HOSTILE_PATIENCE)
+            .unwrap_or_else(|err| panic!("check {check}, {path}, among the hostile: {err}"));
+        let took = started.elapsed();
+        assert_eq!(response.status, 200, "check {check}, {path}");
+        assert!(
+            took < HOSTILE_PATIENCE,
+            "check {check}, {path}: answered after {took:?}"
+        );
+        slowest = slowest.max(took);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let reconnected = horde.disband();
+    eprintln!("slowest check: {slowest:?}; hostile reconnects: {reconnected}");
+}
+
+#[test]
+fn a_client_that_stops_reading_its_responses_is_closed() {
+    let server = TestServer::start_with_admin(&[]);
+    let slow = hold(server.admin_addr(), Hostile::SlowReader).unwrap();
+    // Once the server's writes make no progress for the write timeout
+    // (2 s), it closes the connection; its unread requests make the close
+    // a reset, which the client sees without reading. An endpoint without
+    // a write timeout holds it for the 60 s a connection may live.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match slow.take_error() {
+            Ok(None) => {}
+            Ok(Some(err)) | Err(err) => {
+                assert_eq!(err.kind(), ErrorKind::ConnectionReset, "{err}");
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the slow reader still held its connection after {PATIENCE:?}"
+        );
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+#[test]
+fn a_client_that_sends_no_whole_request_is_closed_after_the_header_timeout() {
+    // The header timeout is 2 s; 4 s more is the margin for a busy
+    // machine. An endpoint that waits 10 s, as this one did, fails.
+    const CLOSED_WITHIN: Duration = Duration::from_secs(6);
+    let server = TestServer::start_with_admin(&[]);
+    for kind in [Hostile::Idle, Hostile::HalfSent] {
+        let started = Instant::now();
+        let mut stream = hold(server.admin_addr(), kind).unwrap();
+        stream.set_nonblocking(false).unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        let mut raw = Vec::new();
+        let read = stream.read_to_end(&mut raw);
+        let took = started.elapsed();
+        assert!(read.is_ok(), "{kind:?}: not closed: {read:?}");
+        assert!(took < CLOSED_WITHIN, "{kind:?}: closed after {took:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 8. HTTP
 // ---------------------------------------------------------------------------
 
 #[test]
@@ -743,7 +947,7 @@ fn head_metrics_answers_200_without_a_body() {
 }
 
 // ---------------------------------------------------------------------------
-// 8. Configuration
+// 9. Configuration
 // ---------------------------------------------------------------------------
 
 #[test]

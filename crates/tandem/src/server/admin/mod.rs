@@ -7,6 +7,12 @@
 //! signal stays observable. It also samples every runtime's metrics once a
 //! second (see [`crate::metrics`]).
 //!
+//! It answers while broken or hostile clients hold its port: every
+//! connection is accepted at once and room made for it in the [`Pool`]
+//! (see there), a request's headers must arrive within [`HEADER_TIMEOUT`],
+//! and a response write that stalls for [`WRITE_TIMEOUT`] ends the
+//! connection.
+//!
 //! Routes (`GET` or `HEAD`):
 //! - `/metrics`: the Prometheus text exposition of [`Metrics`];
 //! - `/healthz`: 200 while the process runs;
@@ -26,22 +32,34 @@ use hyper::body::Incoming;
 use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
-use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_io_timeout::TimeoutStream;
 use tracing::{debug, warn};
 
+use self::pool::{Held, Pool};
 use super::ServerError;
 use super::acceptor::{AcceptErrorAction, classify};
 use crate::metrics::Metrics;
 
-/// Admin connections served at once: scrapers and probes, a handful at
-/// most. Beyond this, new ones wait in the listen backlog.
-const MAX_CONNECTIONS: usize = 32;
-/// A client has this long to send a request's headers.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+mod pool;
+
+/// A client has this long to send a request's headers, counted from the
+/// connection's start or the previous response: scrapers and probes send
+/// theirs at once, and a kept-alive connection idle for longer is closed.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+/// A response write that makes no progress for this long closes the
+/// connection: its client stopped reading.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bytes of requests read ahead, or of responses queued, on one admin
+/// connection (hyper's minimum is 8 KiB).
+const MAX_BUFFERED: usize = 16 * 1024;
+/// The send buffer of an admin connection, in bytes (the kernel doubles
+/// it for its bookkeeping).
+const SEND_BUFFER: usize = 64 * 1024;
 /// Longest life of one admin connection, keep-alive included: a scraper
-/// reconnects, a client that trickles or never reads is let go.
+/// reconnects, a client that keeps a connection busy for ever is let go.
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 /// Pause after an accept error that is not about one connection.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -136,14 +154,12 @@ impl Drop for Admin {
     }
 }
 
+/// Accepts admin connections for ever. Every connection is accepted at
+/// once and room made for it in the [`Pool`], so a health check never
+/// waits behind the clients that hold the slots.
 async fn serve(listener: TcpListener, routes: Arc<Routes>) {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let pool = Pool::new(pool::CAPACITY, pool::PER_CLIENT);
     loop {
-        // The permit first, as for echo connections: a flood of admin
-        // clients waits in the backlog instead of in memory.
-        let Ok(permit) = limit.clone().acquire_owned().await else {
-            return;
-        };
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(err) => {
@@ -154,23 +170,45 @@ async fn serve(listener: TcpListener, routes: Arc<Routes>) {
                 continue;
             }
         };
-        let routes = routes.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(|request| {
-                let response = routes.respond(&request);
-                async move { Ok::<_, Infallible>(response) }
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service);
-            match tokio::time::timeout(CONNECTION_LIFETIME, connection).await {
-                Ok(Ok(())) => {}
-                Ok(Err(err)) => debug!(%peer, cause = %err, "admin connection failed"),
-                Err(_) => debug!(%peer, "admin connection reached its lifetime; closed"),
-            }
-            drop(permit);
-        });
+        let held = pool.admit(peer.ip(), Instant::now());
+        tokio::spawn(serve_connection(stream, peer, routes.clone(), held));
+        // Lets the new connection read its request before the next accept,
+        // so that a burst of newer connections cannot crowd it out first.
+        tokio::task::yield_now().await;
+    }
+}
+
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, routes: Arc<Routes>, held: Held) {
+    // A fixed send buffer instead of one the kernel grows to megabytes:
+    // a client that stops reading pins that much kernel memory, and the
+    // write timeout starts only once it is full. A scrape fits many times.
+    if let Err(err) = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER) {
+        debug!(%peer, cause = %err, "cannot set the admin connection's send buffer");
+    }
+    let mut stream = TimeoutStream::new(stream);
+    stream.set_write_timeout(Some(WRITE_TIMEOUT));
+    let service = hyper::service::service_fn(|request| {
+        held.active(Instant::now());
+        let response = routes.respond(&request);
+        async move { Ok::<_, Infallible>(response) }
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        // A client that pipelines requests and reads no responses gets
+        // this much queued before the server stops reading its requests:
+        // a few renders of /metrics, not hyper's default of ~400 KB worth.
+        .max_buf_size(MAX_BUFFERED)
+        .serve_connection(TokioIo::new(Box::pin(stream)), service);
+    tokio::select! {
+        served = tokio::time::timeout(CONNECTION_LIFETIME, connection) => match served {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => debug!(%peer, cause = %err, "admin connection failed"),
+            Err(_) => debug!(%peer, "admin connection reached its lifetime; closed"),
+        },
+        () = held.let_go() => {
+            debug!(%peer, "admin connections full; closed the least recently active one");
+        }
     }
 }
 
