@@ -31,10 +31,10 @@ use clap::{Args, ValueEnum};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
 
-use tandem::EchoConfig;
 use tandem::file::FileError;
 use tandem::server::{DEFAULT_PROXY_HEADER_TIMEOUT, Layout, ServerConfig, ServerError};
 use tandem::tls::{DEFAULT_HANDSHAKE_TIMEOUT, ServerTls, TlsError};
+use tandem::{EchoConfig, IpRanges};
 pub use tandem_bench::HumanDuration;
 
 /// The listen address of the article's server.
@@ -96,6 +96,34 @@ fn quoted(message: &str) -> String {
 fn layout_by_name<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Layout>, D::Error> {
     let name = String::deserialize(deserializer)?;
     name.parse().map(Some).map_err(serde::de::Error::custom)
+}
+
+/// The file's `proxy_protocol_from`: one string of ranges separated by
+/// commas, as on the command line, or a list of them.
+fn ranges_from_text_or_list<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<IpRanges>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum TextOrList {
+        Text(String),
+        List(Vec<String>),
+    }
+    let text = match TextOrList::deserialize(deserializer)? {
+        TextOrList::Text(text) => text,
+        TextOrList::List(items) => items.join(","),
+    };
+    text.parse().map(Some).map_err(serde::de::Error::custom)
+}
+
+fn ranges_as_text<S: Serializer>(
+    ranges: &Option<IpRanges>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match ranges {
+        Some(ranges) => serializer.collect_str(ranges),
+        None => serializer.serialize_none(),
+    }
 }
 
 /// Names an option's environment variable after its flag, in one place
@@ -251,6 +279,18 @@ pub struct ServeOptions {
     /// How long a connection may take to send its PROXY header [default: 5s].
     #[arg(long, value_name = "DURATION")]
     pub proxy_protocol_timeout: Option<HumanDuration>,
+
+    /// The load balancers trusted to send a PROXY header: addresses or
+    /// CIDR ranges separated by commas (10.0.0.0/8,192.0.2.7); a connection
+    /// from any other peer is closed unechoed. Needs --proxy-protocol
+    /// [default: any peer].
+    #[arg(long, value_name = "CIDRS")]
+    #[serde(
+        default,
+        deserialize_with = "ranges_from_text_or_list",
+        serialize_with = "ranges_as_text"
+    )]
+    pub proxy_protocol_from: Option<IpRanges>,
 
     /// Serve echo over TLS with this certificate chain (PEM, the server's
     /// own certificate first); needs --tls-key [default: off].
@@ -518,7 +558,20 @@ impl ServeOptions {
                         .map_or(DEFAULT_PROXY_HEADER_TIMEOUT, |d| d.0),
                 )?),
                 _ => None,
-            });
+            })
+            .proxy_protocol_from(
+                match (self.proxy_protocol, self.proxy_protocol_from.clone()) {
+                    (Some(true), from) => from,
+                    (_, None) => None,
+                    (_, Some(from)) => {
+                        return Err(ConfigError::Invalid {
+                            option: OptionName("proxy_protocol_from"),
+                            rule: "needs --proxy-protocol as well".to_owned(),
+                            value: from.to_string(),
+                        });
+                    }
+                },
+            );
         // The server's own ranges, reported under the option's three names.
         if let Err(ServerError::InvalidConfig { field, rule, value }) = server.validate() {
             return Err(ConfigError::Invalid {

@@ -251,6 +251,52 @@ const INVALID: &[Invalid] = &[
         ..PLAIN
     },
     Invalid {
+        name: "a trusted range that is no range",
+        args: &[
+            "--proxy-protocol",
+            "--proxy-protocol-from",
+            "10.0.0.0/8,10.0.0.0/33",
+        ],
+        expect: &[
+            "--proxy-protocol-from",
+            "\"10.0.0.0/33\" is not an IP address or a CIDR range",
+        ],
+        ..PLAIN
+    },
+    Invalid {
+        name: "a trusted range that is a host name, from the environment",
+        env: &[
+            ("TANDEM_PROXY_PROTOCOL", "true"),
+            ("TANDEM_PROXY_PROTOCOL_FROM", "balancer.internal"),
+        ],
+        // clap names the flag for a value it cannot parse, from wherever.
+        expect: &[
+            "--proxy-protocol-from",
+            "\"balancer.internal\" is not an IP address",
+        ],
+        ..PLAIN
+    },
+    Invalid {
+        name: "a trusted range list in the file with a bad item",
+        file: Some("proxy_protocol = true\nproxy_protocol_from = [\"10.0.0.0/8\", \"ten\"]\n"),
+        expect: &[
+            "{path}",
+            "proxy_protocol_from",
+            "\"ten\" is not an IP address",
+        ],
+        ..PLAIN
+    },
+    Invalid {
+        name: "trusted balancers without the PROXY protocol",
+        args: &["--proxy-protocol-from", "10.0.0.0/8"],
+        expect: &[
+            "--proxy-protocol-from",
+            "needs --proxy-protocol as well",
+            "got 10.0.0.0/8",
+        ],
+        ..PLAIN
+    },
+    Invalid {
         name: "zero UDP rate limit",
         args: &["--udp", "--udp-rate-limit", "0"],
         expect: &["--udp-rate-limit", "must be between 1 and", "got 0"],

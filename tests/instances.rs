@@ -213,7 +213,13 @@ fn stream_through(
 #[test]
 fn behind_haproxy_both_instances_serve_and_stopping_one_loses_no_byte() {
     use std::sync::atomic::Ordering;
-    let args = ["--proxy-protocol", "--admin-listen", "127.0.0.1:0"];
+    let args = [
+        "--proxy-protocol",
+        "--proxy-protocol-from",
+        "127.0.0.1",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ];
     let mut first = TestServer::start(&args);
     let mut second = TestServer::start(&args);
     let haproxy = HaProxy::start([

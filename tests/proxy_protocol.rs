@@ -3,7 +3,9 @@
 //! strips it, echoes only what follows, and takes the client's address from
 //! it for its logs and for `--max-connections-per-ip`. A connection whose
 //! header is malformed, or that sends none within the timeout, is closed
-//! without an echo and counted.
+//! without an echo and counted. With `--proxy-protocol-from`, only the
+//! balancers named there may send a header; anyone else is closed before a
+//! byte is read. v2 TLVs are checked as HAProxy checks them.
 
 mod common;
 
@@ -209,6 +211,180 @@ fn the_per_client_limit_counts_the_client_the_header_names() {
         drop(first);
         assert!(server.stop().success(), "{layout}");
     }
+}
+
+// ---------------------------------------------------------------------------
+// Who may send a header: --proxy-protocol-from
+// ---------------------------------------------------------------------------
+
+/// Ranges that hold no loopback address: every test client is untrusted.
+const ELSEWHERE: &str = "192.0.2.0/24,2001:db8::/32";
+
+#[test]
+fn a_peer_outside_proxy_protocol_from_cannot_name_a_client_and_is_counted_as_untrusted_in_every_layout()
+ {
+    for layout in LAYOUTS {
+        let mut server = TestServer::start_with_admin(&[
+            "--layout",
+            layout,
+            "--proxy-protocol",
+            "--proxy-protocol-from",
+            ELSEWHERE,
+            "--max-connections-per-ip",
+            "2",
+        ]);
+        // The probe that got 6 of 6 served against a limit of 2: each
+        // connection names another client. None is served now, whatever
+        // it claims, in either header version.
+        for n in 0..6u8 {
+            let header = if n % 2 == 0 {
+                v1(&format!("198.51.100.{n}:1000"))
+            } else {
+                v2(std::net::SocketAddr::from(([198, 51, 100, n], 1000)))
+            };
+            let back = exchange(&server, &header, b"must not come back");
+            assert!(back.is_empty(), "{layout}: connection {n} echoed {back:?}");
+        }
+        scrape_until(
+            server.admin_addr(),
+            &[
+                ("tandem_proxy_header_errors_total{kind=\"untrusted\"}", 6.0),
+                ("tandem_connections_rejected_total", 6.0),
+                ("tandem_connections_active", 0.0),
+            ],
+        );
+        assert!(server.stop().success(), "{layout}");
+    }
+}
+
+#[test]
+fn a_balancer_inside_proxy_protocol_from_is_served_over_ipv4_and_ipv6() {
+    for (listen, balancer) in [("127.0.0.1:0", "127.0.0.0/8"), ("[::1]:0", "::1")] {
+        let trusted = format!("{ELSEWHERE},{balancer}");
+        let mut command = common::tandem();
+        command.args(["serve", "--listen", listen, "--admin-listen", "127.0.0.1:0"]);
+        command.args(["--proxy-protocol", "--proxy-protocol-from", &trusted]);
+        let mut server = TestServer::spawn(command);
+        let mut stream = server.connect();
+        stream.write_all(&v1("192.0.2.1:1000")).unwrap();
+        assert_eq!(
+            common::round_trip(&mut stream, b"served"),
+            b"served",
+            "{listen}"
+        );
+        drop(stream);
+        scrape_until(
+            server.admin_addr(),
+            &[("tandem_proxy_header_errors_total{kind=\"untrusted\"}", 0.0)],
+        );
+        assert!(server.stop().success(), "{listen}");
+    }
+}
+
+#[test]
+fn the_start_up_log_warns_when_any_peer_may_send_a_header() {
+    const WARNING: &str = "any client may set its own address";
+    let mut open = TestServer::start(&["--proxy-protocol"]);
+    open.wait_for_log(WARNING);
+    assert!(open.stop().success());
+
+    let mut named = TestServer::start(&["--proxy-protocol", "--proxy-protocol-from", "127.0.0.1"]);
+    assert!(named.stop().success());
+    let stderr = named.stderr();
+    assert!(!stderr.contains(WARNING), "{stderr}");
+}
+
+#[test]
+fn proxy_protocol_from_is_read_from_the_environment_and_as_a_list_in_the_config_file() {
+    let file = common::ConfigFile::new(
+        "proxy_protocol = true\nproxy_protocol_from = [\"192.0.2.0/24\", \"2001:db8::/32\"]\n",
+    );
+    let from_env = TestServer::start_with_env(
+        &[
+            ("TANDEM_PROXY_PROTOCOL", "true"),
+            ("TANDEM_PROXY_PROTOCOL_FROM", ELSEWHERE),
+        ],
+        &[],
+    );
+    let from_file = TestServer::start(&["--config", file.path()]);
+    for mut server in [from_env, from_file] {
+        let back = exchange(&server, &v1("198.51.100.1:1"), b"x");
+        assert!(back.is_empty(), "an untrusted peer was served");
+        assert!(server.stop().success());
+    }
+}
+
+// ---------------------------------------------------------------------------
+// v2 TLVs
+// ---------------------------------------------------------------------------
+
+/// A v2 header naming 192.0.2.9:1234 with a CRC32C TLV, its checksum right
+/// unless `corrupt`.
+fn v2_with_crc32c(corrupt: bool) -> Vec<u8> {
+    let mut header = Builder::with_addresses(
+        Version::Two | Command::Proxy,
+        Protocol::Stream,
+        IPv4::new([192, 0, 2, 9], [127, 0, 0, 1], 1234, 8000),
+    )
+    .write_tlv(0x03u8, &[0; 4])
+    .unwrap()
+    .build()
+    .unwrap();
+    // The checksum of the whole header with its own value zeroed, as
+    // HAProxy's `proxy-v2-options crc32c` writes it.
+    let crc = crc32c(&header) ^ u32::from(corrupt);
+    let end = header.len();
+    header[end - 4..].copy_from_slice(&crc.to_be_bytes());
+    header
+}
+
+/// CRC-32C (Castagnoli), bit by bit: the test's own, independent of the
+/// server's.
+fn crc32c(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in bytes {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+#[test]
+fn v2_tlvs_are_checked_a_wrong_crc32c_or_a_tlv_past_the_end_is_refused() {
+    let mut server = TestServer::start_with_admin(&["--proxy-protocol"]);
+    assert_eq!(
+        exchange(&server, &v2_with_crc32c(false), b"intact"),
+        b"intact"
+    );
+
+    let wrong_crc = v2_with_crc32c(true);
+    // The ALPN TLV claims 200 bytes; 2 follow, and the header ends.
+    let mut past_the_end = Builder::with_addresses(
+        Version::Two | Command::Proxy,
+        Protocol::Stream,
+        IPv4::new([192, 0, 2, 9], [127, 0, 0, 1], 1234, 8000),
+    )
+    .write_tlv(0x01u8, b"h2")
+    .unwrap()
+    .build()
+    .unwrap();
+    let tlv = past_the_end.len() - 5;
+    past_the_end[tlv + 1..tlv + 3].copy_from_slice(&200u16.to_be_bytes());
+    for header in [wrong_crc, past_the_end] {
+        let back = exchange(&server, &header, b"must not come back");
+        assert!(back.is_empty(), "echoed {back:?}");
+    }
+    scrape_until(
+        server.admin_addr(),
+        &[("tandem_proxy_header_errors_total{kind=\"malformed\"}", 2.0)],
+    );
+    assert!(server.stop().success());
 }
 
 #[test]

@@ -58,7 +58,7 @@
 //!   and the handshake on the serving runtime; [`Server::tls`] turns it on.
 //! - [`buffer`]: [`Buffer`], data buffers lent per chunk so that idle
 //!   connections hold none and the hot path does not allocate.
-//! - [`file`]: the configuration and PEM files, read as small regular
+//! - [`file`](mod@file): the configuration and PEM files, read as small regular
 //!   files only.
 //! - [`echo`]: the echo handler (RFC 862, plus `--append-newline`), written
 //!   as a future of its own on the connection's poll methods, so that an
@@ -68,8 +68,10 @@
 //! - [`metrics`](mod@metrics): [`Metrics`], the server's Prometheus series,
 //!   fed without an atomic operation per read, and sampled per runtime.
 //! - `server::admin`: the admin endpoint (`/metrics`, `/healthz`,
-//!   `/readyz`) on a one-thread runtime of its own; [`Server::admin`] turns
-//!   it on.
+//!   `/readyz`) on a one-thread runtime of its own, which answers while
+//!   hostile clients hold its port; [`Server::admin`] turns it on.
+//! - [`ip_ranges`]: [`IpRanges`], the CIDR lists an operator trusts, such
+//!   as the load balancers allowed to send a PROXY header.
 //!
 //! The `tandem` binary (`tandem-cli`, the workspace's root package) parses
 //! the command line, sets up logging and signals, binds, and calls
@@ -93,6 +95,7 @@ pub mod connection;
 pub mod echo;
 pub mod file;
 pub mod handler;
+pub mod ip_ranges;
 pub mod metrics;
 
 pub mod server;
@@ -105,6 +108,7 @@ pub use buffer::{Buffer, ReadSize};
 pub use connection::{Connection, Event, SocketOptions};
 pub use echo::{Echo, EchoConfig};
 pub use handler::{Close, Handler};
+pub use ip_ranges::{InvalidIpRange, IpRanges};
 pub use metrics::Metrics;
 pub use server::{Layout, Server, ServerConfig, ServerError, ShutdownReport, UnknownLayout};
 pub use tls::ServerTls;

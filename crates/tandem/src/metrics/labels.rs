@@ -100,6 +100,9 @@ label_set! {
         Timeout => "timeout",
         /// The socket failed.
         Error => "error",
+        /// The peer is not among the trusted (`--proxy-protocol-from`):
+        /// closed before reading anything.
+        Untrusted => "untrusted",
     }
 }
 

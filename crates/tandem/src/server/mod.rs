@@ -5,7 +5,8 @@
 //! - `limits`: `--max-connections` reconciled with RLIMIT_NOFILE;
 //! - `acceptor`: the accept loop, its backpressure and its error policy;
 //! - `per_ip`: `--max-connections-per-ip`, the connections each client holds;
-//! - `proxy_header`: `--proxy-protocol`, the header naming the real client;
+//! - `proxy_header`: `--proxy-protocol`, the header naming the real client,
+//!   read only from trusted balancers and checked as HAProxy checks it;
 //! - `handoff`: what crosses from the acceptor to the serving runtime;
 //! - `layout`: the runtimes of `split`, `single` and `sharded`;
 //! - `worker`: the connection task on the serving side;
@@ -14,7 +15,8 @@
 //! - `service`: what else runs on the serving runtime ([`Server::service`]),
 //!   UDP echo among it;
 //! - `admin`: the admin endpoint (`/metrics`, `/healthz`, `/readyz`) on a
-//!   one-thread runtime of its own, which [`Server::admin`] turns on.
+//!   one-thread runtime of its own, which [`Server::admin`] turns on;
+//!   `admin::pool` makes room for each new admin connection.
 //!
 //! [`Server::run`] ties them together and owns the shutdown sequence
 //! (invariant 8): stop accepting and shut the acceptor runtime down, serve
@@ -87,6 +89,7 @@ use self::per_ip::PerIpLimit;
 pub use self::service::ServiceContext;
 use self::worker::Serving;
 use crate::handler::Handler;
+use crate::ip_ranges::IpRanges;
 use crate::metrics::{CloseReason, Metrics};
 use crate::sweep::{IdleRule, Sweep};
 use crate::tls::ServerTls;
@@ -160,6 +163,12 @@ pub struct ServerConfig {
     /// connection without a valid header is closed unserved and counted.
     /// Default: `None`, no header expected.
     pub proxy_protocol: Option<Duration>,
+    /// With `proxy_protocol`: the peers (load balancers) whose headers are
+    /// trusted. A connection from any other address is closed unserved and
+    /// counted as `untrusted`, so that no client can name an address of
+    /// its choosing. Without `proxy_protocol` it has no effect. Default:
+    /// `None`, every peer is trusted, and the server warns at start-up.
+    pub proxy_protocol_from: Option<IpRanges>,
 }
 
 impl ServerConfig {
@@ -212,6 +221,7 @@ impl Default for ServerConfig {
             // anyone who uses the connection.
             min_rate: 1,
             proxy_protocol: None,
+            proxy_protocol_from: None,
             shutdown_timeout: Duration::from_secs(30),
             nodelay: true,
         }
@@ -251,6 +261,9 @@ setters!(ServerConfig {
     /// Require a PROXY protocol header within this long at the start of
     /// every connection. Default: `None`, no header expected.
     proxy_protocol: Option<Duration>,
+    /// With `proxy_protocol`: the peers whose headers are trusted; others
+    /// are closed unserved. Default: `None`, every peer.
+    proxy_protocol_from: Option<IpRanges>,
 });
 
 /// How long a load balancer may take to send the PROXY header, where one
@@ -501,6 +514,12 @@ impl Server {
             tls,
         } = self;
         config.validate()?;
+        if config.proxy_protocol.is_some() && config.proxy_protocol_from.is_none() {
+            warn!(
+                "PROXY headers are read from any peer, so any client may set its own address; \
+                 name the load balancers with proxy_protocol_from (--proxy-protocol-from)"
+            );
+        }
         // The caller's thread waits on this runtime; it has no threads of
         // its own and serves no connection.
         let control = tokio::runtime::Builder::new_current_thread()
@@ -519,6 +538,7 @@ impl Server {
             )),
             nodelay: config.nodelay,
             proxy_protocol: config.proxy_protocol,
+            proxy_protocol_from: config.proxy_protocol_from.clone(),
             tls,
             per_ip: config.max_connections_per_ip.map(PerIpLimit::new),
             tracker: TaskTracker::new(),

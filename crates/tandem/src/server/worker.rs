@@ -25,6 +25,7 @@ use super::per_ip::{self, PerIpLimit};
 use super::proxy_header;
 use crate::connection::Connection;
 use crate::handler::{Close, Handler};
+use crate::ip_ranges::IpRanges;
 use crate::metrics::{CloseReason, Metrics, ProxyHeaderError};
 use crate::sweep::Sweep;
 use crate::tls::ServerTls;
@@ -38,6 +39,8 @@ pub(crate) struct Serving<H> {
     pub(crate) nodelay: bool,
     /// `--proxy-protocol`: the header timeout, when a header is required.
     pub(crate) proxy_protocol: Option<Duration>,
+    /// `--proxy-protocol-from`: the peers allowed to send a header.
+    pub(crate) proxy_protocol_from: Option<IpRanges>,
     /// `--tls-cert`/`--tls-key`: the handshake, after the PROXY header.
     pub(crate) tls: Option<ServerTls>,
     /// `--max-connections-per-ip`: counted by the acceptor, or here once
@@ -179,6 +182,18 @@ async fn prepare<H: Handler>(serving: &Serving<H>, accepted: Box<Accepted>) -> O
     // Behind a load balancer: the header first, then the client it names
     // is the peer, and is counted against its limit.
     if let Some(header_timeout) = serving.proxy_protocol {
+        // Only a trusted balancer may name the client: anyone else could
+        // pick an address to dodge its own limit or use up another's.
+        if let Some(trusted) = &serving.proxy_protocol_from
+            && !trusted.contains(peer.ip())
+        {
+            debug!(%peer, "closing a connection from a peer not trusted to send a PROXY header");
+            serving
+                .metrics
+                .proxy_header_error(ProxyHeaderError::Untrusted);
+            serving.metrics.connection_rejected();
+            return None;
+        }
         let header = Box::pin(tokio::time::timeout(
             header_timeout,
             proxy_header::read(&mut stream),
