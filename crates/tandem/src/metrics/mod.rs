@@ -85,7 +85,7 @@ const HELP: &[(&str, &str)] = &[
     ),
     (
         "tandem_proxy_header_errors_total",
-        "Connections closed for a missing or malformed PROXY protocol header, by kind.",
+        "Connections closed for their PROXY protocol header (missing, malformed, or from an untrusted peer), by kind.",
     ),
     (
         "tandem_tls_handshake_errors_total",
