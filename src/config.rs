@@ -31,10 +31,11 @@ use clap::{Args, ValueEnum};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
 
+use tandem::echo::SimulatedWork;
 use tandem::file::FileError;
 use tandem::server::{DEFAULT_PROXY_HEADER_TIMEOUT, Layout, ServerConfig, ServerError};
 use tandem::tls::{DEFAULT_HANDSHAKE_TIMEOUT, ServerTls, TlsError};
-use tandem::{EchoConfig, IpRanges};
+use tandem::{ComputeConfig, ComputeVia, EchoConfig, IpRanges};
 pub use tandem_bench::HumanDuration;
 
 /// The listen address of the article's server.
@@ -92,10 +93,27 @@ fn quoted(message: &str) -> String {
         .join("\n")
 }
 
-/// The file's `layout`, by the name the library parses.
-fn layout_by_name<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Layout>, D::Error> {
-    let name = String::deserialize(deserializer)?;
-    name.parse().map(Some).map_err(serde::de::Error::custom)
+/// A file's value written as text, parsed as the command line parses it
+/// (`layout`, `simulate_work`, `compute_via`).
+fn by_text<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr,
+    T::Err: fmt::Display,
+{
+    let text = String::deserialize(deserializer)?;
+    text.parse().map(Some).map_err(serde::de::Error::custom)
+}
+
+/// A value written as the text [`by_text`] parses (for merging layers).
+fn as_text<S: Serializer, T: fmt::Display>(
+    value: &Option<T>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(value) => serializer.collect_str(value),
+        None => serializer.serialize_none(),
+    }
 }
 
 /// The file's `proxy_protocol_from`: one string of ranges separated by
@@ -114,16 +132,6 @@ fn ranges_from_text_or_list<'de, D: Deserializer<'de>>(
         TextOrList::List(items) => items.join(","),
     };
     text.parse().map(Some).map_err(serde::de::Error::custom)
-}
-
-fn ranges_as_text<S: Serializer>(
-    ranges: &Option<IpRanges>,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    match ranges {
-        Some(ranges) => serializer.collect_str(ranges),
-        None => serializer.serialize_none(),
-    }
 }
 
 /// Names an option's environment variable after its flag, in one place
@@ -153,17 +161,6 @@ pub fn stated_default(arg: &clap::Arg) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The file's `layout`, written as its name (for merging layers).
-fn layout_as_name<S: Serializer>(
-    layout: &Option<Layout>,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    match layout {
-        Some(layout) => serializer.serialize_str(layout.name()),
-        None => serializer.serialize_none(),
-    }
-}
-
 /// The options of `tandem serve`, each of them optional so that the layers
 /// can be told apart. The same struct is read from the command line (with
 /// environment variables) and from the TOML file.
@@ -188,11 +185,7 @@ pub struct ServeOptions {
 
     /// Runtime layout: split, single or sharded [default: split].
     #[arg(long, value_parser = layout_parser())]
-    #[serde(
-        default,
-        deserialize_with = "layout_by_name",
-        serialize_with = "layout_as_name"
-    )]
+    #[serde(default, deserialize_with = "by_text", serialize_with = "as_text")]
     pub layout: Option<Layout>,
 
     /// Threads of the acceptor runtime (split and sharded) [default: 1].
@@ -238,9 +231,34 @@ pub struct ServeOptions {
     pub append_newline: Option<bool>,
 
     /// Benchmarking knob: CPU time spent per chunk before echoing it, to
-    /// model CPU-heavy handlers [default: 0].
+    /// model CPU-heavy handlers: a duration per chunk (500us), or per KiB
+    /// of the chunk (200us/KiB) [default: 0s].
+    #[arg(long, value_name = "WORK")]
+    #[serde(default, deserialize_with = "by_text", serialize_with = "as_text")]
+    pub simulate_work: Option<SimulatedWork>,
+
+    /// Threads of the compute runtime, which takes chunks' work above
+    /// --offload-above off the serving threads; 0 runs all work inline
+    /// [default: 0].
+    #[arg(long, value_name = "N")]
+    pub compute_threads: Option<usize>,
+
+    /// Which threads run the compute work: runtime (a dedicated runtime,
+    /// tandem-compute) or spawn-blocking (tokio's blocking pool, capped at
+    /// --compute-threads) [default: runtime].
+    #[arg(long, value_name = "VIA")]
+    #[serde(default, deserialize_with = "by_text", serialize_with = "as_text")]
+    pub compute_via: Option<ComputeVia>,
+
+    /// Compute jobs admitted at once, queued or running; beyond it a
+    /// connection waits, and stops reading [default: 128].
+    #[arg(long, value_name = "N")]
+    pub compute_queue: Option<usize>,
+
+    /// A chunk's work goes to the compute threads only above this; less
+    /// runs inline [default: 50us].
     #[arg(long, value_name = "DURATION")]
-    pub simulate_work: Option<HumanDuration>,
+    pub offload_above: Option<HumanDuration>,
 
     /// Close a connection silent for this long; 0 disables [default: 300s].
     #[arg(long, value_name = "DURATION")]
@@ -288,7 +306,7 @@ pub struct ServeOptions {
     #[serde(
         default,
         deserialize_with = "ranges_from_text_or_list",
-        serialize_with = "ranges_as_text"
+        serialize_with = "as_text"
     )]
     pub proxy_protocol_from: Option<IpRanges>,
 
@@ -407,6 +425,8 @@ pub struct ServeConfig {
     pub server: ServerConfig,
     /// Behaviour of the echo handler.
     pub echo: EchoConfig,
+    /// Where the echo's heavy work runs.
+    pub compute: ComputeConfig,
     /// Log format on stderr.
     pub log_format: LogFormat,
 }
@@ -594,11 +614,28 @@ impl ServeOptions {
                 MAX_BUFFER_SIZE,
             )?)
             .append_newline(self.append_newline.unwrap_or(echo_defaults.append_newline))
-            .simulate_work(at_most(
-                "simulate_work",
-                self.simulate_work
-                    .map_or(echo_defaults.simulate_work, |d| d.0),
+            .simulate_work({
+                let work = self.simulate_work.unwrap_or(echo_defaults.simulate_work);
+                at_most("simulate_work", work.duration())?;
+                work
+            })
+            .offload_above(at_most(
+                "offload_above",
+                self.offload_above
+                    .map_or(echo_defaults.offload_above, |d| d.0),
             )?);
+        let compute_defaults = ComputeConfig::default();
+        let compute = compute_defaults
+            .threads(self.compute_threads.unwrap_or(compute_defaults.threads))
+            .queue(self.compute_queue.unwrap_or(compute_defaults.queue))
+            .via(self.compute_via.unwrap_or(compute_defaults.via));
+        if let Err(ServerError::InvalidConfig { field, rule, value }) = compute.validate() {
+            return Err(ConfigError::Invalid {
+                option: OptionName(field),
+                rule,
+                value: value.to_string(),
+            });
+        }
         let listen_resolved = match &self.listen {
             Some(listen) => listen.resolve()?,
             None => vec![DEFAULT_LISTEN],
@@ -620,6 +657,7 @@ impl ServeOptions {
             tls: self.tls()?,
             server,
             echo,
+            compute,
             log_format: self.log_format.unwrap_or(LogFormat::Text),
         })
     }
@@ -778,7 +816,12 @@ mod tests {
         );
         assert_eq!(shown("buffer-size"), echo.buffer_size.to_string());
         assert_eq!(shown("append-newline"), echo.append_newline.to_string());
-        assert_eq!(duration("simulate-work"), echo.simulate_work);
+        assert_eq!(shown("simulate-work"), echo.simulate_work.to_string());
+        assert_eq!(duration("offload-above"), echo.offload_above);
+        let compute = ComputeConfig::default();
+        assert_eq!(shown("compute-threads"), compute.threads.to_string());
+        assert_eq!(shown("compute-queue"), compute.queue.to_string());
+        assert_eq!(shown("compute-via"), compute.via.to_string());
         assert_eq!(duration("tls-handshake-timeout"), DEFAULT_HANDSHAKE_TIMEOUT);
     }
 

@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 use sd_notify::NotifyState;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
-use tandem::{Echo, Server, ServerTls};
+use tandem::{Compute, Echo, Server, ServerTls};
 use tandem_bench::bench::BenchOptions;
 use tandem_bench::suite::SuiteOptions;
 use tokio_util::sync::CancellationToken;
@@ -222,7 +222,11 @@ fn run(config: ServeConfig) -> anyhow::Result<()> {
         buffer_size = config.echo.buffer_size,
         nodelay = server.nodelay,
         append_newline = config.echo.append_newline,
-        simulate_work = %humantime::format_duration(config.echo.simulate_work),
+        simulate_work = %config.echo.simulate_work,
+        compute_threads = config.compute.threads,
+        compute_via = %config.compute.via,
+        compute_queue = config.compute.queue,
+        offload_above = %humantime::format_duration(config.echo.offload_above),
         idle_timeout = %server.idle_timeout.map_or("off".to_owned(), |d| humantime::format_duration(d).to_string()),
         min_rate = server.min_rate,
         proxy_protocol = %server.proxy_protocol.map_or("off".to_owned(), |d| format!("on, header within {}", humantime::format_duration(d))),
@@ -232,7 +236,10 @@ fn run(config: ServeConfig) -> anyhow::Result<()> {
         "tandem serve starting"
     );
 
-    let mut server = Server::new(config.server);
+    // The article's runtime for heavy work, beside the serving runtimes:
+    // the echo sends it work, the server reports and stops it.
+    let compute = Compute::start(&config.compute)?;
+    let mut server = Server::new(config.server).compute(compute.clone());
     if let Some(tls) = config.tls {
         server = server.tls(tls);
     }
@@ -243,7 +250,7 @@ fn run(config: ServeConfig) -> anyhow::Result<()> {
         // The TCP listener's address, its port resolved.
         server = server.udp(tandem::server::bind_udp(addr)?, rate_limit);
     }
-    let running = server.start(listener, Echo::new(config.echo))?;
+    let running = server.start(listener, Echo::new(config.echo).compute(compute))?;
     if let Some(udp) = running.udp_addr() {
         info!(udp = %udp, "echoing UDP datagrams too");
     }

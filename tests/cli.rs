@@ -10,9 +10,9 @@ use std::io::{ErrorKind, Read};
 use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
-use common::{ConfigFile, PATIENCE, Proc, TestServer, round_trip, tandem};
+use common::{ConfigFile, PATIENCE, Proc, TestServer, round_trip, startup_fields, tandem};
 use nix::sys::signal::Signal;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// Every flag of `tandem serve`, `--config` included, with what its help
 /// gives as its default: taken from the options' one declaration, as the
@@ -31,24 +31,6 @@ fn serve_flags() -> Vec<(String, Option<String>)> {
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/// The `fields` of the JSON start-up line of a server run with
-/// `--log-format json`.
-fn startup_fields(server: &TestServer) -> Map<String, Value> {
-    let line = server.wait_for_line("tandem serve starting");
-    let event: Value = serde_json::from_str(&line)
-        .unwrap_or_else(|err| panic!("start-up line is not JSON ({err}): {line}"));
-    let fields = event
-        .get("fields")
-        .and_then(Value::as_object)
-        .unwrap_or_else(|| panic!("start-up line has no `fields` object: {line}"));
-    assert_eq!(
-        fields.get("message").and_then(Value::as_str),
-        Some("tandem serve starting"),
-        "{line}"
-    );
-    fields.clone()
-}
 
 /// Stops `server` and asserts it shut down cleanly.
 fn stop_cleanly(mut server: TestServer) {

@@ -388,3 +388,21 @@ impl ConfigFile {
         self.path.to_str().expect("UTF-8 temp path")
     }
 }
+
+/// The `fields` of the JSON start-up line of a server run with
+/// `--log-format json`.
+pub fn startup_fields(server: &TestServer) -> serde_json::Map<String, serde_json::Value> {
+    let line = server.wait_for_line("tandem serve starting");
+    let event: serde_json::Value = serde_json::from_str(&line)
+        .unwrap_or_else(|err| panic!("start-up line is not JSON ({err}): {line}"));
+    let fields = event
+        .get("fields")
+        .and_then(serde_json::Value::as_object)
+        .unwrap_or_else(|| panic!("start-up line has no `fields` object: {line}"));
+    assert_eq!(
+        fields.get("message").and_then(serde_json::Value::as_str),
+        Some("tandem serve starting"),
+        "{line}"
+    );
+    fields.clone()
+}

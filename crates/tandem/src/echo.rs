@@ -7,16 +7,25 @@
 //! connection holds none, and a client that sends without reading stalls on
 //! the write, which stops the reads and lets TCP push back on it. The
 //! buffer's size follows the traffic ([`ReadSize`]), up to `buffer_size`.
+//!
+//! `simulate_work` models a handler that does CPU work per chunk, a fixed
+//! cost or one that follows the chunk's size ([`SimulatedWork`]). Given a
+//! [`Compute`] with threads, the echo sends a chunk's work there when it
+//! exceeds `offload_above`, and awaits it holding the chunk; lighter work
+//! stays inline, where a trip to another thread would cost more than it.
 
+use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::str::FromStr;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWrite;
 
 use crate::buffer::{Buffer, ReadSize};
+use crate::compute::{Compute, ComputeError};
 use crate::connection::{Connection, Event};
 use crate::handler::{Close, Handler};
 
@@ -32,8 +41,108 @@ pub struct EchoConfig {
     /// Write a `\n` after each chunk read (the behaviour of the article's server).
     pub append_newline: bool,
     /// CPU time burnt per chunk before it is written back: a benchmarking
-    /// knob that models handlers doing real work. Zero in production.
-    pub simulate_work: Duration,
+    /// knob that models handlers doing real work. None in production.
+    pub simulate_work: SimulatedWork,
+    /// With a [`Compute`] that has threads, a chunk's work goes there only
+    /// if it takes longer than this; shorter work runs inline.
+    pub offload_above: Duration,
+}
+
+/// CPU work per chunk, as `--simulate-work` writes it: `200us` per chunk,
+/// or `200us/KiB`, in proportion to the chunk's size, as a handler that
+/// hashes or compresses what it reads.
+///
+/// ```
+/// use std::time::Duration;
+/// use tandem::echo::SimulatedWork;
+///
+/// let per_kib: SimulatedWork = "200us/KiB".parse().unwrap();
+/// assert_eq!(per_kib.for_chunk(64 * 1024), Duration::from_micros(12_800));
+/// assert_eq!(per_kib.to_string(), "200us/KiB");
+/// let per_chunk: SimulatedWork = "1ms".parse().unwrap();
+/// assert_eq!(per_chunk.for_chunk(1), Duration::from_millis(1));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimulatedWork {
+    /// The same for every chunk.
+    PerChunk(Duration),
+    /// This much per KiB of the chunk.
+    PerKib(Duration),
+}
+
+impl Default for SimulatedWork {
+    fn default() -> Self {
+        SimulatedWork::PerChunk(Duration::ZERO)
+    }
+}
+
+impl SimulatedWork {
+    /// The work for a chunk of `bytes`.
+    pub fn for_chunk(self, bytes: usize) -> Duration {
+        match self {
+            SimulatedWork::PerChunk(work) => work,
+            SimulatedWork::PerKib(per_kib) => {
+                let nanos = per_kib.as_nanos().saturating_mul(bytes as u128) / 1024;
+                Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+            }
+        }
+    }
+
+    /// True when no chunk costs anything.
+    pub fn is_zero(self) -> bool {
+        match self {
+            SimulatedWork::PerChunk(work) | SimulatedWork::PerKib(work) => work.is_zero(),
+        }
+    }
+
+    /// The duration it is written with, per chunk or per KiB.
+    pub fn duration(self) -> Duration {
+        match self {
+            SimulatedWork::PerChunk(work) | SimulatedWork::PerKib(work) => work,
+        }
+    }
+}
+
+/// The per-KiB suffix of [`SimulatedWork`]'s text.
+const PER_KIB: &str = "/KiB";
+
+impl FromStr for SimulatedWork {
+    type Err = String;
+
+    /// A duration (`200us`, `1ms`, `0`), or one followed by `/KiB`.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (duration, per_kib) = match text.len().checked_sub(PER_KIB.len()) {
+            Some(cut)
+                if text.is_char_boundary(cut) && text[cut..].eq_ignore_ascii_case(PER_KIB) =>
+            {
+                (&text[..cut], true)
+            }
+            _ => (text, false),
+        };
+        let duration = match duration.trim() {
+            "0" => Duration::ZERO,
+            written => humantime::parse_duration(written).map_err(|err| {
+                format!(
+                    "{text:?} is not a duration, or a duration per KiB (200us, 200us/KiB): {err}"
+                )
+            })?,
+        };
+        Ok(if per_kib {
+            SimulatedWork::PerKib(duration)
+        } else {
+            SimulatedWork::PerChunk(duration)
+        })
+    }
+}
+
+impl fmt::Display for SimulatedWork {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.duration()))?;
+        if matches!(self, SimulatedWork::PerKib(_)) {
+            f.write_str(PER_KIB)?;
+        }
+        Ok(())
+    }
 }
 
 impl Default for EchoConfig {
@@ -44,7 +153,10 @@ impl Default for EchoConfig {
             // ones still lend a page.
             buffer_size: 64 * 1024,
             append_newline: false,
-            simulate_work: Duration::ZERO,
+            simulate_work: SimulatedWork::default(),
+            // About what handing work to another thread and back costs on
+            // a busy machine, with room: below it, offloading loses.
+            offload_above: Duration::from_micros(50),
         }
     }
 }
@@ -55,22 +167,36 @@ setters!(EchoConfig {
     buffer_size: usize,
     /// Write a `\n` after each chunk read. Default: false.
     append_newline: bool,
-    /// CPU time burnt per chunk before it is written back. Default: zero.
-    simulate_work: Duration,
+    /// CPU time burnt per chunk before it is written back. Default: none.
+    simulate_work: SimulatedWork,
+    /// Work above this goes to the compute threads, if any. Default: 50 µs.
+    offload_above: Duration,
 });
 
 /// The echo handler.
 #[derive(Debug, Clone)]
 pub struct Echo {
     config: EchoConfig,
+    compute: Compute,
 }
 
 impl Echo {
-    /// An echo handler with the given behaviour. A `buffer_size` of 0 is
-    /// taken as 1: a read into an empty buffer could not tell data from EOF.
+    /// An echo handler with the given behaviour, its work inline. A
+    /// `buffer_size` of 0 is taken as 1: a read into an empty buffer could
+    /// not tell data from EOF.
     pub fn new(mut config: EchoConfig) -> Self {
         config.buffer_size = config.buffer_size.max(1);
-        Echo { config }
+        Echo {
+            config,
+            compute: Compute::inline(),
+        }
+    }
+
+    /// Sends a chunk's simulated work above `offload_above` to `compute`
+    /// (give the server a clone too, with [`Server::compute`](crate::Server::compute)).
+    pub fn compute(mut self, compute: Compute) -> Self {
+        self.compute = compute;
+        self
     }
 
     /// Bytes lent for a read of `read` bytes: room for the newline after a
@@ -110,6 +236,9 @@ enum Step {
     Wait,
     /// Writing back a chunk: `written` of its `len` bytes so far.
     Write { buf: Buffer, len: u32, written: u32 },
+    /// Waiting for a chunk's work on the compute threads. Boxed: a step
+    /// no larger than `Write` keeps every connection's task as small.
+    Compute(Box<Offloaded>),
     /// Sending the FIN, then ending with this.
     Close(Close),
 }
@@ -145,6 +274,19 @@ impl Future for Session<'_, '_> {
                     // The lease goes back before the next wait.
                     this.step = Step::Wait;
                 }
+                Step::Compute(offloaded) => {
+                    ready!(offloaded.job.as_mut().poll(cx)).map_err(io::Error::from)?;
+                    let Step::Compute(offloaded) = std::mem::replace(&mut this.step, Step::Wait)
+                    else {
+                        unreachable!("the step was Compute a moment ago");
+                    };
+                    let Offloaded { buf, len, .. } = *offloaded;
+                    this.step = Step::Write {
+                        buf,
+                        len,
+                        written: 0,
+                    };
+                }
                 Step::Close(close) => {
                     let close = *close;
                     ready!(AsyncWrite::poll_shutdown(Pin::new(&mut *this.conn), cx))?;
@@ -171,9 +313,6 @@ impl Session<'_, '_> {
         };
         self.size.record(read);
         let config = &self.echo.config;
-        if !config.simulate_work.is_zero() {
-            burn_cpu(config.simulate_work);
-        }
         // The read left a byte of room for it: the newline goes after the
         // chunk, never over a byte past it (invariant 7).
         let len = if config.append_newline {
@@ -182,14 +321,30 @@ impl Session<'_, '_> {
         } else {
             read
         };
+        // At most `buffer_size` + 1, and `--buffer-size` is capped far
+        // below 4 GiB.
+        let len = u32::try_from(len).map_err(io::Error::other)?;
+        let work = config.simulate_work.for_chunk(read);
+        if !work.is_zero() {
+            if work > config.offload_above && !self.echo.compute.is_inline() {
+                let job = Box::pin(self.echo.compute.run(move || burn_cpu(work)));
+                return Ok(Some(Step::Compute(Box::new(Offloaded { buf, len, job }))));
+            }
+            burn_cpu(work);
+        }
         Ok(Some(Step::Write {
             buf,
-            // At most `buffer_size` + 1, and `--buffer-size` is capped far
-            // below 4 GiB.
-            len: u32::try_from(len).map_err(io::Error::other)?,
+            len,
             written: 0,
         }))
     }
+}
+
+/// A chunk whose work is on the compute threads, and that work.
+struct Offloaded {
+    buf: Buffer,
+    len: u32,
+    job: Pin<Box<dyn Future<Output = Result<(), ComputeError>> + Send>>,
 }
 
 /// Keeps the current thread busy for `work`, as a CPU-bound handler would:

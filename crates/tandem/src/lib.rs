@@ -91,6 +91,7 @@
 mod setters;
 
 pub mod buffer;
+pub mod compute;
 pub mod connection;
 pub mod echo;
 pub mod file;
@@ -105,6 +106,7 @@ pub mod transport;
 mod udp;
 
 pub use buffer::{Buffer, ReadSize};
+pub use compute::{Compute, ComputeConfig, ComputeError, ComputeVia};
 pub use connection::{Connection, Event, SocketOptions};
 pub use echo::{Echo, EchoConfig};
 pub use handler::{Close, Handler};

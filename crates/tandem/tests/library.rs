@@ -567,3 +567,72 @@ fn a_service_that_cannot_start_fails_the_server_with_its_name() {
         "cannot start the broken service: no such device"
     );
 }
+
+/// Reads one line, hands it to the compute runtime, and writes back the
+/// name of the thread that did the work; a line `panic` makes the work
+/// panic. The handle is given to the handler, a clone to the server.
+struct Offloading(tandem::Compute);
+
+impl Handler for Offloading {
+    async fn serve(&self, conn: &mut Connection) -> io::Result<Close> {
+        use tokio::io::AsyncBufReadExt;
+        let mut line = String::new();
+        tokio::io::BufReader::new(&mut *conn)
+            .read_line(&mut line)
+            .await?;
+        let worked_on = self
+            .0
+            .run(move || {
+                assert_ne!(line.trim(), "panic", "the work was told to panic");
+                std::thread::current().name().unwrap_or("").to_owned()
+            })
+            .await?;
+        conn.write_all(format!("{worked_on}\n").as_bytes()).await?;
+        conn.shutdown().await?;
+        Ok(Close::Eof)
+    }
+}
+
+#[test]
+fn a_panicking_compute_job_ends_its_connection_with_an_error_and_the_pool_lives_on() {
+    use std::io::Write;
+    let compute =
+        tandem::Compute::start(&tandem::ComputeConfig::default().threads(1)).expect("compute");
+    let server = ProbeServer::start_server(
+        Server::new(config(Layout::Split)).compute(compute.clone()),
+        Offloading(compute),
+    );
+    let ask = |line: &[u8]| {
+        let mut client = server.connect();
+        client.write_all(line).unwrap();
+        let mut answer = String::new();
+        // A connection ended by an error may be reset rather than closed.
+        let _ = client.read_to_string(&mut answer);
+        answer
+    };
+    assert_eq!(ask(b"work\n"), "tandem-compute\n");
+    assert_eq!(
+        ask(b"panic\n"),
+        "",
+        "the panicking job's connection got an answer"
+    );
+    wait_for_sample(
+        &server.metrics,
+        "tandem_compute_jobs_total{outcome=\"panicked\"}",
+        1.0,
+    );
+    wait_for_sample(
+        &server.metrics,
+        "tandem_connections_closed_total{reason=\"error\"}",
+        1.0,
+    );
+    // The one compute thread serves the next job.
+    assert_eq!(ask(b"work again\n"), "tandem-compute\n");
+    wait_for_sample(
+        &server.metrics,
+        "tandem_compute_jobs_total{outcome=\"done\"}",
+        2.0,
+    );
+    let report = server.finish();
+    assert_eq!(report.cut, 0);
+}

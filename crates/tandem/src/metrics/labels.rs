@@ -107,6 +107,19 @@ label_set! {
 }
 
 label_set! {
+    /// What became of a compute job: the `outcome` label of
+    /// `tandem_compute_jobs_total`.
+    pub enum ComputeOutcome {
+        /// It ran to its end.
+        Done => "done",
+        /// It panicked; its connection ended with the error.
+        Panicked => "panicked",
+        /// The compute runtime stopped first (at shutdown).
+        Stopped => "stopped",
+    }
+}
+
+label_set! {
     /// Why a TLS handshake did not complete: the `kind` label of
     /// `tandem_tls_handshake_errors_total`.
     pub enum TlsHandshakeError {
@@ -155,6 +168,9 @@ mod tests {
             assert_eq!(*kind as usize, index);
         }
         for (index, outcome) in UdpOutcome::ALL.iter().enumerate() {
+            assert_eq!(*outcome as usize, index);
+        }
+        for (index, outcome) in ComputeOutcome::ALL.iter().enumerate() {
             assert_eq!(*outcome as usize, index);
         }
         for (reason, label) in CloseReason::ALL.iter().zip(CloseReason::LABELS) {

@@ -31,7 +31,9 @@ use std::time::Duration;
 use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder, SharedString};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
-pub use self::labels::{AcceptError, CloseReason, ProxyHeaderError, TlsHandshakeError, UdpOutcome};
+pub use self::labels::{
+    AcceptError, CloseReason, ComputeOutcome, ProxyHeaderError, TlsHandshakeError, UdpOutcome,
+};
 use self::runtimes::RuntimeProbe;
 use self::tally::Totals;
 
@@ -41,6 +43,10 @@ const HANDOFF_WAIT_BUCKETS: [f64; 19] = [
     0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+
+/// Bucket bounds of `tandem_compute_wait_seconds`: the hand-off's, for the
+/// same range of waits, from none to a queue seconds deep.
+const COMPUTE_WAIT_BUCKETS: [f64; 19] = HANDOFF_WAIT_BUCKETS;
 
 /// The help line of every series.
 const HELP: &[(&str, &str)] = &[
@@ -77,6 +83,22 @@ const HELP: &[(&str, &str)] = &[
     (
         "tandem_handoff_wait_seconds",
         "Time from accept to the start of serving.",
+    ),
+    (
+        "tandem_compute_queue_depth",
+        "Compute jobs admitted and not finished, queued or running.",
+    ),
+    (
+        "tandem_compute_queue_capacity",
+        "Compute jobs admitted at once at most: --compute-queue, 0 when work runs inline.",
+    ),
+    (
+        "tandem_compute_wait_seconds",
+        "Time a compute job waited for a slot in the queue.",
+    ),
+    (
+        "tandem_compute_jobs_total",
+        "Compute jobs finished, by outcome.",
     ),
     ("tandem_accept_errors_total", "Accept errors, by kind."),
     (
@@ -135,6 +157,10 @@ struct Inner {
     queue_depth: Gauge,
     queue_capacity: Gauge,
     handoff_wait: Histogram,
+    compute_depth: Gauge,
+    compute_capacity: Gauge,
+    compute_wait: Histogram,
+    compute_jobs: Vec<Counter>,
     /// What the gauges mirror; set once the server has started.
     load: OnceLock<Load>,
     runtimes: Mutex<Vec<RuntimeProbe>>,
@@ -180,7 +206,15 @@ impl Metrics {
                 metrics_exporter_prometheus::Matcher::Full("tandem_handoff_wait_seconds".into()),
                 &HANDOFF_WAIT_BUCKETS,
             )
-            // A fixed, non-empty list: the builder rejects only an empty one.
+            .and_then(|builder| {
+                builder.set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full(
+                        "tandem_compute_wait_seconds".into(),
+                    ),
+                    &COMPUTE_WAIT_BUCKETS,
+                )
+            })
+            // Fixed, non-empty lists: the builder rejects only an empty one.
             .unwrap_or_else(|_| PrometheusBuilder::new())
             .build_recorder();
         let handle = recorder.handle();
@@ -215,6 +249,11 @@ impl Metrics {
             "kind",
             TlsHandshakeError::LABELS,
         );
+        let compute_jobs = series(
+            "tandem_compute_jobs_total",
+            "outcome",
+            ComputeOutcome::LABELS,
+        );
         let inner = Inner {
             accepted: counter("tandem_connections_accepted_total", &[]),
             rejected: counter("tandem_connections_rejected_total", &[]),
@@ -234,6 +273,13 @@ impl Metrics {
                 .register_gauge(&key("tandem_handoff_queue_capacity", &[]), &METADATA),
             handoff_wait: recorder
                 .register_histogram(&key("tandem_handoff_wait_seconds", &[]), &METADATA),
+            compute_depth: recorder
+                .register_gauge(&key("tandem_compute_queue_depth", &[]), &METADATA),
+            compute_capacity: recorder
+                .register_gauge(&key("tandem_compute_queue_capacity", &[]), &METADATA),
+            compute_wait: recorder
+                .register_histogram(&key("tandem_compute_wait_seconds", &[]), &METADATA),
+            compute_jobs,
             load: OnceLock::new(),
             runtimes: Mutex::new(Vec::new()),
             handle,
@@ -376,5 +422,22 @@ impl Metrics {
 
     pub(crate) fn handoff_waited(&self, wait: Duration) {
         self.inner.handoff_wait.record(wait.as_secs_f64());
+    }
+
+    /// Records the compute queue's capacity.
+    pub(crate) fn compute_capacity(&self, capacity: usize) {
+        self.inner.compute_capacity.set(capacity as f64);
+    }
+
+    /// A compute job got its slot after waiting `wait`.
+    pub(crate) fn compute_admitted(&self, wait: Duration) {
+        self.inner.compute_wait.record(wait.as_secs_f64());
+        self.inner.compute_depth.increment(1.0);
+    }
+
+    /// A compute job left its slot.
+    pub(crate) fn compute_finished(&self, outcome: ComputeOutcome) {
+        self.inner.compute_depth.decrement(1.0);
+        self.inner.compute_jobs[outcome as usize].increment(1);
     }
 }

@@ -66,7 +66,7 @@ pub mod listener;
 mod per_ip;
 mod proxy_header;
 mod service;
-mod threads;
+pub(crate) mod threads;
 mod worker;
 
 use std::future::Future;
@@ -88,6 +88,7 @@ pub use self::listener::{ListenOptions, bind, bind_udp, bind_with, inherited};
 use self::per_ip::PerIpLimit;
 pub use self::service::ServiceContext;
 use self::worker::Serving;
+use crate::compute::Compute;
 use crate::handler::Handler;
 use crate::ip_ranges::IpRanges;
 use crate::metrics::{CloseReason, Metrics};
@@ -349,6 +350,7 @@ pub struct Server {
     /// Where the UDP echo answers, when it is one of them.
     udp_addr: Option<SocketAddr>,
     tls: Option<ServerTls>,
+    compute: Compute,
 }
 
 /// A started server: accepting and serving until [`Running::wait`] sees its
@@ -367,6 +369,8 @@ pub struct Running<H> {
     udp_addr: Option<SocketAddr>,
     /// Cancelled when the shutdown begins: it stops the services.
     services_stop: CancellationToken,
+    /// Stopped after the serving runtimes, whose connections use it.
+    compute: Compute,
 }
 
 impl Server {
@@ -378,7 +382,17 @@ impl Server {
             services: Vec::new(),
             udp_addr: None,
             tls: None,
+            compute: Compute::inline(),
         }
+    }
+
+    /// Reports `compute`, the handler's compute runtime (give the handler
+    /// a clone), in the metrics: its runtime under `runtime="compute"`,
+    /// its queue, the waits for a slot and the jobs' outcomes. Its threads
+    /// are stopped after the serving runtimes, whose connections use them.
+    pub fn compute(mut self, compute: Compute) -> Self {
+        self.compute = compute;
+        self
     }
 
     /// Speaks TLS on every connection: the handshake runs on the serving
@@ -512,6 +526,7 @@ impl Server {
             services,
             udp_addr,
             tls,
+            compute,
         } = self;
         config.validate()?;
         if config.proxy_protocol.is_some() && config.proxy_protocol_from.is_none() {
@@ -547,6 +562,7 @@ impl Server {
             queued: Arc::new(AtomicUsize::new(0)),
             metrics: Metrics::new(),
         });
+        compute.report_to(&serving.metrics);
         // No permits until the layout has started: the limit is fitted to
         // the descriptors left once the runtimes have opened theirs.
         let limit = Arc::new(Semaphore::new(0));
@@ -603,6 +619,7 @@ impl Server {
             admin,
             udp_addr,
             services_stop,
+            compute,
         })
     }
 }
@@ -646,6 +663,7 @@ impl<H: Handler> Running<H> {
             admin,
             udp_addr: _,
             services_stop,
+            compute,
         } = self;
         let acceptor_failed = control.block_on(async {
             tokio::select! {
@@ -706,8 +724,10 @@ impl<H: Handler> Running<H> {
                 );
             }
         }
-        // ...and the serving runtimes last, then the admin endpoint.
+        // ...and the serving runtimes last, then the compute threads their
+        // connections used, then the admin endpoint.
         started.shut_down_serving();
+        compute.stop();
         drop(admin);
         if acceptor_failed {
             return Err(ServerError::AcceptorFailed);

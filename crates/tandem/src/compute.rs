@@ -1,0 +1,471 @@
+//! The compute runtime: the article's "runtime for resource-intensive
+//! operations", beside the runtimes that accept and serve.
+//!
+//! A handler that must do CPU-heavy work for a connection (hash, compress,
+//! transform what it read) would hold its serving thread for that long, and
+//! every other connection on the thread would wait. [`Compute::run`] sends
+//! the work to threads of its own and awaits the result, so the serving
+//! threads stay free for light connections.
+//!
+//! ```
+//! use tandem::{Compute, ComputeConfig};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let compute = Compute::start(&ComputeConfig::default().threads(2))?;
+//! let serving = tokio::runtime::Runtime::new()?;
+//! let sum = serving.block_on(compute.run(|| (1..=1000u64).sum::<u64>()))?;
+//! assert_eq!(sum, 500_500);
+//! // A panic in the work is the caller's error; the threads live on.
+//! let failed = serving.block_on(compute.run(|| -> u64 { panic!("bad input") }));
+//! assert!(failed.is_err());
+//! assert_eq!(serving.block_on(compute.run(|| 7))?, 7);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The work runs on one of two kinds of thread ([`ComputeVia`]): the worker
+//! threads of a dedicated multi-thread runtime (the default), or tokio's
+//! blocking pool (`spawn_blocking`), capped at the same number of threads,
+//! kept as a variant to measure against. Both are named `tandem-compute`.
+//!
+//! At most [`ComputeConfig::queue`] jobs are admitted at once, queued or
+//! running. A job beyond that waits for a slot in [`Compute::run`], which
+//! holds its connection's handler, which stops reading, so that TCP pushes
+//! back on the client: memory does not grow with the backlog.
+//!
+//! With 0 threads (the default), [`Compute::run`] runs the work inline, on
+//! the calling thread, with the same result and the same panic handling.
+
+use std::any::Any;
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+use tokio::runtime::{Handle, Runtime};
+use tokio::sync::Semaphore;
+
+use crate::metrics::{ComputeOutcome, Metrics};
+use crate::server::{MAX_QUEUE, MAX_THREADS, ServerError};
+
+/// How long stopping the compute runtime waits for running work.
+const STOP_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Which threads run the work.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ComputeVia {
+    /// The worker threads of a dedicated multi-thread runtime.
+    #[default]
+    Runtime,
+    /// `spawn_blocking` on a blocking pool capped at the same number of
+    /// threads.
+    SpawnBlocking,
+}
+
+impl ComputeVia {
+    /// Every value, in the order of [`ComputeVia::name`]'s documentation.
+    pub const ALL: [ComputeVia; 2] = [ComputeVia::Runtime, ComputeVia::SpawnBlocking];
+
+    /// `runtime` or `spawn-blocking`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ComputeVia::Runtime => "runtime",
+            ComputeVia::SpawnBlocking => "spawn-blocking",
+        }
+    }
+}
+
+impl fmt::Display for ComputeVia {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for ComputeVia {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        ComputeVia::ALL
+            .into_iter()
+            .find(|via| via.name() == name)
+            .ok_or_else(|| format!("{name:?} is neither runtime nor spawn-blocking"))
+    }
+}
+
+/// How the compute runtime runs: [`Default`], then the setters, each of
+/// which says its own default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ComputeConfig {
+    /// Threads that run the work; 0 runs it inline. Default: 0.
+    pub threads: usize,
+    /// Jobs admitted at once, queued or running; beyond it,
+    /// [`Compute::run`] waits. Default: 128.
+    pub queue: usize,
+    /// Which threads run the work. Default: [`ComputeVia::Runtime`].
+    pub via: ComputeVia,
+}
+
+impl Default for ComputeConfig {
+    fn default() -> Self {
+        ComputeConfig {
+            threads: 0,
+            // Enough to keep a few threads busy behind many connections,
+            // few enough that what waits is a connection, not memory.
+            queue: 128,
+            via: ComputeVia::Runtime,
+        }
+    }
+}
+
+setters!(ComputeConfig {
+    /// Threads that run the work; 0 runs it inline. Default: 0.
+    threads: usize,
+    /// Jobs admitted at once, queued or running. Default: 128.
+    queue: usize,
+    /// Which threads run the work. Default: [`ComputeVia::Runtime`].
+    via: ComputeVia,
+});
+
+impl ComputeConfig {
+    /// Checks the counts against their ranges.
+    pub fn validate(&self) -> Result<(), ServerError> {
+        for (field, value, min, max) in [
+            ("compute_threads", self.threads, 0, MAX_THREADS),
+            ("compute_queue", self.queue, 1, MAX_QUEUE),
+        ] {
+            if value < min || value > max {
+                return Err(ServerError::InvalidConfig {
+                    field,
+                    rule: format!("must be between {min} and {max}"),
+                    value,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a job gave no result.
+#[derive(Debug, Error)]
+pub enum ComputeError {
+    /// The work panicked; the message is the panic's, when it is text.
+    #[error("the compute job panicked: {0}")]
+    Panicked(String),
+    /// The compute runtime has stopped (the server is shutting down).
+    #[error("the compute runtime has stopped")]
+    Stopped,
+}
+
+impl From<ComputeError> for std::io::Error {
+    /// A job's failure as its connection's error.
+    fn from(err: ComputeError) -> Self {
+        std::io::Error::other(err)
+    }
+}
+
+/// Where CPU-heavy work goes: threads of its own, or inline. Cloning is
+/// cheap, and every clone sends to the same threads.
+#[derive(Clone, Default)]
+pub struct Compute(Option<Arc<Pool>>);
+
+struct Pool {
+    via: ComputeVia,
+    threads: usize,
+    queue: usize,
+    handle: Handle,
+    /// Taken when the server stops it.
+    runtime: Mutex<Option<Runtime>>,
+    slots: Arc<Semaphore>,
+    /// The server's, once it is given to one.
+    metrics: OnceLock<Metrics>,
+}
+
+impl fmt::Debug for Compute {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            None => f.write_str("Compute(inline)"),
+            Some(pool) => f
+                .debug_struct("Compute")
+                .field("via", &pool.via)
+                .field("threads", &pool.threads)
+                .field("queue", &pool.queue)
+                .finish(),
+        }
+    }
+}
+
+impl Compute {
+    /// Work runs inline, on the caller's thread.
+    pub fn inline() -> Compute {
+        Compute(None)
+    }
+
+    /// Starts the threads `config` asks for (none with 0 threads). Fails
+    /// with [`ServerError::Runtime`] when the OS refuses them, or
+    /// [`ServerError::InvalidConfig`] for a count out of range.
+    pub fn start(config: &ComputeConfig) -> Result<Compute, ServerError> {
+        config.validate()?;
+        if config.threads == 0 {
+            return Ok(Compute::inline());
+        }
+        let runtime_error = |cause| ServerError::Runtime {
+            role: "tandem-compute".to_owned(),
+            cause,
+        };
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.thread_name("tandem-compute");
+        let started = match config.via {
+            ComputeVia::Runtime => config.threads,
+            // One worker thread to drive the pool, which starts its own
+            // threads as work arrives.
+            ComputeVia::SpawnBlocking => 1,
+        };
+        crate::server::threads::ensure_available(started, "tandem-compute")?;
+        builder.worker_threads(started);
+        if config.via == ComputeVia::SpawnBlocking {
+            builder.max_blocking_threads(config.threads);
+        }
+        let runtime = builder.build().map_err(runtime_error)?;
+        Ok(Compute(Some(Arc::new(Pool {
+            via: config.via,
+            threads: config.threads,
+            queue: config.queue,
+            handle: runtime.handle().clone(),
+            runtime: Mutex::new(Some(runtime)),
+            slots: Arc::new(Semaphore::new(config.queue)),
+            metrics: OnceLock::new(),
+        }))))
+    }
+
+    /// True when work runs inline.
+    pub fn is_inline(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// Runs `work` on the compute threads and returns its result, waiting
+    /// first for a slot if [`ComputeConfig::queue`] jobs are already in.
+    /// A panic in `work` is [`ComputeError::Panicked`]. Inline, it runs
+    /// `work` at the first poll.
+    pub fn run<T, F>(
+        &self,
+        work: F,
+    ) -> impl Future<Output = Result<T, ComputeError>> + Send + 'static
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let pool = self.0.clone();
+        async move {
+            let Some(pool) = pool else {
+                return catch_unwind(AssertUnwindSafe(work)).map_err(panicked);
+            };
+            let asked = Instant::now();
+            let slot = pool
+                .slots
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| ComputeError::Stopped)?;
+            let metrics = pool.metrics.get().cloned();
+            if let Some(metrics) = &metrics {
+                metrics.compute_admitted(asked.elapsed());
+            }
+            let joined = match pool.via {
+                ComputeVia::Runtime => pool.handle.spawn(async move { work() }).await,
+                ComputeVia::SpawnBlocking => pool.handle.spawn_blocking(work).await,
+            };
+            drop(slot);
+            let result = joined.map_err(|err| match err.try_into_panic() {
+                Ok(payload) => panicked(payload),
+                Err(_) => ComputeError::Stopped,
+            });
+            if let Some(metrics) = &metrics {
+                metrics.compute_finished(match &result {
+                    Ok(_) => ComputeOutcome::Done,
+                    Err(ComputeError::Panicked(_)) => ComputeOutcome::Panicked,
+                    Err(ComputeError::Stopped) => ComputeOutcome::Stopped,
+                });
+            }
+            result
+        }
+    }
+
+    /// Reports into `metrics` from now on: the runtime's series under
+    /// `runtime="compute"`, the queue and the wait for a slot.
+    pub(crate) fn report_to(&self, metrics: &Metrics) {
+        if let Some(pool) = &self.0 {
+            metrics.compute_capacity(pool.queue);
+            if pool.metrics.set(metrics.clone()).is_ok() {
+                metrics.watch_runtime("compute", &pool.handle);
+            }
+        }
+    }
+
+    /// Stops the threads, waiting up to a second for running work; later
+    /// jobs fail with [`ComputeError::Stopped`]. Call it outside any
+    /// runtime, as the server does once its serving runtimes are gone.
+    pub(crate) fn stop(&self) {
+        if let Some(pool) = &self.0 {
+            pool.slots.close();
+            let runtime = pool
+                .runtime
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(runtime) = runtime {
+                runtime.shutdown_timeout(STOP_TIMEOUT);
+            }
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // The last clone may go inside a runtime, where a blocking
+        // shutdown would panic: the threads are let go without waiting.
+        if let Some(runtime) = self
+            .runtime
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// A panic's payload as the job's error.
+fn panicked(payload: Box<dyn Any + Send>) -> ComputeError {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-text payload".to_owned());
+    ComputeError::Panicked(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serving() -> Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    fn thread_name() -> String {
+        std::thread::current().name().unwrap_or_default().to_owned()
+    }
+
+    #[test]
+    fn work_runs_on_tandem_compute_threads_in_both_kinds() {
+        for via in ComputeVia::ALL {
+            let compute = Compute::start(&ComputeConfig::default().threads(2).via(via)).unwrap();
+            let name = serving().block_on(compute.run(thread_name)).unwrap();
+            assert_eq!(name, "tandem-compute", "{via}");
+            compute.stop();
+        }
+    }
+
+    #[test]
+    fn with_no_threads_work_runs_inline() {
+        let compute = Compute::start(&ComputeConfig::default()).unwrap();
+        assert!(compute.is_inline());
+        let caller = thread_name();
+        assert_eq!(
+            serving().block_on(compute.run(thread_name)).unwrap(),
+            caller
+        );
+    }
+
+    #[test]
+    fn a_panic_is_the_jobs_error_and_the_threads_live_on() {
+        for compute in [
+            Compute::inline(),
+            Compute::start(&ComputeConfig::default().threads(1)).unwrap(),
+            Compute::start(
+                &ComputeConfig::default()
+                    .threads(1)
+                    .via(ComputeVia::SpawnBlocking),
+            )
+            .unwrap(),
+        ] {
+            let serving = serving();
+            let failed = serving.block_on(compute.run(|| -> u8 { panic!("bad input") }));
+            assert!(
+                matches!(&failed, Err(ComputeError::Panicked(message)) if message == "bad input"),
+                "{compute:?}: {failed:?}"
+            );
+            assert_eq!(
+                serving.block_on(compute.run(|| 7)).unwrap(),
+                7,
+                "{compute:?}"
+            );
+            compute.stop();
+        }
+    }
+
+    #[test]
+    fn a_full_queue_makes_the_next_job_wait_for_a_slot() {
+        let compute = Compute::start(&ComputeConfig::default().threads(1).queue(1)).unwrap();
+        let serving = serving();
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started) = std::sync::mpsc::channel::<()>();
+        serving.block_on(async {
+            // The only slot, held until released.
+            let first = tokio::spawn(compute.run(move || {
+                started_tx.send(()).unwrap();
+                held.recv().unwrap();
+            }));
+            tokio::task::spawn_blocking(move || started.recv().unwrap())
+                .await
+                .unwrap();
+            let mut second = Box::pin(compute.run(|| 2));
+            // Not admitted while the first holds the slot.
+            for _ in 0..3 {
+                tokio::select! {
+                    biased;
+                    _ = &mut second => panic!("admitted past a full queue"),
+                    () = tokio::time::sleep(Duration::from_millis(20)) => {}
+                }
+            }
+            release.send(()).unwrap();
+            first.await.unwrap().unwrap();
+            assert_eq!(second.await.unwrap(), 2);
+        });
+        compute.stop();
+    }
+
+    #[test]
+    fn after_stop_jobs_fail_as_stopped() {
+        let compute = Compute::start(&ComputeConfig::default().threads(1)).unwrap();
+        compute.stop();
+        let result = serving().block_on(compute.run(|| 1));
+        assert!(matches!(result, Err(ComputeError::Stopped)), "{result:?}");
+    }
+
+    #[test]
+    fn counts_out_of_range_are_refused_naming_the_field() {
+        let refused = |config: ComputeConfig| match config.validate() {
+            Err(ServerError::InvalidConfig { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(refused(ComputeConfig::default().queue(0)), "compute_queue");
+        assert_eq!(
+            refused(ComputeConfig::default().threads(MAX_THREADS + 1)),
+            "compute_threads"
+        );
+    }
+
+    #[test]
+    fn via_parses_its_names() {
+        for via in ComputeVia::ALL {
+            assert_eq!(via.name().parse::<ComputeVia>(), Ok(via));
+        }
+        assert!("blocking".parse::<ComputeVia>().is_err());
+    }
+}

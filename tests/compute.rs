@@ -1,0 +1,320 @@
+//! Specifies the compute runtime (`--compute-threads`) as an operator meets
+//! it: a chunk's simulated work above `--offload-above` runs on
+//! `tandem-compute` threads, not on the serving ones; lighter work stays
+//! inline; a full `--compute-queue` makes connections wait for a slot, and
+//! a client that keeps sending meets TCP's pushback; the metrics show the
+//! runtime, the queue and the waits; every option has its flag, variable
+//! and key. Every test runs the real binary over loopback. The panicking
+//! job is specified in `crates/tandem/tests/library.rs`, with a handler
+//! that panics.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::time::{Duration, Instant};
+
+use common::admin::{POLL_INTERVAL, scrape, scrape_until};
+use common::{ConfigFile, PATIENCE, Proc, TestServer, round_trip, startup_fields};
+
+/// Waits until the threads named `name` of `server` have burnt `at_least`
+/// of CPU; fails after `PATIENCE`.
+fn wait_for_cpu(server: &TestServer, name: &str, at_least: Duration) {
+    let deadline = Instant::now() + PATIENCE;
+    while common::process::thread_cpu_time(server.pid(), name) < at_least {
+        assert!(
+            Instant::now() < deadline,
+            "the {name} threads never burnt {at_least:?}"
+        );
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+#[test]
+fn heavy_work_runs_on_tandem_compute_threads_and_not_on_the_serving_ones() {
+    for via in ["runtime", "spawn-blocking"] {
+        let server = TestServer::start(&[
+            "--workers",
+            "1",
+            "--simulate-work",
+            "1s",
+            "--compute-threads",
+            "1",
+            "--compute-via",
+            via,
+        ]);
+        let before = common::process::thread_cpu_time(server.pid(), "tandem-worker");
+        let mut client = server.connect();
+        assert_eq!(round_trip(&mut client, b"x"), b"x", "{via}");
+        // The work burnt its second on a compute thread (spinning on the
+        // clock: on a busy machine, less CPU than that), and the worker
+        // only read and wrote. 300 ms: far more than a read and a write,
+        // far less than the work.
+        let compute = common::process::thread_cpu_time(server.pid(), "tandem-compute");
+        let worker = common::process::thread_cpu_time(server.pid(), "tandem-worker") - before;
+        assert!(
+            compute >= Duration::from_millis(300),
+            "{via}: compute {compute:?}"
+        );
+        assert!(
+            worker < Duration::from_millis(300),
+            "{via}: worker {worker:?}"
+        );
+    }
+}
+
+#[test]
+fn work_at_or_below_offload_above_stays_on_the_serving_thread() {
+    let server = TestServer::start(&[
+        "--workers",
+        "1",
+        "--simulate-work",
+        "1s",
+        "--compute-threads",
+        "1",
+        "--offload-above",
+        "1s",
+    ]);
+    let mut client = server.connect();
+    assert_eq!(round_trip(&mut client, b"x"), b"x");
+    // The bounds of the test above, the other way round.
+    let compute = common::process::thread_cpu_time(server.pid(), "tandem-compute");
+    let worker = common::process::thread_cpu_time(server.pid(), "tandem-worker");
+    assert!(worker >= Duration::from_millis(100), "worker {worker:?}");
+    assert!(compute < Duration::from_millis(50), "compute {compute:?}");
+}
+
+#[test]
+fn per_kib_work_follows_the_chunk_size_and_only_large_chunks_are_offloaded() {
+    // 10 ms per KiB: a 1-byte chunk costs 10 µs, under the 50 µs default
+    // threshold, and stays inline; a 32 KiB chunk costs 320 ms, and goes.
+    let server = TestServer::start_with_admin(&[
+        "--workers",
+        "1",
+        "--simulate-work",
+        "10ms/KiB",
+        "--compute-threads",
+        "1",
+    ]);
+    let admin = server.admin_addr();
+    let done = "tandem_compute_jobs_total{outcome=\"done\"}";
+    let mut client = server.connect();
+    for _ in 0..10 {
+        assert_eq!(round_trip(&mut client, b"y"), b"y");
+    }
+    assert_eq!(
+        scrape(admin).get(done),
+        Some(0.0),
+        "a light chunk was offloaded"
+    );
+    let heavy = common::random_bytes(32 * 1024);
+    client.write_all(&heavy).unwrap();
+    let mut back = vec![0u8; heavy.len()];
+    client.read_exact(&mut back).unwrap();
+    assert_eq!(back, heavy);
+    // However the 32 KiB were cut into reads, their work adds up to 320 ms,
+    // burnt on the compute thread.
+    let jobs = scrape(admin).get(done).unwrap_or_default();
+    assert!(jobs >= 1.0, "no heavy chunk was offloaded");
+    // A tenth of it, as above: the spin gets a share of a busy core.
+    wait_for_cpu(&server, "tandem-compute", Duration::from_millis(32));
+}
+
+#[test]
+fn a_full_queue_makes_the_next_job_wait_for_a_slot() {
+    // One slot, and a first job holding it for 3 s: the second
+    // connection's job waits for the slot, not for a thread (it would have
+    // the thread at once with two slots and two threads).
+    let server = TestServer::start_with_admin(&[
+        "--simulate-work",
+        "3s",
+        "--compute-threads",
+        "2",
+        "--compute-queue",
+        "1",
+    ]);
+    let admin = server.admin_addr();
+    let mut first = server.connect();
+    first.write_all(b"a").unwrap();
+    scrape_until(admin, &[("tandem_compute_queue_depth", 1.0)]);
+    let mut second = server.connect();
+    second.write_all(b"b").unwrap();
+    let mut byte = [0u8; 1];
+    first.read_exact(&mut byte).unwrap();
+    second.read_exact(&mut byte).unwrap();
+    let metrics = scrape_until(
+        admin,
+        &[
+            ("tandem_compute_wait_seconds_count", 2.0),
+            ("tandem_compute_queue_depth", 0.0),
+        ],
+    );
+    // The second waited out the rest of the first's 3 s, all but a scrape
+    // and a connect: a lower bound, which a slow machine only raises.
+    let waited = metrics.get("tandem_compute_wait_seconds_sum").unwrap();
+    assert!(
+        waited >= 1.0,
+        "the jobs waited {waited} s for a slot in all"
+    );
+}
+
+#[test]
+fn a_client_that_keeps_sending_while_its_work_waits_meets_tcp_pushback() {
+    // Each chunk holds the only slot for a second: the connection reads a
+    // chunk, waits for its work, and reads nothing meanwhile.
+    const TOTAL: usize = 64 << 20;
+    let server = TestServer::start_with_admin(&[
+        "--simulate-work",
+        "1s",
+        "--compute-threads",
+        "1",
+        "--compute-queue",
+        "1",
+    ]);
+    let mut client = server.connect();
+    client.set_nonblocking(true).unwrap();
+    let chunk = vec![7u8; 1 << 16];
+    let mut sent = 0;
+    let mut stalled_since = None;
+    // Sends until the socket has refused more for half a second.
+    while sent < TOTAL {
+        match client.write(&chunk) {
+            Ok(n) => {
+                sent += n;
+                stalled_since = None;
+            }
+            Err(err) if err.kind() == ErrorKind::WouldBlock => {
+                let since = *stalled_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_millis(500) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(err) => panic!("send failed: {err}"),
+        }
+    }
+    // The kernel's buffers hold a few megabytes on loopback; the server
+    // itself holds one chunk.
+    assert!(sent < TOTAL, "all {TOTAL} bytes were taken: no pushback");
+    let metrics = scrape(server.admin_addr());
+    assert!(
+        metrics.get("tandem_compute_queue_depth").unwrap() <= 1.0,
+        "{}",
+        metrics.text
+    );
+}
+
+#[test]
+fn the_compute_runtime_has_its_series_and_its_queue_in_the_metrics() {
+    let server = TestServer::start_with_admin(&[
+        "--simulate-work",
+        "1ms",
+        "--compute-threads",
+        "2",
+        "--compute-queue",
+        "7",
+    ]);
+    let admin = server.admin_addr();
+    let mut client = server.connect();
+    for _ in 0..3 {
+        assert_eq!(round_trip(&mut client, b"m"), b"m");
+    }
+    let metrics = scrape_until(
+        admin,
+        &[
+            ("tandem_runtime_workers{runtime=\"compute\"}", 2.0),
+            ("tandem_compute_queue_capacity", 7.0),
+            ("tandem_compute_jobs_total{outcome=\"done\"}", 3.0),
+            ("tandem_compute_jobs_total{outcome=\"panicked\"}", 0.0),
+            ("tandem_compute_wait_seconds_count", 3.0),
+        ],
+    );
+    for series in [
+        "tandem_runtime_busy_ratio",
+        "tandem_runtime_global_queue_depth",
+        "tandem_runtime_alive_tasks",
+    ] {
+        assert!(
+            metrics.runtimes(series).contains("compute"),
+            "{series} has no runtime=\"compute\""
+        );
+    }
+}
+
+#[test]
+fn without_compute_threads_the_series_exist_with_a_capacity_of_0() {
+    let server = TestServer::start_with_admin(&[]);
+    let metrics = scrape(server.admin_addr());
+    assert_eq!(metrics.get("tandem_compute_queue_capacity"), Some(0.0));
+    assert_eq!(metrics.get("tandem_compute_queue_depth"), Some(0.0));
+    assert_eq!(metrics.get("tandem_compute_wait_seconds_count"), Some(0.0));
+    for outcome in ["done", "panicked", "stopped"] {
+        let series = format!("tandem_compute_jobs_total{{outcome=\"{outcome}\"}}");
+        assert_eq!(metrics.get(&series), Some(0.0), "{series}");
+    }
+    assert!(
+        !metrics
+            .runtimes("tandem_runtime_workers")
+            .contains("compute")
+    );
+}
+
+#[test]
+fn every_compute_option_is_read_from_its_flag_variable_and_key() {
+    let expect = |fields: &serde_json::Map<String, serde_json::Value>, how: &str| {
+        assert_eq!(fields["compute_threads"], 3, "{how}");
+        assert_eq!(fields["compute_queue"], 9, "{how}");
+        assert_eq!(fields["compute_via"], "spawn-blocking", "{how}");
+        assert_eq!(fields["offload_above"], "1ms", "{how}");
+        assert_eq!(fields["simulate_work"], "20us/KiB", "{how}");
+    };
+    let flags = TestServer::start(&[
+        "--log-format",
+        "json",
+        "--compute-threads",
+        "3",
+        "--compute-queue",
+        "9",
+        "--compute-via",
+        "spawn-blocking",
+        "--offload-above",
+        "1ms",
+        "--simulate-work",
+        "20us/KiB",
+    ]);
+    expect(&startup_fields(&flags), "flags");
+    let env = TestServer::start_with_env(
+        &[
+            ("TANDEM_COMPUTE_THREADS", "3"),
+            ("TANDEM_COMPUTE_QUEUE", "9"),
+            ("TANDEM_COMPUTE_VIA", "spawn-blocking"),
+            ("TANDEM_OFFLOAD_ABOVE", "1ms"),
+            ("TANDEM_SIMULATE_WORK", "20us/KiB"),
+        ],
+        &["--log-format", "json"],
+    );
+    expect(&startup_fields(&env), "environment");
+    let file = ConfigFile::new(
+        "compute_threads = 3\ncompute_queue = 9\ncompute_via = \"spawn-blocking\"\n\
+         offload_above = \"1ms\"\nsimulate_work = \"20us/KiB\"\n",
+    );
+    let from_file = TestServer::start(&["--log-format", "json", "--config", file.path()]);
+    expect(&startup_fields(&from_file), "file");
+}
+
+#[test]
+fn bad_compute_options_exit_2_naming_the_option() {
+    for (args, expect) in [
+        (&["--compute-queue", "0"][..], "--compute-queue"),
+        (&["--compute-threads", "100000"], "--compute-threads"),
+        (&["--compute-via", "threads"], "--compute-via"),
+        (&["--offload-above", "soon"], "--offload-above"),
+        (&["--simulate-work", "fast/KiB"], "--simulate-work"),
+    ] {
+        let mut all = vec!["serve", "--listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        let out = Proc::run(&all, &[]);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains(expect), "{args:?}: {}", out.stderr);
+        assert!(!out.stderr.contains("panicked"), "{args:?}: {}", out.stderr);
+    }
+}
