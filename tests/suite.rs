@@ -1,8 +1,9 @@
 //! `tandem suite`, cut down to short runs of a few sections (churn, admin,
-//! TLS and UDP): what it records from the tandem servers' own metrics, its
-//! measurement of what the admin endpoint costs, where its results go, how
-//! it splits the CPUs between the load generator and the servers, and how
-//! the peers section fails without its workspace. The peers themselves are
+//! TLS, UDP and offload): what it records from the tandem servers' own
+//! metrics, its measurement of what the admin endpoint costs, the light
+//! and heavy figures of the offload variants, where its results go, how it
+//! splits the CPUs between the load generator and the servers, and how the
+//! peers section fails without its workspace. The peers themselves are
 //! never built here.
 
 mod common;
@@ -327,4 +328,90 @@ fn the_peers_section_without_its_workspace_fails_before_measuring_and_leaves_no_
     );
     let left: Vec<_> = std::fs::read_dir(out.path()).unwrap().collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// The offload section's variants, in the order the suite runs them.
+const OFFLOAD_VARIANTS: [&str; 4] = ["inline", "spawn-blocking", "compute-1", "compute-2"];
+
+#[test]
+fn the_offload_section_reports_light_and_heavy_figures_apart_for_each_variant_with_a_plot() {
+    let out = tempfile::tempdir().unwrap();
+    let mut command = common::tandem();
+    // The section starts only tandem servers: any program stands in for
+    // the epoll reference, which never starts.
+    command.args([
+        "suite",
+        "--quick",
+        "--only",
+        "offload",
+        "--runs",
+        "1",
+        "--duration",
+        "300ms",
+        "--out",
+        out.path().to_str().unwrap(),
+        "--name",
+        "offload",
+        "--reference",
+        env!("CARGO_BIN_EXE_tandem"),
+    ]);
+    let finished = Proc::spawn(command).finish_within(SUITE_PATIENCE);
+    assert!(finished.status.success(), "{}", finished.stderr);
+    let folder = out.path().join("offload");
+    let results: Value =
+        serde_json::from_str(&std::fs::read_to_string(folder.join("results.json")).unwrap())
+            .unwrap();
+    let report = std::fs::read_to_string(folder.join("report.md")).unwrap();
+
+    let variants = results["offload"]["variants"].as_array().unwrap();
+    let names: Vec<&str> = variants
+        .iter()
+        .map(|variant| variant["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, OFFLOAD_VARIANTS, "{results}");
+    for variant in variants {
+        for figure in [
+            "light_p50_ms",
+            "light_p99_ms",
+            "light_p999_ms",
+            "light_msgs_per_sec",
+            "heavy_mib_per_sec",
+            "server_cpu_per_sec",
+        ] {
+            assert!(
+                variant["figures"][figure]["median"].is_f64(),
+                "{figure}: {variant}"
+            );
+        }
+        assert_eq!(variant["errors"], 0, "{variant}");
+        let sample = &variant["samples"][0];
+        assert_eq!(sample["light"]["mode"], "open", "{sample}");
+        assert_eq!(sample["heavy"]["mode"], "closed", "{sample}");
+        assert_eq!(sample["heavy"]["message_size"], 65536, "{sample}");
+    }
+    assert_eq!(variants[0]["light_p99_vs_inline"], 1.0, "{results}");
+
+    let section = report
+        .split("## Offload")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no offload section: {report}"));
+    let header = section
+        .lines()
+        .find(|line| line.starts_with("| variant |"))
+        .unwrap();
+    for name in OFFLOAD_VARIANTS {
+        let row = section
+            .lines()
+            .find(|line| line.starts_with(&format!("| {name} |")))
+            .unwrap_or_else(|| panic!("no row for {name}: {section}"));
+        assert_eq!(
+            row.matches('|').count(),
+            header.matches('|').count(),
+            "{row}"
+        );
+    }
+    assert!(report.contains("![offload](offload.svg)"), "{report}");
+    for plot in ["offload.svg", "offload.png"] {
+        assert!(folder.join(plot).is_file(), "no {plot} in {folder:?}");
+    }
 }

@@ -199,9 +199,25 @@ pub fn median(mut values: Vec<f64>) -> Option<f64> {
 fn interleave(
     servers: &[ServerSpec],
     runs: usize,
-    mut sample: impl FnMut(usize, &RunningServer) -> Result<Sample, SuiteError>,
+    sample: impl FnMut(usize, &RunningServer) -> Result<Sample, SuiteError>,
 ) -> Result<Vec<Samples>, SuiteError> {
-    let mut taken: Vec<Vec<Sample>> = vec![Vec::new(); servers.len()];
+    let taken = take_turns(servers, runs, sample)?;
+    Ok(servers
+        .iter()
+        .zip(taken)
+        .map(|(spec, samples)| Samples::of(&spec.name, samples))
+        .collect())
+}
+
+/// What [`interleave`] does, for samples of any kind: `runs` of them per
+/// server, in turns, each on a freshly started server; one list per
+/// server, in the order of `servers`.
+pub(super) fn take_turns<T>(
+    servers: &[ServerSpec],
+    runs: usize,
+    mut sample: impl FnMut(usize, &RunningServer) -> Result<T, SuiteError>,
+) -> Result<Vec<Vec<T>>, SuiteError> {
+    let mut taken: Vec<Vec<T>> = servers.iter().map(|_| Vec::new()).collect();
     for _ in 0..runs {
         for (index, spec) in servers.iter().enumerate() {
             let running = spec.start()?;
@@ -210,16 +226,12 @@ fn interleave(
             taken[index].push(result?);
         }
     }
-    Ok(servers
-        .iter()
-        .zip(taken)
-        .map(|(spec, samples)| Samples::of(&spec.name, samples))
-        .collect())
+    Ok(taken)
 }
 
 /// The plan's window against `server`, scraping its metrics if it has an
 /// admin endpoint.
-fn load(plan: &Plan, server: &RunningServer) -> BenchOptions {
+pub(super) fn load(plan: &Plan, server: &RunningServer) -> BenchOptions {
     BenchOptions {
         duration: HumanDuration(Duration::from_secs_f64(plan.duration_secs)),
         warmup: HumanDuration(Duration::from_secs_f64(plan.warmup_secs)),
@@ -244,7 +256,7 @@ fn bench_sample(
     })
 }
 
-fn progress(what: &str) {
+pub(super) fn progress(what: &str) {
     eprintln!("suite: {what}");
 }
 
@@ -578,7 +590,10 @@ fn layouts(servers: &[ServerSpec]) -> impl Iterator<Item = &ServerSpec> {
 }
 
 /// The `split` server, which `section` needs.
-fn split<'a>(servers: &'a [ServerSpec], section: &str) -> Result<&'a ServerSpec, SuiteError> {
+pub(super) fn split<'a>(
+    servers: &'a [ServerSpec],
+    section: &str,
+) -> Result<&'a ServerSpec, SuiteError> {
     servers
         .iter()
         .find(|spec| spec.name == "split")

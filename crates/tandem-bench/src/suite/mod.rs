@@ -13,6 +13,9 @@
 //! - `measure`: each kind of measurement (closed and open loop, churn,
 //!   isolation, memory, the cost of the admin endpoint, TLS and UDP beside
 //!   plain TCP, tandem beside the peers) as cells of samples;
+//! - `offload`: light clients beside heavy ones on a server whose work
+//!   per chunk runs inline, through `spawn_blocking` or on a compute
+//!   runtime: the two groups' figures apart, and the server's CPU;
 //! - `cpus`: `--client-cpus`, the load generator on CPUs of its own and
 //!   the servers on the rest;
 //! - `cost`: syscalls and CPU time a server spends per message, counted
@@ -39,6 +42,7 @@ mod cost;
 mod cpus;
 mod folder;
 mod measure;
+mod offload;
 mod peers;
 mod plots;
 mod report;
@@ -56,6 +60,7 @@ use thiserror::Error;
 pub use self::cost::{Cost, Counter};
 pub use self::cpus::{CpuList, CpuSplit, Pinned};
 pub use self::measure::{Cell, Ratio, Sample, Samples};
+pub use self::offload::{CpuSpent, Figures, Group, MixedSample, Offload, Spread, Variant};
 pub use self::peers::Skipped;
 use self::servers::ServerSpec;
 pub use self::targets::{Comparison, LayoutTargets, VsPeer};
@@ -118,6 +123,10 @@ pub enum Section {
     /// and the epoll reference): throughput, idle memory, and syscalls and
     /// CPU per message.
     Peers,
+    /// Light clients beside heavy ones at `--simulate-work 200us/KiB`,
+    /// the work inline, through `spawn_blocking`, or on a compute runtime
+    /// of 1 or 2 threads.
+    Offload,
 }
 
 /// Why a suite could not run.
@@ -270,6 +279,9 @@ pub struct Results {
     /// costs were counted, and where each layout stands.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peers: Option<Comparison>,
+    /// The offload section: each variant's light and heavy figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offload: Option<Offload>,
 }
 
 /// Runs the suite and writes its results; returns the results folder.
@@ -394,9 +406,14 @@ pub fn run(options: &SuiteOptions) -> Result<PathBuf, SuiteError> {
             .map(|(peers, counter)| measure::PeerLineup::new(&servers, peers, counter));
         let cells = measure::all(&plan, &servers, lineup.as_ref())?;
         let comparison = lineup.map(|lineup| lineup.compare(&cells));
-        Ok((loadavg_before, cells, comparison))
+        let offload = if plan.runs(Section::Offload) {
+            Some(offload::measure(&plan, &servers)?)
+        } else {
+            None
+        };
+        Ok((loadavg_before, cells, comparison, offload))
     })();
-    let (loadavg_before, cells, comparison) = match measured {
+    let (loadavg_before, cells, comparison, offload) = match measured {
         Ok(measured) => measured,
         Err(err) => {
             // Nothing was written into the claimed folder: leave no empty
@@ -419,6 +436,7 @@ pub fn run(options: &SuiteOptions) -> Result<PathBuf, SuiteError> {
         servers: servers.iter().map(|server| server.name.clone()).collect(),
         cells,
         peers: comparison,
+        offload,
     };
     write_results(&dir, &results)?;
     Ok(dir)
@@ -456,6 +474,15 @@ mod tests {
         assert_eq!(cli.suite.only, [Section::Peers]);
         assert!(plan.runs(Section::Peers));
         assert!(!plan.runs(Section::Closed));
+    }
+
+    #[test]
+    fn only_offload_selects_the_offload_section_alone() {
+        let cli = Cli::try_parse_from(["suite", "--only", "offload"]).unwrap();
+        let plan = Plan::new(&cli.suite);
+        assert!(plan.runs(Section::Offload));
+        assert!(!plan.runs(Section::Isolation));
+        assert!(!plan.runs(Section::Peers));
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::path::Path;
 use plotters::prelude::*;
 
 use super::Results;
+use super::offload::{Offload, Spread};
 
 static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 const SIZE: (u32, u32) = (900, 540);
@@ -18,6 +19,12 @@ const COLORS: [RGBColor; 6] = [
     RGBColor(140, 86, 75),
 ];
 
+/// Makes the bundled font the charts' sans-serif. Registering twice (a
+/// second suite in one process) is harmless.
+fn register_font() {
+    let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+}
+
 /// One line of a chart: a server's medians over the x positions.
 struct Series {
     name: String,
@@ -27,8 +34,7 @@ struct Series {
 /// Draws every chart into `dir`; returns the file stems written (each as
 /// `.svg` and `.png`).
 pub fn draw(dir: &Path, results: &Results) -> std::io::Result<Vec<String>> {
-    // Registering twice (a second suite in one process) is harmless.
-    let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+    register_font();
     let mut written = Vec::new();
     let mut groups: Vec<(usize, usize)> = results
         .cells
@@ -71,7 +77,142 @@ pub fn draw(dir: &Path, results: &Results) -> std::io::Result<Vec<String>> {
         chart(dir, &stem, &title, "connections", &labels, &series)?;
         written.push(stem);
     }
+    if let Some(offload) = &results.offload {
+        written.push(offload_chart(dir, offload)?);
+    }
     Ok(written)
+}
+
+/// The chart file of the offload section, without its extension.
+pub const OFFLOAD_CHART: &str = "offload";
+
+/// One panel of a bar chart: a bar per variant at its median, with a
+/// whisker from its min to its max.
+struct Panel {
+    title: &'static str,
+    bars: Vec<(String, Spread)>,
+}
+
+/// The offload section's chart: light p99 and heavy MiB/s per variant,
+/// side by side; returns its stem.
+fn offload_chart(dir: &Path, offload: &Offload) -> std::io::Result<String> {
+    let panel = |title, figure: fn(&super::Figures<Spread>) -> Spread| Panel {
+        title,
+        bars: offload
+            .variants
+            .iter()
+            .map(|variant| (variant.name.clone(), figure(&variant.figures)))
+            .collect(),
+    };
+    let panels = [
+        panel("light p99, ms (lower is better)", |f| f.light_p99_ms),
+        panel("heavy MiB/s (higher is better)", |f| f.heavy_mib_per_sec),
+    ];
+    let title = format!(
+        "Offload: light {} clients beside heavy {} ones, {} µs of work per KiB",
+        offload.light.size(),
+        offload.heavy.size(),
+        offload.work_us_per_kib
+    );
+    let svg = dir.join(format!("{OFFLOAD_CHART}.svg"));
+    let png = dir.join(format!("{OFFLOAD_CHART}.png"));
+    bars(
+        SVGBackend::new(&svg, SIZE).into_drawing_area(),
+        &title,
+        &panels,
+    )?;
+    bars(
+        BitMapBackend::new(&png, SIZE).into_drawing_area(),
+        &title,
+        &panels,
+    )?;
+    Ok(OFFLOAD_CHART.to_owned())
+}
+
+/// Bar charts side by side under one `title`, one per panel.
+fn bars<B: DrawingBackend>(
+    area: DrawingArea<B, plotters::coord::Shift>,
+    title: &str,
+    panels: &[Panel],
+) -> std::io::Result<()> {
+    let fail =
+        |err: &dyn std::fmt::Debug| std::io::Error::other(format!("plotting failed: {err:?}"));
+    area.fill(&WHITE).map_err(|e| fail(&e))?;
+    let titled = area
+        .titled(title, ("sans-serif", 20))
+        .map_err(|e| fail(&e))?;
+    for (pane, panel) in titled.split_evenly((1, panels.len())).iter().zip(panels) {
+        let count = panel.bars.len();
+        let top = panel
+            .bars
+            .iter()
+            .map(|(_, spread)| spread.max.max(spread.median))
+            .fold(0.0_f64, f64::max);
+        // An empty panel still gets an axis.
+        let top = if top > 0.0 { top * 1.15 } else { 1.0 };
+        let mut chart = ChartBuilder::on(pane)
+            .caption(panel.title, ("sans-serif", 16))
+            .margin(16)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            // A range of n values makes n segments: the last bar's index
+            // ends it.
+            .build_cartesian_2d((0..count.max(1) - 1).into_segmented(), 0.0..top)
+            .map_err(|e| fail(&e))?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(count)
+            .x_label_formatter(&|x| match x {
+                SegmentValue::CenterOf(index) => panel
+                    .bars
+                    .get(*index)
+                    .map(|(name, _)| name.clone())
+                    .unwrap_or_default(),
+                _ => String::new(),
+            })
+            .y_label_formatter(&|y| tick(*y, top))
+            .label_style(("sans-serif", 13))
+            .draw()
+            .map_err(|e| fail(&e))?;
+        chart
+            .draw_series(panel.bars.iter().enumerate().map(|(index, (_, spread))| {
+                let color = COLORS[index % COLORS.len()];
+                let mut bar = Rectangle::new(
+                    [
+                        (SegmentValue::Exact(index), 0.0),
+                        (SegmentValue::Exact(index + 1), spread.median),
+                    ],
+                    color.filled(),
+                );
+                bar.set_margin(0, 0, 12, 12);
+                bar
+            }))
+            .map_err(|e| fail(&e))?;
+        chart
+            .draw_series(panel.bars.iter().enumerate().map(|(index, (_, spread))| {
+                PathElement::new(
+                    vec![
+                        (SegmentValue::CenterOf(index), spread.min),
+                        (SegmentValue::CenterOf(index), spread.max),
+                    ],
+                    BLACK.stroke_width(2),
+                )
+            }))
+            .map_err(|e| fail(&e))?;
+    }
+    titled.present().map_err(|e| fail(&e))
+}
+
+/// A y-axis label with as many decimals as an axis up to `top` needs.
+fn tick(value: f64, top: f64) -> String {
+    if top >= 10.0 {
+        format!("{value:.0}")
+    } else if top >= 1.0 {
+        format!("{value:.1}")
+    } else {
+        format!("{value:.2}")
+    }
 }
 
 fn chart(
@@ -165,4 +306,26 @@ fn plot<B: DrawingBackend>(
         .draw()
         .map_err(|e| fail(&e))?;
     area.present().map_err(|e| fail(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_offload_chart_is_written_as_svg_and_png() {
+        register_font();
+        let dir = tempfile::tempdir().unwrap();
+        let section = super::super::offload::section_of(&[
+            ("inline", 8.0, 9.0),
+            ("spawn-blocking", 3.0, 8.0),
+            ("compute-1", 1.0, 5.0),
+            ("compute-2", 1.5, 9.5),
+        ]);
+        let stem = offload_chart(dir.path(), &section).unwrap();
+        assert_eq!(stem, OFFLOAD_CHART);
+        let svg = std::fs::read_to_string(dir.path().join("offload.svg")).unwrap();
+        assert!(svg.contains("spawn-blocking"), "the bars are labelled");
+        assert!(dir.path().join("offload.png").metadata().unwrap().len() > 0);
+    }
 }

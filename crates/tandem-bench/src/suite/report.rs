@@ -5,6 +5,7 @@
 use std::fmt::Write;
 
 use super::measure::median;
+use super::offload::{Offload, Spread};
 use super::targets::{self, Comparison, LARGE_MESSAGE, READS_TARGET};
 use super::{Cell, Counter, Results, Samples};
 use crate::bench::server_metrics::ServerFigures;
@@ -124,12 +125,16 @@ pub fn markdown(results: &Results, charts: &[String]) -> String {
     if let Some(comparison) = &results.peers {
         peers(&mut out, comparison, &results.cells);
     }
+    if let Some(section) = &results.offload {
+        offload(&mut out, section);
+    }
     server_side(&mut out, &results.servers, &results.cells);
     let errors: u64 = results
         .cells
         .iter()
         .flat_map(|cell| cell.servers.iter().map(|samples| samples.errors()))
-        .sum();
+        .sum::<u64>()
+        + results.offload.as_ref().map_or(0, Offload::errors);
     let _ = writeln!(
         out,
         "Load generator errors over the whole suite: {errors}.\n"
@@ -367,6 +372,106 @@ fn standing(out: &mut String, comparison: &Comparison, cells: &[&Cell]) {
         let _ = writeln!(out, " {idle} |");
     }
     let _ = writeln!(out);
+}
+
+/// The offload section: what was loaded, then one row per variant.
+fn offload(out: &mut String, section: &Offload) {
+    let (light, heavy) = (&section.light, &section.heavy);
+    let work_us = |bytes: usize| section.work_us_per_kib as f64 * bytes as f64 / 1024.0;
+    let _ = writeln!(
+        out,
+        "## Offload: light clients beside heavy ones, the work inline or on other threads\n"
+    );
+    let _ = writeln!(
+        out,
+        "Every variant is `tandem serve --layout split {}` with its own flags:\n",
+        section.common_flags.join(" ")
+    );
+    for variant in &section.variants {
+        let _ = writeln!(out, "- `{}`: `{}`", variant.name, variant.flags.join(" "));
+    }
+    let _ = writeln!(
+        out,
+        "\nEach sample loads one server with two groups at once, over the same \
+         warm-up and window. Light: {} connections sending {} messages in the open \
+         loop, {} a second in all, each timed from when it was due. Heavy: {} \
+         connections sending {} messages in the closed loop, {} in flight each. \
+         The server burns {} µs of CPU per KiB of each chunk it reads: {} ms for a \
+         heavy message, {} µs for a light one, which stays under `--offload-above` \
+         and so on the serving thread. Latencies in ms; server CPU is the CPU \
+         seconds its threads used per second of the window (user plus system, from \
+         `/proc`), that is the cores it kept busy; busy is each runtime's busy ratio \
+         over the window, from the metrics the light group scraped (coarse over \
+         windows of a few seconds, as the server adds busy time up once a second; \
+         `spawn-blocking`'s jobs run on tokio's blocking pool, which no runtime's \
+         busy time counts). The last column divides each variant's light p99 by \
+         inline's.\n",
+        light.connections,
+        light.size(),
+        light
+            .rate
+            .map_or_else(|| "-".to_owned(), |rate| format!("{rate:.0}")),
+        heavy.connections,
+        heavy.size(),
+        heavy.pipeline,
+        section.work_us_per_kib,
+        figure(work_us(heavy.message_size) / 1e3),
+        figure(work_us(light.message_size)),
+    );
+    let _ = writeln!(
+        out,
+        "| variant | light p50 ms | light p99 ms | light p99.9 ms | light msgs/s \
+         | heavy MiB/s | server CPU s/s | busy (window) | light p99 ÷ inline |"
+    );
+    let _ = writeln!(out, "|---|{}", "---:|".repeat(8));
+    let spread = |s: Spread| format!("{} ({}-{})", figure(s.median), figure(s.min), figure(s.max));
+    for variant in &section.variants {
+        let f = &variant.figures;
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            variant.name,
+            spread(f.light_p50_ms),
+            spread(f.light_p99_ms),
+            spread(f.light_p999_ms),
+            spread(f.light_msgs_per_sec),
+            spread(f.heavy_mib_per_sec),
+            spread(f.server_cpu_per_sec),
+            busy(
+                variant
+                    .samples
+                    .iter()
+                    .filter_map(|s| s.light.server.as_ref())
+            ),
+            variant
+                .light_p99_vs_inline
+                .map_or_else(|| "-".to_owned(), |ratio| format!("{ratio:.2}")),
+        );
+    }
+    let _ = writeln!(out);
+}
+
+/// The median busy ratio of each runtime that serves or computes (not the
+/// acceptor's nor the admin endpoint's) over `scraped`:
+/// `worker 0.97, compute 1.00`.
+fn busy<'a>(scraped: impl Iterator<Item = &'a ServerFigures>) -> String {
+    let mut ratios: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
+    for figures in scraped {
+        for (runtime, &ratio) in &figures.window.busy_ratio {
+            if runtime != "acceptor" && runtime != "admin" {
+                ratios.entry(runtime).or_default().push(ratio);
+            }
+        }
+    }
+    let shown: Vec<String> = ratios
+        .into_iter()
+        .filter_map(|(runtime, values)| Some(format!("{runtime} {:.2}", median(values)?)))
+        .collect();
+    if shown.is_empty() {
+        "-".to_owned()
+    } else {
+        shown.join(", ")
+    }
 }
 
 /// A figure to three significant digits or so: per-message counts need
@@ -691,5 +796,48 @@ mod tests {
             .find(|line| line.starts_with("| split |"))
             .unwrap();
         assert_eq!(row, "| split | 1.02 ✓ | - | 0.75 (actix) | - |");
+    }
+
+    #[test]
+    fn the_offload_section_has_a_row_per_variant_with_its_p99_over_inlines() {
+        let section =
+            crate::suite::offload::section_of(&[("inline", 8.0, 9.0), ("compute-2", 2.0, 9.5)]);
+        let mut out = String::new();
+        offload(&mut out, &section);
+        assert!(
+            out.contains("`tandem serve --layout split --workers 2 --simulate-work 200us/KiB`"),
+            "{out}"
+        );
+        assert!(
+            out.contains("12.8 ms for a heavy message, 12.5 µs for a light one"),
+            "{out}"
+        );
+        let rows: Vec<&str> = out
+            .lines()
+            .filter(|line| line.starts_with("| ") && !line.starts_with("| variant"))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                "| inline | 2.00 (2.00-2.00) | 8.00 (8.00-8.00) | 16.0 (16.0-16.0) \
+                 | 2000 (2000-2000) | 9.00 (9.00-9.00) | 1.50 (1.50-1.50) | - | 1.00 |",
+                "| compute-2 | 0.50 (0.50-0.50) | 2.00 (2.00-2.00) | 4.00 (4.00-4.00) \
+                 | 2000 (2000-2000) | 9.50 (9.50-9.50) | 1.50 (1.50-1.50) | - | 0.25 |",
+            ]
+        );
+    }
+
+    #[test]
+    fn offload_busy_shows_the_serving_and_computing_runtimes_medians() {
+        let samples = [
+            scraped(&[("acceptor", 0.0), ("worker", 0.2), ("compute", 0.9)], 1.0),
+            scraped(&[("acceptor", 0.0), ("worker", 0.4), ("compute", 1.0)], 1.0),
+            scraped(&[("acceptor", 0.0), ("worker", 0.3), ("compute", 0.8)], 1.0),
+        ];
+        let scraped = samples
+            .iter()
+            .filter_map(|sample| sample.report.as_ref()?.server.as_ref());
+        assert_eq!(busy(scraped), "compute 0.90, worker 0.30");
+        assert_eq!(busy(std::iter::empty()), "-");
     }
 }
