@@ -91,13 +91,16 @@ pub const OFFLOAD_CHART: &str = "offload";
 struct Panel {
     title: &'static str,
     bars: Vec<(String, Spread)>,
+    /// A logarithmic axis, for figures that differ by orders of magnitude.
+    log: bool,
 }
 
 /// The offload section's chart: light p99 and heavy MiB/s per variant,
 /// side by side; returns its stem.
 fn offload_chart(dir: &Path, offload: &Offload) -> std::io::Result<String> {
-    let panel = |title, figure: fn(&super::Figures<Spread>) -> Spread| Panel {
+    let panel = |title, log, figure: fn(&super::Figures<Spread>) -> Spread| Panel {
         title,
+        log,
         bars: offload
             .variants
             .iter()
@@ -105,8 +108,13 @@ fn offload_chart(dir: &Path, offload: &Offload) -> std::io::Result<String> {
             .collect(),
     };
     let panels = [
-        panel("light p99, ms (lower is better)", |f| f.light_p99_ms),
-        panel("heavy MiB/s (higher is better)", |f| f.heavy_mib_per_sec),
+        // Inline and offloaded light tails are orders of magnitude apart.
+        panel("light p99, ms, log scale (lower is better)", true, |f| {
+            f.light_p99_ms
+        }),
+        panel("heavy MiB/s (higher is better)", false, |f| {
+            f.heavy_mib_per_sec
+        }),
     ];
     let title = format!(
         "Offload: light {} clients beside heavy {} ones, {} µs of work per KiB",
@@ -143,13 +151,21 @@ fn bars<B: DrawingBackend>(
         .map_err(|e| fail(&e))?;
     for (pane, panel) in titled.split_evenly((1, panels.len())).iter().zip(panels) {
         let count = panel.bars.len();
+        // On a log axis, bars are drawn as powers of ten from a bottom a
+        // decade below the smallest value.
+        let scale = Scale::for_panel(panel);
+        let y = |value: f64| scale.y(value);
         let top = panel
             .bars
             .iter()
-            .map(|(_, spread)| spread.max.max(spread.median))
-            .fold(0.0_f64, f64::max);
+            .map(|(_, spread)| y(spread.max.max(spread.median)))
+            .fold(scale.bottom, f64::max);
         // An empty panel still gets an axis.
-        let top = if top > 0.0 { top * 1.15 } else { 1.0 };
+        let top = if top > scale.bottom {
+            scale.bottom + (top - scale.bottom) * 1.15
+        } else {
+            scale.bottom + 1.0
+        };
         let mut chart = ChartBuilder::on(pane)
             .caption(panel.title, ("sans-serif", 16))
             .margin(16)
@@ -157,7 +173,7 @@ fn bars<B: DrawingBackend>(
             .y_label_area_size(60)
             // A range of n values makes n segments: the last bar's index
             // ends it.
-            .build_cartesian_2d((0..count.max(1) - 1).into_segmented(), 0.0..top)
+            .build_cartesian_2d((0..count.max(1) - 1).into_segmented(), scale.bottom..top)
             .map_err(|e| fail(&e))?;
         chart
             .configure_mesh()
@@ -171,7 +187,7 @@ fn bars<B: DrawingBackend>(
                     .unwrap_or_default(),
                 _ => String::new(),
             })
-            .y_label_formatter(&|y| tick(*y, top))
+            .y_label_formatter(&|y| scale.label(*y, top))
             .label_style(("sans-serif", 13))
             .draw()
             .map_err(|e| fail(&e))?;
@@ -180,8 +196,8 @@ fn bars<B: DrawingBackend>(
                 let color = COLORS[index % COLORS.len()];
                 let mut bar = Rectangle::new(
                     [
-                        (SegmentValue::Exact(index), 0.0),
-                        (SegmentValue::Exact(index + 1), spread.median),
+                        (SegmentValue::Exact(index), scale.bottom),
+                        (SegmentValue::Exact(index + 1), y(spread.median)),
                     ],
                     color.filled(),
                 );
@@ -193,8 +209,8 @@ fn bars<B: DrawingBackend>(
             .draw_series(panel.bars.iter().enumerate().map(|(index, (_, spread))| {
                 PathElement::new(
                     vec![
-                        (SegmentValue::CenterOf(index), spread.min),
-                        (SegmentValue::CenterOf(index), spread.max),
+                        (SegmentValue::CenterOf(index), y(spread.min)),
+                        (SegmentValue::CenterOf(index), y(spread.max)),
                     ],
                     BLACK.stroke_width(2),
                 )
@@ -202,6 +218,65 @@ fn bars<B: DrawingBackend>(
             .map_err(|e| fail(&e))?;
     }
     titled.present().map_err(|e| fail(&e))
+}
+
+/// A panel's y axis: linear from 0, or the log10 of the values from a
+/// bottom a decade under the smallest.
+struct Scale {
+    log: bool,
+    bottom: f64,
+}
+
+impl Scale {
+    fn for_panel(panel: &Panel) -> Scale {
+        if !panel.log {
+            return Scale {
+                log: false,
+                bottom: 0.0,
+            };
+        }
+        let smallest = panel
+            .bars
+            .iter()
+            .flat_map(|(_, spread)| [spread.min, spread.median])
+            .filter(|value| *value > 0.0)
+            .fold(f64::INFINITY, f64::min);
+        let bottom = if smallest.is_finite() {
+            smallest.log10().floor() - 1.0
+        } else {
+            0.0
+        };
+        Scale { log: true, bottom }
+    }
+
+    /// Where `value` goes on the axis; on a log axis, a value of 0 or less
+    /// sits on the bottom.
+    fn y(&self, value: f64) -> f64 {
+        if !self.log {
+            value
+        } else if value > 0.0 {
+            value.log10().max(self.bottom)
+        } else {
+            self.bottom
+        }
+    }
+
+    /// The label of axis position `y`, on an axis up to `top`.
+    fn label(&self, y: f64, top: f64) -> String {
+        if !self.log {
+            return tick(y, top);
+        }
+        // Powers of ten only: 0.01, 0.1, 1, 10, 100.
+        if (y - y.round()).abs() > 1e-9 {
+            return String::new();
+        }
+        let value = 10f64.powf(y.round());
+        if value >= 1.0 {
+            format!("{value:.0}")
+        } else {
+            format!("{value}")
+        }
+    }
 }
 
 /// A y-axis label with as many decimals as an axis up to `top` needs.

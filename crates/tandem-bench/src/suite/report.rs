@@ -445,7 +445,7 @@ fn offload(out: &mut String, section: &Offload) {
             ),
             variant
                 .light_p99_vs_inline
-                .map_or_else(|| "-".to_owned(), |ratio| format!("{ratio:.2}")),
+                .map_or_else(|| "-".to_owned(), small_ratio),
         );
     }
     let _ = writeln!(out);
@@ -476,6 +476,17 @@ fn busy<'a>(scraped: impl Iterator<Item = &'a ServerFigures>) -> String {
 
 /// A figure to three significant digits or so: per-message counts need
 /// their decimals, rates do not.
+/// A ratio to two decimals, or to two significant digits below 0.1, where
+/// two decimals would round a 200-fold gain to 0.00.
+fn small_ratio(value: f64) -> String {
+    if value > 0.0 && value < 0.1 {
+        let decimals = (1.0 - value.log10().floor()) as usize;
+        format!("{value:.decimals$}")
+    } else {
+        format!("{value:.2}")
+    }
+}
+
 fn figure(value: f64) -> String {
     if value >= 100.0 {
         format!("{value:.0}")
@@ -590,6 +601,15 @@ fn round(value: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn small_ratios_keep_two_significant_digits() {
+        assert_eq!(small_ratio(1.0), "1.00");
+        assert_eq!(small_ratio(0.07), "0.070");
+        assert_eq!(small_ratio(0.0044), "0.0044");
+        assert_eq!(small_ratio(0.25), "0.25");
+        assert_eq!(small_ratio(0.0), "0.00");
+    }
     use crate::suite::measure::single_samples;
     use crate::suite::{Ratio, Sample};
 
