@@ -96,6 +96,38 @@ pub struct Report {
     pub server: Option<ServerFigures>,
 }
 
+#[cfg(test)]
+impl Report {
+    /// A closed-loop run's report with these figures and nothing else, for
+    /// the tests of what reads reports.
+    pub(crate) fn fixture(latency_us: Latency, msgs_per_sec: f64, bytes_per_sec: f64) -> Report {
+        Report {
+            mode: "closed",
+            transport: "tcp",
+            target: "127.0.0.1:9".to_owned(),
+            connections: 1,
+            message_size: 64,
+            pipeline: 1,
+            messages: 1,
+            errors: 0,
+            duration_secs: 1.0,
+            msgs_per_sec,
+            bytes_per_sec,
+            latency_us,
+            target_rate: None,
+            sent_rate: None,
+            kept_up: None,
+            connects_per_sec: None,
+            lost: None,
+            loss_ratio: None,
+            tls_handshakes: None,
+            generator_cpu_us_per_msg: 1.0,
+            first_error: None,
+            server: None,
+        }
+    }
+}
+
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let sockets = if self.transport == "udp" {

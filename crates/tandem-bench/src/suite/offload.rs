@@ -503,36 +503,14 @@ mod tests {
     /// A run's report with these latencies (µs) and rates.
     fn report(latency_us: [u64; 3], msgs_per_sec: f64, bytes_per_sec: f64) -> Report {
         let [p50, p99, p999] = latency_us;
-        Report {
-            mode: "closed",
-            transport: "tcp",
-            target: "127.0.0.1:9".to_owned(),
-            connections: 1,
-            message_size: 64,
-            pipeline: 1,
-            messages: 1,
-            errors: 0,
-            duration_secs: 1.0,
-            msgs_per_sec,
-            bytes_per_sec,
-            latency_us: crate::bench::Latency {
-                p50,
-                p90: p99,
-                p99,
-                p999,
-                max: p999,
-            },
-            target_rate: None,
-            sent_rate: None,
-            kept_up: None,
-            connects_per_sec: None,
-            lost: None,
-            loss_ratio: None,
-            tls_handshakes: None,
-            generator_cpu_us_per_msg: 1.0,
-            first_error: None,
-            server: None,
-        }
+        let latency = crate::bench::Latency {
+            p50,
+            p90: p99,
+            p99,
+            p999,
+            max: p999,
+        };
+        Report::fixture(latency, msgs_per_sec, bytes_per_sec)
     }
 
     #[test]

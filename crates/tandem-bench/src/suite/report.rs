@@ -679,28 +679,8 @@ mod tests {
             max: 1,
         };
         let report = crate::bench::Report {
-            mode: "closed",
-            transport: "tcp",
-            target: "127.0.0.1:9".to_owned(),
-            connections: 1,
-            message_size: 64,
-            pipeline: 1,
-            messages: 1,
-            errors: 0,
-            duration_secs: 1.0,
-            msgs_per_sec: 1.0,
-            bytes_per_sec: 64.0,
-            latency_us: latency,
-            target_rate: None,
-            sent_rate: None,
-            kept_up: None,
-            connects_per_sec: None,
-            lost: None,
-            loss_ratio: None,
-            tls_handshakes: None,
-            generator_cpu_us_per_msg: 1.0,
-            first_error: None,
             server: Some(server),
+            ..crate::bench::Report::fixture(latency, 1.0, 64.0)
         };
         Sample {
             report: Some(report),
