@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use tokio::runtime::{Handle, Runtime};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::metrics::{ComputeOutcome, Metrics};
 use crate::server::{MAX_QUEUE, MAX_THREADS, ServerError};
@@ -82,14 +82,19 @@ impl fmt::Display for ComputeVia {
     }
 }
 
-impl std::str::FromStr for ComputeVia {
-    type Err = String;
+/// A name that is no [`ComputeVia`].
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("unknown compute-via {0:?}: expected runtime or spawn-blocking")]
+pub struct UnknownComputeVia(pub String);
 
-    fn from_str(name: &str) -> Result<Self, String> {
+impl std::str::FromStr for ComputeVia {
+    type Err = UnknownComputeVia;
+
+    fn from_str(name: &str) -> Result<Self, UnknownComputeVia> {
         ComputeVia::ALL
             .into_iter()
             .find(|via| via.name() == name)
-            .ok_or_else(|| format!("{name:?} is neither runtime nor spawn-blocking"))
+            .ok_or_else(|| UnknownComputeVia(name.to_owned()))
     }
 }
 
@@ -166,7 +171,9 @@ impl From<ComputeError> for std::io::Error {
 }
 
 /// Where CPU-heavy work goes: threads of its own, or inline. Cloning is
-/// cheap, and every clone sends to the same threads.
+/// cheap, and every clone sends to the same threads. A compute runtime
+/// belongs to one server: the first given it with
+/// [`Server::compute`](crate::Server::compute) reports it and stops it.
 #[derive(Clone, Default)]
 pub struct Compute(Option<Arc<Pool>>);
 
@@ -216,14 +223,21 @@ impl Compute {
         };
         let mut builder = tokio::runtime::Builder::new_multi_thread();
         builder.thread_name("tandem-compute");
-        let started = match config.via {
+        let workers = match config.via {
             ComputeVia::Runtime => config.threads,
             // One worker thread to drive the pool, which starts its own
             // threads as work arrives.
             ComputeVia::SpawnBlocking => 1,
         };
-        crate::server::threads::ensure_available(started, "tandem-compute")?;
-        builder.worker_threads(started);
+        // Every thread the runtime may start, the pool's included: tokio
+        // would quietly run the jobs on fewer threads than asked for if
+        // the OS refused some later.
+        let threads = match config.via {
+            ComputeVia::Runtime => config.threads,
+            ComputeVia::SpawnBlocking => config.threads + 1,
+        };
+        crate::server::threads::ensure_available(threads, "tandem-compute")?;
+        builder.worker_threads(workers);
         if config.via == ComputeVia::SpawnBlocking {
             builder.max_blocking_threads(config.threads);
         }
@@ -272,23 +286,28 @@ impl Compute {
             if let Some(metrics) = &metrics {
                 metrics.compute_admitted(asked.elapsed());
             }
-            let joined = match pool.via {
-                ComputeVia::Runtime => pool.handle.spawn(async move { work() }).await,
-                ComputeVia::SpawnBlocking => pool.handle.spawn_blocking(work).await,
+            // The job holds the slot, not this future: a caller that stops
+            // waiting (a connection cut, a timeout) leaves the job to end
+            // with its slot, so the queue's bound holds for running work.
+            let mut admitted = Admitted {
+                _slot: slot,
+                metrics,
+                ran: false,
             };
-            drop(slot);
-            let result = joined.map_err(|err| match err.try_into_panic() {
+            let job = move || {
+                let result = work();
+                admitted.ran = true;
+                drop(admitted);
+                result
+            };
+            let joined = match pool.via {
+                ComputeVia::Runtime => pool.handle.spawn(async move { job() }).await,
+                ComputeVia::SpawnBlocking => pool.handle.spawn_blocking(job).await,
+            };
+            joined.map_err(|err| match err.try_into_panic() {
                 Ok(payload) => panicked(payload),
                 Err(_) => ComputeError::Stopped,
-            });
-            if let Some(metrics) = &metrics {
-                metrics.compute_finished(match &result {
-                    Ok(_) => ComputeOutcome::Done,
-                    Err(ComputeError::Panicked(_)) => ComputeOutcome::Panicked,
-                    Err(ComputeError::Stopped) => ComputeOutcome::Stopped,
-                });
-            }
-            result
+            })
         }
     }
 
@@ -317,6 +336,29 @@ impl Compute {
             if let Some(runtime) = runtime {
                 runtime.shutdown_timeout(STOP_TIMEOUT);
             }
+        }
+    }
+}
+
+/// An admitted job's slot and its place in the metrics, released when the
+/// job ends, however it ends: run, panicked (dropped while unwinding), or
+/// dropped unrun by a stopping runtime.
+struct Admitted {
+    _slot: OwnedSemaphorePermit,
+    metrics: Option<Metrics>,
+    ran: bool,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        if let Some(metrics) = &self.metrics {
+            metrics.compute_finished(if self.ran {
+                ComputeOutcome::Done
+            } else if std::thread::panicking() {
+                ComputeOutcome::Panicked
+            } else {
+                ComputeOutcome::Stopped
+            });
         }
     }
 }
@@ -438,6 +480,83 @@ mod tests {
             assert_eq!(second.await.unwrap(), 2);
         });
         compute.stop();
+    }
+
+    /// The value of series `name` in `metrics`' exposition.
+    fn sample(metrics: &Metrics, name: &str) -> Option<f64> {
+        metrics.render().lines().find_map(|line| {
+            let (series, value) = line.split_once(' ')?;
+            (series == name).then(|| value.parse().ok())?
+        })
+    }
+
+    #[test]
+    fn a_job_whose_caller_stops_waiting_keeps_its_slot_until_it_ends() {
+        let metrics = Metrics::new();
+        let compute = Compute::start(&ComputeConfig::default().threads(2).queue(1)).unwrap();
+        compute.report_to(&metrics);
+        let serving = serving();
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started) = std::sync::mpsc::channel::<()>();
+        serving.block_on(async {
+            let caller = tokio::spawn(compute.run(move || {
+                started_tx.send(()).unwrap();
+                held.recv().unwrap();
+            }));
+            tokio::task::spawn_blocking(move || started.recv().unwrap())
+                .await
+                .unwrap();
+            // The caller goes (a connection cut, a timeout); its job runs on.
+            caller.abort();
+            let _ = caller.await;
+            let mut next = Box::pin(compute.run(|| 2));
+            tokio::select! {
+                biased;
+                _ = &mut next => panic!("admitted while the abandoned job holds the slot"),
+                () = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+            release.send(()).unwrap();
+            assert_eq!(next.await.unwrap(), 2);
+        });
+        assert_eq!(
+            sample(&metrics, "tandem_compute_jobs_total{outcome=\"done\"}"),
+            Some(2.0)
+        );
+        assert_eq!(sample(&metrics, "tandem_compute_queue_depth"), Some(0.0));
+        compute.stop();
+    }
+
+    #[test]
+    fn jobs_dropped_unrun_by_a_stopping_runtime_are_counted_as_stopped() {
+        let metrics = Metrics::new();
+        let compute = Compute::start(&ComputeConfig::default().threads(1).queue(2)).unwrap();
+        compute.report_to(&metrics);
+        let serving = serving();
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started) = std::sync::mpsc::channel::<()>();
+        serving.block_on(async {
+            // The one thread is held; the second job waits in the runtime.
+            tokio::spawn(compute.run(move || {
+                started_tx.send(()).unwrap();
+                held.recv().unwrap();
+            }));
+            tokio::task::spawn_blocking(move || started.recv().unwrap())
+                .await
+                .unwrap();
+            let queued = tokio::spawn(compute.run(|| 1));
+            while sample(&metrics, "tandem_compute_queue_depth") != Some(2.0) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            release.send(()).unwrap();
+            drop(queued);
+        });
+        compute.stop();
+        // The held job ran to its end; the queued one ran or was dropped
+        // unrun, as the stop found it: either way it left its slot.
+        assert_eq!(sample(&metrics, "tandem_compute_queue_depth"), Some(0.0));
+        let done = sample(&metrics, "tandem_compute_jobs_total{outcome=\"done\"}");
+        let stopped = sample(&metrics, "tandem_compute_jobs_total{outcome=\"stopped\"}");
+        assert_eq!(done.unwrap_or(0.0) + stopped.unwrap_or(0.0), 2.0);
     }
 
     #[test]

@@ -106,11 +106,21 @@ impl SimulatedWork {
 /// The per-KiB suffix of [`SimulatedWork`]'s text.
 const PER_KIB: &str = "/KiB";
 
+/// Text that is no [`SimulatedWork`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{text:?} is not a duration, or a duration per KiB (200us, 200us/KiB): {cause}")]
+pub struct InvalidSimulatedWork {
+    /// The text as given.
+    pub text: String,
+    /// Why its duration did not parse.
+    pub cause: String,
+}
+
 impl FromStr for SimulatedWork {
-    type Err = String;
+    type Err = InvalidSimulatedWork;
 
     /// A duration (`200us`, `1ms`, `0`), or one followed by `/KiB`.
-    fn from_str(text: &str) -> Result<Self, String> {
+    fn from_str(text: &str) -> Result<Self, InvalidSimulatedWork> {
         let (duration, per_kib) = match text.len().checked_sub(PER_KIB.len()) {
             Some(cut)
                 if text.is_char_boundary(cut) && text[cut..].eq_ignore_ascii_case(PER_KIB) =>
@@ -121,10 +131,9 @@ impl FromStr for SimulatedWork {
         };
         let duration = match duration.trim() {
             "0" => Duration::ZERO,
-            written => humantime::parse_duration(written).map_err(|err| {
-                format!(
-                    "{text:?} is not a duration, or a duration per KiB (200us, 200us/KiB): {err}"
-                )
+            written => humantime::parse_duration(written).map_err(|err| InvalidSimulatedWork {
+                text: text.to_owned(),
+                cause: err.to_string(),
             })?,
         };
         Ok(if per_kib {
@@ -238,7 +247,7 @@ enum Step {
     Write { buf: Buffer, len: u32, written: u32 },
     /// Waiting for a chunk's work on the compute threads. Boxed: a step
     /// no larger than `Write` keeps every connection's task as small.
-    Compute(Box<Offloaded>),
+    Compute(Offloaded),
     /// Sending the FIN, then ending with this.
     Close(Close),
 }
@@ -274,13 +283,8 @@ impl Future for Session<'_, '_> {
                     // The lease goes back before the next wait.
                     this.step = Step::Wait;
                 }
-                Step::Compute(offloaded) => {
-                    ready!(offloaded.job.as_mut().poll(cx)).map_err(io::Error::from)?;
-                    let Step::Compute(offloaded) = std::mem::replace(&mut this.step, Step::Wait)
-                    else {
-                        unreachable!("the step was Compute a moment ago");
-                    };
-                    let Offloaded { buf, len, .. } = *offloaded;
+                Step::Compute(job) => {
+                    let (buf, len) = ready!(job.as_mut().poll(cx)).map_err(io::Error::from)?;
                     this.step = Step::Write {
                         buf,
                         len,
@@ -327,8 +331,10 @@ impl Session<'_, '_> {
         let work = config.simulate_work.for_chunk(read);
         if !work.is_zero() {
             if work > config.offload_above && !self.echo.compute.is_inline() {
-                let job = Box::pin(self.echo.compute.run(move || burn_cpu(work)));
-                return Ok(Some(Step::Compute(Box::new(Offloaded { buf, len, job }))));
+                let worked = self.echo.compute.run(move || burn_cpu(work));
+                // The chunk rides with its work: one allocation per trip.
+                let job = async move { worked.await.map(|()| (buf, len)) };
+                return Ok(Some(Step::Compute(Box::pin(job))));
             }
             burn_cpu(work);
         }
@@ -340,18 +346,51 @@ impl Session<'_, '_> {
     }
 }
 
-/// A chunk whose work is on the compute threads, and that work.
-struct Offloaded {
-    buf: Buffer,
-    len: u32,
-    job: Pin<Box<dyn Future<Output = Result<(), ComputeError>> + Send>>,
+/// A chunk's work on the compute threads, giving the chunk back.
+type Offloaded = Pin<Box<dyn Future<Output = Result<(Buffer, u32), ComputeError>> + Send>>;
+
+/// Keeps the current thread busy until it has used `work` of CPU time, as
+/// a CPU-bound handler would: the thread can do nothing else meanwhile,
+/// which is the point. CPU time, not time on the clock: on a busy machine a
+/// hash of the same bytes takes the same CPU and longer on the clock.
+fn burn_cpu(work: Duration) {
+    let Some(start) = thread_cpu_time() else {
+        // No per-thread clock: the clock on the wall instead.
+        let until = Instant::now() + work;
+        while Instant::now() < until {
+            std::hint::spin_loop();
+        }
+        return;
+    };
+    loop {
+        let used = thread_cpu_time().map_or(work, |now| now.saturating_sub(start));
+        let Some(left) = work.checked_sub(used).filter(|left| !left.is_zero()) else {
+            return;
+        };
+        // The per-thread clock is a system call away: spin on the cheap
+        // clock for a while between readings of it.
+        let until = Instant::now() + left.min(CPU_CLOCK_EVERY);
+        while Instant::now() < until {
+            std::hint::spin_loop();
+        }
+    }
 }
 
-/// Keeps the current thread busy for `work`, as a CPU-bound handler would:
-/// the worker thread can do nothing else meanwhile, which is the point.
-fn burn_cpu(work: Duration) {
-    let until = Instant::now() + work;
-    while Instant::now() < until {
-        std::hint::spin_loop();
+/// How long [`burn_cpu`] spins between readings of the thread's CPU clock.
+const CPU_CLOCK_EVERY: Duration = Duration::from_micros(20);
+
+/// The CPU time the calling thread has used.
+fn thread_cpu_time() -> Option<Duration> {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec to write to.
+    let status = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    if status != 0 {
+        return None;
     }
+    let secs = u64::try_from(now.tv_sec).ok()?;
+    let nanos = u32::try_from(now.tv_nsec).ok()?;
+    Some(Duration::new(secs, nanos))
 }

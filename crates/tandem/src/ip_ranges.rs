@@ -59,7 +59,7 @@ impl FromStr for IpRanges {
                         text: item.to_owned(),
                     })?),
                 };
-                Ok(range.trunc())
+                Ok(canonical(range.trunc()))
             })
             .collect::<Result<Vec<_>, _>>()?;
         if ranges.is_empty() {
@@ -68,6 +68,19 @@ impl FromStr for IpRanges {
             });
         }
         Ok(IpRanges(ranges))
+    }
+}
+
+/// An IPv4-mapped IPv6 range (`::ffff:10.0.0.0/104`) as the IPv4 range it
+/// stands for (`10.0.0.0/8`): peers are matched by their canonical address,
+/// so a mapped range would otherwise match none.
+fn canonical(range: IpNet) -> IpNet {
+    let IpNet::V6(v6) = range else {
+        return range;
+    };
+    match (v6.addr().to_ipv4_mapped(), v6.prefix_len().checked_sub(96)) {
+        (Some(v4), Some(prefix)) => ipnet::Ipv4Net::new(v4, prefix).map_or(range, IpNet::V4),
+        _ => range,
     }
 }
 
@@ -113,6 +126,15 @@ mod tests {
         let ranges: IpRanges = "127.0.0.0/8".parse().unwrap();
         assert!(ranges.contains(ip("::ffff:127.0.0.1")));
         assert!(!ranges.contains(ip("::1")));
+    }
+
+    #[test]
+    fn an_ipv4_mapped_range_is_the_ipv4_range_it_stands_for() {
+        let ranges: IpRanges = "::ffff:10.0.0.0/104,::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(ranges.to_string(), "10.0.0.0/8,192.0.2.7/32");
+        assert!(ranges.contains(ip("10.1.2.3")));
+        assert!(ranges.contains(ip("::ffff:10.1.2.3")));
+        assert!(ranges.contains(ip("192.0.2.7")));
     }
 
     #[test]

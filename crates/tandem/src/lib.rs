@@ -106,7 +106,7 @@ pub mod transport;
 mod udp;
 
 pub use buffer::{Buffer, ReadSize};
-pub use compute::{Compute, ComputeConfig, ComputeError, ComputeVia};
+pub use compute::{Compute, ComputeConfig, ComputeError, ComputeVia, UnknownComputeVia};
 pub use connection::{Connection, Event, SocketOptions};
 pub use echo::{Echo, EchoConfig};
 pub use handler::{Close, Handler};

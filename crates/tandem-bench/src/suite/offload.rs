@@ -246,7 +246,8 @@ pub struct MixedSample {
     pub light: Report,
     pub heavy: Report,
     /// The server's CPU over the window, timed by the suite from the end
-    /// of the warm-up.
+    /// of the warm-up as it planned it: each group's own window opens once
+    /// its connections are up, a few milliseconds later.
     pub cpu: CpuSpent,
 }
 

@@ -474,8 +474,6 @@ fn busy<'a>(scraped: impl Iterator<Item = &'a ServerFigures>) -> String {
     }
 }
 
-/// A figure to three significant digits or so: per-message counts need
-/// their decimals, rates do not.
 /// A ratio to two decimals, or to two significant digits below 0.1, where
 /// two decimals would round a 200-fold gain to 0.00.
 fn small_ratio(value: f64) -> String {
@@ -487,6 +485,8 @@ fn small_ratio(value: f64) -> String {
     }
 }
 
+/// A figure to three significant digits or so: per-message counts need
+/// their decimals, rates do not.
 fn figure(value: f64) -> String {
     if value >= 100.0 {
         format!("{value:.0}")
@@ -601,6 +601,8 @@ fn round(value: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::suite::measure::single_samples;
+    use crate::suite::{Ratio, Sample};
 
     #[test]
     fn small_ratios_keep_two_significant_digits() {
@@ -610,8 +612,6 @@ mod tests {
         assert_eq!(small_ratio(0.25), "0.25");
         assert_eq!(small_ratio(0.0), "0.00");
     }
-    use crate::suite::measure::single_samples;
-    use crate::suite::{Ratio, Sample};
 
     fn cell(medians: &[(&str, f64)]) -> Cell {
         Cell {
