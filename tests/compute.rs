@@ -107,23 +107,34 @@ fn per_kib_work_follows_the_chunk_size_and_only_large_chunks_are_offloaded() {
     assert!(compute >= Duration::from_millis(250), "compute {compute:?}");
 }
 
-#[test]
-fn a_full_queue_makes_the_next_job_wait_for_a_slot() {
-    // One slot, and a first job holding it for 3 s: the second
-    // connection's job waits for the slot, not for a thread (it would have
-    // the thread at once with two slots and two threads).
+/// A server with two compute threads but one slot, and a first connection
+/// whose chunk's `work` holds the slot: another connection's work then
+/// waits for the slot, not for a thread.
+fn one_slot_held_for(work: &str) -> (TestServer, std::net::TcpStream) {
     let server = TestServer::start_with_admin(&[
         "--simulate-work",
-        "3s",
+        work,
         "--compute-threads",
         "2",
         "--compute-queue",
         "1",
     ]);
+    let mut holder = server.connect();
+    holder.write_all(b"h").unwrap();
+    scrape_until(
+        server.admin_addr(),
+        &[
+            ("tandem_compute_wait_seconds_count", 1.0),
+            ("tandem_compute_queue_depth", 1.0),
+        ],
+    );
+    (server, holder)
+}
+
+#[test]
+fn a_full_queue_makes_the_next_job_wait_for_a_slot() {
+    let (server, mut first) = one_slot_held_for("3s");
     let admin = server.admin_addr();
-    let mut first = server.connect();
-    first.write_all(b"a").unwrap();
-    scrape_until(admin, &[("tandem_compute_queue_depth", 1.0)]);
     let mut second = server.connect();
     second.write_all(b"b").unwrap();
     let mut byte = [0u8; 1];
@@ -148,22 +159,12 @@ fn a_full_queue_makes_the_next_job_wait_for_a_slot() {
 
 #[test]
 fn a_client_whose_work_waits_for_a_slot_is_pushed_back_by_tcp() {
-    // Two threads but one slot: a first connection's 10 s job holds the
-    // slot, and a second connection's first chunk waits for it, though a
-    // thread is free. Meanwhile the second connection reads nothing more.
+    // A first connection's 10 s job holds the only slot, and a second
+    // connection's first chunk waits for it, though a thread is free.
+    // Meanwhile the second connection reads nothing more.
     const TOTAL: usize = 64 << 20;
-    let server = TestServer::start_with_admin(&[
-        "--simulate-work",
-        "10s",
-        "--compute-threads",
-        "2",
-        "--compute-queue",
-        "1",
-    ]);
+    let (server, _holder) = one_slot_held_for("10s");
     let admin = server.admin_addr();
-    let mut holder = server.connect();
-    holder.write_all(b"h").unwrap();
-    scrape_until(admin, &[("tandem_compute_wait_seconds_count", 1.0)]);
 
     let mut client = server.connect();
     client.set_nonblocking(true).unwrap();

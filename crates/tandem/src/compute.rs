@@ -403,6 +403,27 @@ mod tests {
         std::thread::current().name().unwrap_or_default().to_owned()
     }
 
+    /// Starts a job on `compute` that holds its slot and its thread until
+    /// the returned sender is used (or dropped), and returns once it runs.
+    async fn held_job(
+        compute: &Compute,
+    ) -> (
+        tokio::task::JoinHandle<Result<(), ComputeError>>,
+        std::sync::mpsc::Sender<()>,
+    ) {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started) = std::sync::mpsc::channel::<()>();
+        let job = tokio::spawn(compute.run(move || {
+            let _ = started_tx.send(());
+            let _ = held.recv();
+        }));
+        tokio::task::spawn_blocking(move || started.recv())
+            .await
+            .expect("the wait for the job")
+            .expect("the job started");
+        (job, release)
+    }
+
     #[test]
     fn work_runs_on_tandem_compute_threads_in_both_kinds() {
         for via in ComputeVia::ALL {
@@ -454,18 +475,9 @@ mod tests {
     #[test]
     fn a_full_queue_makes_the_next_job_wait_for_a_slot() {
         let compute = Compute::start(&ComputeConfig::default().threads(1).queue(1)).unwrap();
-        let serving = serving();
-        let (release, held) = std::sync::mpsc::channel::<()>();
-        let (started_tx, started) = std::sync::mpsc::channel::<()>();
-        serving.block_on(async {
+        serving().block_on(async {
             // The only slot, held until released.
-            let first = tokio::spawn(compute.run(move || {
-                started_tx.send(()).unwrap();
-                held.recv().unwrap();
-            }));
-            tokio::task::spawn_blocking(move || started.recv().unwrap())
-                .await
-                .unwrap();
+            let (first, release) = held_job(&compute).await;
             let mut second = Box::pin(compute.run(|| 2));
             // Not admitted while the first holds the slot.
             for _ in 0..3 {
@@ -495,17 +507,8 @@ mod tests {
         let metrics = Metrics::new();
         let compute = Compute::start(&ComputeConfig::default().threads(2).queue(1)).unwrap();
         compute.report_to(&metrics);
-        let serving = serving();
-        let (release, held) = std::sync::mpsc::channel::<()>();
-        let (started_tx, started) = std::sync::mpsc::channel::<()>();
-        serving.block_on(async {
-            let caller = tokio::spawn(compute.run(move || {
-                started_tx.send(()).unwrap();
-                held.recv().unwrap();
-            }));
-            tokio::task::spawn_blocking(move || started.recv().unwrap())
-                .await
-                .unwrap();
+        serving().block_on(async {
+            let (caller, release) = held_job(&compute).await;
             // The caller goes (a connection cut, a timeout); its job runs on.
             caller.abort();
             let _ = caller.await;
@@ -531,18 +534,9 @@ mod tests {
         let metrics = Metrics::new();
         let compute = Compute::start(&ComputeConfig::default().threads(1).queue(2)).unwrap();
         compute.report_to(&metrics);
-        let serving = serving();
-        let (release, held) = std::sync::mpsc::channel::<()>();
-        let (started_tx, started) = std::sync::mpsc::channel::<()>();
-        serving.block_on(async {
+        serving().block_on(async {
             // The one thread is held; the second job waits in the runtime.
-            tokio::spawn(compute.run(move || {
-                started_tx.send(()).unwrap();
-                held.recv().unwrap();
-            }));
-            tokio::task::spawn_blocking(move || started.recv().unwrap())
-                .await
-                .unwrap();
+            let (_held, release) = held_job(&compute).await;
             let queued = tokio::spawn(compute.run(|| 1));
             while sample(&metrics, "tandem_compute_queue_depth") != Some(2.0) {
                 tokio::time::sleep(Duration::from_millis(5)).await;
