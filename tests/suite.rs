@@ -337,8 +337,8 @@ const OFFLOAD_VARIANTS: [&str; 4] = ["inline", "spawn-blocking", "compute-1", "c
 fn the_offload_section_reports_light_and_heavy_figures_apart_for_each_variant_with_a_plot() {
     let out = tempfile::tempdir().unwrap();
     let mut command = common::tandem();
-    // The section starts only tandem servers: any program stands in for
-    // the epoll reference, which never starts.
+    // The section starts only tandem servers: it runs without the epoll
+    // reference.
     command.args([
         "suite",
         "--quick",
@@ -353,7 +353,7 @@ fn the_offload_section_reports_light_and_heavy_figures_apart_for_each_variant_wi
         "--name",
         "offload",
         "--reference",
-        env!("CARGO_BIN_EXE_tandem"),
+        "/nonexistent/epoll_echo",
     ]);
     let finished = Proc::spawn(command).finish_within(SUITE_PATIENCE);
     assert!(finished.status.success(), "{}", finished.stderr);
@@ -414,4 +414,32 @@ fn the_offload_section_reports_light_and_heavy_figures_apart_for_each_variant_wi
     for plot in ["offload.svg", "offload.png"] {
         assert!(folder.join(plot).is_file(), "no {plot} in {folder:?}");
     }
+}
+
+#[test]
+fn a_section_that_measures_the_epoll_reference_fails_at_once_without_it() {
+    let out = tempfile::tempdir().unwrap();
+    let finished = Proc::run(
+        &[
+            "suite",
+            "--quick",
+            "--only",
+            "memory",
+            "--out",
+            out.path().to_str().unwrap(),
+            "--reference",
+            "/nonexistent/epoll_echo",
+        ],
+        &[],
+    );
+    assert!(!finished.status.success(), "{}", finished.stderr);
+    assert!(
+        finished
+            .stderr
+            .contains("no epoll reference server at /nonexistent/epoll_echo"),
+        "{}",
+        finished.stderr
+    );
+    let left: Vec<_> = std::fs::read_dir(out.path()).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
 }
