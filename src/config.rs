@@ -313,10 +313,12 @@ pub struct ServeOptions {
     /// Serve echo over TLS with this certificate chain (PEM, the server's
     /// own certificate first); needs --tls-key [default: off].
     #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing)]
     pub tls_cert: Option<PathBuf>,
 
     /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1) [default: off].
     #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing)]
     pub tls_key: Option<PathBuf>,
 
     /// How long a client may take over the TLS handshake [default: 10s].
@@ -506,11 +508,15 @@ impl ServeOptions {
     /// Fills every option that this layer leaves unset from `lower`: the
     /// two layers meet as maps of their set options (JSON values, which
     /// hold any integer an option takes), the upper's keys win, and the map
-    /// is read back. No option is listed here; the declaration above is the
-    /// only one. `--config` itself is never a key, and stays the upper
-    /// layer's, else the lower's.
+    /// is read back. No other option is listed here; the declaration above
+    /// is the only one. `--config` itself is never a key, and the paths,
+    /// which need not be UTF-8 and so cannot be JSON, are not carried in
+    /// the maps (`skip_serializing`): each stays the upper layer's, else
+    /// the lower's.
     pub fn or(self, lower: ServeOptions) -> Result<ServeOptions, ConfigError> {
         let config = self.config.clone().or_else(|| lower.config.clone());
+        let tls_cert = self.tls_cert.clone().or_else(|| lower.tls_cert.clone());
+        let tls_key = self.tls_key.clone().or_else(|| lower.tls_key.clone());
         let set = |layer: &ServeOptions| match serde_json::to_value(layer) {
             Ok(serde_json::Value::Object(options)) => Ok(options
                 .into_iter()
@@ -524,6 +530,8 @@ impl ServeOptions {
         let mut options: ServeOptions = serde_json::from_value(serde_json::Value::Object(merged))
             .map_err(|err| ConfigError::Merge(err.to_string()))?;
         options.config = config;
+        options.tls_cert = tls_cert;
+        options.tls_key = tls_key;
         Ok(options)
     }
 
@@ -823,6 +831,23 @@ mod tests {
         assert_eq!(shown("compute-queue"), compute.queue.to_string());
         assert_eq!(shown("compute-via"), compute.via.to_string());
         assert_eq!(duration("tls-handshake-timeout"), DEFAULT_HANDSHAKE_TIMEOUT);
+    }
+
+    #[test]
+    fn paths_cross_the_layers_even_when_they_are_not_utf8() {
+        use std::ffi::OsStr;
+        use std::os::unix::ffi::OsStrExt;
+        let lower = file("tls_cert = \"/file/cert.pem\"\ntls_key = \"/file/key.pem\"\n").unwrap();
+        let not_utf8 = PathBuf::from(OsStr::from_bytes(b"/flag/\xffkey.pem"));
+        let upper = ServeOptions {
+            tls_key: Some(not_utf8.clone()),
+            workers: Some(3),
+            ..ServeOptions::default()
+        };
+        let merged = upper.or(lower).unwrap();
+        assert_eq!(merged.tls_cert, Some(PathBuf::from("/file/cert.pem")));
+        assert_eq!(merged.tls_key, Some(not_utf8));
+        assert_eq!(merged.workers, Some(3));
     }
 
     #[test]
