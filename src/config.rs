@@ -137,9 +137,19 @@ fn ranges_from_text_or_list<'de, D: Deserializer<'de>>(
 /// Names an option's environment variable after its flag, in one place
 /// for every option: `--idle-timeout` reads `TANDEM_IDLE_TIMEOUT`.
 pub fn env_named_after_flag(arg: clap::Arg) -> clap::Arg {
+    env_named("TANDEM_", arg)
+}
+
+/// The same for `tandem bench`: `--message-size` reads
+/// `TANDEM_BENCH_MESSAGE_SIZE`.
+pub fn bench_env_named_after_flag(arg: clap::Arg) -> clap::Arg {
+    env_named("TANDEM_BENCH_", arg)
+}
+
+fn env_named(prefix: &str, arg: clap::Arg) -> clap::Arg {
     match arg.get_long() {
         Some(long) if long != "help" => {
-            let env = format!("TANDEM_{}", long.replace('-', "_").to_uppercase());
+            let env = format!("{prefix}{}", long.replace('-', "_").to_uppercase());
             arg.env(env)
         }
         _ => arg,

@@ -53,6 +53,7 @@ enum Command {
     #[command(mut_args = config::env_named_after_flag)]
     Serve(ServeOptions),
     /// Load an echo server and measure it, checking every byte.
+    #[command(mut_args = config::bench_env_named_after_flag)]
     Bench(BenchOptions),
     /// Compare the layouts and the epoll reference over a matrix of loads.
     Suite(SuiteOptions),

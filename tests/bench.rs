@@ -651,3 +651,45 @@ fn tls_handshakes_are_full_unless_the_generator_may_resume() {
     assert_eq!(handshakes(&report, "full"), 3, "{report}");
     assert!(server.stop().success());
 }
+
+#[test]
+fn every_bench_flag_reads_a_variable_named_after_it() {
+    let help = Proc::run(&["bench", "--help"], &[]).stdout;
+    let mut flags = 0;
+    for line in help.lines().map(str::trim_start) {
+        let Some(flag) = line.strip_prefix("--") else {
+            continue;
+        };
+        let flag = flag.split_whitespace().next().unwrap_or_default();
+        if flag == "help" {
+            continue;
+        }
+        let env = format!(
+            "[env: TANDEM_BENCH_{}=",
+            flag.replace('-', "_").to_uppercase()
+        );
+        assert!(line.contains(&env), "--{flag} lacks {env}: {line}");
+        flags += 1;
+    }
+    assert!(flags >= 19, "only {flags} flags in:\n{help}");
+
+    // And the variables are read.
+    let server = TestServer::start(&[]);
+    let target = server.addr.to_string();
+    let out = Proc::run(
+        &["bench"],
+        &[
+            ("TANDEM_BENCH_TARGET", target.as_str()),
+            ("TANDEM_BENCH_CONNECTIONS", "3"),
+            ("TANDEM_BENCH_MESSAGE_SIZE", "100"),
+            ("TANDEM_BENCH_DURATION", "200ms"),
+            ("TANDEM_BENCH_WARMUP", "0s"),
+            ("TANDEM_BENCH_JSON", "true"),
+        ],
+    );
+    assert!(out.status.success(), "{}", out.stderr);
+    let report: Value = serde_json::from_str(out.stdout.trim())
+        .unwrap_or_else(|err| panic!("no JSON report ({err}): {}", out.stdout));
+    assert_eq!(report["connections"], 3, "{report}");
+    assert_eq!(report["message_size"], 100, "{report}");
+}

@@ -69,114 +69,78 @@ const DEFAULT_WARMUP: HumanDuration = HumanDuration(Duration::from_secs(2));
 #[derive(Debug, Clone, Args)]
 pub struct BenchOptions {
     /// Echo server to load.
-    #[arg(long, env = "TANDEM_BENCH_TARGET", value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR")]
     pub target: SocketAddr,
     /// Connections (closed and open loop) or concurrent churners (--churn).
-    #[arg(
-        long,
-        env = "TANDEM_BENCH_CONNECTIONS",
-        default_value_t = 50,
-        value_name = "N"
-    )]
+    #[arg(long, default_value_t = 50, value_name = "N")]
     pub connections: usize,
     /// Bytes per message.
-    #[arg(
-        long,
-        env = "TANDEM_BENCH_MESSAGE_SIZE",
-        default_value_t = 64,
-        value_name = "B"
-    )]
+    #[arg(long, default_value_t = 64, value_name = "B")]
     pub message_size: usize,
     /// Messages in flight per connection (closed loop).
-    #[arg(
-        long,
-        env = "TANDEM_BENCH_PIPELINE",
-        default_value_t = 1,
-        value_name = "D"
-    )]
+    #[arg(long, default_value_t = 1, value_name = "D")]
     pub pipeline: usize,
     /// Length of the measured window.
-    #[arg(
-        long,
-        env = "TANDEM_BENCH_DURATION",
-        default_value = "10s",
-        value_name = "DURATION"
-    )]
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
     pub duration: HumanDuration,
     /// Load before the window, not counted.
-    #[arg(
-        long,
-        env = "TANDEM_BENCH_WARMUP",
-        default_value = "2s",
-        value_name = "DURATION"
-    )]
+    #[arg(long, default_value = "2s", value_name = "DURATION")]
     pub warmup: HumanDuration,
     /// Threads of the generator's runtime.
-    #[arg(
-        long,
-        env = "TANDEM_BENCH_THREADS",
-        default_value_t = 1,
-        value_name = "N"
-    )]
+    #[arg(long, default_value_t = 1, value_name = "N")]
     pub threads: usize,
     /// Open connections at this many per second instead of all at once.
-    #[arg(long, env = "TANDEM_BENCH_CONNECT_RATE", value_name = "PER_SEC")]
+    #[arg(long, value_name = "PER_SEC")]
     pub connect_rate: Option<f64>,
     /// Open loop: send this many messages per second in total, spread over
     /// the connections; latency counts from each message's intended send.
-    #[arg(
-        long,
-        env = "TANDEM_BENCH_RATE",
-        value_name = "PER_SEC",
-        conflicts_with = "churn"
-    )]
+    #[arg(long, value_name = "PER_SEC", conflicts_with = "churn")]
     pub rate: Option<f64>,
     /// Churn: every request on a new connection.
-    #[arg(long, env = "TANDEM_BENCH_CHURN")]
+    #[arg(long)]
     pub churn: bool,
     /// UDP: datagrams of --message-size bytes (8 to 65507: each starts with
     /// its sequence number) from --connections sockets, in the closed or
     /// open loop; a datagram not echoed within 1 s counts as lost.
     #[arg(
         long,
-        env = "TANDEM_BENCH_UDP",
         conflicts_with_all = ["churn", "expect_newline", "connect_rate", "tls"]
     )]
     pub udp: bool,
     /// The server appends `\n` to each chunk (`serve --append-newline`).
-    #[arg(long, env = "TANDEM_BENCH_EXPECT_NEWLINE")]
+    #[arg(long)]
     pub expect_newline: bool,
     /// Print one JSON object instead of the table.
-    #[arg(long, env = "TANDEM_BENCH_JSON")]
+    #[arg(long)]
     pub json: bool,
     /// A tandem server's metrics (`http://ADMIN/metrics`, from `serve
     /// --admin-listen`): scraped around the run, to report the server's
     /// busy ratios, hand-off waits, connections and bytes beside the
     /// client's figures.
-    #[arg(long, env = "TANDEM_BENCH_SERVER_METRICS", value_name = "URL")]
+    #[arg(long, value_name = "URL")]
     pub server_metrics: Option<MetricsUrl>,
     /// Speak TLS (a server run with `serve --tls-cert`): every connection
     /// makes a handshake before its first message, and the echo is
     /// encrypted both ways.
-    #[arg(long, env = "TANDEM_BENCH_TLS")]
+    #[arg(long)]
     pub tls: bool,
     /// With --tls: trust the certificates of this PEM file instead of the
     /// system's roots (for a server with a private or self-signed
     /// certificate).
-    #[arg(long, env = "TANDEM_BENCH_TLS_CA", value_name = "FILE")]
+    #[arg(long, value_name = "FILE")]
     pub tls_ca: Option<std::path::PathBuf>,
     /// With --tls: accept any certificate (only the handshake's signature
     /// is checked). For test servers only.
-    #[arg(long, env = "TANDEM_BENCH_TLS_INSECURE", conflicts_with = "tls_ca")]
+    #[arg(long, conflicts_with = "tls_ca")]
     pub tls_insecure: bool,
     /// With --tls: the name asked for (SNI) and checked in the certificate
     /// [default: the target's IP address].
-    #[arg(long, env = "TANDEM_BENCH_TLS_SERVER_NAME", value_name = "NAME")]
+    #[arg(long, value_name = "NAME")]
     pub tls_server_name: Option<String>,
     /// With --tls: resume sessions the server offers to resume, as a
     /// client with a session cache does; without it, every handshake is a
     /// full one.
-    #[arg(long, env = "TANDEM_BENCH_TLS_RESUME")]
+    #[arg(long)]
     pub tls_resume: bool,
 }
 
