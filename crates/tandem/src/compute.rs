@@ -98,8 +98,8 @@ impl std::str::FromStr for ComputeVia {
     }
 }
 
-/// How the compute runtime runs: [`Default`], then the setters, each of
-/// which says its own default.
+/// How the compute runtime runs: [`Default`], then a setter per field;
+/// each field says its own default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ComputeConfig {
@@ -125,11 +125,8 @@ impl Default for ComputeConfig {
 }
 
 setters!(ComputeConfig {
-    /// Threads that run the work; 0 runs it inline. Default: 0.
     threads: usize,
-    /// Jobs admitted at once, queued or running. Default: 128.
     queue: usize,
-    /// Which threads run the work. Default: [`ComputeVia::Runtime`].
     via: ComputeVia,
 });
 

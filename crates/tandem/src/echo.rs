@@ -29,22 +29,25 @@ use crate::compute::{Compute, ComputeError};
 use crate::connection::{Connection, Event};
 use crate::handler::{Close, Handler};
 
-/// How the echo handler behaves: [`Default`], then the setters below, each
-/// of which says its own default.
+/// How the echo handler behaves: [`Default`], then a setter per field;
+/// each field says its own default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct EchoConfig {
     /// Largest chunk read, and so echoed, at once: the cap of the read
     /// size, which starts at 4 KiB (or this, if smaller) and grows while
-    /// reads fill it.
+    /// reads fill it. Default: 64 KiB.
     pub buffer_size: usize,
-    /// Write a `\n` after each chunk read (the behaviour of the article's server).
+    /// Write a `\n` after each chunk read (the behaviour of the article's
+    /// server). Default: false.
     pub append_newline: bool,
     /// CPU time burnt per chunk before it is written back: a benchmarking
-    /// knob that models handlers doing real work. None in production.
+    /// knob that models handlers doing real work. Default: none, as in
+    /// production.
     pub simulate_work: SimulatedWork,
     /// With a [`Compute`] that has threads, a chunk's work goes there only
-    /// if it takes longer than this; shorter work runs inline.
+    /// if it takes longer than this; shorter work runs inline. Default:
+    /// 50 µs.
     pub offload_above: Duration,
 }
 
@@ -171,14 +174,9 @@ impl Default for EchoConfig {
 }
 
 setters!(EchoConfig {
-    /// The cap of the read size, which starts at 4 KiB (or this, if
-    /// smaller) and grows while reads fill it. Default: 64 KiB.
     buffer_size: usize,
-    /// Write a `\n` after each chunk read. Default: false.
     append_newline: bool,
-    /// CPU time burnt per chunk before it is written back. Default: none.
     simulate_work: SimulatedWork,
-    /// Work above this goes to the compute threads, if any. Default: 50 µs.
     offload_above: Duration,
 });
 

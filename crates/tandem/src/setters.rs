@@ -1,14 +1,19 @@
 //! The chainable setters of the library's configurations
-//! ([`ServerConfig`](crate::ServerConfig), [`EchoConfig`](crate::EchoConfig)):
-//! one per field, each with the documentation that states its default.
+//! ([`ServerConfig`](crate::ServerConfig), [`EchoConfig`](crate::EchoConfig),
+//! [`ComputeConfig`](crate::ComputeConfig)): one per field, documented by
+//! a link to its field, whose documentation states its meaning and default
+//! once.
 
-/// `setters!(Type { /// doc \n field: FieldType, ... })` gives `Type` a
-/// method per field that sets it and returns the configuration.
+/// `setters!(Type { field: FieldType, ... })` gives `Type` a method per
+/// field that sets it and returns the configuration.
 macro_rules! setters {
-    ($type:ty { $( $(#[$doc:meta])* $field:ident: $value:ty, )+ }) => {
+    ($type:ty { $( $field:ident: $value:ty, )+ }) => {
         impl $type {
             $(
-                $(#[$doc])*
+                #[doc = concat!(
+                    "Sets [`", stringify!($field), "`](Self::", stringify!($field),
+                    "), and returns the configuration."
+                )]
                 pub fn $field(mut self, $field: $value) -> Self {
                     self.$field = $field;
                     self

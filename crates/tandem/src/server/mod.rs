@@ -107,8 +107,8 @@ pub const MAX_THREADS: usize = 1024;
 /// semaphores have hard limits well above it.
 pub const MAX_QUEUE: usize = 10_000_000;
 
-/// How the server runs. [`Default`] gives the documented defaults; each
-/// setter below says its own, and returns the configuration for the next:
+/// How the server runs. [`Default`] gives the defaults each field states;
+/// a setter per field returns the configuration for the next:
 ///
 /// ```
 /// use std::time::Duration;
@@ -230,40 +230,17 @@ impl Default for ServerConfig {
 }
 
 setters!(ServerConfig {
-    /// Runtime layout. Default: [`Layout::Split`].
     layout: Layout,
-    /// Threads of the acceptor runtime, and accept tasks (`split`,
-    /// `sharded`). Default: 1.
     acceptor_threads: usize,
-    /// Worker threads (`split`, `single`) or shards (`sharded`). Default:
-    /// the available parallelism.
     workers: usize,
-    /// Capacity of the hand-off queue (shared out among shards in
-    /// `sharded`). Default: 4000.
     handoff_capacity: usize,
-    /// Connections served at once, lowered to fit RLIMIT_NOFILE. Default:
-    /// 10000.
     max_connections: usize,
-    /// Connections served at once from one client address (IPv4) or /64
-    /// (IPv6). Default: `None`, no limit.
     max_connections_per_ip: Option<usize>,
-    /// Close connections silent for this long; `None` never does.
-    /// Default: 300 s.
     idle_timeout: Option<Duration>,
-    /// Bytes per second, in and out together, a connection must average
-    /// over each idle-timeout window; 0: silence is the only rule.
-    /// Default: 1.
     min_rate: u64,
-    /// How long live connections are served after shutdown begins.
-    /// Default: 30 s.
     shutdown_timeout: Duration,
-    /// Set TCP_NODELAY on accepted sockets. Default: true.
     nodelay: bool,
-    /// Require a PROXY protocol header within this long at the start of
-    /// every connection. Default: `None`, no header expected.
     proxy_protocol: Option<Duration>,
-    /// With `proxy_protocol`: the peers whose headers are trusted; others
-    /// are closed unserved. Default: `None`, every peer.
     proxy_protocol_from: Option<IpRanges>,
 });
 
