@@ -229,6 +229,7 @@ fn the_compute_runtime_has_its_series_and_its_queue_in_the_metrics() {
     );
     for series in [
         "tandem_runtime_busy_ratio",
+        "tandem_runtime_busy_seconds_total",
         "tandem_runtime_global_queue_depth",
         "tandem_runtime_alive_tasks",
     ] {
