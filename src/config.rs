@@ -162,6 +162,13 @@ pub fn serve_command() -> clap::Command {
     ServeOptions::augment_args(clap::Command::new("serve")).mut_args(env_named_after_flag)
 }
 
+/// The `bench` command's options as the binary builds them, each with its
+/// variable.
+pub fn bench_command() -> clap::Command {
+    tandem_bench::bench::BenchOptions::augment_args(clap::Command::new("bench"))
+        .mut_args(bench_env_named_after_flag)
+}
+
 /// The default an option's help states (`[default: X]`), if it states one.
 pub fn stated_default(arg: &clap::Arg) -> Option<String> {
     let help = arg.get_help()?.to_string();

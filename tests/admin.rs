@@ -798,6 +798,9 @@ fn health_checks_and_a_scrape_are_answered_while_130_hostile_clients_hold_the_po
     let admin = server.admin_addr();
     let mut horde = Horde::start(admin);
 
+    // At most 8 of them hold a slot at once (one client address); the rest
+    // were let go as they came, and come back at each refill.
+    horde.refill();
     let mut slowest = Duration::ZERO;
     let mut reconnected = 0;
     for (check, path) in std::iter::repeat_n("/readyz", 12)
@@ -821,8 +824,11 @@ fn health_checks_and_a_scrape_are_answered_while_130_hostile_clients_hold_the_po
         );
         slowest = slowest.max(took);
     }
-    // Each check let a hostile connection go, which came back.
-    assert!(reconnected > 0, "no hostile client was ever let go");
+    // The checks took slots from the horde, whose clients came back.
+    assert!(
+        reconnected > 0,
+        "no check ever took a hostile client's slot"
+    );
     eprintln!("slowest check: {slowest:?}; hostile reconnects: {reconnected}");
 }
 

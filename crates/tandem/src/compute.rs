@@ -220,18 +220,14 @@ impl Compute {
         };
         let mut builder = tokio::runtime::Builder::new_multi_thread();
         builder.thread_name("tandem-compute");
-        let workers = match config.via {
-            ComputeVia::Runtime => config.threads,
+        // Its workers, and every thread it may start, the pool's included:
+        // tokio would quietly run the jobs on fewer threads than asked for
+        // if the OS refused some later.
+        let (workers, threads) = match config.via {
+            ComputeVia::Runtime => (config.threads, config.threads),
             // One worker thread to drive the pool, which starts its own
             // threads as work arrives.
-            ComputeVia::SpawnBlocking => 1,
-        };
-        // Every thread the runtime may start, the pool's included: tokio
-        // would quietly run the jobs on fewer threads than asked for if
-        // the OS refused some later.
-        let threads = match config.via {
-            ComputeVia::Runtime => config.threads,
-            ComputeVia::SpawnBlocking => config.threads + 1,
+            ComputeVia::SpawnBlocking => (1, config.threads + 1),
         };
         crate::server::threads::ensure_available(threads, "tandem-compute")?;
         builder.worker_threads(workers);
@@ -289,11 +285,12 @@ impl Compute {
             let mut admitted = Admitted {
                 _slot: slot,
                 metrics,
-                ran: false,
+                stage: Stage::Queued,
             };
             let job = move || {
+                admitted.stage = Stage::Running;
                 let result = work();
-                admitted.ran = true;
+                admitted.stage = Stage::Done;
                 drop(admitted);
                 result
             };
@@ -338,23 +335,30 @@ impl Compute {
 }
 
 /// An admitted job's slot and its place in the metrics, released when the
-/// job ends, however it ends: run, panicked (dropped while unwinding), or
-/// dropped unrun by a stopping runtime.
+/// job ends, however it ends: run, panicked (dropped while its work
+/// unwinds), or dropped unrun by a stopping runtime.
 struct Admitted {
     _slot: OwnedSemaphorePermit,
     metrics: Option<Metrics>,
-    ran: bool,
+    stage: Stage,
+}
+
+/// How far an admitted job got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Queued,
+    Running,
+    Done,
 }
 
 impl Drop for Admitted {
     fn drop(&mut self) {
         if let Some(metrics) = &self.metrics {
-            metrics.compute_finished(if self.ran {
-                ComputeOutcome::Done
-            } else if std::thread::panicking() {
-                ComputeOutcome::Panicked
-            } else {
-                ComputeOutcome::Stopped
+            metrics.compute_finished(match self.stage {
+                Stage::Done => ComputeOutcome::Done,
+                // Left while its work ran: only a panic leaves that way.
+                Stage::Running => ComputeOutcome::Panicked,
+                Stage::Queued => ComputeOutcome::Stopped,
             });
         }
     }
@@ -527,27 +531,24 @@ mod tests {
     }
 
     #[test]
-    fn jobs_dropped_unrun_by_a_stopping_runtime_are_counted_as_stopped() {
+    fn a_job_counts_as_done_panicked_or_stopped_by_how_far_it_got() {
         let metrics = Metrics::new();
-        let compute = Compute::start(&ComputeConfig::default().threads(1).queue(2)).unwrap();
-        compute.report_to(&metrics);
-        serving().block_on(async {
-            // The one thread is held; the second job waits in the runtime.
-            let (_held, release) = held_job(&compute).await;
-            let queued = tokio::spawn(compute.run(|| 1));
-            while sample(&metrics, "tandem_compute_queue_depth") != Some(2.0) {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            release.send(()).unwrap();
-            drop(queued);
-        });
-        compute.stop();
-        // The held job ran to its end; the queued one ran or was dropped
-        // unrun, as the stop found it: either way it left its slot.
+        let slots = Arc::new(Semaphore::new(3));
+        for stage in [Stage::Done, Stage::Running, Stage::Queued] {
+            let admitted = Admitted {
+                _slot: slots.clone().try_acquire_owned().expect("a free slot"),
+                metrics: Some(metrics.clone()),
+                stage,
+            };
+            metrics.compute_admitted(Duration::ZERO);
+            drop(admitted);
+        }
+        for outcome in ["done", "panicked", "stopped"] {
+            let series = format!("tandem_compute_jobs_total{{outcome=\"{outcome}\"}}");
+            assert_eq!(sample(&metrics, &series), Some(1.0), "{series}");
+        }
         assert_eq!(sample(&metrics, "tandem_compute_queue_depth"), Some(0.0));
-        let done = sample(&metrics, "tandem_compute_jobs_total{outcome=\"done\"}");
-        let stopped = sample(&metrics, "tandem_compute_jobs_total{outcome=\"stopped\"}");
-        assert_eq!(done.unwrap_or(0.0) + stopped.unwrap_or(0.0), 2.0);
+        assert_eq!(slots.available_permits(), 3, "every slot went back");
     }
 
     #[test]

@@ -351,26 +351,39 @@ type Offloaded = Pin<Box<dyn Future<Output = Result<(Buffer, u32), ComputeError>
 /// a CPU-bound handler would: the thread can do nothing else meanwhile,
 /// which is the point. CPU time, not time on the clock: on a busy machine a
 /// hash of the same bytes takes the same CPU and longer on the clock.
+/// Without a per-thread clock that works and moves, it falls back to time
+/// on the clock, so that it always ends.
 fn burn_cpu(work: Duration) {
-    let Some(start) = thread_cpu_time() else {
-        // No per-thread clock: the clock on the wall instead.
-        let until = Instant::now() + work;
-        while Instant::now() < until {
-            std::hint::spin_loop();
-        }
+    let started = Instant::now();
+    let Some(cpu_start) = thread_cpu_time() else {
+        spin_until(started + work);
         return;
     };
     loop {
-        let used = thread_cpu_time().map_or(work, |now| now.saturating_sub(start));
-        let Some(left) = work.checked_sub(used).filter(|left| !left.is_zero()) else {
-            return;
+        let left = match thread_cpu_time() {
+            Some(now) => work.saturating_sub(now.saturating_sub(cpu_start)),
+            // The clock failed midway: the rest on the wall clock.
+            None => return spin_until(started + work),
         };
+        if left.is_zero() {
+            return;
+        }
+        // A thread clock that has not moved in all the time the work should
+        // take is not measuring this thread: that time on the wall clock is
+        // the work.
+        if left == work && started.elapsed() >= work {
+            return;
+        }
         // The per-thread clock is a system call away: spin on the cheap
         // clock for a while between readings of it.
-        let until = Instant::now() + left.min(CPU_CLOCK_EVERY);
-        while Instant::now() < until {
-            std::hint::spin_loop();
-        }
+        spin_until(Instant::now() + left.min(CPU_CLOCK_EVERY));
+    }
+}
+
+/// Spins until `until`.
+fn spin_until(until: Instant) {
+    while Instant::now() < until {
+        std::hint::spin_loop();
     }
 }
 
@@ -391,4 +404,37 @@ fn thread_cpu_time() -> Option<Duration> {
     let secs = u64::try_from(now.tv_sec).ok()?;
     let nanos = u32::try_from(now.tv_nsec).ok()?;
     Some(Duration::new(secs, nanos))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burnt_work_is_cpu_time_of_the_calling_thread() {
+        let Some(before) = thread_cpu_time() else {
+            return;
+        };
+        burn_cpu(Duration::from_millis(30));
+        let used = thread_cpu_time().map(|after| after.saturating_sub(before));
+        // A lower bound: preemption stretches the burn on the clock, never
+        // shortens its CPU time.
+        assert!(used >= Some(Duration::from_millis(30)), "{used:?}");
+    }
+
+    #[test]
+    fn per_kib_work_follows_the_chunk_and_saturates() {
+        let work = SimulatedWork::PerKib(Duration::from_micros(200));
+        assert_eq!(work.for_chunk(64), Duration::from_nanos(12_500));
+        assert_eq!(
+            SimulatedWork::PerKib(Duration::MAX).for_chunk(usize::MAX),
+            Duration::from_nanos(u64::MAX)
+        );
+        assert!("fast/KiB".parse::<SimulatedWork>().is_err());
+        assert_eq!("0".parse(), Ok(SimulatedWork::PerChunk(Duration::ZERO)));
+        assert_eq!(
+            "1ms/kib".parse(),
+            Ok(SimulatedWork::PerKib(Duration::from_millis(1)))
+        );
+    }
 }

@@ -11,7 +11,7 @@ macro_rules! setters {
         impl $type {
             $(
                 #[doc = concat!(
-                    "Sets [`", stringify!($field), "`](Self::", stringify!($field),
+                    "Sets [`", stringify!($field), "`](field@Self::", stringify!($field),
                     "), and returns the configuration."
                 )]
                 pub fn $field(mut self, $field: $value) -> Self {

@@ -133,15 +133,16 @@ impl Section {
     /// Whether the section measures the epoll reference beside the
     /// layouts; the others start tandem servers only.
     fn measures_the_reference(self) -> bool {
-        matches!(
-            self,
-            Section::Closed
-                | Section::Open
-                | Section::Churn
-                | Section::Isolation
-                | Section::Memory
-                | Section::Peers
-        )
+        match self {
+            Section::Closed | Section::Open | Section::Churn | Section::Memory | Section::Peers => {
+                true
+            }
+            Section::Isolation
+            | Section::Admin
+            | Section::Tls
+            | Section::Udp
+            | Section::Offload => false,
+        }
     }
 }
 
@@ -314,8 +315,10 @@ pub fn run(options: &SuiteOptions) -> Result<PathBuf, SuiteError> {
             .map(|dir| dir.join("examples").join("epoll_echo"))
             .unwrap_or_default(),
     };
-    let needs_reference =
-        options.only.is_empty() || options.only.iter().any(|s| s.measures_the_reference());
+    let plan = Plan::new(options);
+    let needs_reference = <Section as clap::ValueEnum>::value_variants()
+        .iter()
+        .any(|&section| plan.runs(section) && section.measures_the_reference());
     let reference = match (reference.is_file(), needs_reference) {
         (true, _) => Some(reference),
         (false, false) => None,
@@ -354,14 +357,13 @@ pub fn run(options: &SuiteOptions) -> Result<PathBuf, SuiteError> {
             ],
         ),
     ];
-    // Last, where the sections that measure it expect it.
+    // Last: the reports' columns follow this order.
     servers.extend(reference.map(|reference| ServerSpec::reference(reference, server_threads)));
     let server_cpus = split.as_ref().map(CpuSplit::server_set).transpose()?;
     let servers: Vec<ServerSpec> = match server_cpus {
         Some(cpus) => servers.into_iter().map(|spec| spec.on_cpus(cpus)).collect(),
         None => servers,
     };
-    let plan = Plan::new(options);
     let cargo_target_dir = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from);
     let out = options
         .out
