@@ -149,11 +149,16 @@ pub fn bench_env_named_after_flag(arg: clap::Arg) -> clap::Arg {
 fn env_named(prefix: &str, arg: clap::Arg) -> clap::Arg {
     match arg.get_long() {
         Some(long) if long != "help" => {
-            let env = format!("{prefix}{}", long.replace('-', "_").to_uppercase());
+            let env = env_var(prefix, long);
             arg.env(env)
         }
         _ => arg,
     }
+}
+
+/// The variable of an option named `name` (its flag or its key).
+fn env_var(prefix: &str, name: &str) -> String {
+    format!("{prefix}{}", name.replace('-', "_").to_uppercase())
 }
 
 /// The `serve` command's options as the binary builds them, each with its
@@ -193,6 +198,7 @@ pub struct ServeOptions {
     /// (`localhost:8000`), which is resolved and the first of its addresses
     /// that can be bound is [default: 127.0.0.1:8000].
     #[arg(long, value_name = "ADDR")]
+    #[serde(default, deserialize_with = "by_text", serialize_with = "as_text")]
     pub listen: Option<ListenAddress>,
 
     /// Serve metrics, health and readiness over HTTP on this address, from
@@ -391,19 +397,6 @@ impl fmt::Display for ListenAddress {
     }
 }
 
-impl Serialize for ListenAddress {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for ListenAddress {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
-
 impl ListenAddress {
     /// Every address it stands for: itself, or what the name resolves to.
     fn resolve(&self) -> Result<Vec<SocketAddr>, ConfigError> {
@@ -499,9 +492,9 @@ impl fmt::Display for OptionName {
         let key = self.0;
         write!(
             f,
-            "--{} (key `{key}`, TANDEM_{})",
+            "--{} (key `{key}`, {})",
             key.replace('_', "-"),
-            key.to_uppercase()
+            env_var("TANDEM_", key)
         )
     }
 }
@@ -617,14 +610,7 @@ impl ServeOptions {
                     }
                 },
             );
-        // The server's own ranges, reported under the option's three names.
-        if let Err(ServerError::InvalidConfig { field, rule, value }) = server.validate() {
-            return Err(ConfigError::Invalid {
-                option: OptionName(field),
-                rule,
-                value: value.to_string(),
-            });
-        }
+        named(server.validate())?;
         let backlog = in_range(
             "backlog",
             self.backlog.unwrap_or(DEFAULT_BACKLOG),
@@ -654,13 +640,7 @@ impl ServeOptions {
             .threads(self.compute_threads.unwrap_or(compute_defaults.threads))
             .queue(self.compute_queue.unwrap_or(compute_defaults.queue))
             .via(self.compute_via.unwrap_or(compute_defaults.via));
-        if let Err(ServerError::InvalidConfig { field, rule, value }) = compute.validate() {
-            return Err(ConfigError::Invalid {
-                option: OptionName(field),
-                rule,
-                value: value.to_string(),
-            });
-        }
+        named(compute.validate())?;
         let listen_resolved = match &self.listen {
             Some(listen) => listen.resolve()?,
             None => vec![DEFAULT_LISTEN],
@@ -714,6 +694,18 @@ impl ServeOptions {
         Ok(Some(
             ServerTls::from_pem_files(cert, key)?.handshake_timeout(timeout),
         ))
+    }
+}
+
+/// The library's own range checks, reported under the option's three names.
+fn named(checked: Result<(), ServerError>) -> Result<(), ConfigError> {
+    match checked {
+        Err(ServerError::InvalidConfig { field, rule, value }) => Err(ConfigError::Invalid {
+            option: OptionName(field),
+            rule,
+            value: value.to_string(),
+        }),
+        _ => Ok(()),
     }
 }
 

@@ -51,19 +51,27 @@ fn serve_as_with_threads(
     Proc::spawn(command).finish_within(PATIENCE)
 }
 
+/// Asserts that `out` is a clean failed start: exit 1, a message that
+/// begins to name the runtime with `named`, and no panic. `case` labels
+/// the failures.
+fn assert_failed_to_start(out: &common::Finished, named: &str, case: &str) {
+    assert_eq!(out.status.code(), Some(1), "{case}: {}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!("cannot start the {named}")),
+        "{case}: {}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("panicked"), "{case}: {}", out.stderr);
+}
+
 #[test]
 fn a_runtime_whose_threads_the_os_refuses_fails_the_start_cleanly_in_every_layout() {
     let (_dir, binary) = binary_for_anyone();
     for layout in LAYOUTS {
         let out =
             serve_as_with_threads(61_001, &binary, 6, &["--workers", "32", "--layout", layout]);
-        assert_eq!(out.status.code(), Some(1), "{layout}: {}", out.stderr);
-        assert!(
-            out.stderr.contains("cannot start the tandem-") && out.stderr.contains("os error"),
-            "{layout}: {}",
-            out.stderr
-        );
-        assert!(!out.stderr.contains("panicked"), "{layout}: {}", out.stderr);
+        assert_failed_to_start(&out, "tandem-", layout);
+        assert!(out.stderr.contains("os error"), "{layout}: {}", out.stderr);
         assert!(
             out.stdout.is_empty(),
             "{layout}: never listening: {}",
@@ -90,13 +98,7 @@ fn an_admin_runtime_whose_thread_the_os_refuses_fails_the_start_cleanly() {
             "127.0.0.1:0",
         ],
     );
-    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
-    assert!(
-        out.stderr.contains("cannot start the tandem-admin runtime"),
-        "{}",
-        out.stderr
-    );
-    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    assert_failed_to_start(&out, "tandem-admin runtime", "admin");
 }
 
 #[test]
@@ -112,14 +114,7 @@ fn a_compute_runtime_whose_threads_the_os_refuses_fails_the_start_cleanly() {
             3,
             &["--compute-threads", "32", "--compute-via", via],
         );
-        assert_eq!(out.status.code(), Some(1), "{via}: {}", out.stderr);
-        assert!(
-            out.stderr
-                .contains("cannot start the tandem-compute runtime")
-                && out.stderr.contains("os error"),
-            "{via}: {}",
-            out.stderr
-        );
-        assert!(!out.stderr.contains("panicked"), "{via}: {}", out.stderr);
+        assert_failed_to_start(&out, "tandem-compute runtime", via);
+        assert!(out.stderr.contains("os error"), "{via}: {}", out.stderr);
     }
 }

@@ -25,7 +25,12 @@ fn v1(client: &str) -> Vec<u8> {
 
 /// A v2 `PROXY` header naming `client`.
 fn v2(client: std::net::SocketAddr) -> Vec<u8> {
-    let builder = match client {
+    v2_builder(client).build().unwrap()
+}
+
+/// The builder of [`v2`]'s header, for TLVs to be added.
+fn v2_builder(client: std::net::SocketAddr) -> Builder {
+    match client {
         std::net::SocketAddr::V4(v4) => Builder::with_addresses(
             Version::Two | Command::Proxy,
             Protocol::Stream,
@@ -36,8 +41,7 @@ fn v2(client: std::net::SocketAddr) -> Vec<u8> {
             Protocol::Stream,
             IPv6::new(*v6.ip(), std::net::Ipv6Addr::LOCALHOST, v6.port(), 8000),
         ),
-    };
-    builder.build().unwrap()
+    }
 }
 
 /// Sends `header` and `payload` in one write, half-closes, and returns
@@ -317,15 +321,11 @@ fn proxy_protocol_from_is_read_from_the_environment_and_as_a_list_in_the_config_
 /// A v2 header naming 192.0.2.9:1234 with a CRC32C TLV, its checksum right
 /// unless `corrupt`.
 fn v2_with_crc32c(corrupt: bool) -> Vec<u8> {
-    let mut header = Builder::with_addresses(
-        Version::Two | Command::Proxy,
-        Protocol::Stream,
-        IPv4::new([192, 0, 2, 9], [127, 0, 0, 1], 1234, 8000),
-    )
-    .write_tlv(0x03u8, &[0; 4])
-    .unwrap()
-    .build()
-    .unwrap();
+    let mut header = v2_builder(std::net::SocketAddr::from(([192, 0, 2, 9], 1234)))
+        .write_tlv(0x03u8, &[0; 4])
+        .unwrap()
+        .build()
+        .unwrap();
     // The checksum of the whole header with its own value zeroed, as
     // HAProxy's `proxy-v2-options crc32c` writes it.
     let crc = crc32c(&header) ^ u32::from(corrupt);
@@ -361,15 +361,11 @@ fn v2_tlvs_are_checked_a_wrong_crc32c_or_a_tlv_past_the_end_is_refused() {
 
     let wrong_crc = v2_with_crc32c(true);
     // The ALPN TLV claims 200 bytes; 2 follow, and the header ends.
-    let mut past_the_end = Builder::with_addresses(
-        Version::Two | Command::Proxy,
-        Protocol::Stream,
-        IPv4::new([192, 0, 2, 9], [127, 0, 0, 1], 1234, 8000),
-    )
-    .write_tlv(0x01u8, b"h2")
-    .unwrap()
-    .build()
-    .unwrap();
+    let mut past_the_end = v2_builder(std::net::SocketAddr::from(([192, 0, 2, 9], 1234)))
+        .write_tlv(0x01u8, b"h2")
+        .unwrap()
+        .build()
+        .unwrap();
     let tlv = past_the_end.len() - 5;
     past_the_end[tlv + 1..tlv + 3].copy_from_slice(&200u16.to_be_bytes());
     for header in [wrong_crc, past_the_end] {

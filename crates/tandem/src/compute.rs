@@ -47,7 +47,7 @@ use tokio::runtime::{Handle, Runtime};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::metrics::{ComputeOutcome, Metrics};
-use crate::server::{MAX_QUEUE, MAX_THREADS, ServerError};
+use crate::server::{MAX_QUEUE, MAX_THREADS, ServerError, in_range};
 
 /// How long stopping the compute runtime waits for running work.
 const STOP_TIMEOUT: Duration = Duration::from_secs(1);
@@ -133,19 +133,8 @@ setters!(ComputeConfig {
 impl ComputeConfig {
     /// Checks the counts against their ranges.
     pub fn validate(&self) -> Result<(), ServerError> {
-        for (field, value, min, max) in [
-            ("compute_threads", self.threads, 0, MAX_THREADS),
-            ("compute_queue", self.queue, 1, MAX_QUEUE),
-        ] {
-            if value < min || value > max {
-                return Err(ServerError::InvalidConfig {
-                    field,
-                    rule: format!("must be between {min} and {max}"),
-                    value,
-                });
-            }
-        }
-        Ok(())
+        in_range("compute_threads", self.threads, 0, MAX_THREADS)?;
+        in_range("compute_queue", self.queue, 1, MAX_QUEUE)
     }
 }
 

@@ -91,13 +91,6 @@ impl SimulatedWork {
         }
     }
 
-    /// True when no chunk costs anything.
-    pub fn is_zero(self) -> bool {
-        match self {
-            SimulatedWork::PerChunk(work) | SimulatedWork::PerKib(work) => work.is_zero(),
-        }
-    }
-
     /// The duration it is written with, per chunk or per KiB.
     pub fn duration(self) -> Duration {
         match self {

@@ -112,24 +112,32 @@ pub(crate) fn start(
     rate_limit: u32,
     context: ServiceContext,
 ) -> io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    // A socket without an address fails the start, as any setup error of
+    // a service does.
+    let own_port = socket.local_addr()?.port();
     socket.set_nonblocking(true)?;
     let socket = UdpSocket::from_std(socket)?;
     Ok(serve(
         socket,
+        own_port,
         rate_limit,
         context.stop().clone(),
         context.metrics().clone(),
     ))
 }
 
-/// Echoes datagrams on `socket` until `stop` is cancelled, answering each
-/// source at most `rate_limit` times a second.
-async fn serve(socket: UdpSocket, rate_limit: u32, stop: CancellationToken, metrics: Metrics) {
+/// Echoes datagrams on `socket`, bound to `own_port`, until `stop` is
+/// cancelled, answering each source at most `rate_limit` times a second.
+async fn serve(
+    socket: UdpSocket,
+    own_port: u16,
+    rate_limit: u32,
+    stop: CancellationToken,
+    metrics: Metrics,
+) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut limiter = SourceLimiter::new(rate_limit, Instant::now());
     let count = |outcome: UdpOutcome| metrics.udp_datagram(outcome);
-    // 0 if unknown: port 0 is among the reflecting ones anyway.
-    let own_port = socket.local_addr().map_or(0, |addr| addr.port());
     loop {
         let received = tokio::select! {
             biased;

@@ -100,8 +100,7 @@ pub async fn drive(
         Pacing::Closed { .. } => end,
     };
     let mut timer = pin!(tokio::time::sleep_until(due));
-    let give_up = pin!(tokio::time::sleep_until(end + DRAIN_TIMEOUT));
-    let mut give_up = give_up;
+    let mut give_up = pin!(tokio::time::sleep_until(end + DRAIN_TIMEOUT));
     // When the echo just taken arrived, if nothing has been awaited since:
     // the messages it makes room for start from it. They go out within the
     // same poll, a few hundred nanoseconds later, and a second clock read

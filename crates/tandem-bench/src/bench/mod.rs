@@ -72,19 +72,19 @@ pub struct BenchOptions {
     #[arg(long, value_name = "ADDR")]
     pub target: SocketAddr,
     /// Connections (closed and open loop) or concurrent churners (--churn).
-    #[arg(long, default_value_t = 50, value_name = "N")]
+    #[arg(long, default_value_t = DEFAULT_CONNECTIONS, value_name = "N")]
     pub connections: usize,
     /// Bytes per message.
-    #[arg(long, default_value_t = 64, value_name = "B")]
+    #[arg(long, default_value_t = DEFAULT_MESSAGE_SIZE, value_name = "B")]
     pub message_size: usize,
     /// Messages in flight per connection (closed loop).
     #[arg(long, default_value_t = 1, value_name = "D")]
     pub pipeline: usize,
     /// Length of the measured window.
-    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    #[arg(long, default_value_t = DEFAULT_DURATION, value_name = "DURATION")]
     pub duration: HumanDuration,
     /// Load before the window, not counted.
-    #[arg(long, default_value = "2s", value_name = "DURATION")]
+    #[arg(long, default_value_t = DEFAULT_WARMUP, value_name = "DURATION")]
     pub warmup: HumanDuration,
     /// Threads of the generator's runtime.
     #[arg(long, default_value_t = 1, value_name = "N")]

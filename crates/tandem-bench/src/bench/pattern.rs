@@ -210,22 +210,24 @@ impl Verifier {
                 data = &data[1..];
                 continue;
             }
-            if self.newlines != Newlines::None {
-                // Payload never holds '\n' in this mode; the server's
-                // newlines fall between the chunks it read.
-                if data[0] == b'\n' {
-                    data = &data[1..];
-                    continue;
-                }
-                let end = data.iter().position(|&b| b == b'\n').unwrap_or(data.len());
-                let take = end.min(size - self.offset);
-                self.consume(&data[..take])?;
-                data = &data[take..];
-            } else {
-                let take = data.len().min(size - self.offset);
-                self.consume(&data[..take])?;
-                data = &data[take..];
+            // Payload never holds '\n' when the server adds newlines: they
+            // fall between the chunks it read.
+            if self.newlines != Newlines::None && data[0] == b'\n' {
+                data = &data[1..];
+                continue;
             }
+            let limit = data.len().min(size - self.offset);
+            // Searched up to the message's end only: a read holding many
+            // pipelined messages is scanned once, not once per message.
+            let take = match self.newlines {
+                Newlines::None => limit,
+                _ => data[..limit]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .unwrap_or(limit),
+            };
+            self.consume(&data[..take])?;
+            data = &data[take..];
         }
         Ok(self.message - before)
     }

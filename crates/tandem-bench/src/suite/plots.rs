@@ -143,12 +143,8 @@ fn bars<B: DrawingBackend>(
     title: &str,
     panels: &[Panel],
 ) -> std::io::Result<()> {
-    let fail =
-        |err: &dyn std::fmt::Debug| std::io::Error::other(format!("plotting failed: {err:?}"));
-    area.fill(&WHITE).map_err(|e| fail(&e))?;
-    let titled = area
-        .titled(title, ("sans-serif", 20))
-        .map_err(|e| fail(&e))?;
+    area.fill(&WHITE).map_err(plot_error)?;
+    let titled = area.titled(title, ("sans-serif", 20)).map_err(plot_error)?;
     for (pane, panel) in titled.split_evenly((1, panels.len())).iter().zip(panels) {
         let count = panel.bars.len();
         // On a log axis, bars are drawn as powers of ten from a bottom a
@@ -174,7 +170,7 @@ fn bars<B: DrawingBackend>(
             // A range of n values makes n segments: the last bar's index
             // ends it.
             .build_cartesian_2d((0..count.max(1) - 1).into_segmented(), scale.bottom..top)
-            .map_err(|e| fail(&e))?;
+            .map_err(plot_error)?;
         chart
             .configure_mesh()
             .disable_x_mesh()
@@ -190,7 +186,7 @@ fn bars<B: DrawingBackend>(
             .y_label_formatter(&|y| scale.label(*y, top))
             .label_style(("sans-serif", 13))
             .draw()
-            .map_err(|e| fail(&e))?;
+            .map_err(plot_error)?;
         chart
             .draw_series(panel.bars.iter().enumerate().map(|(index, (_, spread))| {
                 let color = COLORS[index % COLORS.len()];
@@ -204,7 +200,7 @@ fn bars<B: DrawingBackend>(
                 bar.set_margin(0, 0, 12, 12);
                 bar
             }))
-            .map_err(|e| fail(&e))?;
+            .map_err(plot_error)?;
         chart
             .draw_series(panel.bars.iter().enumerate().map(|(index, (_, spread))| {
                 PathElement::new(
@@ -215,9 +211,9 @@ fn bars<B: DrawingBackend>(
                     BLACK.stroke_width(2),
                 )
             }))
-            .map_err(|e| fail(&e))?;
+            .map_err(plot_error)?;
     }
-    titled.present().map_err(|e| fail(&e))
+    titled.present().map_err(plot_error)
 }
 
 /// A panel's y axis: linear from 0, or the log10 of the values from a
@@ -323,9 +319,7 @@ fn plot<B: DrawingBackend>(
     labels: &[String],
     series: &[Series],
 ) -> std::io::Result<()> {
-    let fail =
-        |err: &dyn std::fmt::Debug| std::io::Error::other(format!("plotting failed: {err:?}"));
-    area.fill(&WHITE).map_err(|e| fail(&e))?;
+    area.fill(&WHITE).map_err(plot_error)?;
     let top = series
         .iter()
         .flat_map(|s| s.points.iter().map(|p| p.1))
@@ -338,7 +332,7 @@ fn plot<B: DrawingBackend>(
         .x_label_area_size(40)
         .y_label_area_size(80)
         .build_cartesian_2d(-0.5f64..(labels.len() as f64 - 0.5), 0.0..top)
-        .map_err(|e| fail(&e))?;
+        .map_err(plot_error)?;
     chart
         .configure_mesh()
         .x_desc(x_label)
@@ -354,13 +348,13 @@ fn plot<B: DrawingBackend>(
         .y_label_formatter(&|y| format!("{y:.0}"))
         .label_style(("sans-serif", 14))
         .draw()
-        .map_err(|e| fail(&e))?;
+        .map_err(plot_error)?;
     for (index, line) in series.iter().enumerate() {
         let color = COLORS[index % COLORS.len()];
         let points: Vec<(f64, f64)> = line.points.iter().map(|&(x, y)| (x as f64, y)).collect();
         chart
             .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
-            .map_err(|e| fail(&e))?
+            .map_err(plot_error)?
             .label(line.name.clone())
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
@@ -371,7 +365,7 @@ fn plot<B: DrawingBackend>(
                     .into_iter()
                     .map(|p| Circle::new(p, 4, color.filled())),
             )
-            .map_err(|e| fail(&e))?;
+            .map_err(plot_error)?;
     }
     chart
         .configure_series_labels()
@@ -379,8 +373,13 @@ fn plot<B: DrawingBackend>(
         .border_style(BLACK)
         .label_font(("sans-serif", 14))
         .draw()
-        .map_err(|e| fail(&e))?;
-    area.present().map_err(|e| fail(&e))
+        .map_err(plot_error)?;
+    area.present().map_err(plot_error)
+}
+
+/// A plotting backend's error as an I/O error.
+fn plot_error(err: impl std::fmt::Debug) -> std::io::Error {
+    std::io::Error::other(format!("plotting failed: {err:?}"))
 }
 
 #[cfg(test)]

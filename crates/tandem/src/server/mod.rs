@@ -187,16 +187,28 @@ impl ServerConfig {
             ),
         ];
         for (field, value, max) in checks {
-            if value < 1 || value > max {
-                return Err(ServerError::InvalidConfig {
-                    field,
-                    rule: format!("must be between 1 and {max}"),
-                    value,
-                });
-            }
+            in_range(field, value, 1, max)?;
         }
         Ok(())
     }
+}
+
+/// `value` of `field` if it lies in `min..=max`; else the error naming the
+/// field and the range.
+pub(crate) fn in_range(
+    field: &'static str,
+    value: usize,
+    min: usize,
+    max: usize,
+) -> Result<(), ServerError> {
+    if value < min || value > max {
+        return Err(ServerError::InvalidConfig {
+            field,
+            rule: format!("must be between {min} and {max}"),
+            value,
+        });
+    }
+    Ok(())
 }
 
 impl Default for ServerConfig {
@@ -429,13 +441,9 @@ impl Server {
     /// answered at most `rate_limit` times a second. It stops when the
     /// shutdown begins.
     pub fn udp(mut self, socket: std::net::UdpSocket, rate_limit: u32) -> Self {
-        let addr = socket.local_addr();
-        self.udp_addr = addr.as_ref().ok().copied();
+        self.udp_addr = socket.local_addr().ok();
         let rate_limit = rate_limit.max(1);
         self.service("udp", move |context| {
-            // A socket without an address fails the start, as any setup
-            // error of a service does.
-            addr?;
             crate::udp::start(socket, rate_limit, context)
         })
     }

@@ -183,33 +183,35 @@ async fn prepare<H: Handler>(serving: &Serving<H>, accepted: Box<Accepted>) -> O
     // is the peer, and is counted against its limit.
     if let Some(header_timeout) = serving.proxy_protocol {
         // Only a trusted balancer may name the client: anyone else could
-        // pick an address to dodge its own limit or use up another's.
-        if let Some(trusted) = &serving.proxy_protocol_from
-            && !trusted.contains(peer.ip())
-        {
-            debug!(%peer, "closing a connection from a peer not trusted to send a PROXY header");
-            serving
-                .metrics
-                .proxy_header_error(ProxyHeaderError::Untrusted);
-            serving.metrics.connection_rejected();
-            return None;
-        }
-        let header = Box::pin(tokio::time::timeout(
-            header_timeout,
-            proxy_header::read(&mut stream),
-        ))
-        .await;
-        let refused = match header {
-            Ok(Ok(client)) => {
-                trace!(balancer = %peer, ?client, "PROXY header read");
-                peer = client.unwrap_or(peer);
-                None
+        // pick an address to dodge its own limit or use up another's, so
+        // its header is never read.
+        let trusted = serving
+            .proxy_protocol_from
+            .as_ref()
+            .is_none_or(|trusted| trusted.contains(peer.ip()));
+        let refused = if !trusted {
+            Some((
+                ProxyHeaderError::Untrusted,
+                "the peer is not trusted to send one".to_owned(),
+            ))
+        } else {
+            let header = Box::pin(tokio::time::timeout(
+                header_timeout,
+                proxy_header::read(&mut stream),
+            ))
+            .await;
+            match header {
+                Ok(Ok(client)) => {
+                    trace!(balancer = %peer, ?client, "PROXY header read");
+                    peer = client.unwrap_or(peer);
+                    None
+                }
+                Ok(Err(err)) => Some((err.kind(), err.to_string())),
+                Err(_) => Some((
+                    ProxyHeaderError::Timeout,
+                    "no PROXY header within the timeout".to_owned(),
+                )),
             }
-            Ok(Err(err)) => Some((err.kind(), err.to_string())),
-            Err(_) => Some((
-                ProxyHeaderError::Timeout,
-                "no PROXY header within the timeout".to_owned(),
-            )),
         };
         if let Some((kind, why)) = refused {
             debug!(%peer, %kind, why, "closing a connection without a valid PROXY header");
