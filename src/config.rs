@@ -31,9 +31,12 @@ use clap::{Args, ValueEnum};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
 
+use tandem::buffer::budget::MIN_BUDGET;
 use tandem::echo::SimulatedWork;
 use tandem::file::FileError;
-use tandem::server::{DEFAULT_PROXY_HEADER_TIMEOUT, Layout, ServerConfig, ServerError};
+use tandem::server::{
+    DEFAULT_PROXY_HEADER_TIMEOUT, Layout, MAX_BUFFER_MEMORY, ServerConfig, ServerError,
+};
 use tandem::tls::{DEFAULT_HANDSHAKE_TIMEOUT, ServerTls, TlsError};
 use tandem::{ComputeConfig, ComputeVia, EchoConfig, IpRanges};
 pub use tandem_bench::HumanDuration;
@@ -243,6 +246,12 @@ pub struct ServeOptions {
     #[arg(long, value_name = "BYTES")]
     pub buffer_size: Option<usize>,
 
+    /// Bytes all data buffers may hold together, lent or cached; a read
+    /// past it reads less or waits, and TCP pushes back [default: 256 MiB,
+    /// or a quarter of the memory, if less].
+    #[arg(long, value_name = "BYTES")]
+    pub buffer_memory: Option<usize>,
+
     /// Set TCP_NODELAY on accepted sockets [default: true].
     #[arg(long, value_name = "BOOL", num_args = 0..=1,
           default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
@@ -301,6 +310,12 @@ pub struct ServeOptions {
     /// SIGQUIT [default: 30s].
     #[arg(long, value_name = "DURATION")]
     pub shutdown_timeout: Option<HumanDuration>,
+
+    /// After --shutdown-timeout, how long the connections still open get
+    /// to take what they are owed, and the runtimes to stop: a shutdown
+    /// takes at most the two together [default: 2s].
+    #[arg(long, value_name = "DURATION")]
+    pub shutdown_grace: Option<HumanDuration>,
 
     /// Also echo UDP datagrams on the same address and port [default: false].
     #[arg(long, value_name = "BOOL", num_args = 0..=1,
@@ -588,6 +603,15 @@ impl ServeOptions {
                 self.shutdown_timeout
                     .map_or(defaults.shutdown_timeout, |d| d.0),
             )?)
+            .shutdown_grace(at_most(
+                "shutdown_grace",
+                self.shutdown_grace.map_or(defaults.shutdown_grace, |d| d.0),
+            )?)
+            .buffer_memory(
+                self.buffer_memory
+                    .map(|bytes| in_range("buffer_memory", bytes, MIN_BUDGET, MAX_BUFFER_MEMORY))
+                    .transpose()?,
+            )
             .nodelay(self.nodelay.unwrap_or(defaults.nodelay))
             .proxy_protocol(match self.proxy_protocol {
                 Some(true) => Some(positive(

@@ -221,6 +221,7 @@ fn run(config: ServeConfig) -> anyhow::Result<()> {
         max_connections_per_ip = %server.max_connections_per_ip.map_or("off".to_owned(), |n| n.to_string()),
         backlog = config.backlog,
         buffer_size = config.echo.buffer_size,
+        buffer_memory = server.buffer_memory.unwrap_or_else(tandem::buffer::default_budget),
         nodelay = server.nodelay,
         append_newline = config.echo.append_newline,
         simulate_work = %config.echo.simulate_work,
@@ -234,6 +235,7 @@ fn run(config: ServeConfig) -> anyhow::Result<()> {
         proxy_protocol_from = %server.proxy_protocol_from.as_ref().map_or("any peer".to_owned(), ToString::to_string),
         tls = %config.tls.as_ref().map_or("off".to_owned(), |tls| format!("on, handshake within {}", humantime::format_duration(tls.handshake_time_limit()))),
         shutdown_timeout = %humantime::format_duration(server.shutdown_timeout),
+        shutdown_grace = %humantime::format_duration(server.shutdown_grace),
         "tandem serve starting"
     );
 

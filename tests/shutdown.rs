@@ -254,3 +254,54 @@ fn sigquit_shuts_down_gracefully_as_sigterm_does() {
     let status = server.wait();
     assert!(status.success(), "{status:?}");
 }
+
+/// Writes to `client` without ever reading until its writes stall: the
+/// server's echo is then stuck too, with the client's window full, and the
+/// server has stopped reading from it.
+fn stall_echo(client: &mut TcpStream) {
+    use std::io::Write;
+    client.set_nonblocking(true).unwrap();
+    let chunk = [b'x'; 64 * 1024];
+    let mut quiet_since = std::time::Instant::now();
+    // Stalled: no byte taken for half a second.
+    while quiet_since.elapsed() < std::time::Duration::from_millis(500) {
+        match client.write(&chunk) {
+            Ok(_) => quiet_since = std::time::Instant::now(),
+            Err(err) if err.kind() == ErrorKind::WouldBlock => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(err) => panic!("write: {err}"),
+        }
+    }
+}
+
+#[test]
+fn a_shutdown_takes_the_timeout_and_the_grace_at_most_and_says_so() {
+    use std::time::{Duration, Instant};
+    let mut server = TestServer::start(&["--shutdown-timeout", "1s", "--shutdown-grace", "3s"]);
+    let mut stuck = server.connect_with_buffers(4096);
+    stall_echo(&mut stuck);
+    let signalled = Instant::now();
+    server.signal(Signal::SIGTERM);
+    let line = server.wait_for_line(ACCEPTOR_GONE);
+    assert!(
+        line.contains("timeout=1s") && line.contains("grace=3s") && line.contains("at_most=4s"),
+        "{line}"
+    );
+    assert!(server.wait().success());
+    let took = signalled.elapsed();
+    // The client never reads, so its echo is written back until the grace
+    // is spent, less the part of it kept for the runtimes to stop (a
+    // quarter of it, at most 1 s): timers never fire early, so this is a
+    // floor. A fixed grace of 2 s would have ended it near 3 s.
+    let floor = Duration::from_secs(1) + Duration::from_secs(3) * 3 / 4;
+    assert!(took >= floor, "exited {took:?} after SIGTERM");
+    assert!(
+        server
+            .stderr()
+            .contains("connections still writing after the cut; dropping them"),
+        "{}",
+        server.stderr()
+    );
+    drop(stuck);
+}

@@ -124,3 +124,34 @@ fn the_service_manager_hears_ready_once_serving_and_stopping_on_sigterm() {
     );
     assert!(server.wait().success());
 }
+
+/// The shipped unit gives a shutdown all the time it may take before
+/// systemd's SIGKILL: `TimeoutStopSec` is at least the shutdown timeout
+/// plus its grace, as the unit's command line sets them or the defaults
+/// are, with 5 s to spare for the process to start exiting.
+#[test]
+fn the_units_stop_timeout_covers_the_shutdown_timeout_and_its_grace() {
+    let unit = include_str!("../contrib/systemd/tandem.service");
+    let setting = |key: &str| {
+        unit.lines()
+            .find_map(|line| line.trim().strip_prefix(key)?.strip_prefix('='))
+            .map(str::trim)
+    };
+    let stop = setting("TimeoutStopSec").expect("the unit sets TimeoutStopSec");
+    let stop = humantime::parse_duration(stop)
+        .or_else(|_| stop.parse().map(Duration::from_secs))
+        .expect("TimeoutStopSec is a duration");
+    let command = setting("ExecStart").expect("the unit has ExecStart");
+    let flag = |name: &str| {
+        let mut words = command.split_whitespace();
+        words.find(|word| *word == name)?;
+        humantime::parse_duration(words.next()?).ok()
+    };
+    let defaults = tandem::ServerConfig::default();
+    let timeout = flag("--shutdown-timeout").unwrap_or(defaults.shutdown_timeout);
+    let grace = flag("--shutdown-grace").unwrap_or(defaults.shutdown_grace);
+    assert!(
+        stop >= timeout + grace + Duration::from_secs(5),
+        "TimeoutStopSec={stop:?}, but a shutdown may take {timeout:?} + {grace:?}"
+    );
+}

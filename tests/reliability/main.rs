@@ -15,6 +15,7 @@
 //! - `slow`: slowloris and silent clients (case 8);
 //! - `per_ip`: `--max-connections-per-ip` (case 9);
 //! - `properties`: arbitrary writes, reads and half-closes (case 11);
+//! - `budget`: streaming clients at the largest buffers (case 13);
 //! - `soak`: a minute of mixed load, memory and descriptors sampled
 //!   (case 12; ignored by default, run by hand: see its docs).
 //!
@@ -24,6 +25,7 @@ mod clients;
 #[path = "../common/mod.rs"]
 mod common;
 
+mod budget;
 mod bursts;
 mod concurrency;
 mod descriptors;

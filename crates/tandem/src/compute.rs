@@ -49,9 +49,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::metrics::{ComputeOutcome, Metrics};
 use crate::server::{MAX_QUEUE, MAX_THREADS, ServerError, in_range};
 
-/// How long stopping the compute runtime waits for running work.
-const STOP_TIMEOUT: Duration = Duration::from_secs(1);
-
 /// Which threads run the work.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum ComputeVia {
@@ -305,10 +302,11 @@ impl Compute {
         }
     }
 
-    /// Stops the threads, waiting up to a second for running work; later
+    /// Stops the threads, waiting up to `timeout` for running work; later
     /// jobs fail with [`ComputeError::Stopped`]. Call it outside any
-    /// runtime, as the server does once its serving runtimes are gone.
-    pub(crate) fn stop(&self) {
+    /// runtime, as the server does once its serving runtimes are gone,
+    /// with what is left of its shutdown grace.
+    pub(crate) fn stop(&self, timeout: Duration) {
         if let Some(pool) = &self.0 {
             pool.slots.close();
             let runtime = pool
@@ -317,7 +315,7 @@ impl Compute {
                 .unwrap_or_else(PoisonError::into_inner)
                 .take();
             if let Some(runtime) = runtime {
-                runtime.shutdown_timeout(STOP_TIMEOUT);
+                runtime.shutdown_timeout(timeout);
             }
         }
     }
@@ -420,7 +418,7 @@ mod tests {
             let compute = Compute::start(&ComputeConfig::default().threads(2).via(via)).unwrap();
             let name = serving().block_on(compute.run(thread_name)).unwrap();
             assert_eq!(name, "tandem-compute", "{via}");
-            compute.stop();
+            compute.stop(Duration::from_secs(1));
         }
     }
 
@@ -458,7 +456,7 @@ mod tests {
                 7,
                 "{compute:?}"
             );
-            compute.stop();
+            compute.stop(Duration::from_secs(1));
         }
     }
 
@@ -481,7 +479,7 @@ mod tests {
             first.await.unwrap().unwrap();
             assert_eq!(second.await.unwrap(), 2);
         });
-        compute.stop();
+        compute.stop(Duration::from_secs(1));
     }
 
     /// The value of series `name` in `metrics`' exposition.
@@ -516,7 +514,7 @@ mod tests {
             Some(2.0)
         );
         assert_eq!(sample(&metrics, "tandem_compute_queue_depth"), Some(0.0));
-        compute.stop();
+        compute.stop(Duration::from_secs(1));
     }
 
     #[test]
@@ -543,7 +541,7 @@ mod tests {
     #[test]
     fn after_stop_jobs_fail_as_stopped() {
         let compute = Compute::start(&ComputeConfig::default().threads(1)).unwrap();
-        compute.stop();
+        compute.stop(Duration::from_secs(1));
         let result = serving().block_on(compute.run(|| 1));
         assert!(matches!(result, Err(ComputeError::Stopped)), "{result:?}");
     }

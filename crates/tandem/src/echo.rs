@@ -6,7 +6,9 @@
 //! only between a readable socket and the end of the write, so an idle
 //! connection holds none, and a client that sends without reading stalls on
 //! the write, which stops the reads and lets TCP push back on it. The
-//! buffer's size follows the traffic ([`ReadSize`]), up to `buffer_size`.
+//! buffer's size follows the traffic ([`ReadSize`]), up to `buffer_size`,
+//! and the buffer budget: with no room left, a read is smaller, or waits
+//! for a buffer to be freed.
 //!
 //! `simulate_work` models a handler that does CPU work per chunk, a fixed
 //! cost or one that follows the chunk's size ([`SimulatedWork`]). Given a
@@ -253,7 +255,10 @@ impl Future for Session<'_, '_> {
             match &mut this.step {
                 Step::Wait => match ready!(this.conn.poll_ready(cx))? {
                     Event::Readable => {
-                        if let Some(step) = this.read()? {
+                        // Pending while the buffer budget is spent: the
+                        // socket stays readable, and the budget wakes the
+                        // task when a buffer is freed.
+                        if let Some(step) = ready!(this.read(cx))? {
                             this.step = step;
                         }
                     }
@@ -295,11 +300,26 @@ impl Future for Session<'_, '_> {
 impl Session<'_, '_> {
     /// Reads what the readable socket has into a leased buffer: the chunk
     /// to write back, the close at end-of-file, or `None` when the
-    /// readiness was stale and the session waits again.
-    fn read(&mut self) -> io::Result<Option<Step>> {
+    /// readiness was stale and the session waits again. Pending while the
+    /// buffer budget has no room even for a page.
+    fn read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Step>>> {
+        let echo = self.echo;
         let asked = self.size.next();
-        let mut buf = Buffer::lease(self.echo.lease_len(asked));
-        let read = match self.conn.try_read(&mut buf[..asked]) {
+        // The budget may lend less than asked, down to a page: the read is
+        // then smaller, and the size adapts to it as to any short read.
+        let least = asked.min(ReadSize::INITIAL);
+        let buf = ready!(Buffer::poll_lease(
+            cx,
+            echo.lease_len(asked),
+            echo.lease_len(least)
+        ));
+        let room = buf.len() - usize::from(echo.config.append_newline);
+        Poll::Ready(self.echo_chunk(buf, room))
+    }
+
+    /// Reads into `buf`'s first `room` bytes and says what comes next.
+    fn echo_chunk(&mut self, mut buf: Buffer, room: usize) -> io::Result<Option<Step>> {
+        let read = match self.conn.try_read(&mut buf[..room]) {
             Ok(0) => return Ok(Some(Step::Close(Close::Eof))),
             Ok(read) => read,
             // The lease goes back before waiting.

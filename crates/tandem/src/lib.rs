@@ -57,7 +57,8 @@
 //! - [`tls`]: [`ServerTls`], the server's certificate and key for rustls,
 //!   and the handshake on the serving runtime; [`Server::tls`] turns it on.
 //! - [`buffer`]: [`Buffer`], data buffers lent per chunk so that idle
-//!   connections hold none and the hot path does not allocate.
+//!   connections hold none and the hot path does not allocate, all within
+//!   one memory budget ([`ServerConfig::buffer_memory`]).
 //! - [`file`](mod@file): the configuration and PEM files, read as small regular
 //!   files only.
 //! - [`echo`]: the echo handler (RFC 862, plus `--append-newline`), written

@@ -100,6 +100,18 @@ const HELP: &[(&str, &str)] = &[
         "tandem_compute_jobs_total",
         "Compute jobs finished, by outcome.",
     ),
+    (
+        "tandem_buffer_memory_bytes",
+        "Bytes of data buffers, lent to connections or free in the threads' caches (the process's, shared by its servers).",
+    ),
+    (
+        "tandem_buffer_memory_limit_bytes",
+        "The budget of data buffers: --buffer-memory.",
+    ),
+    (
+        "tandem_buffer_waits_total",
+        "Reads that waited for room in the buffer budget.",
+    ),
     ("tandem_accept_errors_total", "Accept errors, by kind."),
     (
         "tandem_udp_datagrams_total",
@@ -161,6 +173,12 @@ struct Inner {
     compute_capacity: Gauge,
     compute_wait: Histogram,
     compute_jobs: Vec<Counter>,
+    /// Lent and free bytes of data buffers, the budget and its waits, read
+    /// from [`crate::buffer`] at each scrape.
+    buffer_lent: Gauge,
+    buffer_free: Gauge,
+    buffer_limit: Gauge,
+    buffer_waits: Counter,
     /// What the gauges mirror; set once the server has started.
     load: OnceLock<Load>,
     runtimes: Mutex<Vec<RuntimeProbe>>,
@@ -280,6 +298,23 @@ impl Metrics {
             compute_wait: recorder
                 .register_histogram(&key("tandem_compute_wait_seconds", &[]), &METADATA),
             compute_jobs,
+            buffer_lent: recorder.register_gauge(
+                &key(
+                    "tandem_buffer_memory_bytes",
+                    &[("state", "lent".to_owned())],
+                ),
+                &METADATA,
+            ),
+            buffer_free: recorder.register_gauge(
+                &key(
+                    "tandem_buffer_memory_bytes",
+                    &[("state", "free".to_owned())],
+                ),
+                &METADATA,
+            ),
+            buffer_limit: recorder
+                .register_gauge(&key("tandem_buffer_memory_limit_bytes", &[]), &METADATA),
+            buffer_waits: counter("tandem_buffer_waits_total", &[]),
             load: OnceLock::new(),
             runtimes: Mutex::new(Vec::new()),
             handle,
@@ -301,6 +336,11 @@ impl Metrics {
                 .set(load.queued.load(Ordering::Relaxed) as f64);
             inner.queue_capacity.set(load.capacity as f64);
         }
+        let buffers = crate::buffer::memory();
+        inner.buffer_lent.set(buffers.lent as f64);
+        inner.buffer_free.set(buffers.free as f64);
+        inner.buffer_limit.set(buffers.limit as f64);
+        inner.buffer_waits.absolute(buffers.waits as u64);
         let (received, sent) = inner.totals.read();
         inner.bytes_received.absolute(received);
         inner.bytes_sent.absolute(sent);

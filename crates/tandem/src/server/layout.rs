@@ -415,9 +415,10 @@ impl Started {
 
     /// Shuts the serving runtimes down, dropping any task still running.
     /// Must not be called from async code.
-    pub(crate) fn shut_down_serving(mut self) {
+    /// Waits up to `timeout` for tasks that block a thread.
+    pub(crate) fn shut_down_serving(mut self, timeout: Duration) {
         if let Some(workers) = self.workers.take() {
-            workers.shutdown_timeout(RUNTIME_STOP_TIMEOUT);
+            workers.shutdown_timeout(timeout);
         }
         self.shards_stop.cancel();
         for shard in self.shards.drain(..) {

@@ -74,7 +74,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use tokio::sync::Semaphore;
@@ -95,10 +95,8 @@ use crate::metrics::{CloseReason, Metrics};
 use crate::sweep::{IdleRule, Sweep};
 use crate::tls::ServerTls;
 
-/// After the cut, how long connections get to write back what they have
-/// read and close before their runtime is shut down under them. A peer that
-/// does not read at all is what this bounds.
-const CUT_GRACE: Duration = Duration::from_secs(2);
+/// Largest buffer budget: 1 TiB, beyond any machine's memory this runs on.
+pub const MAX_BUFFER_MEMORY: usize = 1 << 40;
 
 /// Most threads a runtime may be given: far beyond any useful number, low
 /// enough that a typo does not exhaust the process's thread limit.
@@ -156,6 +154,17 @@ pub struct ServerConfig {
     /// How long live connections are served after shutdown begins.
     /// Default: 30 s.
     pub shutdown_timeout: Duration,
+    /// After the shutdown timeout, how long the connections still open get
+    /// to write back what they have read and close, and the runtimes to
+    /// stop: a shutdown takes at most `shutdown_timeout` plus this. A peer
+    /// that does not read at all is what it bounds. Default: 2 s.
+    pub shutdown_grace: Duration,
+    /// Bytes that data buffers may hold in all, lent or cached: a read
+    /// that would go past it reads less or waits, and TCP pushes back.
+    /// The budget is the process's, shared by every server in it; the one
+    /// started last sets it. Default: `None`, 256 MiB lowered to a quarter
+    /// of the memory the process may use ([`crate::buffer::default_budget`]).
+    pub buffer_memory: Option<usize>,
     /// Set TCP_NODELAY on accepted sockets. Default: true.
     pub nodelay: bool,
     /// Require a PROXY protocol header (v1 or v2) at the start of every
@@ -186,6 +195,14 @@ impl ServerConfig {
                 MAX_QUEUE,
             ),
         ];
+        if let Some(bytes) = self.buffer_memory {
+            in_range(
+                "buffer_memory",
+                bytes,
+                crate::buffer::budget::MIN_BUDGET,
+                MAX_BUFFER_MEMORY,
+            )?;
+        }
         for (field, value, max) in checks {
             in_range(field, value, 1, max)?;
         }
@@ -236,6 +253,10 @@ impl Default for ServerConfig {
             proxy_protocol: None,
             proxy_protocol_from: None,
             shutdown_timeout: Duration::from_secs(30),
+            // Enough for a peer that reads to take a last 16 MiB echo over
+            // a slow link, and for the runtimes to stop.
+            shutdown_grace: Duration::from_secs(2),
+            buffer_memory: None,
             nodelay: true,
         }
     }
@@ -251,6 +272,8 @@ setters!(ServerConfig {
     idle_timeout: Option<Duration>,
     min_rate: u64,
     shutdown_timeout: Duration,
+    shutdown_grace: Duration,
+    buffer_memory: Option<usize>,
     nodelay: bool,
     proxy_protocol: Option<Duration>,
     proxy_protocol_from: Option<IpRanges>,
@@ -548,6 +571,12 @@ impl Server {
             metrics: Metrics::new(),
         });
         compute.report_to(&serving.metrics);
+        crate::buffer::set_budget(
+            config
+                .buffer_memory
+                .unwrap_or_else(crate::buffer::default_budget),
+            config.workers,
+        );
         // No permits until the layout has started: the limit is fitted to
         // the descriptors left once the runtimes have opened theirs.
         let limit = Arc::new(Semaphore::new(0));
@@ -656,6 +685,9 @@ impl<H: Handler> Running<H> {
                 () = started.acceptors_ended() => true,
             }
         });
+        // The shutdown's clock: the drain ends at most `shutdown_timeout`
+        // from here, and everything stops at most `shutdown_grace` later.
+        let drain_until = Instant::now() + config.shutdown_timeout;
         // Before anything stops: a load balancer polling `/readyz` moves
         // new clients elsewhere while the live ones drain.
         readiness.stopping();
@@ -671,21 +703,29 @@ impl<H: Handler> Running<H> {
         started.shut_down_acceptor();
         let live = worker::active(&serving);
         let timeout = humantime::format_duration(config.shutdown_timeout);
+        let grace = humantime::format_duration(config.shutdown_grace);
+        let at_most = humantime::format_duration(config.shutdown_timeout + config.shutdown_grace);
         // In `single`, accepting shares the worker runtime: none to stop.
         let stopped = if config.layout == Layout::Single {
             "stopped accepting"
         } else {
             "stopped accepting and shut the acceptor runtime down"
         };
-        info!(live, %timeout, "{stopped}; draining live connections");
+        info!(live, %timeout, %grace, %at_most, "{stopped}; draining live connections");
 
         // ...then the live connections, for up to the shutdown timeout...
         serving.tracker.close();
         let drained_in_time = control
             .block_on(async {
-                tokio::time::timeout(config.shutdown_timeout, serving.tracker.wait()).await
+                tokio::time::timeout_at(drain_until.into(), serving.tracker.wait()).await
             })
             .is_ok();
+        // From the drain's end, the grace: for cut connections to write
+        // back what they owe, then for the runtimes to stop. A quarter of
+        // it, up to a second, is kept for the stops, which wait only for
+        // work that blocks a thread (compute jobs).
+        let stop_by = Instant::now() + config.shutdown_grace;
+        let stops = (config.shutdown_grace / 4).min(Duration::from_secs(1));
         let mut dropped = 0;
         if !drained_in_time {
             info!(
@@ -694,7 +734,9 @@ impl<H: Handler> Running<H> {
             );
             serving.sweep.cut();
             let closed = control
-                .block_on(async { tokio::time::timeout(CUT_GRACE, serving.tracker.wait()).await })
+                .block_on(async {
+                    tokio::time::timeout_at((stop_by - stops).into(), serving.tracker.wait()).await
+                })
                 .is_ok();
             if !closed {
                 dropped = worker::active(&serving);
@@ -711,8 +753,9 @@ impl<H: Handler> Running<H> {
         }
         // ...and the serving runtimes last, then the compute threads their
         // connections used, then the admin endpoint.
-        started.shut_down_serving();
-        compute.stop();
+        let left = || stop_by.saturating_duration_since(Instant::now());
+        started.shut_down_serving(left());
+        compute.stop(left());
         drop(admin);
         if acceptor_failed {
             return Err(ServerError::AcceptorFailed);
