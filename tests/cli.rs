@@ -808,31 +808,6 @@ fn an_idle_timeout_under_a_second_is_served_with_a_warning() {
 }
 
 #[test]
-fn a_taken_admin_port_exits_1_naming_the_admin_listener() {
-    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = taken.local_addr().unwrap().to_string();
-
-    let out = Proc::run(
-        &["serve", "--listen", "127.0.0.1:0", "--admin-listen", &addr],
-        &[],
-    );
-
-    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
-    let line = out
-        .stderr
-        .lines()
-        .find(|line| line.contains("ERROR"))
-        .unwrap_or_else(|| panic!("no error line:\n{}", out.stderr));
-    assert!(
-        line.contains("cannot start the admin listener (--admin-listen)")
-            && line.contains(&format!("cannot listen on {addr}"))
-            && line.contains("Address already in use"),
-        "{line}"
-    );
-    assert!(!out.stdout.contains("listening on"), "{}", out.stdout);
-}
-
-#[test]
 fn an_unknown_tandem_variable_is_warned_about_with_the_nearest_option() {
     // A misspelling, then what Kubernetes sets beside a service named
     // tandem, and a variable of `tandem bench`: only the first is named.
