@@ -177,10 +177,11 @@ fn with_hint(err: std::io::Error) -> std::io::Error {
     std::io::Error::new(err.kind(), format!("{err} ({hint})"))
 }
 
-/// Why a certificate was refused, in words.
-fn certificate_problem(why: &rustls::CertificateError) -> &'static str {
+/// Why a certificate was refused, in words; a reason of the verifier's
+/// own (`Other`) keeps its name, which is one word, after them.
+fn certificate_problem(why: &rustls::CertificateError) -> String {
     use rustls::CertificateError as Why;
-    match why {
+    let words = match why {
         Why::UnknownIssuer => "it is signed by no certificate trusted here",
         Why::BadSignature
         | Why::UnsupportedSignatureAlgorithmContext { .. }
@@ -197,8 +198,18 @@ fn certificate_problem(why: &rustls::CertificateError) -> &'static str {
             "it is not issued for a TLS server"
         }
         Why::BadEncoding => "it is not a well-formed certificate",
+        Why::Other(other) => {
+            let name = other.to_string();
+            let words = if name.contains("CaUsedAsEndEntity") {
+                "it is marked as a CA, which a server's own certificate must not be"
+            } else {
+                "it does not verify"
+            };
+            return format!("{words} ({name})");
+        }
         _ => "it does not verify",
-    }
+    };
+    words.to_owned()
 }
 
 /// `--tls-insecure`: accepts whatever certificate the server shows, while
