@@ -11,7 +11,8 @@
 //! An option is declared once, as a field of [`ServeOptions`]: clap makes
 //! the flag from it, [`env_named_after_flag`] its variable, serde its key,
 //! and the layers merge as TOML tables ([`ServeOptions::or`]), so no list
-//! of options is kept anywhere else. Its default is the library's
+//! of options is kept anywhere else: the check for misspelled variables
+//! ([`unknown_variables`]) reads the same declaration. Its default is the library's
 //! ([`ServerConfig::default`]); the help states it, and tests hold the help
 //! to the library, the README's table to the help and the start-up line to
 //! the options. Adding an option is its field, its rule in `validate`, its
@@ -110,7 +111,8 @@ impl TypedValueParser for Boolean {
         let lower = value.to_ascii_lowercase();
         match BOOLEANS.iter().find(|(name, _)| lower == *name) {
             Some(&(_, truth)) => Ok(truth),
-            // clap's own refusal, which quotes the value and lists these.
+            // clap's own refusal, which quotes the value and lists these
+            // (never Ok: what it takes, the search above took).
             None => clap::builder::PossibleValuesParser::new(self.possible_values_list())
                 .parse_ref(cmd, arg, value)
                 .map(|_| false),

@@ -1,9 +1,10 @@
 //! The `tandem` binary: parses the command line, sets up logging and
 //! signals, binds, and hands over to the library.
 //!
-//! Exit codes: 0 after a clean shutdown, 2 for an invalid configuration,
-//! 1 for a failure at run time, 128 + the signal number when a second signal
-//! cuts a graceful shutdown short.
+//! Exit codes: 0 after a clean shutdown, 2 for an invalid configuration
+//! (an address the host cannot listen on included), 1 for a failure at run
+//! time, 128 + the signal number when a second signal cuts a graceful
+//! shutdown short.
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -298,11 +299,14 @@ fn run(config: ServeConfig) -> anyhow::Result<()> {
         .context("cannot read the bound address")?;
     // Bound before the start-up line, so that it states the port taken.
     let admin = match config.admin_listen {
-        Some(admin) => Some(
-            tandem::server::bind(admin, ADMIN_BACKLOG)
-                .map_err(|err| refused_address("admin_listen", err))
-                .context("cannot start the admin listener (--admin-listen)")?,
-        ),
+        Some(admin) => {
+            Some(tandem::server::bind(admin, ADMIN_BACKLOG).map_err(
+                |err| match refused_address("admin_listen", err) {
+                    refused if refused.is::<ConfigError>() => refused,
+                    failed => failed.context("cannot start the admin listener (--admin-listen)"),
+                },
+            )?)
+        }
         None => None,
     };
     let admin_bound = match &admin {
