@@ -844,6 +844,22 @@ fn an_unknown_tandem_variable_is_warned_about_with_the_nearest_option() {
 }
 
 #[test]
+fn the_listen_help_says_which_of_a_names_addresses_is_bound() {
+    let help = Proc::run(&["serve", "--help"], &[]);
+    let listen = help
+        .stdout
+        .split("--listen <ADDR>")
+        .nth(1)
+        .and_then(|rest| rest.split("[env: TANDEM_LISTEN").next())
+        .unwrap_or_else(|| panic!("no --listen in:\n{}", help.stdout));
+    let said = listen.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        said.contains("of which the first address that can be bound is taken;"),
+        "{said}"
+    );
+}
+
+#[test]
 fn the_help_lists_every_value_a_boolean_takes_and_each_is_taken() {
     let help = Proc::run(&["serve", "--help"], &[]);
     assert!(help.status.success(), "{}", help.stderr);
