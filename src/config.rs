@@ -327,7 +327,7 @@ impl fmt::Display for UnknownVariable {
 /// reads, each with the `serve` option spelled most like it. The options
 /// come from the commands' declarations, so a new option is known as soon
 /// as it is declared. Variables an orchestrator sets for a service named
-/// tandem ([`set_for_a_service`]) are left out.
+/// tandem (`set_for_a_service`) are left out.
 pub fn unknown_variables(
     vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
 ) -> Vec<UnknownVariable> {
