@@ -11,7 +11,8 @@
 //! An option is declared once, as a field of [`ServeOptions`]: clap makes
 //! the flag from it, [`env_named_after_flag`] its variable, serde its key,
 //! and the layers merge as TOML tables ([`ServeOptions::or`]), so no list
-//! of options is kept anywhere else. Its default is the library's
+//! of options is kept anywhere else: the check for misspelled variables
+//! ([`unknown_variables`]) reads the same declaration. Its default is the library's
 //! ([`ServerConfig::default`]); the help states it, and tests hold the help
 //! to the library, the README's table to the help and the start-up line to
 //! the options. Adding an option is its field, its rule in `validate`, its
@@ -53,8 +54,16 @@ pub const DEFAULT_UDP_RATE_LIMIT: u32 = 100;
 const MAX_MIN_RATE: u64 = 1 << 30;
 /// Largest read chunk: a typo should not become an absurd allocation.
 const MAX_BUFFER_SIZE: usize = 16 * 1024 * 1024;
-/// A year: longer timeouts are typos, and far-future instants overflow.
-const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+/// A year as durations are written (`1y` is 365.25 days): longer timeouts
+/// are typos, and far-future instants overflow.
+const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 60 * 60 + 6 * 60 * 60);
+/// Shortest idle timeout but 0 (off): the sweep ticks every 10 ms at the
+/// finest, so a shorter one (`1ns` for `1s`) closes every connection
+/// within two ticks, however busy it is.
+const MIN_IDLE_TIMEOUT: Duration = Duration::from_millis(100);
+/// Idle timeouts under this are served, with a start-up warning: a client
+/// that pauses to think, or a link that stalls for a second, is closed.
+const WARN_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The format of the log lines on stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Serialize)]
@@ -73,6 +82,58 @@ fn layout_parser() -> impl TypedValueParser<Value = Layout> {
         Layout::ALL.map(|layout| PossibleValue::new(layout.name()).help(layout.summary())),
     )
     .try_map(|name| name.parse::<Layout>())
+}
+
+/// A boolean option's values, as `--help` lists them: every one it takes.
+const BOOLEANS: [(&str, bool); 8] = [
+    ("true", true),
+    ("false", false),
+    ("yes", true),
+    ("no", false),
+    ("on", true),
+    ("off", false),
+    ("1", true),
+    ("0", false),
+];
+
+/// A boolean option's parser: the values of [`BOOLEANS`], in any case
+/// (`TRUE`, `Yes`), and nothing else, so that the help's list is the whole
+/// truth.
+#[derive(Debug, Clone, Copy)]
+struct Boolean;
+
+impl TypedValueParser for Boolean {
+    type Value = bool;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<bool, clap::Error> {
+        let lower = value.to_ascii_lowercase();
+        match BOOLEANS.iter().find(|(name, _)| lower == *name) {
+            Some(&(_, truth)) => Ok(truth),
+            // clap's own refusal, which quotes the value and lists these
+            // (never Ok: what it takes, the search above took).
+            None => clap::builder::PossibleValuesParser::new(self.possible_values_list())
+                .parse_ref(cmd, arg, value)
+                .map(|_| false),
+        }
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        Some(Box::new(self.possible_values_list().into_iter()))
+    }
+}
+
+impl Boolean {
+    fn possible_values_list(&self) -> Vec<PossibleValue> {
+        BOOLEANS
+            .iter()
+            .map(|(name, _)| PossibleValue::new(*name))
+            .collect()
+    }
 }
 
 /// Longest line of a parse error quoted from a file: a value of megabytes on
@@ -94,6 +155,74 @@ fn quoted(message: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// How deep the TOML reader lets keys nest (its private `LIMIT`).
+const TOML_DEPTH: usize = 80;
+/// Longest part of a key quoted in an error.
+const QUOTED_KEY: usize = 40;
+
+/// The most deeply dotted key of a file, where it is.
+#[derive(Debug, PartialEq, Eq)]
+struct DeepKey {
+    /// Its line, from 1.
+    line: usize,
+    /// The key, cut to [`QUOTED_KEY`] characters.
+    text: String,
+    /// How many parts the dots separate.
+    parts: usize,
+}
+
+/// The key (or `[table]` header) of `text` with the most dots outside
+/// quotes: what the reader's depth limit refused.
+fn deepest_key(text: &str) -> Option<DeepKey> {
+    let key_of = |line: &str| -> Option<(String, usize)> {
+        let line = line.trim_start();
+        let (mut parts, mut quote, mut key) = (1, None, String::new());
+        let header = line.starts_with('[');
+        for c in line.chars() {
+            match (quote, c) {
+                (Some(open), c) if c == open => quote = None,
+                (Some(_), _) => {}
+                (None, '"' | '\'') => quote = Some(c),
+                (None, '.') => parts += 1,
+                (None, '=') if !header => break,
+                (None, ']') if header => {
+                    key.push(c);
+                    break;
+                }
+                (None, '#') => break,
+                _ => {}
+            }
+            key.push(c);
+        }
+        Some((key.trim().to_owned(), parts)).filter(|(key, _)| !key.is_empty())
+    };
+    text.lines()
+        .enumerate()
+        .filter_map(|(index, line)| key_of(line).map(|(key, parts)| (index + 1, key, parts)))
+        .max_by_key(|(_, _, parts)| *parts)
+        .map(|(line, key, parts)| DeepKey {
+            line,
+            text: match key.char_indices().nth(QUOTED_KEY) {
+                Some((cut, _)) => format!("{} [...]", &key[..cut]),
+                None => key,
+            },
+            parts,
+        })
+}
+
+/// `text` with its control characters escaped (`\0`, `\u{1b}`), line
+/// breaks apart: what a file or a variable holds must not reach a
+/// terminal raw, as a NUL or an escape sequence would.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\n' => c.to_string(),
+            c if c.is_control() => c.escape_debug().to_string(),
+            c => c.to_string(),
+        })
+        .collect()
 }
 
 /// A file's value written as text, parsed as the command line parses it
@@ -177,6 +306,114 @@ pub fn bench_command() -> clap::Command {
         .mut_args(bench_env_named_after_flag)
 }
 
+/// A variable named like tandem's (`TANDEM_...`) that no option reads:
+/// likely a misspelling, which would otherwise be ignored in silence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownVariable {
+    /// The variable, its control characters escaped.
+    pub name: String,
+    /// The `serve` option spelled most like it, as its variable and flag.
+    pub nearest: Option<(String, String)>,
+}
+
+impl fmt::Display for UnknownVariable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} is no option's variable and is ignored", self.name)?;
+        match &self.nearest {
+            Some((variable, flag)) => write!(f, "; did you mean {variable} (--{flag})?"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The `TANDEM_` variables of `vars` that no option of `serve` or `bench`
+/// reads, each with the `serve` option spelled most like it. The options
+/// come from the commands' declarations, so a new option is known as soon
+/// as it is declared. Variables an orchestrator sets for a service named
+/// tandem (`set_for_a_service`) are left out.
+pub fn unknown_variables(
+    vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> Vec<UnknownVariable> {
+    let variables = |command: clap::Command| -> Vec<(String, String)> {
+        command
+            .get_arguments()
+            .filter_map(|arg| {
+                let env = arg.get_env()?.to_str()?.to_owned();
+                Some((env, arg.get_long()?.to_owned()))
+            })
+            .collect()
+    };
+    let serve = variables(serve_command());
+    let bench = variables(bench_command());
+    let known = |name: &str| serve.iter().chain(&bench).any(|(env, _)| env == name);
+    let mut unknown: Vec<UnknownVariable> = vars
+        .into_iter()
+        .filter_map(|(name, value)| {
+            let name = name.to_string_lossy();
+            let rest = name.strip_prefix("TANDEM_")?;
+            if known(&name) || set_for_a_service(&name, &value.to_string_lossy()) {
+                return None;
+            }
+            let nearest = serve
+                .iter()
+                .map(|(env, flag)| (edit_distance(rest, &env["TANDEM_".len()..]), env, flag))
+                .min_by_key(|(distance, _, _)| *distance)
+                .filter(|(distance, _, _)| *distance <= (rest.len() / 3).max(2))
+                .map(|(_, env, flag)| (env.clone(), flag.clone()));
+            Some(UnknownVariable {
+                name: printable(&name),
+                nearest,
+            })
+        })
+        .collect();
+    unknown.sort_by(|a, b| a.name.cmp(&b.name));
+    unknown
+}
+
+/// Whether `name` is one of the variables Kubernetes (and Docker's links)
+/// give the containers beside a service: for a service `tandem` on port
+/// 8000, `TANDEM_SERVICE_HOST`, `TANDEM_SERVICE_PORT`,
+/// `TANDEM_SERVICE_PORT_<NAME>`, `TANDEM_PORT` (`tcp://10.0.0.1:8000`),
+/// `TANDEM_PORT_8000_TCP` and its `_PROTO`, `_PORT` and `_ADDR`; the same
+/// for a service `tandem-<anything>`. A pod cannot opt out of these, so
+/// they are no mistake of the operator's; `TANDEM_PORT=9000`, a guess at
+/// an option, is.
+fn set_for_a_service(name: &str, value: &str) -> bool {
+    let words: Vec<&str> = name.split('_').collect();
+    words
+        .iter()
+        .enumerate()
+        .any(|(at, word)| match (*word, &words[at + 1..]) {
+            ("SERVICE", ["HOST"] | ["PORT", ..]) => true,
+            ("PORT", []) => ["tcp://", "udp://", "sctp://"]
+                .iter()
+                .any(|scheme| value.starts_with(scheme)),
+            ("PORT", [port, protocol, detail @ ..]) => {
+                port.bytes().all(|b| b.is_ascii_digit())
+                    && matches!(*protocol, "TCP" | "UDP" | "SCTP")
+                    && matches!(detail, [] | ["PROTO" | "PORT" | "ADDR"])
+            }
+            _ => false,
+        })
+}
+
+/// Levenshtein distance: single-character insertions, deletions and
+/// substitutions from `a` to `b`.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substituted = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substituted.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
+}
+
 /// The default an option's help states (`[default: X]`), if it states one.
 pub fn stated_default(arg: &clap::Arg) -> Option<String> {
     let help = arg.get_help()?.to_string();
@@ -198,8 +435,9 @@ pub struct ServeOptions {
     pub config: Option<PathBuf>,
 
     /// Address to listen on: IPv4, IPv6 (`[::1]:8000`) or a host name
-    /// (`localhost:8000`), which is resolved and the first of its addresses
-    /// that can be bound is [default: 127.0.0.1:8000].
+    /// (`localhost:8000`), resolved at start-up, of which the first address
+    /// that can be bound is taken; port 0 picks a free port
+    /// [default: 127.0.0.1:8000].
     #[arg(long, value_name = "ADDR")]
     #[serde(default, deserialize_with = "by_text", serialize_with = "as_text")]
     pub listen: Option<ListenAddress>,
@@ -238,7 +476,7 @@ pub struct ServeOptions {
     /// address and port, the kernel spreading connections among them
     /// [default: false].
     #[arg(long, value_name = "BOOL", num_args = 0..=1,
-          default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+          default_missing_value = "true", value_parser = Boolean)]
     pub reuse_port: Option<bool>,
 
     /// Largest chunk read and echoed at once, in bytes: reads start at
@@ -254,12 +492,12 @@ pub struct ServeOptions {
 
     /// Set TCP_NODELAY on accepted sockets [default: true].
     #[arg(long, value_name = "BOOL", num_args = 0..=1,
-          default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+          default_missing_value = "true", value_parser = Boolean)]
     pub nodelay: Option<bool>,
 
     /// Write a `\n` after each echoed chunk as the article's server does [default: false].
     #[arg(long, value_name = "BOOL", num_args = 0..=1,
-          default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+          default_missing_value = "true", value_parser = Boolean)]
     pub append_newline: Option<bool>,
 
     /// Benchmarking knob: CPU time spent per chunk before echoing it, to
@@ -319,7 +557,7 @@ pub struct ServeOptions {
 
     /// Also echo UDP datagrams on the same address and port [default: false].
     #[arg(long, value_name = "BOOL", num_args = 0..=1,
-          default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+          default_missing_value = "true", value_parser = Boolean)]
     pub udp: Option<bool>,
 
     /// UDP datagrams answered per second per source address [default: 100].
@@ -329,7 +567,7 @@ pub struct ServeOptions {
     /// Require a PROXY protocol header (v1 or v2) at the start of every
     /// connection, and take the client address from it [default: false].
     #[arg(long, value_name = "BOOL", num_args = 0..=1,
-          default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+          default_missing_value = "true", value_parser = Boolean)]
     pub proxy_protocol: Option<bool>,
 
     /// How long a connection may take to send its PROXY header [default: 5s].
@@ -398,12 +636,44 @@ impl FromStr for ListenAddress {
         if host.is_empty() {
             return Err(bad());
         }
+        refuse_shorthand_ipv4(host, port)?;
+        if let Ok(ip) = host.parse::<std::net::Ipv6Addr>()
+            && let Some(v4) = ip.to_ipv4_mapped()
+        {
+            // An IPv6 listener is IPv6-only (bind_with), and such a socket
+            // cannot bind a mapped address (EINVAL).
+            return Err(format!(
+                "{text:?} is an IPv4-mapped IPv6 address, which cannot be listened on: \
+                 write {v4}:{port}"
+            ));
+        }
         Ok(ListenAddress {
             text: text.to_owned(),
             host: host.to_owned(),
             port,
         })
     }
+}
+
+/// The resolver reads a host of numbers and dots as an IPv4 address the
+/// way inet_aton(3) does: `0` is 0.0.0.0 (every interface), `127.1` is
+/// 127.0.0.1, `0x7f000001` too. Such a host is no name, and a typo for the
+/// address it is read as is too easy: it must be written in full.
+fn refuse_shorthand_ipv4(host: &str, port: u16) -> Result<(), String> {
+    let number = |part: &str| {
+        let digits = part
+            .strip_prefix("0x")
+            .or_else(|| part.strip_prefix("0X"))
+            .map_or((part, 10), |hex| (hex, 16));
+        !digits.0.is_empty() && digits.0.chars().all(|c| c.is_digit(digits.1))
+    };
+    if host.split('.').all(number) && host.parse::<Ipv4Addr>().is_err() {
+        return Err(format!(
+            "{host:?} is neither a host name nor an IPv4 address in full (four numbers: \
+             0.0.0.0:{port} listens on every interface, 127.0.0.1:{port} on the loopback)"
+        ));
+    }
+    Ok(())
 }
 
 impl fmt::Display for ListenAddress {
@@ -434,6 +704,9 @@ impl ListenAddress {
 /// Everything `tandem serve` runs with, after merging and validation.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
+    /// `--listen` as it was given (a name, or a port 0, before resolving
+    /// and binding).
+    pub listen: String,
     /// Every address `--listen` stands for (one, unless a name resolved to
     /// several), in the order they are tried; never empty.
     pub listen_resolved: Vec<SocketAddr>,
@@ -456,6 +729,25 @@ pub struct ServeConfig {
     pub compute: ComputeConfig,
     /// Log format on stderr.
     pub log_format: LogFormat,
+}
+
+impl ServeConfig {
+    /// What is served as configured but is likely a mistake, for the
+    /// start-up log.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if let Some(idle) = self.server.idle_timeout
+            && idle < WARN_IDLE_TIMEOUT
+        {
+            warnings.push(format!(
+                "--idle-timeout {} is under {}: a client that pauses for longer, or a link \
+                 that stalls, is closed",
+                humantime::format_duration(idle),
+                humantime::format_duration(WARN_IDLE_TIMEOUT)
+            ));
+        }
+        warnings
+    }
 }
 
 /// Why a configuration was refused.
@@ -527,7 +819,27 @@ impl ServeOptions {
         };
         let text = String::from_utf8(bytes)
             .map_err(|err| parse_error(format!("not UTF-8 text: {}", err.utf8_error())))?;
-        toml::from_str(&text).map_err(|err| parse_error(quoted(&err.to_string())))
+        toml::from_str(&text).map_err(|err| {
+            // The TOML reader refuses a key nested too deeply without saying
+            // where (its error has no span): found here instead.
+            let deep = err
+                .span()
+                .is_none()
+                .then(|| deepest_key(&text))
+                .flatten()
+                .filter(|key| key.parts >= TOML_DEPTH);
+            match deep {
+                Some(key) => parse_error(format!(
+                    "line {}: the key `{}` is {} levels deep; the TOML reader takes fewer \
+                     than {TOML_DEPTH} ({})",
+                    key.line,
+                    key.text,
+                    key.parts,
+                    err.message()
+                )),
+                None => parse_error(quoted(&err.to_string())),
+            }
+        })
     }
 
     /// Fills every option that this layer leaves unset from `lower`: the
@@ -583,6 +895,17 @@ impl ServeOptions {
             self.idle_timeout
                 .map_or(defaults.idle_timeout.unwrap_or_default(), |d| d.0),
         )?;
+        if !idle_timeout.is_zero() && idle_timeout < MIN_IDLE_TIMEOUT {
+            return Err(ConfigError::Invalid {
+                option: OptionName("idle_timeout"),
+                rule: format!(
+                    "must be 0 (off) or at least {}: the idle rule checks every 10 ms at \
+                     the finest, so a shorter timeout closes every connection",
+                    humantime::format_duration(MIN_IDLE_TIMEOUT)
+                ),
+                value: humantime::format_duration(idle_timeout).to_string(),
+            });
+        }
         let server = defaults
             .clone()
             .layout(self.layout.unwrap_or(defaults.layout))
@@ -670,6 +993,10 @@ impl ServeOptions {
             None => vec![DEFAULT_LISTEN],
         };
         Ok(ServeConfig {
+            listen: self
+                .listen
+                .as_ref()
+                .map_or_else(|| DEFAULT_LISTEN.to_string(), ToString::to_string),
             listen_resolved,
             admin_listen: self.admin_listen,
             backlog,
@@ -993,6 +1320,86 @@ mod tests {
             merged.idle_timeout.map(|d| d.0),
             Some(Duration::from_secs(90))
         );
+    }
+
+    fn vars(names: &[(&str, &str)]) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+        names
+            .iter()
+            .map(|(name, value)| (name.into(), value.into()))
+            .collect()
+    }
+
+    #[test]
+    fn an_unknown_variable_is_named_with_the_option_spelled_most_like_it() {
+        let unknown = unknown_variables(vars(&[
+            ("TANDEM_IDLE_TIMOUT", "5s"),
+            ("TANDEM_PORT", "9000"),
+            ("TANDEM_WORKERS", "2"),
+            ("TANDEM_BENCH_TARGET", "127.0.0.1:8000"),
+            ("HOME", "/root"),
+        ]));
+        let said: Vec<String> = unknown.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            said,
+            [
+                "TANDEM_IDLE_TIMOUT is no option's variable and is ignored; \
+                 did you mean TANDEM_IDLE_TIMEOUT (--idle-timeout)?",
+                // A guess at an option, not what Kubernetes sets.
+                "TANDEM_PORT is no option's variable and is ignored",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_variables_kubernetes_sets_for_a_service_are_not_unknown() {
+        for (name, value) in [
+            ("TANDEM_SERVICE_HOST", "10.0.0.1"),
+            ("TANDEM_SERVICE_PORT", "8000"),
+            ("TANDEM_SERVICE_PORT_ECHO", "8000"),
+            ("TANDEM_PORT", "tcp://10.0.0.1:8000"),
+            ("TANDEM_PORT_8000_TCP", "tcp://10.0.0.1:8000"),
+            ("TANDEM_PORT_8000_UDP_PROTO", "udp"),
+            ("TANDEM_ADMIN_PORT_9000_TCP_ADDR", "10.0.0.1"),
+            ("TANDEM_ADMIN_SERVICE_HOST", "10.0.0.1"),
+        ] {
+            assert!(set_for_a_service(name, value), "{name}");
+        }
+        assert!(!set_for_a_service("TANDEM_PORT", "9000"));
+        assert!(!set_for_a_service("TANDEM_PORT_8000", "x"));
+    }
+
+    #[test]
+    fn a_host_of_numbers_must_be_a_whole_ipv4_address() {
+        for text in [
+            "0:8000",
+            "127.1:8000",
+            "2130706433:80",
+            "0x7f000001:80",
+            "010.0.0.1:80",
+        ] {
+            assert!(text.parse::<ListenAddress>().is_err(), "{text}");
+        }
+        for text in [
+            "0.0.0.0:8000",
+            "127.0.0.1:0",
+            "localhost:80",
+            "1password.example:80",
+        ] {
+            assert!(text.parse::<ListenAddress>().is_ok(), "{text}");
+        }
+    }
+
+    #[test]
+    fn the_deepest_key_is_found_on_its_line_outside_quotes() {
+        let text = "a.b = 1\n\"x.y.z\".c = 2\n[t.u.v.w]\nk = \"a.b.c.d.e.f\"\n";
+        let key = deepest_key(text).unwrap();
+        assert_eq!((key.line, key.parts), (3, 4), "{key:?}");
+        assert_eq!(key.text, "[t.u.v.w]");
+    }
+
+    #[test]
+    fn control_characters_are_escaped_and_lines_kept() {
+        assert_eq!(printable("a\0b\u{1b}[31m\nc\td"), "a\\0b\\u{1b}[31m\nc\\td");
     }
 
     #[test]

@@ -1,15 +1,16 @@
 //! The `tandem` binary: parses the command line, sets up logging and
 //! signals, binds, and hands over to the library.
 //!
-//! Exit codes: 0 after a clean shutdown, 2 for an invalid configuration,
-//! 1 for a failure at run time, 128 + the signal number when a second signal
-//! cuts a graceful shutdown short.
+//! Exit codes: 0 after a clean shutdown, 2 for an invalid configuration
+//! (an address the host cannot listen on included), 1 for a failure at run
+//! time, 128 + the signal number when a second signal cuts a graceful
+//! shutdown short.
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use sd_notify::NotifyState;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
@@ -22,7 +23,7 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::prelude::*;
 
-use tandem_cli::config::{self, LogFormat, ServeConfig, ServeOptions};
+use tandem_cli::config::{self, ConfigError, LogFormat, OptionName, ServeConfig, ServeOptions};
 
 #[cfg(all(feature = "console", not(tokio_unstable)))]
 compile_error!(
@@ -60,13 +61,75 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    // clap exits with status 2 on its own for malformed flags.
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return command_line_refused(err),
+    };
     match cli.command {
         Command::Serve(options) => serve(options),
         Command::Bench(options) => bench(&options),
         Command::Suite(options) => suite(&options),
     }
+}
+
+/// clap's refusal of the command line (exit status 2), or the help or
+/// version asked for (0), with two additions to a refusal: a value that
+/// came from an environment variable names it, where clap names only the
+/// flag; and control characters are escaped.
+fn command_line_refused(mut err: clap::Error) -> ExitCode {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if matches!(
+        err.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        err.exit();
+    }
+    if let Some(variable) = variable_behind(&err) {
+        err.insert(
+            ContextKind::Suggested,
+            ContextValue::StyledStrs(vec![
+                format!("the value comes from the environment variable {variable}").into(),
+            ]),
+        );
+    }
+    eprint!("{}", config::printable(&err.render().to_string()));
+    ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2))
+}
+
+/// The environment variable a refused value came from: the refused flag's
+/// variable, when it holds that value and the flag is not on the command
+/// line.
+fn variable_behind(err: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue};
+    let (Some(ContextValue::String(arg)), Some(ContextValue::String(value))) = (
+        err.get(ContextKind::InvalidArg),
+        err.get(ContextKind::InvalidValue),
+    ) else {
+        return None;
+    };
+    // clap names the argument as `--workers <N>`.
+    let long = arg.strip_prefix("--")?.split([' ', '=']).next()?;
+    let flag = format!("--{long}");
+    let on_command_line = std::env::args_os().skip(1).any(|given| {
+        given.to_str().is_some_and(|given| {
+            given == flag
+                || given
+                    .strip_prefix(&flag)
+                    .is_some_and(|rest| rest.starts_with('='))
+        })
+    });
+    if on_command_line {
+        return None;
+    }
+    Cli::command()
+        .get_subcommands()
+        .flat_map(clap::Command::get_arguments)
+        .filter(|candidate| candidate.get_long() == Some(long))
+        .filter_map(|candidate| candidate.get_env())
+        .find(|env| std::env::var_os(env).is_some_and(|set| set.to_string_lossy() == *value))
+        .map(|env| env.to_string_lossy().into_owned())
 }
 
 fn suite(options: &SuiteOptions) -> ExitCode {
@@ -123,16 +186,28 @@ fn serve(options: ServeOptions) -> ExitCode {
     let config = match options.resolve() {
         Ok(config) => config,
         Err(err) => {
-            eprintln!("tandem: {err}");
+            eprintln!("tandem: {}", config::printable(&err.to_string()));
             return ExitCode::from(2);
         }
     };
     init_logging(config.log_format);
+    for unknown in config::unknown_variables(std::env::vars_os()) {
+        warn!(variable = %unknown.name, "{unknown}");
+    }
+    for warning in config.warnings() {
+        warn!("{warning}");
+    }
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            error!("{err:#}");
-            ExitCode::FAILURE
+            error!("{}", config::printable(&format!("{err:#}")));
+            // An address that cannot be bound here at all is refused as an
+            // invalid option is.
+            if err.downcast_ref::<ConfigError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -172,7 +247,35 @@ fn bind_first(config: &ServeConfig) -> anyhow::Result<std::net::TcpListener> {
             Err(err) => failed = Some(err),
         }
     }
-    Err(failed.map_or_else(|| anyhow::anyhow!("no address to listen on"), Into::into))
+    Err(failed.map_or_else(
+        || anyhow::anyhow!("no address to listen on"),
+        |err| refused_address("listen", err),
+    ))
+}
+
+/// A bind error for an address this host cannot listen on at all (not one
+/// of its own, EADDRNOTAVAIL; one the socket cannot take, EINVAL; a family
+/// it lacks, EAFNOSUPPORT) is the option's fault, and is reported as an
+/// invalid option (exit status 2), naming it. An address in use, or out
+/// of descriptors, is a failure at run time (1).
+fn refused_address(option: &'static str, err: tandem::server::ServerError) -> anyhow::Error {
+    use std::io::ErrorKind;
+    match err {
+        tandem::server::ServerError::Listen { addr, cause }
+            if matches!(
+                cause.kind(),
+                ErrorKind::AddrNotAvailable | ErrorKind::InvalidInput | ErrorKind::Unsupported
+            ) =>
+        {
+            ConfigError::Invalid {
+                option: OptionName(option),
+                rule: format!("cannot be listened on here ({cause})"),
+                value: addr.to_string(),
+            }
+            .into()
+        }
+        err => err.into(),
+    }
 }
 
 /// Listen backlog of the admin endpoint: scrapers and probes, a handful.
@@ -196,10 +299,17 @@ fn run(config: ServeConfig) -> anyhow::Result<()> {
         .context("cannot read the bound address")?;
     // Bound before the start-up line, so that it states the port taken.
     let admin = match config.admin_listen {
-        Some(admin) => Some(tandem::server::bind(admin, ADMIN_BACKLOG)?),
+        Some(admin) => {
+            Some(tandem::server::bind(admin, ADMIN_BACKLOG).map_err(
+                |err| match refused_address("admin_listen", err) {
+                    refused if refused.is::<ConfigError>() => refused,
+                    failed => failed.context("cannot start the admin listener (--admin-listen)"),
+                },
+            )?)
+        }
         None => None,
     };
-    let admin_addr = match &admin {
+    let admin_bound = match &admin {
         Some(listener) => listener
             .local_addr()
             .context("cannot read the admin endpoint's bound address")?
@@ -207,10 +317,15 @@ fn run(config: ServeConfig) -> anyhow::Result<()> {
         None => "off".to_owned(),
     };
     let server = &config.server;
+    // Each option as it was given, then what it came to: `listen` the
+    // address or name asked for, `listen_resolved` what the name stands
+    // for, `listening_on` the address bound, its port chosen.
     info!(
-        listen = %addr,
+        listen = %config.listen,
         listen_resolved = %config.listen_resolved.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
-        admin_listen = %admin_addr,
+        listening_on = %addr,
+        admin_listen = %config.admin_listen.map_or("off".to_owned(), |admin| admin.to_string()),
+        admin_listening_on = %admin_bound,
         reuse_port = config.reuse_port,
         udp = %config.udp_rate_limit.map_or("off".to_owned(), |rate| format!("on, {rate}/s per source")),
         layout = %server.layout,

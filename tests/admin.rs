@@ -897,6 +897,46 @@ fn metrics_answers_200_in_the_prometheus_text_format() {
     );
 }
 
+/// The series of an exposition, in the order given: each line but its
+/// value, which may move between scrapes.
+fn series_order(text: &str) -> Vec<String> {
+    text.lines()
+        .map(|line| match line.starts_with('#') {
+            true => line.to_owned(),
+            false => line
+                .rsplit_once(' ')
+                .map_or(line, |(series, _)| series)
+                .to_owned(),
+        })
+        .collect()
+}
+
+#[test]
+fn metrics_come_in_one_order_families_by_name_and_series_by_label() {
+    let server = TestServer::start_with_admin(&["--compute-threads", "1"]);
+    echo_and_close(&server, 3, 1000);
+    let first = get(server.admin_addr(), "/metrics").text();
+    let families: Vec<&str> = first
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .map(|typed| typed.split(' ').next().unwrap_or(""))
+        .collect();
+    assert!(families.len() > 10, "{first}");
+    assert!(families.is_sorted(), "{families:?}");
+    let closed: Vec<&str> = first
+        .lines()
+        .filter(|line| line.starts_with("tandem_connections_closed_total{"))
+        .collect();
+    assert_eq!(closed.len(), CLOSE_REASONS.len(), "{first}");
+    assert!(closed.is_sorted(), "{closed:?}");
+    // The exporter's maps are made afresh for each scrape: five scrapes
+    // in one order are not luck.
+    for _ in 0..5 {
+        let again = get(server.admin_addr(), "/metrics").text();
+        assert_eq!(series_order(&again), series_order(&first), "{again}");
+    }
+}
+
 #[test]
 fn an_unknown_path_answers_404() {
     let server = TestServer::start_with_admin(&[]);
@@ -938,7 +978,7 @@ fn head_metrics_answers_200_without_a_body() {
 // ---------------------------------------------------------------------------
 
 #[test]
-fn admin_listen_on_an_address_in_use_exits_1_naming_the_address() {
+fn admin_listen_on_an_address_in_use_exits_1_naming_the_admin_listener_and_the_address() {
     let taken = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     let addr = taken.local_addr().unwrap().to_string();
 
@@ -949,8 +989,10 @@ fn admin_listen_on_an_address_in_use_exits_1_naming_the_address() {
 
     assert_eq!(out.status.code(), Some(1), "stderr: {}", out.stderr);
     assert!(
-        out.stderr
-            .contains(&format!("cannot listen on {addr}: Address already in use")),
+        out.stderr.contains(&format!(
+            "cannot start the admin listener (--admin-listen): \
+             cannot listen on {addr}: Address already in use"
+        )),
         "{}",
         out.stderr
     );

@@ -690,3 +690,103 @@ fn every_bench_flag_reads_a_variable_named_after_it() {
     assert_eq!(report["connections"], 3, "{report}");
     assert_eq!(report["message_size"], 100, "{report}");
 }
+
+// ---------------------------------------------------------------------------
+// What a new user meets
+// ---------------------------------------------------------------------------
+
+/// `tandem bench --target <target>` for a short run, plus `args`.
+fn short_run(target: &str, args: &[&str]) -> common::Finished {
+    let short = [
+        "bench",
+        "--target",
+        target,
+        "--duration",
+        "300ms",
+        "--warmup",
+        "0s",
+        "--connections",
+        "2",
+    ];
+    Proc::run(&[&short[..], args].concat(), &[])
+}
+
+#[test]
+fn a_plain_run_against_a_tls_server_says_to_try_tls() {
+    let identity = Identity::new();
+    let mut server = tls_server(&identity, "split");
+    let target = server.addr.to_string();
+    for mode in [&[][..], &["--churn"]] {
+        let out = short_run(&target, mode);
+        assert_eq!(out.status.code(), Some(1), "{mode:?}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("echo differs from what was sent")
+                && out.stderr.contains("is it serving TLS? try --tls"),
+            "{mode:?}: {}",
+            out.stderr
+        );
+    }
+    assert!(server.stop().success());
+}
+
+#[test]
+fn a_certificate_the_system_does_not_trust_is_refused_in_words() {
+    let identity = Identity::new();
+    let mut server = tls_server(&identity, "split");
+    let out = short_run(&server.addr.to_string(), &["--tls"]);
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    // No system roots at all is refused before connecting, in words too.
+    assert!(
+        out.stderr
+            .contains("the server's certificate is not trusted")
+            || out.stderr.contains("no system root certificate found"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("--tls-ca FILE"), "{}", out.stderr);
+    // rustls's debug text of the reason (`...Context { ... }`) stays out.
+    assert!(!out.stderr.contains(" { "), "{}", out.stderr);
+    assert!(server.stop().success());
+}
+
+#[test]
+fn a_target_may_be_a_host_name_as_serve_listen_may() {
+    let mut command = common::tandem();
+    command.args(["serve", "--listen", "localhost:0"]);
+    let mut server = TestServer::spawn(command);
+    let target = format!("localhost:{}", server.addr.port());
+    let out = short_run(&target, &["--json"]);
+    assert!(out.status.success(), "{}", out.stderr);
+    let report: Value = serde_json::from_str(out.stdout.trim())
+        .unwrap_or_else(|err| panic!("no JSON report ({err}): {}", out.stdout));
+    assert!(report["messages"].as_u64().unwrap() > 0, "{report}");
+
+    let out = short_run("no-such-host.invalid:8000", &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains("--target"), "{}", out.stderr);
+    assert!(server.stop().success());
+}
+
+#[test]
+fn server_metrics_without_a_path_scrape_metrics_and_a_wrong_path_says_where_they_are() {
+    let mut server = TestServer::start_with_admin(&[]);
+    let target = server.addr.to_string();
+    let admin = server.admin_addr();
+    for url in [format!("http://{admin}"), format!("http://{admin}/")] {
+        let out = short_run(&target, &["--json", "--server-metrics", &url]);
+        assert!(out.status.success(), "{url}: {}", out.stderr);
+        let report: Value = serde_json::from_str(out.stdout.trim())
+            .unwrap_or_else(|err| panic!("no JSON report ({err}): {}", out.stdout));
+        assert!(report["server"].is_object(), "{url}: {report}");
+    }
+    let url = format!("http://{admin}/stats");
+    let out = short_run(&target, &["--server-metrics", &url]);
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("answered 404")
+            && out.stderr.contains("serves its metrics at /metrics"),
+        "{}",
+        out.stderr
+    );
+    assert!(server.stop().success());
+}

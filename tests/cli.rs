@@ -302,7 +302,72 @@ const INVALID: &[Invalid] = &[
     Invalid {
         name: "non-boolean append-newline from the environment",
         env: &[("TANDEM_APPEND_NEWLINE", "maybe")],
-        expect: &["--append-newline", "'maybe'"],
+        expect: &["--append-newline", "'maybe'", "TANDEM_APPEND_NEWLINE"],
+        ..PLAIN
+    },
+    Invalid {
+        name: "a count that is no number, from the environment",
+        env: &[("TANDEM_WORKERS", "abc")],
+        // clap names the flag; the variable it came from is added.
+        expect: &[
+            "--workers",
+            "'abc'",
+            "the value comes from the environment variable TANDEM_WORKERS",
+        ],
+        ..PLAIN
+    },
+    Invalid {
+        name: "\"0\" as the host to listen on",
+        args: &["--listen", "0:0"],
+        expect: &["--listen", "'0:0'", "0.0.0.0:0"],
+        ..PLAIN
+    },
+    Invalid {
+        name: "a shorthand IPv4 address to listen on",
+        args: &["--listen", "127.1:0"],
+        expect: &["--listen", "'127.1:0'", "127.0.0.1:0"],
+        ..PLAIN
+    },
+    Invalid {
+        name: "an IPv4-mapped IPv6 address to listen on",
+        args: &["--listen", "[::ffff:127.0.0.1]:0"],
+        expect: &["--listen", "IPv4-mapped", "write 127.0.0.1:0"],
+        ..PLAIN
+    },
+    Invalid {
+        name: "an address of no interface of this host to listen on",
+        // TEST-NET-1 (RFC 5737): never a local address.
+        args: &["--listen", "192.0.2.1:0"],
+        expect: &["--listen", "cannot be listened on here", "got 192.0.2.1:0"],
+        ..PLAIN
+    },
+    Invalid {
+        name: "an IPv4-mapped admin address",
+        args: &["--admin-listen", "[::ffff:127.0.0.1]:0"],
+        expect: &["--admin-listen", "cannot be listened on here"],
+        ..PLAIN
+    },
+    Invalid {
+        name: "an idle timeout under 100 ms",
+        args: &["--idle-timeout", "1ns"],
+        expect: &[
+            "--idle-timeout",
+            "must be 0 (off) or at least 100ms",
+            "got 1ns",
+        ],
+        ..PLAIN
+    },
+    Invalid {
+        name: "a key dotted deeper than the TOML reader goes",
+        file: Some(DEEP_KEY),
+        expect: &["{path}", "line 2", "`a.a.a.a", "101 levels deep"],
+        ..PLAIN
+    },
+    Invalid {
+        name: "a NUL byte in the file",
+        file: Some("workers = 2\0\n"),
+        // Escaped as Rust writes it, never raw.
+        expect: &["{path}", "workers = 2\\0"],
         ..PLAIN
     },
     Invalid {
@@ -366,6 +431,12 @@ const INVALID: &[Invalid] = &[
         ..PLAIN
     },
 ];
+
+/// A key of 101 dotted parts, on the file's second line.
+const DEEP_KEY: &str = "workers = 2\na.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.\
+a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.\
+a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.a.\
+a.a.a.a.a = 1\n";
 
 #[test]
 fn configuration_and_pem_files_must_be_small_regular_files() {
@@ -654,7 +725,8 @@ fn json_startup_line_states_the_effective_configuration() {
     let fields = startup_fields(&server);
 
     let expected = serde_json::json!({
-        "listen": server.addr.to_string(),
+        "listen": "127.0.0.1:0",
+        "listening_on": server.addr.to_string(),
         "layout": "sharded",
         "workers": 2,
         "acceptor_threads": 1,
@@ -697,12 +769,121 @@ fn json_startup_line_states_the_defaults_when_nothing_is_set() {
 fn json_startup_line_states_the_admin_endpoints_bound_address() {
     let server = TestServer::start_with_admin(&["--log-format", "json"]);
     let fields = startup_fields(&server);
+    assert_eq!(fields["admin_listen"], "127.0.0.1:0", "as asked for");
     assert_eq!(
-        fields["admin_listen"],
+        fields["admin_listening_on"],
         server.admin_addr().to_string(),
         "not the port asked for (0), the one taken"
     );
     stop_cleanly(server);
+}
+
+#[test]
+fn the_startup_line_states_listen_as_given_then_the_address_bound() {
+    let server = TestServer::start(&["--log-format", "json"]);
+    let fields = startup_fields(&server);
+    assert_eq!(fields["listen"], "127.0.0.1:0");
+    assert_eq!(fields["listen_resolved"], "127.0.0.1:0");
+    assert_eq!(fields["listening_on"], server.addr.to_string());
+    assert_ne!(server.addr.port(), 0);
+    stop_cleanly(server);
+}
+
+#[test]
+fn a_shutdown_timeout_of_a_year_written_1y_is_accepted() {
+    let server = TestServer::start(&["--log-format", "json", "--shutdown-timeout", "1y"]);
+    assert_eq!(startup_fields(&server)["shutdown_timeout"], "1year");
+    stop_cleanly(server);
+}
+
+#[test]
+fn an_idle_timeout_under_a_second_is_served_with_a_warning() {
+    let server = TestServer::start(&["--idle-timeout", "300ms"]);
+    let line = server.wait_for_line("--idle-timeout 300ms is under 1s");
+    assert!(line.contains("WARN"), "{line}");
+    let mut stream = server.connect();
+    assert_eq!(round_trip(&mut stream, b"abc"), b"abc");
+    drop(stream);
+    stop_cleanly(server);
+}
+
+#[test]
+fn an_unknown_tandem_variable_is_warned_about_with_the_nearest_option() {
+    // A misspelling, then what Kubernetes sets beside a service named
+    // tandem, and a variable of `tandem bench`: only the first is named.
+    let env = [
+        ("TANDEM_WORKRS", "2"),
+        ("TANDEM_SERVICE_HOST", "10.0.0.1"),
+        ("TANDEM_SERVICE_PORT", "8000"),
+        ("TANDEM_SERVICE_PORT_ECHO", "8000"),
+        ("TANDEM_PORT", "tcp://10.0.0.1:8000"),
+        ("TANDEM_PORT_8000_TCP", "tcp://10.0.0.1:8000"),
+        ("TANDEM_PORT_8000_TCP_PROTO", "tcp"),
+        ("TANDEM_PORT_8000_TCP_PORT", "8000"),
+        ("TANDEM_PORT_8000_TCP_ADDR", "10.0.0.1"),
+        ("TANDEM_BENCH_CONNECTIONS", "5"),
+    ];
+    let server = TestServer::start_with_env(&env, &[]);
+    let warning = server.wait_for_line("TANDEM_WORKRS");
+    assert!(
+        warning.contains("WARN")
+            && warning.contains("is no option's variable and is ignored")
+            && warning.contains("did you mean TANDEM_WORKERS (--workers)?"),
+        "{warning}"
+    );
+    // Warned, not refused: the server serves.
+    let mut stream = server.connect();
+    assert_eq!(round_trip(&mut stream, b"abc"), b"abc");
+    drop(stream);
+    server.wait_for_line("tandem serve starting");
+    let stderr = server.stderr();
+    for (name, _) in &env[1..] {
+        assert!(!stderr.contains(&format!("{name} ")), "{name}: {stderr}");
+    }
+    stop_cleanly(server);
+}
+
+#[test]
+fn the_listen_help_says_which_of_a_names_addresses_is_bound() {
+    let help = Proc::run(&["serve", "--help"], &[]);
+    let listen = help
+        .stdout
+        .split("--listen <ADDR>")
+        .nth(1)
+        .and_then(|rest| rest.split("[env: TANDEM_LISTEN").next())
+        .unwrap_or_else(|| panic!("no --listen in:\n{}", help.stdout));
+    let said = listen.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        said.contains("of which the first address that can be bound is taken;"),
+        "{said}"
+    );
+}
+
+#[test]
+fn the_help_lists_every_value_a_boolean_takes_and_each_is_taken() {
+    let help = Proc::run(&["serve", "--help"], &[]);
+    assert!(help.status.success(), "{}", help.stderr);
+    let listed = "[possible values: true, false, yes, no, on, off, 1, 0]";
+    assert_eq!(help.stdout.matches(listed).count(), 5, "{}", help.stdout);
+    for value in [
+        "true", "false", "yes", "no", "on", "off", "1", "0", "TRUE", "Off",
+    ] {
+        // Taken: the refusal that follows is the workers', not the flag's.
+        let out = Proc::run(
+            &["serve", "--nodelay", value, "--workers", "0"],
+            &[("TANDEM_LISTEN", "127.0.0.1:0")],
+        );
+        assert_eq!(out.status.code(), Some(2), "{value}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("invalid --workers"),
+            "{value}: {}",
+            out.stderr
+        );
+    }
+    // What the list lacks is refused, and the refusal lists it again.
+    let out = Proc::run(&["serve", "--nodelay", "maybe"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains(listed), "{}", out.stderr);
 }
 
 #[test]

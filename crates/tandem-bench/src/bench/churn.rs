@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::client::{close, connect};
 use super::pattern::{APPEND_NEWLINE_HINT, Block, Newlines, Verifier};
 use super::stats::{Recorder, Stats};
-use super::tls::ClientTls;
+use super::tls::{self, ClientTls, SPEAKS_TLS_HINT};
 
 /// One churning worker: opens, uses and closes connections one after
 /// another until the window ends. `ids` numbers the connections of the run.
@@ -63,9 +63,13 @@ pub async fn churn(
                 if read == 0 {
                     return Err("server closed before echoing".to_owned());
                 }
-                verifier
-                    .check(&inbound[..read])
-                    .map_err(|_| "echo differs from what was sent".to_owned())?;
+                verifier.check(&inbound[..read]).map_err(|_| {
+                    if tls::looks_like_tls(&inbound[..read]) {
+                        format!("echo differs from what was sent ({SPEAKS_TLS_HINT})")
+                    } else {
+                        "echo differs from what was sent".to_owned()
+                    }
+                })?;
             }
             let echoed = Instant::now();
             close(stream, &mut verifier, &mut inbound).await?;

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use super::pattern::{APPEND_NEWLINE_HINT, Newlines, Pattern, Verifier};
 use super::stats::{Recorder, Stats};
-use super::tls::ClientTls;
+use super::tls::{self, ClientTls, SPEAKS_TLS_HINT};
 use tandem::transport::Transport;
 
 /// Most bytes a connection queues for sending: an open loop against a
@@ -199,6 +199,11 @@ pub async fn drive(
                         mismatch.offset,
                         if mismatch.offset == size {
                             format!(" (the newline owed after it: {APPEND_NEWLINE_HINT})")
+                        } else if mismatch.message == 0
+                            && mismatch.offset == 0
+                            && tls::looks_like_tls(&inbound[..read])
+                        {
+                            format!(" ({SPEAKS_TLS_HINT})")
                         } else {
                             String::new()
                         }

@@ -68,8 +68,10 @@ const DEFAULT_WARMUP: HumanDuration = HumanDuration(Duration::from_secs(2));
 /// The options of `tandem bench`.
 #[derive(Debug, Clone, Args)]
 pub struct BenchOptions {
-    /// Echo server to load.
-    #[arg(long, value_name = "ADDR")]
+    /// Echo server to load: an address and port, or a host name and port
+    /// (`localhost:8000`), resolved at start: its first address that this
+    /// host can reach is used.
+    #[arg(long, value_name = "ADDR", value_parser = target_address)]
     pub target: SocketAddr,
     /// Connections (closed and open loop) or concurrent churners (--churn).
     #[arg(long, default_value_t = DEFAULT_CONNECTIONS, value_name = "N")]
@@ -114,9 +116,9 @@ pub struct BenchOptions {
     #[arg(long)]
     pub json: bool,
     /// A tandem server's metrics (`http://ADMIN/metrics`, from `serve
-    /// --admin-listen`): scraped around the run, to report the server's
-    /// busy ratios, hand-off waits, connections and bytes beside the
-    /// client's figures.
+    /// --admin-listen`; without a path, `/metrics`): scraped around the
+    /// run, to report the server's busy ratios, hand-off waits,
+    /// connections and bytes beside the client's figures.
     #[arg(long, value_name = "URL")]
     pub server_metrics: Option<MetricsUrl>,
     /// Speak TLS (a server run with `serve --tls-cert`): every connection
@@ -142,6 +144,41 @@ pub struct BenchOptions {
     /// full one.
     #[arg(long)]
     pub tls_resume: bool,
+}
+
+/// `--target`: an address, or a host name resolved now. Of a name's
+/// addresses, the first this host has a route to (a UDP socket can be
+/// connected to it, which sends nothing), as `serve --listen` binds the
+/// first it can: `localhost` may stand for `::1` on a host without IPv6.
+fn target_address(text: &str) -> Result<SocketAddr, String> {
+    use std::net::{ToSocketAddrs, UdpSocket};
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let resolved: Vec<SocketAddr> = text
+        .to_socket_addrs()
+        .map_err(|err| {
+            format!(
+                "{text:?} is neither an address and port (127.0.0.1:8000, [::1]:8000) nor a \
+                 host name and port that resolves: {err}"
+            )
+        })?
+        .collect();
+    let reachable = |addr: &&SocketAddr| {
+        let local: SocketAddr = match addr {
+            SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+            SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+        };
+        UdpSocket::bind(local)
+            .and_then(|socket| socket.connect(addr))
+            .is_ok()
+    };
+    resolved
+        .iter()
+        .find(reachable)
+        .or(resolved.first())
+        .copied()
+        .ok_or_else(|| format!("{text:?} resolves to no address"))
 }
 
 /// Why a run could not be made.

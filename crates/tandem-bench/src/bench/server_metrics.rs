@@ -128,17 +128,24 @@ impl FromStr for MetricsUrl {
         if authority.as_str() != expected {
             return Err(refuse("the authority must be host or host:port"));
         }
+        // The admin endpoint's metrics, where no path is given: its root
+        // serves nothing.
+        let (text, path_and_query) = match uri.path_and_query().map(|path| path.as_str()) {
+            None | Some("" | "/") => (
+                format!("{}/metrics", text.trim_end_matches('/')),
+                "/metrics".to_owned(),
+            ),
+            Some(path) => (text.to_owned(), path.to_owned()),
+        };
         Ok(MetricsUrl {
-            text: text.to_owned(),
+            text,
             host: host
                 .trim_start_matches('[')
                 .trim_end_matches(']')
                 .to_owned(),
             port: port.unwrap_or(80),
             authority: authority.as_str().to_owned(),
-            path_and_query: uri
-                .path_and_query()
-                .map_or_else(|| "/".to_owned(), |path| path.as_str().to_owned()),
+            path_and_query,
         })
     }
 }
@@ -166,7 +173,7 @@ pub enum ScrapeFailure {
     Http(#[from] hyper::Error),
     #[error("cannot build the request: {0}")]
     Request(#[from] hyper::http::Error),
-    #[error("the server answered {0}")]
+    #[error("the server answered {status}{hint}", status = .0, hint = status_hint(*.0))]
     Status(StatusCode),
     #[error("no complete answer within {} s", .0.as_secs())]
     Timeout(Duration),
@@ -178,6 +185,15 @@ pub enum ScrapeFailure {
     Missing(&'static str),
     #[error("{0} went down between two scrapes: did the server restart?")]
     WentBackwards(String),
+}
+
+/// What to try after an answer other than 200.
+fn status_hint(status: StatusCode) -> &'static str {
+    if status == StatusCode::NOT_FOUND {
+        " (a tandem admin endpoint serves its metrics at /metrics)"
+    } else {
+        ""
+    }
 }
 
 /// One bucket of a Prometheus histogram: observations at most `le`,

@@ -132,6 +132,18 @@ impl ClientTls {
     }
 }
 
+/// Said when a plain run's first echo is a TLS record: a TLS server
+/// answers bytes that are no ClientHello with an alert.
+pub(crate) const SPEAKS_TLS_HINT: &str =
+    "the server answered with a TLS record: is it serving TLS? try --tls";
+
+/// Whether `echo` begins as a TLS record does: a content type
+/// (change_cipher_spec 0x14, alert 0x15, handshake 0x16, application data
+/// 0x17), then the major version 3.
+pub(crate) fn looks_like_tls(echo: &[u8]) -> bool {
+    matches!(echo, [0x14..=0x17, 0x03, ..])
+}
+
 /// Adds what to do to the usual first failures against a test server: a
 /// refused certificate, and a server that does not speak TLS at all.
 fn with_hint(err: std::io::Error) -> std::io::Error {
@@ -139,10 +151,18 @@ fn with_hint(err: std::io::Error) -> std::io::Error {
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
     {
-        Some(rustls::Error::InvalidCertificate(_)) => {
-            "trust the server's CA or self-signed certificate with --tls-ca FILE, \
-             or accept any with --tls-insecure; a self-signed certificate must not be \
-             marked as a CA: basicConstraints CA:FALSE"
+        // In words: rustls's own text for some of these is a debug dump.
+        Some(rustls::Error::InvalidCertificate(why)) => {
+            return std::io::Error::new(
+                err.kind(),
+                format!(
+                    "the server's certificate is not trusted: {} (trust the server's CA or \
+                     self-signed certificate with --tls-ca FILE, or accept any with \
+                     --tls-insecure; a self-signed certificate must not be marked as a CA: \
+                     basicConstraints CA:FALSE)",
+                    certificate_problem(why)
+                ),
+            );
         }
         // A plain echo server sends the ClientHello straight back.
         Some(rustls::Error::InappropriateHandshakeMessage {
@@ -155,6 +175,41 @@ fn with_hint(err: std::io::Error) -> std::io::Error {
         _ => return err,
     };
     std::io::Error::new(err.kind(), format!("{err} ({hint})"))
+}
+
+/// Why a certificate was refused, in words; a reason of the verifier's
+/// own (`Other`) keeps its name, which is one word, after them.
+fn certificate_problem(why: &rustls::CertificateError) -> String {
+    use rustls::CertificateError as Why;
+    let words = match why {
+        Why::UnknownIssuer => "it is signed by no certificate trusted here",
+        Why::BadSignature
+        | Why::UnsupportedSignatureAlgorithmContext { .. }
+        | Why::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => {
+            "its signature does not verify against a certificate trusted here"
+        }
+        Why::NotValidForName | Why::NotValidForNameContext { .. } => {
+            "it is not issued for the name asked for (--tls-server-name)"
+        }
+        Why::Expired | Why::ExpiredContext { .. } => "it has expired",
+        Why::NotValidYet | Why::NotValidYetContext { .. } => "it is not valid yet",
+        Why::Revoked => "it is revoked",
+        Why::InvalidPurpose | Why::InvalidPurposeContext { .. } => {
+            "it is not issued for a TLS server"
+        }
+        Why::BadEncoding => "it is not a well-formed certificate",
+        Why::Other(other) => {
+            let name = other.to_string();
+            let words = if name.contains("CaUsedAsEndEntity") {
+                "it is marked as a CA, which a server's own certificate must not be"
+            } else {
+                "it does not verify"
+            };
+            return format!("{words} ({name})");
+        }
+        _ => "it does not verify",
+    };
+    words.to_owned()
 }
 
 /// `--tls-insecure`: accepts whatever certificate the server shows, while

@@ -214,6 +214,50 @@ fn key(name: &'static str, labels: &[(&'static str, String)]) -> Key {
     Key::from_parts(name, labels)
 }
 
+/// The exposition with its families in name order, and the series of
+/// each counter and gauge in label order. The exporter renders from hash
+/// maps made afresh for each scrape, in an order that changes every time;
+/// a person reading two scrapes, or a diff of them, needs one order. A
+/// histogram's lines keep the exporter's order: buckets rising, then sum
+/// and count.
+fn in_name_order(text: &str) -> String {
+    let mut families: Vec<(&str, Vec<&str>)> = text
+        .split("\n\n")
+        .filter(|family| !family.trim().is_empty())
+        .map(|family| {
+            let mut lines: Vec<&str> = family.lines().collect();
+            let series_from = lines
+                .iter()
+                .take_while(|line| line.starts_with('#'))
+                .count();
+            let kind = lines[..series_from]
+                .iter()
+                .find_map(|line| line.strip_prefix("# TYPE "))
+                .map(|typed| typed.split(' ').collect::<Vec<_>>());
+            let name = match kind.as_deref() {
+                Some([name, ..]) => name,
+                _ => lines
+                    .get(series_from)
+                    .map_or("", |line| line.split(['{', ' ']).next().unwrap_or("")),
+            };
+            if !matches!(kind.as_deref(), Some([_, "histogram" | "summary"])) {
+                lines[series_from..].sort_unstable();
+            }
+            (name, lines)
+        })
+        .collect();
+    families.sort_by(|a, b| a.0.cmp(b.0));
+    let mut sorted = String::with_capacity(text.len());
+    for (_, lines) in families {
+        for line in lines {
+            sorted.push_str(line);
+            sorted.push('\n');
+        }
+        sorted.push('\n');
+    }
+    sorted
+}
+
 const METADATA: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, None);
 
 impl Metrics {
@@ -350,7 +394,7 @@ impl Metrics {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         RuntimeProbe::render_busy_seconds(&probes, &mut text);
-        text
+        in_name_order(&text)
     }
 
     /// [`tick`](Self::tick), once a second, for as long as the runtime it
