@@ -125,6 +125,22 @@ const INVALID: &[Invalid] = &[
         ..PLAIN
     },
     Invalid {
+        name: "a buffer budget below a mebibyte",
+        args: &["--buffer-memory", "65536"],
+        expect: &[
+            "--buffer-memory",
+            "must be between 1048576 and",
+            "got 65536",
+        ],
+        ..PLAIN
+    },
+    Invalid {
+        name: "a shutdown grace beyond a year",
+        args: &["--shutdown-grace", "2y"],
+        expect: &["--shutdown-grace", "must be at most"],
+        ..PLAIN
+    },
+    Invalid {
         name: "zero max connections",
         args: &["--max-connections", "0"],
         expect: &["--max-connections", "must be between 1 and", "got 0"],
