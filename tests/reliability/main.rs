@@ -16,7 +16,9 @@
 //! - `per_ip`: `--max-connections-per-ip` (case 9);
 //! - `properties`: arbitrary writes, reads and half-closes (case 11);
 //! - `soak`: a minute of mixed load, memory and descriptors sampled
-//!   (case 12; ignored by default, run by hand: see its docs).
+//!   (case 12; ignored by default, run by hand: see its docs);
+//! - `shedding`: slow clients make room for new ones when every slot is
+//!   taken (case 13).
 //!
 //! Case 10, bad configuration, is the invalid-value table in `tests/cli.rs`.
 
@@ -30,6 +32,7 @@ mod descriptors;
 mod per_ip;
 mod properties;
 mod resets;
+mod shedding;
 mod shutdown_load;
 mod size;
 mod slow;

@@ -2,10 +2,11 @@
 //! byte now and then, cannot hold a connection slot forever.
 //!
 //! Two rules do it, both on by default: `--idle-timeout` (300 s) closes a
-//! connection silent that long, and `--min-rate` (1 byte per second, in and
-//! out together) closes one that moves fewer than rate x idle-timeout bytes
-//! in a window of the idle timeout, however regularly it sends. These
-//! tests run the same rules on a scale of seconds.
+//! connection silent that long, and `--min-rate` (1 byte per second, the
+//! larger of the bytes in and the bytes out) closes one that moves fewer
+//! than rate x idle-timeout bytes in a window of the idle timeout, however
+//! regularly it sends. These tests run the same rules on a scale of
+//! seconds.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -110,6 +111,42 @@ fn tricklers_lose_their_slots(layout: &str) {
     );
     drop(waiting);
     assert!(server.stop().success(), "{layout}");
+}
+
+#[test]
+fn a_client_at_half_the_minimum_rate_is_closed_though_its_echo_would_double_it() {
+    std::thread::scope(|scope| {
+        for layout in LAYOUTS {
+            scope.spawn(move || {
+                // 4 bytes per 4 s window. A byte every 2 s is 2 in and 2
+                // echoed a window: 4 when in and out were added up, which
+                // kept the client for as long as it went on.
+                let mut server = TestServer::start(&[
+                    "--layout",
+                    layout,
+                    "--idle-timeout",
+                    "4s",
+                    "--min-rate",
+                    "1",
+                ]);
+                let started = Instant::now();
+                let client = server.connect();
+                let mut reader = client.try_clone().unwrap();
+                let sender = std::thread::spawn(move || {
+                    trickle(client, Duration::from_secs(2), Duration::from_secs(20))
+                });
+                let held = closed_by_server(&mut reader) - started;
+                // The first window closes at 4 s; a late tick or a late
+                // byte may let one window pass, not four.
+                assert!(
+                    held >= Duration::from_secs(4) && held < Duration::from_secs(16),
+                    "{layout}: closed after {held:?}"
+                );
+                sender.join().unwrap();
+                assert!(server.stop().success(), "{layout}");
+            });
+        }
+    });
 }
 
 #[test]

@@ -12,7 +12,9 @@
 //! (`crate::sweep`) judges every connection at its ticks and wakes those it
 //! concerns, so a connection whose socket runs dry registers one waiter,
 //! the socket's, and reads no clock. It counts its activity and bytes in
-//! its `Watched` record as it reads and writes.
+//! its `Watched` record as it reads and writes. The same sweep sheds the
+//! slowest connections when every slot is taken and new clients wait: a
+//! shed connection sees the idle rule's event.
 
 use std::io;
 use std::net::SocketAddr;
@@ -35,7 +37,9 @@ pub enum Event {
     /// The socket has data, an end-of-file or an error to read.
     Readable,
     /// Nothing happened for the idle timeout, or too little: fewer bytes
-    /// than the minimum rate over a window of the idle timeout.
+    /// than the minimum rate over a window of the idle timeout. Also the
+    /// event of a connection shed to make room for new clients, when every
+    /// slot is taken and it is among the slowest.
     IdleTimeout,
     /// The server is shutting down and the shutdown timeout has passed: write
     /// back what is owed, then close.
@@ -168,13 +172,13 @@ impl Connection {
     /// Counts `bytes` read: in the metrics, as activity and towards the
     /// minimum rate. Every read of the connection goes through here...
     fn received(&self, bytes: usize) {
-        self.watched.record(bytes);
+        self.watched.received(bytes);
         tally::received(bytes);
     }
 
     /// ...and every write through here.
     fn sent(&self, bytes: usize) {
-        self.watched.record(bytes);
+        self.watched.sent(bytes);
         tally::sent(bytes);
     }
 
@@ -279,7 +283,7 @@ impl Connection {
                 return Poll::Ready(Err(err));
             }
             ready!(self.poll_writable(cx))?;
-            self.watched.record(0);
+            self.watched.touched();
         }
         Poll::Ready(Ok(()))
     }
@@ -300,6 +304,12 @@ impl Connection {
     /// runtime after the server's grace.
     fn poll_writable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         unless_idle(&self.watched, cx, |cx| self.transport.poll_writable(cx))
+    }
+
+    /// True if the sweep shed the connection to make room, rather than
+    /// finding it idle.
+    pub(crate) fn was_shed(&self) -> bool {
+        self.watched.is_shed()
     }
 
     /// Reads and discards what the peer still sends, until it closes or

@@ -122,7 +122,10 @@ async fn finish<H: Handler>(
     outcome: std::io::Result<Close>,
 ) {
     let conn = &mut served.conn;
-    let reason = close_reason(&outcome);
+    let mut reason = close_reason(&outcome);
+    if reason == CloseReason::IdleTimeout && conn.was_shed() {
+        reason = CloseReason::Shed;
+    }
     // Closed by a rule the handler did not close on itself: an idle
     // timeout, or a cut met as an error by a handler on tokio's I/O
     // helpers. The FIN, with TLS a close_notify ahead of it, so that the
@@ -146,7 +149,7 @@ async fn finish<H: Handler>(
     // The connection closes, then its claim goes.
     drop(served);
     serving.metrics.connection_closed(reason);
-    log_close(peer, &outcome);
+    log_close(peer, &outcome, reason);
 }
 
 /// Registers the socket with the current runtime's reactor, reads the PROXY
@@ -269,9 +272,12 @@ fn close_reason(outcome: &std::io::Result<Close>) -> CloseReason {
     }
 }
 
-fn log_close(peer: SocketAddr, outcome: &std::io::Result<Close>) {
+fn log_close(peer: SocketAddr, outcome: &std::io::Result<Close>, reason: CloseReason) {
     match outcome {
         Ok(Close::Eof) => debug!(%peer, "connection closed by peer"),
+        _ if reason == CloseReason::Shed => {
+            debug!(%peer, "connection shed to make room for a waiting client");
+        }
         Ok(Close::IdleTimeout) => debug!(%peer, "connection closed after idle timeout"),
         Ok(Close::Shutdown) => debug!(%peer, "connection cut at shutdown"),
         Err(err) => debug!(%peer, cause = %err, "connection ended with error"),
@@ -311,8 +317,10 @@ mod tests {
     /// - `Served`, 128 bytes: the `Connection` (the stream, 40; the peer's
     ///   address, 32; its sweep record) and the
     ///   `Admission` (its permit, its place in the counts);
-    /// - its sweep record (`Watched`), 56 bytes with the `Arc`'s counts,
-    ///   and the sweep's 32-byte entry, in a list with room to grow.
+    /// - its sweep record (`Watched`), 64 bytes with the `Arc`'s counts
+    ///   (48 and 16: its bytes in and out counted apart, in the 64-byte
+    ///   chunk that held the 40-byte record with one count), and the
+    ///   sweep's 32-byte entry, in a list with room to grow.
     #[test]
     fn an_idle_echo_connection_holds_a_256_byte_task_and_two_small_records() {
         let future = size_of_future(serve_connection::<Echo>);
@@ -323,6 +331,6 @@ mod tests {
         let served = std::mem::size_of::<Served>();
         assert!(served <= 128, "Served is {served} bytes");
         let watched = std::mem::size_of::<crate::sweep::Watched>();
-        assert!(watched <= 40, "Watched is {watched} bytes");
+        assert!(watched <= 48, "Watched is {watched} bytes");
     }
 }
