@@ -18,7 +18,9 @@
 //! - `soak`: a minute of mixed load, memory and descriptors sampled
 //!   (case 12; ignored by default, run by hand: see its docs);
 //! - `shedding`: slow clients make room for new ones when every slot is
-//!   taken (case 13).
+//!   taken (case 13);
+//! - `orphans`: closing clients that do not read leaves no orphaned
+//!   socket (case 14).
 //!
 //! Case 10, bad configuration, is the invalid-value table in `tests/cli.rs`.
 
@@ -29,6 +31,7 @@ mod common;
 mod bursts;
 mod concurrency;
 mod descriptors;
+mod orphans;
 mod per_ip;
 mod properties;
 mod resets;

@@ -15,9 +15,15 @@
 //! its `Watched` record as it reads and writes. The same sweep sheds the
 //! slowest connections when every slot is taken and new clients wait: a
 //! shed connection sees the idle rule's event.
+//!
+//! A connection the server closes while its peer has not taken all it was
+//! sent closes abortively, with a reset (`SO_LINGER` 0): closed with a
+//! FIN, its socket would outlive it as an orphan in the kernel, holding
+//! its unsent echo for minutes, behind a FIN the peer never reads up to.
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -312,10 +318,36 @@ impl Connection {
         self.watched.is_shed()
     }
 
+    /// True if the peer has not acknowledged all that was written to the
+    /// socket: bytes it is not reading, or still on their way.
+    pub(crate) fn owes(&self) -> bool {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: SIOCOUTQ (TIOCOUTQ on Linux) writes one int, the bytes
+        // in the socket's send queue not yet acknowledged, to `queued`;
+        // the descriptor is the connection's, open while it is borrowed.
+        let status = unsafe {
+            libc::ioctl(
+                self.transport.tcp().as_raw_fd(),
+                libc::TIOCOUTQ,
+                std::ptr::from_mut(&mut queued),
+            )
+        };
+        status == 0 && queued > 0
+    }
+
+    /// Makes the coming close abortive: a reset, and the kernel drops the
+    /// send queue at once, instead of a FIN queued behind bytes the peer
+    /// is not taking, which keeps the socket, and its queue, orphaned.
+    pub(crate) fn abort_on_close(&self) -> io::Result<()> {
+        socket2::SockRef::from(self.transport.tcp()).set_linger(Some(Duration::ZERO))
+    }
+
     /// Reads and discards what the peer still sends, until it closes or
     /// `limit` passes. Called after the server's FIN on a connection it
     /// closes first: closing a socket with unread data makes the kernel send
     /// a reset, which can destroy echo bytes still on their way to the peer.
+    /// A peer that has still not taken everything after the linger is not
+    /// reading it: the server then resets the connection after all.
     pub(crate) async fn linger(&mut self, limit: Duration) {
         let mut scratch = Buffer::lease(LINGER_SCRATCH);
         let drain = async {

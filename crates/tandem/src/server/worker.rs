@@ -116,6 +116,13 @@ pub(crate) async fn serve_connection<H: Handler>(
 /// Ends a served connection: the FIN (and close_notify) the handler did not
 /// send when a rule closed it, the linger of a cut connection, then the
 /// close itself, its count and its log line.
+///
+/// A connection a rule closes (idle, shed, or cut after its linger) while
+/// its peer has not taken all it was sent closes with a reset instead of
+/// a FIN: the kernel would otherwise keep the socket as an orphan, with
+/// its send queue, up to megabytes of echo, behind a FIN the peer never
+/// reads up to, for minutes. A clean close (the peer's EOF, all echo taken)
+/// stays a FIN.
 async fn finish<H: Handler>(
     serving: &Serving<H>,
     mut served: Box<Served>,
@@ -130,26 +137,37 @@ async fn finish<H: Handler>(
     // timeout, or a cut met as an error by a handler on tokio's I/O
     // helpers. The FIN, with TLS a close_notify ahead of it, so that the
     // client sees a clean end; best effort, never waiting on a peer that
-    // may not be reading.
-    if matches!(outcome, Ok(Close::IdleTimeout))
-        || (outcome.is_err() && reason == CloseReason::Shutdown)
-    {
+    // may not be reading. A cut connection lingers first, so that its
+    // peer may take the last echo.
+    let fin_owed = matches!(outcome, Ok(Close::IdleTimeout))
+        || (outcome.is_err() && reason == CloseReason::Shutdown);
+    let mut abort = matches!(reason, CloseReason::IdleTimeout | CloseReason::Shed) && conn.owes();
+    if !abort && fin_owed {
         let _ = conn.stream_mut().try_shutdown();
     }
     if reason == CloseReason::Shutdown {
         // Boxed: only cut connections pay for this state, instead of every
         // connection's task carrying it.
         Box::pin(conn.linger(LINGER)).await;
+        abort = conn.owes();
         // Counted once the linger is over: a connection still lingering
         // when the server's grace runs out is counted among those dropped
         // instead, not twice.
         serving.cut_count.fetch_add(1, Ordering::Relaxed);
     }
+    if abort {
+        match conn.abort_on_close() {
+            Ok(()) => serving.metrics.connection_aborted(),
+            Err(err) => {
+                debug!(peer = %conn.peer_addr(), cause = %err, "cannot set SO_LINGER 0; closing with a FIN")
+            }
+        }
+    }
     let peer = conn.peer_addr();
     // The connection closes, then its claim goes.
     drop(served);
     serving.metrics.connection_closed(reason);
-    log_close(peer, &outcome, reason);
+    log_close(peer, &outcome, reason, abort);
 }
 
 /// Registers the socket with the current runtime's reactor, reads the PROXY
@@ -272,15 +290,15 @@ fn close_reason(outcome: &std::io::Result<Close>) -> CloseReason {
     }
 }
 
-fn log_close(peer: SocketAddr, outcome: &std::io::Result<Close>, reason: CloseReason) {
+fn log_close(peer: SocketAddr, outcome: &std::io::Result<Close>, reason: CloseReason, reset: bool) {
     match outcome {
         Ok(Close::Eof) => debug!(%peer, "connection closed by peer"),
         _ if reason == CloseReason::Shed => {
-            debug!(%peer, "connection shed to make room for a waiting client");
+            debug!(%peer, reset, "connection shed to make room for a waiting client");
         }
-        Ok(Close::IdleTimeout) => debug!(%peer, "connection closed after idle timeout"),
-        Ok(Close::Shutdown) => debug!(%peer, "connection cut at shutdown"),
-        Err(err) => debug!(%peer, cause = %err, "connection ended with error"),
+        Ok(Close::IdleTimeout) => debug!(%peer, reset, "connection closed after idle timeout"),
+        Ok(Close::Shutdown) => debug!(%peer, reset, "connection cut at shutdown"),
+        Err(err) => debug!(%peer, reset, cause = %err, "connection ended with error"),
     }
 }
 
