@@ -137,8 +137,8 @@ async fn finish<H: Handler>(
     // timeout, or a cut met as an error by a handler on tokio's I/O
     // helpers. The FIN, with TLS a close_notify ahead of it, so that the
     // client sees a clean end; best effort, never waiting on a peer that
-    // may not be reading. A cut connection lingers first, so that its
-    // peer may take the last echo.
+    // may not be reading. Unless the peer has not taken all it was sent:
+    // then a reset (above), and no FIN.
     let fin_owed = matches!(outcome, Ok(Close::IdleTimeout))
         || (outcome.is_err() && reason == CloseReason::Shutdown);
     let mut abort = matches!(reason, CloseReason::IdleTimeout | CloseReason::Shed) && conn.owes();
@@ -149,6 +149,8 @@ async fn finish<H: Handler>(
         // Boxed: only cut connections pay for this state, instead of every
         // connection's task carrying it.
         Box::pin(conn.linger(LINGER)).await;
+        // Its peer had a second to take the last echo; one that has not
+        // is not reading it.
         abort = conn.owes();
         // Counted once the linger is over: a connection still lingering
         // when the server's grace runs out is counted among those dropped
