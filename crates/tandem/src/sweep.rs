@@ -32,10 +32,11 @@
 //! watched (and at least one). The rate is the larger of the bytes in and
 //! out over the current window and the last closed one, per tick; a
 //! connection is measured, and can be shed, once it has been watched for
-//! [`MEASURED_AFTER`] ticks (8 s at the default tick, one idle timeout for
-//! timeouts up to 8 s). A new client is served within about a tick of its
-//! arrival once the slots are held by measured connections; while a slot
-//! is free, no connection is shed, whatever its rate. Shed connections
+//! [`MEASURED_AFTER`] ticks (2 s at the default tick, a quarter of the
+//! idle timeout for timeouts up to 8 s). A new client is served within
+//! about a tick of its arrival once the slots are held by measured
+//! connections, and within about three of the slots being taken; while a
+//! slot is free, no connection is shed, whatever its rate. Shed connections
 //! close as idle ones do, and are counted as `shed`.
 
 use std::io;
@@ -84,9 +85,11 @@ const MIN_TICK: Duration = Duration::from_millis(10);
 const MAX_TICK: Duration = Duration::from_secs(1);
 
 /// Ticks a connection is watched before its rate counts for shedding: a
-/// client just admitted, perhaps the one shedding made room for, has not
-/// had the time to show its rate. 8 s at the default 1 s tick.
-const MEASURED_AFTER: Tick = 8;
+/// client just admitted, perhaps the one shedding made room for, has had
+/// the time to send its first message and take its answer, and a client
+/// arriving while slowloris connections take the slots waits about this
+/// long. 2 s at the default 1 s tick.
+const MEASURED_AFTER: Tick = 2;
 
 /// At most one in this many watched connections is shed per tick (and at
 /// least one): a flood of new clients turns a full server over gradually,
