@@ -17,7 +17,11 @@
 //! - `properties`: arbitrary writes, reads and half-closes (case 11);
 //! - `budget`: streaming clients at the largest buffers (case 13);
 //! - `soak`: a minute of mixed load, memory and descriptors sampled
-//!   (case 12; ignored by default, run by hand: see its docs).
+//!   (case 12; ignored by default, run by hand: see its docs);
+//! - `shedding`: slow clients make room for new ones when every slot is
+//!   taken (case 13);
+//! - `orphans`: closing clients that do not read leaves no orphaned
+//!   socket (case 14).
 //!
 //! Case 10, bad configuration, is the invalid-value table in `tests/cli.rs`.
 
@@ -29,9 +33,11 @@ mod budget;
 mod bursts;
 mod concurrency;
 mod descriptors;
+mod orphans;
 mod per_ip;
 mod properties;
 mod resets;
+mod shedding;
 mod shutdown_load;
 mod size;
 mod slow;

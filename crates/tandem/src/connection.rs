@@ -12,10 +12,18 @@
 //! (`crate::sweep`) judges every connection at its ticks and wakes those it
 //! concerns, so a connection whose socket runs dry registers one waiter,
 //! the socket's, and reads no clock. It counts its activity and bytes in
-//! its `Watched` record as it reads and writes.
+//! its `Watched` record as it reads and writes. The same sweep sheds the
+//! slowest connections when every slot is taken and new clients wait: a
+//! shed connection sees the idle rule's event.
+//!
+//! A connection the server closes while its peer has not taken all it was
+//! sent closes abortively, with a reset (`SO_LINGER` 0): closed with a
+//! FIN, its socket would outlive it as an orphan in the kernel, holding
+//! its unsent echo for minutes, behind a FIN the peer never reads up to.
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -35,7 +43,9 @@ pub enum Event {
     /// The socket has data, an end-of-file or an error to read.
     Readable,
     /// Nothing happened for the idle timeout, or too little: fewer bytes
-    /// than the minimum rate over a window of the idle timeout.
+    /// than the minimum rate over a window of the idle timeout. Also the
+    /// event of a connection shed to make room for new clients, when every
+    /// slot is taken and it is among the slowest.
     IdleTimeout,
     /// The server is shutting down and the shutdown timeout has passed: write
     /// back what is owed, then close.
@@ -168,13 +178,13 @@ impl Connection {
     /// Counts `bytes` read: in the metrics, as activity and towards the
     /// minimum rate. Every read of the connection goes through here...
     fn received(&self, bytes: usize) {
-        self.watched.record(bytes);
+        self.watched.received(bytes);
         tally::received(bytes);
     }
 
     /// ...and every write through here.
     fn sent(&self, bytes: usize) {
-        self.watched.record(bytes);
+        self.watched.sent(bytes);
         tally::sent(bytes);
     }
 
@@ -279,7 +289,7 @@ impl Connection {
                 return Poll::Ready(Err(err));
             }
             ready!(self.poll_writable(cx))?;
-            self.watched.record(0);
+            self.watched.touched();
         }
         Poll::Ready(Ok(()))
     }
@@ -302,10 +312,42 @@ impl Connection {
         unless_idle(&self.watched, cx, |cx| self.transport.poll_writable(cx))
     }
 
+    /// True if the sweep shed the connection to make room, rather than
+    /// finding it idle.
+    pub(crate) fn was_shed(&self) -> bool {
+        self.watched.is_shed()
+    }
+
+    /// True if the peer has not acknowledged all that was written to the
+    /// socket: bytes it is not reading, or still on their way.
+    pub(crate) fn owes(&self) -> bool {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: SIOCOUTQ (TIOCOUTQ on Linux) writes one int, the bytes
+        // in the socket's send queue not yet acknowledged, to `queued`;
+        // the descriptor is the connection's, open while it is borrowed.
+        let status = unsafe {
+            libc::ioctl(
+                self.transport.tcp().as_raw_fd(),
+                libc::TIOCOUTQ,
+                std::ptr::from_mut(&mut queued),
+            )
+        };
+        status == 0 && queued > 0
+    }
+
+    /// Makes the coming close abortive: a reset, and the kernel drops the
+    /// send queue at once, instead of a FIN queued behind bytes the peer
+    /// is not taking, which keeps the socket, and its queue, orphaned.
+    pub(crate) fn abort_on_close(&self) -> io::Result<()> {
+        socket2::SockRef::from(self.transport.tcp()).set_linger(Some(Duration::ZERO))
+    }
+
     /// Reads and discards what the peer still sends, until it closes or
     /// `limit` passes. Called after the server's FIN on a connection it
     /// closes first: closing a socket with unread data makes the kernel send
     /// a reset, which can destroy echo bytes still on their way to the peer.
+    /// A peer that has still not taken everything after the linger is not
+    /// reading it: the server then resets the connection after all.
     pub(crate) async fn linger(&mut self, limit: Duration) {
         let mut scratch = Buffer::lease(LINGER_SCRATCH);
         let drain = async {

@@ -1,15 +1,16 @@
-//! The idle rule and the shutdown cut, enforced for every connection of a
-//! server by one periodic sweep instead of by each connection.
+//! The idle rule, the shutdown cut and shedding, enforced for every
+//! connection of a server by one periodic sweep instead of by each
+//! connection.
 //!
 //! A connection that waited on its own idle timer and on the cut would
 //! register three waiters every time its socket ran dry: the socket's
 //! readiness, the timer and the cut's channel. Here it registers one, the
 //! socket's. Its task's waker sits in its [`Watched`] record, put there
 //! without a lock, and the sweep, one task per server, wakes exactly the
-//! connections it concerns: those it finds idle at a tick, and every one at
-//! the cut. A message costs the connection no clock read either: it counts
-//! its activity and its bytes in two plain counters, and the sweep reads
-//! them.
+//! connections it concerns: those it finds idle or sheds at a tick, and
+//! every one at the cut. A message costs the connection no clock read
+//! either: it raises an activity flag and counts its bytes, in and out, in
+//! plain counters, and the sweep reads them.
 //!
 //! The price is precision. The sweep sees activity at its ticks, so it
 //! counts a connection's silence from the first tick after its last
@@ -19,18 +20,40 @@
 //! timeout is judged every second, to within 2 s. The minimum rate is
 //! judged over windows that run from one tick to the first tick at least
 //! an idle timeout later, so no window is ever shorter than the timeout.
+//! A window counts the larger of the bytes the peer sent and the bytes it
+//! took, not their sum: an echo does not double a slow client's rate.
+//!
+//! Shedding makes room for new clients when there is none. When every
+//! `--max-connections` slot is taken (an accept task waits for a permit:
+//! the acceptor accepts as long as one is free, so this is the only time
+//! a new connection waits) and connections wait in the listen backlog,
+//! each tick closes the connections with the lowest recent rate, one for
+//! each connection waiting, at most one in [`SHED_SHARE`] of those
+//! watched (and at least one). The rate is the larger of the bytes in and
+//! out over the current window and the last closed one, per tick; a
+//! connection is measured, and can be shed, once it has been watched for
+//! [`MEASURED_AFTER`] ticks (2 s at the default tick, a quarter of the
+//! idle timeout for timeouts up to 8 s). A new client is served within
+//! about a tick of its arrival once the slots are held by measured
+//! connections, and within about three of the slots being taken; while a
+//! slot is free, no connection is shed, whatever its rate. Shed connections
+//! close as idle ones do, and are counted as `shed`.
 
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::io;
+use std::net::TcpListener;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::Waker;
 use std::time::Duration;
 
 use atomic_waker::AtomicWaker;
+use tokio::io::unix::AsyncFd;
 use tokio::time::MissedTickBehavior;
 
 /// When a connection counts as idle: silent for `timeout`, or, when
-/// `quota` is not 0, fewer than `quota` bytes moved (in and out together) in
-/// a window of `timeout`.
+/// `quota` is not 0, fewer than `quota` bytes moved in a window of
+/// `timeout` (the larger of those received and those sent).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct IdleRule {
     pub(crate) timeout: Duration,
@@ -61,43 +84,74 @@ impl IdleRule {
 const MIN_TICK: Duration = Duration::from_millis(10);
 const MAX_TICK: Duration = Duration::from_secs(1);
 
+/// Ticks a connection is watched before its rate counts for shedding: a
+/// client just admitted, perhaps the one shedding made room for, has had
+/// the time to send its first message and take its answer, and a client
+/// arriving while slowloris connections take the slots waits about this
+/// long. 2 s at the default 1 s tick.
+const MEASURED_AFTER: Tick = 2;
+
+/// At most one in this many watched connections is shed per tick (and at
+/// least one): a flood of new clients turns a full server over gradually,
+/// 156 connections a second out of 10,000 at the default tick, instead of
+/// closing all its slow clients at once for clients that may be no better.
+const SHED_SHARE: usize = 64;
+
 /// What a connection and the sweep share. Only the connection's task
 /// writes the counters, so it updates them with a plain load and store:
 /// no locked instruction per message.
 ///
-/// One allocation per connection, 40 bytes behind the `Arc`'s two counts
-/// (a 64-byte heap chunk): the waker, two counters and the verdicts.
+/// One allocation per connection, 48 bytes behind the `Arc`'s two counts:
+/// the waker (24), the two byte counts, the flags and the last window's
+/// count. 64 bytes in all, mimalloc's 64-byte size class, the chunk the
+/// record took when it was 40 bytes with one count of bytes in and out
+/// together: counting them apart costs an idle connection nothing.
 #[derive(Debug, Default)]
 pub(crate) struct Watched {
     /// The connection task's waker, as of its latest wait.
     waker: AtomicWaker,
-    /// Reads and writes so far, and flushes of what TLS held: any change
-    /// is activity. 32 bits: the sweep only asks whether it changed since
-    /// its last tick, and it cannot wrap all the way round within one.
-    activity: AtomicU32,
-    /// Bytes moved so far, in and out together: the minimum rate's count.
-    bytes: AtomicU64,
-    /// Set by the sweep, never cleared: [`IDLE`] when the rule says idle,
-    /// [`CUT`] when the server cuts its connections; both may be set.
+    /// Bytes read from the peer so far.
+    received: AtomicU64,
+    /// Bytes the peer's socket took so far (with TLS, plaintext bytes the
+    /// session took).
+    sent: AtomicU64,
+    /// Raised by the connection at every read and write, and at every
+    /// flush of what TLS held; lowered by the sweep when it sees it.
+    active: AtomicBool,
+    /// Set by the sweep, never cleared: [`IDLE`] when the rule says idle
+    /// (with [`SHED`] when it was shed to make room), [`CUT`] when the
+    /// server cuts its connections.
     verdicts: AtomicU8,
+    /// The sweep's own: 1 + the count of the last rate window that closed
+    /// (saturated), 0 before one has. Kept here, in room the record has
+    /// anyway, because the sweep's entry is full.
+    last_window: AtomicU32,
 }
 
 /// The rule says the connection is idle.
 const IDLE: u8 = 1;
 /// The server has cut its connections.
 const CUT: u8 = 2;
+/// The connection was idle by the sweep's judgement, shed to make room.
+const SHED: u8 = 4;
 
 impl Watched {
-    /// Records activity that moved `bytes`.
-    pub(crate) fn record(&self, bytes: usize) {
-        let activity = self.activity.load(Ordering::Relaxed);
-        self.activity
-            .store(activity.wrapping_add(1), Ordering::Relaxed);
-        if bytes > 0 {
-            let moved = self.bytes.load(Ordering::Relaxed);
-            self.bytes
-                .store(moved.saturating_add(bytes as u64), Ordering::Relaxed);
-        }
+    /// Records a read that moved `bytes` (0: the end of the stream).
+    pub(crate) fn received(&self, bytes: usize) {
+        self.active.store(true, Ordering::Relaxed);
+        add(&self.received, bytes);
+    }
+
+    /// Records a write the socket took `bytes` of.
+    pub(crate) fn sent(&self, bytes: usize) {
+        self.active.store(true, Ordering::Relaxed);
+        add(&self.sent, bytes);
+    }
+
+    /// Records activity that moved no counted byte: the peer took some of
+    /// what TLS held.
+    pub(crate) fn touched(&self) {
+        self.active.store(true, Ordering::Relaxed);
     }
 
     /// Makes `waker` the one the sweep wakes. Cheap when it is the same
@@ -106,9 +160,14 @@ impl Watched {
         self.waker.register(waker);
     }
 
-    /// True once the sweep has found the connection idle.
+    /// True once the sweep has found the connection idle, or shed it.
     pub(crate) fn is_idle(&self) -> bool {
         self.verdicts.load(Ordering::Acquire) & IDLE != 0
+    }
+
+    /// True once the sweep has shed the connection to make room.
+    pub(crate) fn is_shed(&self) -> bool {
+        self.verdicts.load(Ordering::Acquire) & SHED != 0
     }
 
     /// True once the server has cut its connections.
@@ -121,13 +180,103 @@ impl Watched {
         self.verdicts.fetch_or(verdict, Ordering::Release);
         self.waker.wake();
     }
+
+    /// True if the connection was active since the sweep last asked. A
+    /// swap, not a store, so that activity raised between the sweep's
+    /// load and its lowering is not lost; only when there was some.
+    fn take_activity(&self) -> bool {
+        self.active.load(Ordering::Relaxed) && self.active.swap(false, Ordering::Relaxed)
+    }
 }
 
-/// The sweep of one server: every live connection's record, and the cut.
+/// Adds `bytes` to a count only its connection's task writes: a plain
+/// load and store.
+fn add(count: &AtomicU64, bytes: usize) {
+    if bytes > 0 {
+        let moved = count.load(Ordering::Relaxed);
+        count.store(moved.saturating_add(bytes as u64), Ordering::Relaxed);
+    }
+}
+
+/// What the sweep learns from the accept side to shed: whether every
+/// connection slot is taken, and how many connections wait to be accepted.
+#[derive(Debug, Default)]
+pub(crate) struct Pressure {
+    /// Accept tasks waiting for a `--max-connections` permit.
+    starved: AtomicUsize,
+    /// The listening socket, to count the connections in its backlog.
+    /// Weak: the sweep must not hold the listener open once the server
+    /// stops accepting, or new clients would queue instead of being
+    /// refused.
+    listener: OnceLock<Weak<AsyncFd<TcpListener>>>,
+}
+
+/// An accept task waiting for a permit, for as long as this lives.
+pub(crate) struct Starved<'a>(&'a Pressure);
+
+impl Drop for Starved<'_> {
+    fn drop(&mut self) {
+        self.0.starved.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Pressure {
+    /// The listener whose backlog is counted.
+    pub(crate) fn watch_backlog(&self, listener: &Arc<AsyncFd<TcpListener>>) {
+        let _ = self.listener.set(Arc::downgrade(listener));
+    }
+
+    /// Marks an accept task as waiting for a permit until the guard drops.
+    pub(crate) fn starved(&self) -> Starved<'_> {
+        self.starved.fetch_add(1, Ordering::Relaxed);
+        Starved(self)
+    }
+
+    /// Connections waiting in the backlog while every slot is taken: 0
+    /// unless an accept task waits for a permit, so a server with room
+    /// makes no system call here.
+    fn waiting(&self) -> usize {
+        if self.starved.load(Ordering::Relaxed) == 0 {
+            return 0;
+        }
+        let Some(listener) = self.listener.get().and_then(Weak::upgrade) else {
+            return 0;
+        };
+        // Unknown is none: shedding is for a known queue only.
+        backlog(listener.get_ref()).unwrap_or(0)
+    }
+}
+
+/// The connections in a listening socket's accept queue: Linux reports
+/// its length as a listener's `tcpi_unacked`.
+fn backlog(listener: &TcpListener) -> io::Result<usize> {
+    // SAFETY: all zeroes is a valid tcp_info (integers only).
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: the descriptor is the listener's, open while it is
+    // borrowed; `info` and `len` are valid for writes of `len` bytes.
+    let status = unsafe {
+        libc::getsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            std::ptr::from_mut(&mut info).cast(),
+            &mut len,
+        )
+    };
+    if status != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(info.tcpi_unacked as usize)
+}
+
+/// The sweep of one server: every live connection's record, the cut, and
+/// what it needs to shed.
 #[derive(Debug)]
 pub(crate) struct Sweep {
     rule: Option<IdleRule>,
     entries: Mutex<Entries>,
+    pressure: Arc<Pressure>,
 }
 
 /// Every live connection's entry, the sweep's clock, and the cut.
@@ -149,23 +298,45 @@ type Tick = u32;
 #[derive(Debug)]
 struct Entry {
     watched: Arc<Watched>,
-    /// The activity count the sweep last saw, and the tick it first saw
-    /// it at.
-    seen_activity: u32,
+    /// The tick that last saw the connection active.
     active_at: Tick,
-    /// The current rate window: the tick it opened at, and the byte count
-    /// then.
+    /// The current rate window: the tick it opened at, and the byte
+    /// counts then.
     window_from: Tick,
-    window_bytes: u64,
+    window_received: u64,
+    window_sent: u64,
+}
+
+/// A recent rate: `bytes` over `ticks`.
+#[derive(Debug, Clone, Copy)]
+struct Rate {
+    bytes: u64,
+    ticks: u64,
+}
+
+impl Rate {
+    /// Compares two rates as fractions, without dividing.
+    fn cmp(&self, other: &Rate) -> std::cmp::Ordering {
+        let this = u128::from(self.bytes) * u128::from(other.ticks.max(1));
+        let that = u128::from(other.bytes) * u128::from(self.ticks.max(1));
+        this.cmp(&that)
+    }
 }
 
 impl Sweep {
-    /// A sweep for connections under `rule` (none: only the cut).
+    /// A sweep for connections under `rule` (none: only the cut, and
+    /// shedding).
     pub(crate) fn new(rule: Option<IdleRule>) -> Sweep {
         Sweep {
             rule,
             entries: Mutex::new(Entries::default()),
+            pressure: Arc::default(),
         }
+    }
+
+    /// What the accept side tells the sweep, to shed.
+    pub(crate) fn pressure(&self) -> &Arc<Pressure> {
+        &self.pressure
     }
 
     /// Watches a new connection, from now.
@@ -181,10 +352,10 @@ impl Sweep {
         let next = entries.now.wrapping_add(1);
         entries.list.push(Entry {
             watched: watched.clone(),
-            seen_activity: 0,
             active_at: next,
             window_from: next,
-            window_bytes: 0,
+            window_received: 0,
+            window_sent: 0,
         });
         watched
     }
@@ -200,8 +371,9 @@ impl Sweep {
     }
 
     /// Judges every connection at ticks of the rule until the task is
-    /// dropped with its runtime. Without a rule there is nothing to judge;
-    /// closed connections are still forgotten, once a second.
+    /// dropped with its runtime. Without a rule there is nothing to judge
+    /// but shedding; closed connections are still forgotten, once a
+    /// second.
     ///
     /// Missed ticks are delayed, never caught up in a burst, so a tick
     /// never comes sooner than its period after the one before: a
@@ -213,14 +385,15 @@ impl Sweep {
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            self.judge();
+            self.judge(self.pressure.waiting());
         }
     }
 
-    /// One tick: forgets closed connections, and marks and wakes those the
-    /// rule says are idle now.
-    fn judge(&self) {
-        let rule = self.rule.map(|rule| (rule, rule.ticks()));
+    /// One tick, with `waiting` connections in the backlog while every
+    /// slot is taken: forgets closed connections, marks and wakes those
+    /// the rule says are idle now, then sheds the slowest to make room.
+    fn judge(&self, waiting: usize) {
+        let rule = self.rule.map(|rule| (rule.quota, rule.ticks()));
         let mut entries = self.lock();
         entries.now = entries.now.wrapping_add(1);
         let now = entries.now;
@@ -229,16 +402,20 @@ impl Sweep {
             if Arc::strong_count(&entry.watched) == 1 {
                 return false;
             }
-            let Some((rule, ticks)) = rule else {
+            let Some((quota, ticks)) = rule else {
                 return true;
             };
-            if entry.verdict(rule.quota, ticks, now) {
+            if entry.verdict(quota, ticks, now) {
                 entry.watched.rule(IDLE);
                 // Judged once: the connection closes on its own now.
                 return false;
             }
             true
         });
+        if waiting > 0 && !entries.cut {
+            let window = rule.map_or(0, |(_, ticks)| ticks);
+            shed(&mut entries.list, waiting, now, window);
+        }
         // Room for twice the connections there are, at most: a burst of
         // connections does not leave its peak's memory behind.
         let live = entries.list.len();
@@ -252,6 +429,32 @@ impl Sweep {
         self.entries
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Closes the slowest measured connections of `list` to make room for
+/// `waiting` ones: as many as wait, at most one in [`SHED_SHARE`] (at least
+/// one). Runs only under pressure, so its allocation costs a server with
+/// room nothing.
+fn shed(list: &mut Vec<Entry>, waiting: usize, now: Tick, window: Tick) {
+    let mut measured: Vec<(Rate, usize)> = list
+        .iter()
+        .enumerate()
+        .filter_map(|(index, entry)| entry.rate(now, window).map(|rate| (rate, index)))
+        .collect();
+    let most = waiting
+        .min((list.len() / SHED_SHARE).max(1))
+        .min(measured.len());
+    if most == 0 {
+        return;
+    }
+    measured.select_nth_unstable_by(most - 1, |a, b| a.0.cmp(&b.0));
+    let mut slowest: Vec<usize> = measured[..most].iter().map(|&(_, index)| index).collect();
+    // From the end, so that each removal leaves the other indices valid.
+    slowest.sort_unstable_by(|a, b| b.cmp(a));
+    for index in slowest {
+        let entry = list.swap_remove(index);
+        entry.watched.rule(IDLE | SHED);
     }
 }
 
@@ -274,24 +477,58 @@ impl Entry {
     /// met its quota is followed by the next, from `now`. Tick counts are
     /// compared as distances, so the clock may wrap.
     fn verdict(&mut self, quota: u64, ticks: Tick, now: Tick) -> bool {
-        let activity = self.watched.activity.load(Ordering::Relaxed);
-        if activity != self.seen_activity {
-            self.seen_activity = activity;
+        if self.watched.take_activity() {
             self.active_at = now;
         }
         if now.wrapping_sub(self.active_at) >= ticks {
             return true;
         }
-        if quota == 0 || now.wrapping_sub(self.window_from) < ticks {
+        if now.wrapping_sub(self.window_from) < ticks {
             return false;
         }
-        let bytes = self.watched.bytes.load(Ordering::Relaxed);
-        if bytes.saturating_sub(self.window_bytes) < quota {
+        let (moved, received, sent) = self.moved();
+        if moved < quota {
             return true;
         }
+        // Windows roll without a quota too: their counts are shedding's.
+        let last = u32::try_from(moved).unwrap_or(u32::MAX - 1);
+        self.watched
+            .last_window
+            .store(last.saturating_add(1), Ordering::Relaxed);
         self.window_from = now;
-        self.window_bytes = bytes;
+        self.window_received = received;
+        self.window_sent = sent;
         false
+    }
+
+    /// The bytes moved in the current window, the larger of those received
+    /// and those sent, and the counts now.
+    fn moved(&self) -> (u64, u64, u64) {
+        let received = self.watched.received.load(Ordering::Relaxed);
+        let sent = self.watched.sent.load(Ordering::Relaxed);
+        let moved = received
+            .saturating_sub(self.window_received)
+            .max(sent.saturating_sub(self.window_sent));
+        (moved, received, sent)
+    }
+
+    /// The connection's recent rate at tick `now`, over the current window
+    /// and the last closed one (`window` ticks long) when there is one;
+    /// `None` while it is too young to have one.
+    fn rate(&self, now: Tick, window: Tick) -> Option<Rate> {
+        let elapsed = u64::from(now.wrapping_sub(self.window_from));
+        let (moved, _, _) = self.moved();
+        match self.watched.last_window.load(Ordering::Relaxed) {
+            0 if elapsed < u64::from(MEASURED_AFTER) => None,
+            0 => Some(Rate {
+                bytes: moved,
+                ticks: elapsed,
+            }),
+            last => Some(Rate {
+                bytes: u64::from(last - 1).saturating_add(moved),
+                ticks: u64::from(window) + elapsed,
+            }),
+        }
     }
 }
 
@@ -325,8 +562,8 @@ mod tests {
             tokio::select! {
                 () = found_idle(&watched) => break Some(start.elapsed()),
                 () = tokio::time::sleep_until(next), if bytes > 0 => {
-                    watched.record(bytes);
-                    watched.record(bytes);
+                    watched.received(bytes);
+                    watched.sent(bytes);
                     next += interval;
                 }
                 () = tokio::time::sleep_until(start + limit) => break None,
@@ -414,6 +651,100 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn the_rate_counts_the_larger_of_bytes_in_and_out_so_an_echo_does_not_double_it() {
+        // 10 bytes per 10 s window. A byte every 2 s, echoed, is 5 in and
+        // 5 out a window: 10 together, which met the quota when the two
+        // were added up.
+        let rule = IdleRule::new(Duration::from_secs(10), 1);
+        let closed = closed_after(rule, Duration::from_secs(2), 1, Duration::from_secs(3600));
+        around(closed.await, Duration::from_secs(10), rule);
+    }
+
+    #[test]
+    fn bytes_in_alone_or_out_alone_meet_the_rate() {
+        // 8 bytes per window of 8 ticks; 2 bytes a tick is twice that,
+        // whichever way they go.
+        let rule = IdleRule::new(Duration::from_millis(800), 10);
+        assert_eq!((rule.quota, rule.ticks()), (8, 8));
+        let sweep = Sweep::new(Some(rule));
+        let (upload, download) = (sweep.watch(), sweep.watch());
+        for _ in 0..40 {
+            upload.received(2);
+            download.sent(2);
+            sweep.judge(0);
+        }
+        assert!(!upload.is_idle() && !download.is_idle());
+    }
+
+    /// A sweep of 100 ms ticks, 8 to the idle timeout, and no minimum
+    /// rate: only silence and shedding close.
+    fn shedding_sweep() -> Sweep {
+        Sweep::new(Some(IdleRule::new(Duration::from_millis(800), 0)))
+    }
+
+    #[test]
+    fn under_pressure_the_slowest_measured_connection_is_shed_first_one_a_tick() {
+        let sweep = shedding_sweep();
+        let (fast, slow, slower) = (sweep.watch(), sweep.watch(), sweep.watch());
+        // Never silent for a whole timeout, all measured by the end; with
+        // nobody waiting, nobody is shed, however slow.
+        for tick in 0..3 * MEASURED_AFTER {
+            fast.received(100);
+            fast.sent(100);
+            if tick % 2 == 0 {
+                slow.received(2);
+            }
+            if tick % 4 == 0 {
+                slower.received(1);
+            }
+            sweep.judge(0);
+        }
+        assert!(!fast.is_idle() && !slow.is_idle() && !slower.is_idle());
+        // A client just admitted, silent: too young to be measured.
+        let newcomer = sweep.watch();
+        // Two waiting, but 4 connections make one a tick.
+        sweep.judge(2);
+        assert!(slower.is_shed() && slower.is_idle());
+        assert!(!slow.is_idle() && !fast.is_idle() && !newcomer.is_idle());
+        sweep.judge(1);
+        assert!(slow.is_shed());
+        assert!(!fast.is_idle() && !newcomer.is_idle());
+    }
+
+    #[test]
+    fn a_connection_is_shed_only_once_watched_long_enough_to_be_measured() {
+        let sweep = shedding_sweep();
+        let young = sweep.watch();
+        // Active, so never silent, and moving nothing: the slowest there is.
+        for _ in 0..MEASURED_AFTER {
+            young.touched();
+            sweep.judge(1);
+        }
+        assert!(!young.is_idle(), "shed before it was measured");
+        young.touched();
+        sweep.judge(1);
+        assert!(young.is_shed());
+    }
+
+    #[test]
+    fn at_most_one_in_64_connections_is_shed_a_tick() {
+        let sweep = shedding_sweep();
+        let watched: Vec<_> = (0..130).map(|_| sweep.watch()).collect();
+        for _ in 0..MEASURED_AFTER + 1 {
+            for one in &watched {
+                one.received(1);
+            }
+            sweep.judge(0);
+        }
+        for one in &watched {
+            one.received(1);
+        }
+        sweep.judge(100);
+        let shed = watched.iter().filter(|one| one.is_shed()).count();
+        assert_eq!(shed, 130 / SHED_SHARE);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_client_that_falls_silent_is_closed_one_timeout_after_its_last_byte() {
         // Active for a minute at a good rate, then silent: the silence
         // rule, counted from the last byte, closes it.
@@ -424,7 +755,7 @@ mod tests {
         let running = tokio::spawn(sweep.clone().run());
         for _ in 0..60 {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            watched.record(100);
+            watched.received(100);
         }
         found_idle(&watched).await;
         running.abort();
@@ -446,7 +777,7 @@ mod tests {
             watched.register(&counting_waker(woken.clone()));
         }
         drop(second);
-        sweep.judge();
+        sweep.judge(0);
         assert_eq!(
             sweep.lock().list.len(),
             1,
@@ -468,6 +799,12 @@ mod tests {
     }
 
     #[test]
+    fn a_watched_record_fills_a_64_byte_chunk_with_its_arc_counts() {
+        // 48 bytes and the Arc's two counts: mimalloc's 64-byte class.
+        assert_eq!(std::mem::size_of::<Watched>() + 16, 64);
+    }
+
+    #[test]
     fn the_sweep_clock_may_wrap() {
         // A 10 ms tick wraps a u32 after 497 days: distances still hold.
         let rule = IdleRule::new(Duration::from_millis(80), 0);
@@ -478,12 +815,12 @@ mod tests {
         // The first tick sees both, and counts from itself: 8 ticks later
         // the silent one has been silent for the whole timeout.
         for _ in 0..8 {
-            busy.record(1);
-            sweep.judge();
+            busy.received(1);
+            sweep.judge(0);
         }
         assert!(!silent.is_idle(), "judged 7 ticks after the first saw it");
-        busy.record(1);
-        sweep.judge();
+        busy.received(1);
+        sweep.judge(0);
         assert!(silent.is_idle() && !busy.is_idle());
     }
 
@@ -494,7 +831,7 @@ mod tests {
         let peak = sweep.lock().list.capacity();
         drop(burst);
         let kept = sweep.watch();
-        sweep.judge();
+        sweep.judge(0);
         let list = &sweep.lock().list;
         assert_eq!(list.len(), 1);
         assert!(list.capacity() < peak / 4, "{} of {peak}", list.capacity());

@@ -54,6 +54,9 @@ label_set! {
         /// The idle rule closed it: silent, or below the minimum rate, for
         /// the idle timeout, or not reading its echo.
         IdleTimeout => "idle_timeout",
+        /// Closed to make room: every slot was taken, clients waited, and
+        /// it was among the slowest (`crate::sweep`).
+        Shed => "shed",
         /// Cut at the end of the shutdown timeout.
         Shutdown => "shutdown",
         /// Any other I/O error.

@@ -67,6 +67,10 @@ const HELP: &[(&str, &str)] = &[
         "Served connections closed, by reason.",
     ),
     (
+        "tandem_connections_aborted_total",
+        "Connections the server closed with a reset (SO_LINGER 0) because the peer had not taken all it was sent: closed by the idle rule, shed, or cut, with echo still queued.",
+    ),
+    (
         "tandem_connections_rejected_total",
         "Connections accepted and closed at once, never served (over --max-connections-per-ip, or the socket could not be set up).",
     ),
@@ -155,6 +159,7 @@ struct Inner {
     handle: PrometheusHandle,
     accepted: Counter,
     rejected: Counter,
+    aborted: Counter,
     /// One counter per variant of each label set, in its `ALL` order.
     closed: Vec<Counter>,
     accept_errors: Vec<Counter>,
@@ -319,6 +324,7 @@ impl Metrics {
         let inner = Inner {
             accepted: counter("tandem_connections_accepted_total", &[]),
             rejected: counter("tandem_connections_rejected_total", &[]),
+            aborted: counter("tandem_connections_aborted_total", &[]),
             closed,
             accept_errors,
             proxy_header_errors,
@@ -474,6 +480,11 @@ impl Metrics {
 
     pub(crate) fn connection_rejected(&self) {
         self.inner.rejected.increment(1);
+    }
+
+    /// A connection about to close with a reset, its echo dropped.
+    pub(crate) fn connection_aborted(&self) {
+        self.inner.aborted.increment(1);
     }
 
     pub(crate) fn connection_closed(&self, reason: CloseReason) {

@@ -11,6 +11,10 @@
 //! system is out of descriptors or memory back the listener off
 //! exponentially, capped at [`MAX_BACKOFF`], with a rate-limited log.
 //! Nothing makes it exit but the stop token.
+//!
+//! While it waits for a `--max-connections` permit, it says so to the
+//! sweep (`crate::sweep::Pressure`), which then sheds the slowest
+//! connections for the clients waiting in the backlog.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -27,6 +31,7 @@ use super::handoff::{Accepted, Admission, Counted, Dispatch};
 use super::per_ip::{self, PerIpLimit};
 use crate::handler::Handler;
 use crate::metrics::{AcceptError, Metrics};
+use crate::sweep::Pressure;
 
 /// First pause after a resource error: long enough for a few connections to
 /// close, short enough to be invisible when it was a blip.
@@ -140,6 +145,8 @@ pub(crate) struct Acceptor<H> {
     pub(crate) metrics: Metrics,
     /// `--max-connections-per-ip`, when set.
     pub(crate) per_ip: Option<Arc<PerIpLimit>>,
+    /// Told when this task waits for a permit, so that the sweep sheds.
+    pub(crate) pressure: Arc<Pressure>,
 }
 
 impl<H: Handler> Acceptor<H> {
@@ -148,15 +155,24 @@ impl<H: Handler> Acceptor<H> {
         let mut backoff = Backoff::new();
         let mut log = RateLimitedLog::default();
         loop {
-            let permit = tokio::select! {
-                biased;
-                () = self.stop.cancelled() => return,
-                permit = self.limit.clone().acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    // The semaphore is never closed; if it were, nothing more
-                    // could be admitted.
-                    Err(_) => return,
-                },
+            let permit = match self.limit.clone().try_acquire_owned() {
+                Ok(permit) => permit,
+                Err(_) => {
+                    // Every slot is taken: while this task waits, the
+                    // sweep sheds the slowest connections for whoever
+                    // waits in the backlog.
+                    let _starved = self.pressure.starved();
+                    tokio::select! {
+                        biased;
+                        () = self.stop.cancelled() => return,
+                        permit = self.limit.clone().acquire_owned() => match permit {
+                            Ok(permit) => permit,
+                            // The semaphore is never closed; if it were,
+                            // nothing more could be admitted.
+                            Err(_) => return,
+                        },
+                    }
+                }
             };
             let slot = tokio::select! {
                 biased;

@@ -323,6 +323,8 @@ pub(crate) fn start<H: Handler>(
         })?
     };
     let listener = Arc::new(listener);
+    // The sweep counts the backlog to shed when every slot is taken.
+    serving.sweep.pressure().watch_backlog(&listener);
     let dispatch = Arc::new(built.dispatch);
     // One count per server, shared by every accept task. Behind a PROXY
     // protocol load balancer every connection comes from the balancer: the
@@ -341,6 +343,7 @@ pub(crate) fn start<H: Handler>(
             stop: accept_stop.clone(),
             metrics: serving.metrics.clone(),
             per_ip: per_ip.clone(),
+            pressure: serving.sweep.pressure().clone(),
         };
         accept_tasks.spawn_on(acceptor.run(), accept_runtime.handle());
     }

@@ -116,37 +116,60 @@ pub(crate) async fn serve_connection<H: Handler>(
 /// Ends a served connection: the FIN (and close_notify) the handler did not
 /// send when a rule closed it, the linger of a cut connection, then the
 /// close itself, its count and its log line.
+///
+/// A connection a rule closes (idle, shed, or cut after its linger) while
+/// its peer has not taken all it was sent closes with a reset instead of
+/// a FIN: the kernel would otherwise keep the socket as an orphan, with
+/// its send queue, up to megabytes of echo, behind a FIN the peer never
+/// reads up to, for minutes. A clean close (the peer's EOF, all echo taken)
+/// stays a FIN.
 async fn finish<H: Handler>(
     serving: &Serving<H>,
     mut served: Box<Served>,
     outcome: std::io::Result<Close>,
 ) {
     let conn = &mut served.conn;
-    let reason = close_reason(&outcome);
+    let mut reason = close_reason(&outcome);
+    if reason == CloseReason::IdleTimeout && conn.was_shed() {
+        reason = CloseReason::Shed;
+    }
     // Closed by a rule the handler did not close on itself: an idle
     // timeout, or a cut met as an error by a handler on tokio's I/O
     // helpers. The FIN, with TLS a close_notify ahead of it, so that the
     // client sees a clean end; best effort, never waiting on a peer that
-    // may not be reading.
-    if matches!(outcome, Ok(Close::IdleTimeout))
-        || (outcome.is_err() && reason == CloseReason::Shutdown)
-    {
+    // may not be reading. Unless the peer has not taken all it was sent:
+    // then a reset (above), and no FIN.
+    let fin_owed = matches!(outcome, Ok(Close::IdleTimeout))
+        || (outcome.is_err() && reason == CloseReason::Shutdown);
+    let mut abort = matches!(reason, CloseReason::IdleTimeout | CloseReason::Shed) && conn.owes();
+    if !abort && fin_owed {
         let _ = conn.stream_mut().try_shutdown();
     }
     if reason == CloseReason::Shutdown {
         // Boxed: only cut connections pay for this state, instead of every
         // connection's task carrying it.
         Box::pin(conn.linger(LINGER)).await;
+        // Its peer had a second to take the last echo; one that has not
+        // is not reading it.
+        abort = conn.owes();
         // Counted once the linger is over: a connection still lingering
         // when the server's grace runs out is counted among those dropped
         // instead, not twice.
         serving.cut_count.fetch_add(1, Ordering::Relaxed);
     }
+    if abort {
+        match conn.abort_on_close() {
+            Ok(()) => serving.metrics.connection_aborted(),
+            Err(err) => {
+                debug!(peer = %conn.peer_addr(), cause = %err, "cannot set SO_LINGER 0; closing with a FIN")
+            }
+        }
+    }
     let peer = conn.peer_addr();
     // The connection closes, then its claim goes.
     drop(served);
     serving.metrics.connection_closed(reason);
-    log_close(peer, &outcome);
+    log_close(peer, &outcome, reason, abort);
 }
 
 /// Registers the socket with the current runtime's reactor, reads the PROXY
@@ -269,12 +292,15 @@ fn close_reason(outcome: &std::io::Result<Close>) -> CloseReason {
     }
 }
 
-fn log_close(peer: SocketAddr, outcome: &std::io::Result<Close>) {
+fn log_close(peer: SocketAddr, outcome: &std::io::Result<Close>, reason: CloseReason, reset: bool) {
     match outcome {
         Ok(Close::Eof) => debug!(%peer, "connection closed by peer"),
-        Ok(Close::IdleTimeout) => debug!(%peer, "connection closed after idle timeout"),
-        Ok(Close::Shutdown) => debug!(%peer, "connection cut at shutdown"),
-        Err(err) => debug!(%peer, cause = %err, "connection ended with error"),
+        _ if reason == CloseReason::Shed => {
+            debug!(%peer, reset, "connection shed to make room for a waiting client");
+        }
+        Ok(Close::IdleTimeout) => debug!(%peer, reset, "connection closed after idle timeout"),
+        Ok(Close::Shutdown) => debug!(%peer, reset, "connection cut at shutdown"),
+        Err(err) => debug!(%peer, reset, cause = %err, "connection ended with error"),
     }
 }
 
@@ -311,8 +337,10 @@ mod tests {
     /// - `Served`, 128 bytes: the `Connection` (the stream, 40; the peer's
     ///   address, 32; its sweep record) and the
     ///   `Admission` (its permit, its place in the counts);
-    /// - its sweep record (`Watched`), 56 bytes with the `Arc`'s counts,
-    ///   and the sweep's 32-byte entry, in a list with room to grow.
+    /// - its sweep record (`Watched`), 64 bytes with the `Arc`'s counts
+    ///   (48 and 16: its bytes in and out counted apart, in the 64-byte
+    ///   chunk that held the 40-byte record with one count), and the
+    ///   sweep's 32-byte entry, in a list with room to grow.
     #[test]
     fn an_idle_echo_connection_holds_a_256_byte_task_and_two_small_records() {
         let future = size_of_future(serve_connection::<Echo>);
@@ -323,6 +351,6 @@ mod tests {
         let served = std::mem::size_of::<Served>();
         assert!(served <= 128, "Served is {served} bytes");
         let watched = std::mem::size_of::<crate::sweep::Watched>();
-        assert!(watched <= 40, "Watched is {watched} bytes");
+        assert!(watched <= 48, "Watched is {watched} bytes");
     }
 }
