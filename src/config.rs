@@ -534,8 +534,9 @@ pub struct ServeOptions {
     #[arg(long, value_name = "DURATION")]
     pub idle_timeout: Option<HumanDuration>,
 
-    /// Bytes per second, in and out together, a connection must average
-    /// over each idle-timeout window, or be closed; 0 disables [default: 1].
+    /// Bytes per second a connection must average over each idle-timeout
+    /// window, counting the larger of the bytes it sent and the bytes it
+    /// took, or be closed; 0 disables [default: 1].
     #[arg(long, value_name = "BYTES_PER_SEC")]
     pub min_rate: Option<u64>,
 

@@ -27,7 +27,7 @@ use serde_json::Value;
 const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The `reason` label values of `tandem_connections_closed_total`.
-const CLOSE_REASONS: [&str; 5] = ["eof", "reset", "idle_timeout", "shutdown", "error"];
+const CLOSE_REASONS: [&str; 6] = ["eof", "reset", "idle_timeout", "shed", "shutdown", "error"];
 
 /// The `kind` label values of `tandem_accept_errors_total`.
 const ACCEPT_ERROR_KINDS: [&str; 10] = [
@@ -135,6 +135,9 @@ fn every_series_exists_from_start_up_with_counters_at_zero_in_every_layout() {
         "tandem_handoff_wait_seconds_bucket{le=\"+Inf\"}".to_owned(),
         "tandem_connections_active".to_owned(),
         "tandem_handoff_queue_depth".to_owned(),
+        "tandem_connections_aborted_total".to_owned(),
+        "tandem_buffer_waits_total".to_owned(),
+        "tandem_buffer_memory_bytes{state=\"lent\"}".to_owned(),
     ];
     zero.extend(CLOSE_REASONS.map(closed));
     zero.extend(

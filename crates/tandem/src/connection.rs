@@ -381,6 +381,20 @@ fn not_reading() -> io::Error {
 /// Size of the buffer that lingering reads discard into.
 const LINGER_SCRATCH: usize = 4096;
 
+/// A connection still open when the shutdown grace runs out is dropped
+/// with its runtime, in the middle of a write to a peer that is not
+/// reading, and the server's own close path never runs for it: reset here
+/// if the peer still owes, so that its echo does not stay in the kernel
+/// as an orphan. Only cut connections are looked at (one `ioctl` each, at
+/// shutdown); for the others the close path has decided already.
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if self.watched.is_cut() && self.owes() {
+            let _ = self.abort_on_close();
+        }
+    }
+}
+
 /// tokio's `AsyncRead`, for its helpers (`copy`, `read_exact`, codecs):
 /// bytes are counted as `try_read` counts them, and a read waiting for the
 /// peer ends with an error when the idle rule says idle (`TimedOut`) or the

@@ -446,7 +446,8 @@ pub struct WindowFigures {
 pub struct RunFigures {
     pub connections_accepted: u64,
     pub connections_rejected: u64,
-    /// By reason: `eof`, `reset`, `idle_timeout`, `shutdown`, `error`.
+    /// By reason: `eof`, `reset`, `idle_timeout`, `shed`, `shutdown`,
+    /// `error`.
     pub connections_closed: BTreeMap<String, u64>,
     /// Accept errors of every kind.
     pub accept_errors: u64,

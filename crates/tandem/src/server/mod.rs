@@ -145,8 +145,10 @@ pub struct ServerConfig {
     /// Close connections silent for this long; `None` never does.
     /// Default: 300 s.
     pub idle_timeout: Option<Duration>,
-    /// Bytes per second, in and out together, that a connection must move
-    /// on average over each window of `idle_timeout`, or be closed as idle:
+    /// Bytes per second that a connection must move on average over each
+    /// window of `idle_timeout`, counting the larger of the bytes it sent
+    /// and the bytes it took (an echo does not double it), or be closed as
+    /// idle:
     /// what keeps a client that trickles a byte now and then from holding a
     /// connection forever. 0 leaves silence as the only rule; without an
     /// idle timeout it does nothing. Default: 1 (300 bytes per 5 minutes).
@@ -567,6 +569,7 @@ impl Server {
             tracker: TaskTracker::new(),
             active: Arc::new(AtomicUsize::new(0)),
             cut_count: AtomicUsize::new(0),
+            linger: worker::linger_within(config.shutdown_grace),
             queued: Arc::new(AtomicUsize::new(0)),
             metrics: Metrics::new(),
         });

@@ -57,12 +57,19 @@ pub(crate) struct Serving<H> {
     pub(crate) queued: Arc<AtomicUsize>,
     /// Where connections are counted.
     pub(crate) metrics: Metrics,
+    /// How long a connection cut at shutdown keeps reading (and
+    /// discarding) after its FIN, so that the peer can take the last echo
+    /// before the close ([`linger_within`]).
+    pub(crate) linger: Duration,
 }
 
-/// How long a connection cut at shutdown keeps reading (and discarding)
-/// after its FIN, so that the peer can take the last echo before the close.
-/// Shorter than the grace the shutdown sequence gives the cut.
-pub(crate) const LINGER: Duration = Duration::from_secs(1);
+/// The linger of a cut connection within a shutdown grace of `grace`: a
+/// second, or half the grace if that is less, so that a peer that takes
+/// its echo is closed cleanly well before the grace runs out and the
+/// connection is dropped with its runtime.
+pub(crate) fn linger_within(grace: Duration) -> Duration {
+    (grace / 2).min(Duration::from_secs(1))
+}
 
 /// Takes connections off a hand-off queue and spawns a task for each on the
 /// current runtime, until the acceptor side is gone and the queue is empty.
@@ -148,8 +155,8 @@ async fn finish<H: Handler>(
     if reason == CloseReason::Shutdown {
         // Boxed: only cut connections pay for this state, instead of every
         // connection's task carrying it.
-        Box::pin(conn.linger(LINGER)).await;
-        // Its peer had a second to take the last echo; one that has not
+        Box::pin(conn.linger(serving.linger)).await;
+        // Its peer had the linger to take the last echo; one that has not
         // is not reading it.
         abort = conn.owes();
         // Counted once the linger is over: a connection still lingering
