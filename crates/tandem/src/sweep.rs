@@ -19,8 +19,13 @@
 //! timeout is judged every second, to within 2 s. The minimum rate is
 //! judged over windows that run from one tick to the first tick at least
 //! an idle timeout later, so no window is ever shorter than the timeout.
+//!
+//! A connection whose handler is busy for it (a compute job queued or
+//! running) is not idle, whatever its peer does: the sweep counts it active
+//! at each tick it sees it busy, so its silence and its rate window count
+//! afresh from when it stops being busy.
 
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Waker;
 use std::time::Duration;
@@ -66,7 +71,8 @@ const MAX_TICK: Duration = Duration::from_secs(1);
 /// no locked instruction per message.
 ///
 /// One allocation per connection, 40 bytes behind the `Arc`'s two counts
-/// (a 64-byte heap chunk): the waker, two counters and the verdicts.
+/// (a 64-byte heap chunk): the waker, two counters, the verdicts and the
+/// busy flag, which fits in the padding.
 #[derive(Debug, Default)]
 pub(crate) struct Watched {
     /// The connection task's waker, as of its latest wait.
@@ -80,6 +86,9 @@ pub(crate) struct Watched {
     /// Set by the sweep, never cleared: [`IDLE`] when the rule says idle,
     /// [`CUT`] when the server cuts its connections; both may be set.
     verdicts: AtomicU8,
+    /// The handler is working or waiting for the connection, not for its
+    /// peer: set and cleared by the connection's task only.
+    busy: AtomicBool,
 }
 
 /// The rule says the connection is idle.
@@ -98,6 +107,14 @@ impl Watched {
             self.bytes
                 .store(moved.saturating_add(bytes as u64), Ordering::Relaxed);
         }
+    }
+
+    /// Marks the connection busy, or no longer. Counted as activity too,
+    /// so that a busy spell between two ticks, which the sweep never sees,
+    /// still ends a silence.
+    pub(crate) fn set_busy(&self, busy: bool) {
+        self.record(0);
+        self.busy.store(busy, Ordering::Release);
     }
 
     /// Makes `waker` the one the sweep wakes. Cheap when it is the same
@@ -271,9 +288,19 @@ impl Entry {
     /// True if the connection is idle at tick `now`: silent for the whole
     /// timeout (`ticks`) since the sweep first saw its latest activity, or
     /// short of the `quota` over a window that has closed. A window that
-    /// met its quota is followed by the next, from `now`. Tick counts are
-    /// compared as distances, so the clock may wrap.
+    /// met its quota is followed by the next, from `now`. A connection busy
+    /// for its handler is active at `now`. Tick counts are compared as
+    /// distances, so the clock may wrap.
     fn verdict(&mut self, quota: u64, ticks: Tick, now: Tick) -> bool {
+        // Busy for its handler: active, its silence and its rate window
+        // counted from the next tick, the first that may find it no longer
+        // busy. Only a later tick reads them: this one returns here.
+        if self.watched.busy.load(Ordering::Acquire) {
+            self.active_at = now.wrapping_add(1);
+            self.window_from = now.wrapping_add(1);
+            self.window_bytes = self.watched.bytes.load(Ordering::Relaxed);
+            return false;
+        }
         let activity = self.watched.activity.load(Ordering::Relaxed);
         if activity != self.seen_activity {
             self.seen_activity = activity;
@@ -433,6 +460,34 @@ mod tests {
         assert!(
             closed >= last_byte + rule.timeout
                 && closed <= last_byte + rule.timeout + 2 * rule.tick(),
+            "closed after {closed:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_connection_is_never_idle_and_counts_afresh_from_when_it_stops() {
+        // Busy for a minute, five timeouts, moving nothing, then silent:
+        // closed one timeout after it stopped being busy, by the silence
+        // rule, neither during the minute nor at once by a rate window
+        // that spanned it.
+        let rule = IdleRule::new(Duration::from_secs(10), 1);
+        let start = Instant::now();
+        let sweep = Arc::new(Sweep::new(Some(rule)));
+        let watched = sweep.watch();
+        let running = tokio::spawn(sweep.clone().run());
+        watched.set_busy(true);
+        let busy_for = Duration::from_secs(60);
+        tokio::select! {
+            () = found_idle(&watched) => panic!("closed while busy, after {:?}", start.elapsed()),
+            () = tokio::time::sleep(busy_for) => {}
+        }
+        watched.set_busy(false);
+        found_idle(&watched).await;
+        running.abort();
+        let closed = start.elapsed();
+        assert!(
+            closed >= busy_for + rule.timeout
+                && closed <= busy_for + rule.timeout + 2 * rule.tick(),
             "closed after {closed:?}"
         );
     }
