@@ -1198,10 +1198,16 @@ mod tests {
             job.abort();
             let _ = job.await;
             release.send(()).unwrap();
+            // Its slot back: the job is gone. A state waited for.
             let pool = compute.0.as_ref().unwrap();
-            while pool.slots.available_permits() < pool.queue {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
+            let gone = async {
+                while pool.slots.available_permits() < pool.queue {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(30), gone)
+                .await
+                .expect("the abandoned job still holds its slot");
         });
         compute.stop();
         assert_eq!(slices.load(Ordering::SeqCst), 1, "slices run");
