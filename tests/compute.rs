@@ -2,15 +2,18 @@
 //! it: a chunk's simulated work above `--offload-above` runs on
 //! `tandem-compute` threads, not on the serving ones; lighter work stays
 //! inline; a full `--compute-queue` makes connections wait for a slot, and
-//! a client that keeps sending meets TCP's pushback; the metrics show the
-//! runtime, the queue and the waits; every option has its flag, variable
-//! and key. Every test runs the real binary over loopback. The panicking
+//! a client that keeps sending meets TCP's pushback; a connection waiting
+//! for its work is not idle; connections take turns on the threads, a light
+//! one between the slices of heavy ones; a client that resets takes its
+//! job out of the queue; the metrics show the runtime, the queue and the
+//! waits; every option has its flag, variable and key. Every test runs the real binary over loopback. The panicking
 //! job is specified in `crates/tandem/tests/library.rs`, with a handler
 //! that panics.
 
 mod common;
 
 use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::admin::{scrape, scrape_until};
@@ -202,6 +205,171 @@ fn a_client_whose_work_waits_for_a_slot_is_pushed_back_by_tcp() {
     );
 }
 
+/// `tandem_compute_jobs_total` for `outcome`.
+fn jobs(outcome: &str) -> String {
+    format!("tandem_compute_jobs_total{{outcome=\"{outcome}\"}}")
+}
+
+/// A client that resets when dropped: SO_LINGER 0.
+fn resetting(server: &TestServer) -> TcpStream {
+    let socket = socket2::Socket::from(server.connect());
+    socket.set_linger(Some(Duration::ZERO)).unwrap();
+    TcpStream::from(socket)
+}
+
+#[test]
+fn a_connection_waiting_for_compute_is_not_idle_and_loses_no_message() {
+    // One thread, four slots and eight clients, each sending a message
+    // that costs 250 ms and reading its echo, twice. A round is 2 s of CPU
+    // on the one thread: some client waits that long for its echo, longer
+    // than the 1 s idle timeout plus the sweep's two ticks (250 ms), and
+    // however busy the machine, as the work is CPU time. Silent meanwhile,
+    // it would be closed as idle, and its next message lost.
+    const CLIENTS: usize = 8;
+    let server = TestServer::start_with_admin(&[
+        "--compute-threads",
+        "1",
+        "--compute-queue",
+        "4",
+        "--simulate-work",
+        "250ms",
+        "--idle-timeout",
+        "1s",
+    ]);
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|client| {
+            let mut stream = server.connect();
+            std::thread::spawn(move || {
+                (0..2)
+                    .try_for_each(|round| {
+                        let message = format!("client {client} round {round}\n");
+                        stream.write_all(message.as_bytes())?;
+                        let mut echo = vec![0; message.len()];
+                        stream.read_exact(&mut echo)?;
+                        assert_eq!(echo, message.as_bytes());
+                        Ok(())
+                    })
+                    .map_err(|err: std::io::Error| format!("client {client}: {err}"))
+            })
+        })
+        .collect();
+    let lost: Vec<_> = clients
+        .into_iter()
+        .filter_map(|client| client.join().unwrap().err())
+        .collect();
+    assert!(lost.is_empty(), "{lost:?}");
+    let metrics = scrape(server.admin_addr());
+    assert_eq!(
+        metrics.get("tandem_connections_closed_total{reason=\"idle_timeout\"}"),
+        Some(0.0)
+    );
+    assert_eq!(metrics.get(&jobs("done")), Some((2 * CLIENTS) as f64));
+}
+
+#[test]
+fn a_light_connection_is_served_between_the_slices_of_heavy_ones() {
+    // One thread; three heavy clients each send 1 KiB, 10 s of work in one
+    // chunk (a read takes up to 4 KiB), and a light client sends 1 byte at
+    // a time, 10 ms of work, ten times. Taking turns, each light slice
+    // waits for at most one slice of each heavy connection, so the light
+    // client's ten echoes cost the thread about 0.4 s of CPU, and no
+    // heavy job can have had the 10 s it needs by then. First come, first
+    // served, the light client would wait 30 s for its first echo.
+    let server =
+        TestServer::start_with_admin(&["--compute-threads", "1", "--simulate-work", "10s/KiB"]);
+    let admin = server.admin_addr();
+    let heavy: Vec<_> = (0..3)
+        .map(|_| {
+            let mut client = resetting(&server);
+            client.write_all(&[b'h'; 1024]).unwrap();
+            client
+        })
+        .collect();
+    scrape_until(admin, &[("tandem_compute_queue_depth", 3.0)]);
+    let mut light = server.connect();
+    for _ in 0..10 {
+        assert_eq!(round_trip(&mut light, b"l"), b"l");
+    }
+    // Counted by outcome, not timed: the ten done are the light ones.
+    assert_eq!(scrape(admin).get(&jobs("done")), Some(10.0));
+    // The heavy clients reset: their jobs end with the slice they are in.
+    drop(heavy);
+    scrape_until(
+        admin,
+        &[
+            (&jobs("cancelled"), 3.0),
+            (&jobs("done"), 10.0),
+            ("tandem_compute_queue_depth", 0.0),
+        ],
+    );
+}
+
+#[test]
+fn clients_that_reset_while_their_jobs_wait_cost_no_work_and_delay_no_one() {
+    // One thread, and twenty clients that each send 1 KiB, 10 s of work,
+    // then reset while their jobs wait (one of them running, in slices).
+    const CLIENTS: usize = 20;
+    let server = TestServer::start_with_admin(&[
+        "--compute-threads",
+        "1",
+        "--compute-queue",
+        "32",
+        "--simulate-work",
+        "10s/KiB",
+    ]);
+    let admin = server.admin_addr();
+    let gone: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let mut client = resetting(&server);
+            client.write_all(&[b'r'; 1024]).unwrap();
+            client
+        })
+        .collect();
+    scrape_until(admin, &[("tandem_compute_queue_depth", CLIENTS as f64)]);
+    drop(gone);
+    // Every job is out of the queue, none done: the queued never ran, the
+    // running one ended with its slice. Every connection closed as reset.
+    scrape_until(
+        admin,
+        &[
+            (&jobs("cancelled"), CLIENTS as f64),
+            (&jobs("done"), 0.0),
+            ("tandem_compute_queue_depth", 0.0),
+            (
+                "tandem_connections_closed_total{reason=\"reset\"}",
+                CLIENTS as f64,
+            ),
+        ],
+    );
+    // A new client's job is the only one to run (counted before its echo
+    // goes back).
+    let mut client = server.connect();
+    assert_eq!(round_trip(&mut client, b"n"), b"n");
+    assert_eq!(scrape(admin).get(&jobs("done")), Some(1.0));
+}
+
+#[test]
+fn a_client_that_half_closes_while_its_job_waits_still_gets_its_echo() {
+    // A FIN makes the socket readable, as a reset does; only the reset
+    // means that no one is left to echo to.
+    for via in ["runtime", "spawn-blocking"] {
+        let server = TestServer::start(&[
+            "--compute-threads",
+            "1",
+            "--compute-via",
+            via,
+            "--simulate-work",
+            "300ms",
+        ]);
+        let mut client = server.connect();
+        client.write_all(b"half").unwrap();
+        client.shutdown(Shutdown::Write).unwrap();
+        let mut echo = Vec::new();
+        client.read_to_end(&mut echo).unwrap();
+        assert_eq!(echo, b"half", "{via}");
+    }
+}
+
 #[test]
 fn the_compute_runtime_has_its_series_and_its_queue_in_the_metrics() {
     let server = TestServer::start_with_admin(&[
@@ -247,7 +415,7 @@ fn without_compute_threads_the_series_exist_with_a_capacity_of_0() {
     assert_eq!(metrics.get("tandem_compute_queue_capacity"), Some(0.0));
     assert_eq!(metrics.get("tandem_compute_queue_depth"), Some(0.0));
     assert_eq!(metrics.get("tandem_compute_wait_seconds_count"), Some(0.0));
-    for outcome in ["done", "panicked", "stopped"] {
+    for outcome in ["done", "panicked", "stopped", "cancelled"] {
         let series = format!("tandem_compute_jobs_total{{outcome=\"{outcome}\"}}");
         assert_eq!(metrics.get(&series), Some(0.0), "{series}");
     }

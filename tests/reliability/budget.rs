@@ -4,6 +4,11 @@
 //! comes back, and once the clients leave the memory goes back to the
 //! system: resident memory returns near where it started.
 //!
+//! A read that finds no room waits for it, and the wait is the server's:
+//! the idle rule leaves that connection alone, however long it lasts
+//! (`crates/tandem/tests/budget.rs`, where the test spends the budget
+//! itself).
+//!
 //! Without the budget, reads of up to 16 MiB each, lent on one worker
 //! thread and freed on another, grew a server to hundreds of MiB with four
 //! such clients, and it kept them with none.

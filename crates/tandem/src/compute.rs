@@ -33,21 +33,47 @@
 //! holds its connection's handler, which stops reading, so that TCP pushes
 //! back on the client: memory does not grow with the backlog.
 //!
+//! Admitted jobs are served fairly, not first come, first served: a job
+//! belongs to a key, the caller it works for (a connection; by default the
+//! job is a caller of its own), and the threads take turns between keys by
+//! the compute time each has used (the queue's `Turns` says exactly how).
+//! A key that has used a lot waits behind one that has used little, so a
+//! light connection's job does not queue behind a heavy one's backlog. A job given
+//! in slices ([`Compute::run_sliced_for`]) goes back in line after each
+//! slice: a long job holds a thread for one slice at a time, and a light job
+//! waits for a slice, not for the whole of it.
+//!
+//! A job whose caller stops waiting (its connection has gone) is taken out
+//! of the queue at once, unrun, its slot freed, and counted as `cancelled`;
+//! a job in slices is dropped at the end of the slice it is in. A closure
+//! already running runs to its end, and its result is dropped unread.
+//!
 //! With 0 threads (the default), [`Compute::run`] runs the work inline, on
 //! the calling thread, with the same result and the same panic handling.
 
 use std::any::Any;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
+use std::ops::ControlFlow;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use tokio::runtime::{Handle, Runtime};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::metrics::{ComputeOutcome, Metrics};
 use crate::server::{MAX_QUEUE, MAX_THREADS, ServerError, in_range};
+
+/// How far below the serving threads the compute threads run, in nice
+/// steps (at most to 19). With every CPU busy, a serving thread woken by a
+/// light client's bytes then runs at once, instead of waiting for a compute
+/// thread's time slice to end: the fair queue keeps a light job from
+/// waiting behind heavy ones, this keeps its reads and writes from waiting
+/// behind their CPU. The compute threads still have every CPU the serving
+/// ones leave.
+const NICE: i32 = 10;
 
 /// Which threads run the work.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -168,6 +194,9 @@ struct Pool {
     /// Taken when the server stops it.
     runtime: Mutex<Option<Runtime>>,
     slots: Arc<Semaphore>,
+    /// The admitted jobs waiting for a thread, shared with the threads that
+    /// take turns at them.
+    turns: Arc<Mutex<Turns>>,
     /// The server's, once it is given to one.
     metrics: OnceLock<Metrics>,
 }
@@ -205,7 +234,12 @@ impl Compute {
             cause,
         };
         let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder.thread_name("tandem-compute");
+        builder.thread_name("tandem-compute").on_thread_start(|| {
+            // Linux's nice value is per thread: this one's, the pool's
+            // threads' too. A refusal leaves it as it was, which still works.
+            // SAFETY: nice() has no memory effects.
+            let _ = unsafe { libc::nice(NICE) };
+        });
         // Its workers, and every thread it may start, the pool's included:
         // tokio would quietly run the jobs on fewer threads than asked for
         // if the OS refused some later.
@@ -228,6 +262,7 @@ impl Compute {
             handle: runtime.handle().clone(),
             runtime: Mutex::new(Some(runtime)),
             slots: Arc::new(Semaphore::new(config.queue)),
+            turns: Arc::new(Mutex::new(Turns::new(config.threads))),
             metrics: OnceLock::new(),
         }))))
     }
@@ -239,8 +274,9 @@ impl Compute {
 
     /// Runs `work` on the compute threads and returns its result, waiting
     /// first for a slot if [`ComputeConfig::queue`] jobs are already in.
-    /// A panic in `work` is [`ComputeError::Panicked`]. Inline, it runs
-    /// `work` at the first poll.
+    /// The job is a caller of its own: it takes its turn as a key that has
+    /// used nothing yet. A panic in `work` is [`ComputeError::Panicked`].
+    /// Inline, it runs `work` at the first poll.
     pub fn run<T, F>(
         &self,
         work: F,
@@ -249,10 +285,90 @@ impl Compute {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
+        self.submit(None, once(work))
+    }
+
+    /// [`run`](Self::run), for the caller named by `key` (a connection's
+    /// id, say): the threads take turns between keys by the compute time
+    /// each has used, and the jobs of one key run one at a time, in the
+    /// order given.
+    pub fn run_for<T, F>(
+        &self,
+        key: u64,
+        work: F,
+    ) -> impl Future<Output = Result<T, ComputeError>> + Send + 'static
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.submit(Some(key), once(work))
+    }
+
+    /// [`run_for`](Self::run_for), with the work in slices: each call of
+    /// `work` does one, and says `ControlFlow::Continue(())` while there
+    /// is more to do, `ControlFlow::Break(result)` at the end. Between
+    /// slices the job goes back in line, so it holds a thread for one slice
+    /// at a time while other keys' jobs take their turns: keep a slice
+    /// short (the echo's are at most 500 µs). If the caller stops waiting,
+    /// the job ends with the slice it is in.
+    ///
+    /// ```
+    /// use std::ops::ControlFlow;
+    /// use tandem::{Compute, ComputeConfig};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let compute = Compute::start(&ComputeConfig::default().threads(1))?;
+    /// let serving = tokio::runtime::Runtime::new()?;
+    /// // 1 + 2 + ... + 1000, a hundred numbers a slice.
+    /// let (mut next, mut sum) = (1u64, 0u64);
+    /// let connection = 7;
+    /// let summed = compute.run_sliced_for(connection, move || {
+    ///     let end = (next + 100).min(1001);
+    ///     sum += (next..end).sum::<u64>();
+    ///     next = end;
+    ///     if next > 1000 {
+    ///         ControlFlow::Break(sum)
+    ///     } else {
+    ///         ControlFlow::Continue(())
+    ///     }
+    /// });
+    /// assert_eq!(serving.block_on(summed)?, 500_500);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn run_sliced_for<T, F>(
+        &self,
+        key: u64,
+        work: F,
+    ) -> impl Future<Output = Result<T, ComputeError>> + Send + 'static
+    where
+        F: FnMut() -> ControlFlow<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.submit(Some(key), work)
+    }
+
+    /// Every way of running work ends here: `work` in slices, for `key`
+    /// (none: a key of its own).
+    fn submit<T, F>(
+        &self,
+        key: Option<u64>,
+        mut work: F,
+    ) -> impl Future<Output = Result<T, ComputeError>> + Send + 'static
+    where
+        F: FnMut() -> ControlFlow<T> + Send + 'static,
+        T: Send + 'static,
+    {
         let pool = self.0.clone();
         async move {
             let Some(pool) = pool else {
-                return catch_unwind(AssertUnwindSafe(work)).map_err(panicked);
+                return loop {
+                    match catch_unwind(AssertUnwindSafe(&mut work)) {
+                        Ok(ControlFlow::Continue(())) => {}
+                        Ok(ControlFlow::Break(value)) => break Ok(value),
+                        Err(payload) => break Err(panicked(payload)),
+                    }
+                };
             };
             let asked = Instant::now();
             let slot = pool
@@ -266,28 +382,30 @@ impl Compute {
                 metrics.compute_admitted(asked.elapsed());
             }
             // The job holds the slot, not this future: a caller that stops
-            // waiting (a connection cut, a timeout) leaves the job to end
-            // with its slot, so the queue's bound holds for running work.
-            let mut admitted = Admitted {
-                _slot: slot,
-                metrics,
-                stage: Stage::Queued,
+            // waiting (a connection cut, a timeout) leaves a job that has
+            // started to end with its slot, so the queue's bound holds for
+            // running work.
+            let (reply, result) = oneshot::channel();
+            let job = Box::new(Job {
+                work,
+                reply: Some(reply),
+                admitted: Some(Admitted {
+                    _slot: slot,
+                    metrics,
+                    outcome: ComputeOutcome::Stopped,
+                }),
+            });
+            let place = pool.push(key, job)?;
+            let mut waiting = Waiting {
+                turns: &pool.turns,
+                place: Some(place),
+                result,
             };
-            let job = move || {
-                admitted.stage = Stage::Running;
-                let result = work();
-                admitted.stage = Stage::Done;
-                drop(admitted);
-                result
-            };
-            let joined = match pool.via {
-                ComputeVia::Runtime => pool.handle.spawn(async move { job() }).await,
-                ComputeVia::SpawnBlocking => pool.handle.spawn_blocking(job).await,
-            };
-            joined.map_err(|err| match err.try_into_panic() {
-                Ok(payload) => panicked(payload),
-                Err(_) => ComputeError::Stopped,
-            })
+            let result = (&mut waiting.result).await;
+            // Over: there is nothing left in the queue to take out.
+            waiting.place = None;
+            // A job dropped unrun, with the runtime.
+            result.unwrap_or(Err(ComputeError::Stopped))
         }
     }
 
@@ -302,13 +420,17 @@ impl Compute {
         }
     }
 
-    /// Stops the threads, waiting up to `timeout` for running work; later
-    /// jobs fail with [`ComputeError::Stopped`]. Call it outside any
-    /// runtime, as the server does once its serving runtimes are gone,
-    /// with what is left of its shutdown grace.
+    /// Stops the threads, waiting up to `timeout` for running work;
+    /// waiting and later jobs fail with [`ComputeError::Stopped`]. Call it
+    /// outside any runtime, as the server does once its serving runtimes
+    /// are gone, with what is left of its shutdown grace.
     pub(crate) fn stop(&self, timeout: Duration) {
         if let Some(pool) = &self.0 {
             pool.slots.close();
+            // Dropped outside the lock: each counts itself and frees its
+            // slot, and its caller gets `Stopped`.
+            let waiting = lock(&pool.turns).stop();
+            drop(waiting);
             let runtime = pool
                 .runtime
                 .lock()
@@ -321,32 +443,389 @@ impl Compute {
     }
 }
 
+impl Pool {
+    /// Queues an admitted job for `key`, and starts a thread taking turns
+    /// if one is free. Fails, dropping the job, once the runtime has
+    /// stopped.
+    fn push(&self, key: Option<u64>, job: Box<dyn Slices>) -> Result<Place, ComputeError> {
+        let pushed = lock(&self.turns).push(key, job);
+        match pushed {
+            Ok((place, start)) => {
+                if start {
+                    self.start_turns();
+                }
+                Ok(place)
+            }
+            Err(job) => {
+                drop(job);
+                Err(ComputeError::Stopped)
+            }
+        }
+    }
+
+    /// Starts a thread taking turns until no job waits. Its handle is let
+    /// go: each job's result goes back on a channel of its own.
+    fn start_turns(&self) {
+        let turns = self.turns.clone();
+        match self.via {
+            ComputeVia::Runtime => drop(self.handle.spawn(async move {
+                while take_turn(&turns) {
+                    // Back to the scheduler between slices, so that the
+                    // runtime's busy time, in the metrics, stays current.
+                    tokio::task::yield_now().await;
+                }
+            })),
+            ComputeVia::SpawnBlocking => {
+                drop(
+                    self.handle
+                        .spawn_blocking(move || while take_turn(&turns) {}),
+                );
+            }
+        }
+    }
+}
+
+/// A caller's wait for its job's result. Dropped before the result came
+/// (the caller has gone), it closes the channel and takes the job out of
+/// the queue: a job that has not run never will, and one running a slice
+/// ends with it.
+struct Waiting<'t, T> {
+    turns: &'t Mutex<Turns>,
+    /// Where the job is, until it is over.
+    place: Option<Place>,
+    result: oneshot::Receiver<Result<T, ComputeError>>,
+}
+
+impl<T> Drop for Waiting<'_, T> {
+    fn drop(&mut self) {
+        let Some(place) = self.place.take() else {
+            return;
+        };
+        // Closed first: a thread that ends a slice of the job from now on
+        // finds it abandoned, and does not put it back in line.
+        self.result.close();
+        let cancelled = lock(self.turns).cancel(place);
+        // Outside the lock: it counts itself, and frees its slot.
+        drop(cancelled);
+    }
+}
+
+/// Gives the job whose turn it is one slice on the calling thread; false
+/// when no job is waiting for a turn, and the thread leaves the queue.
+fn take_turn(turns: &Mutex<Turns>) -> bool {
+    let Some(mut turn) = lock(turns).next() else {
+        return false;
+    };
+    let started = Instant::now();
+    let over = turn.job.run_slice();
+    let used = started.elapsed();
+    let ended = lock(turns).end(turn, used, over);
+    // Outside the lock: it counts itself, and frees its slot.
+    drop(ended);
+    true
+}
+
+/// The queue, also after a panic under its lock: nothing under it runs a
+/// job's work or drops a job, and each step leaves it whole.
+fn lock(turns: &Mutex<Turns>) -> MutexGuard<'_, Turns> {
+    turns.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The admitted jobs waiting for a thread, and whose turn is next.
+///
+/// Start-time fair queuing over keys. A key in line is tagged with the
+/// virtual time its next turn may start at: the later of the queue's
+/// virtual clock and the end of the key's last turn (that turn's start
+/// plus the time it took on the clock). The earliest tag goes first, ties in
+/// the order they came. The clock is the tag of the latest turn given. So
+/// a key that has used much lately waits behind keys that have used less,
+/// each other key in line gets at most one turn before a newcomer, and a
+/// key back after a pause starts level with the clock, with no credit
+/// saved up. A key is forgotten once nothing of it waits or runs: the
+/// state is bounded by the admitted jobs.
+struct Turns {
+    /// Keys with a job waiting and none running, by tag, then arrival.
+    line: BTreeMap<(u64, u64), Key>,
+    keys: HashMap<Key, KeyTurns>,
+    /// The virtual clock, in nanoseconds of compute time.
+    clock: u64,
+    /// Numbers the jobs, and the tags in order of arrival.
+    count: u64,
+    /// Threads taking turns now, and the most there may be.
+    taking: usize,
+    threads: usize,
+    stopped: bool,
+}
+
+/// Whose a job is: a caller's key, or the job's own (numbered as jobs are).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Key {
+    Caller(u64),
+    Own(u64),
+}
+
+/// Where a job is: its key, and its number.
+type Place = (Key, u64);
+
+/// One key's place in the queue.
+#[derive(Default)]
+struct KeyTurns {
+    /// Its waiting jobs, by number, oldest first; the first may have had
+    /// slices already.
+    waiting: VecDeque<(u64, Box<dyn Slices>)>,
+    /// The virtual time its latest turn ended at.
+    ended: u64,
+    /// One of its jobs is having a turn now.
+    running: bool,
+    /// Its tag in the line, while it is there.
+    tag: Option<(u64, u64)>,
+}
+
+/// A job's turn on a thread.
+struct Turn {
+    place: Place,
+    /// The turn's tag: the virtual time it started at.
+    start: u64,
+    job: Box<dyn Slices>,
+}
+
+impl Turns {
+    fn new(threads: usize) -> Turns {
+        Turns {
+            line: BTreeMap::new(),
+            keys: HashMap::new(),
+            clock: 0,
+            count: 0,
+            taking: 0,
+            threads,
+            stopped: false,
+        }
+    }
+
+    /// Queues `job` for `key` (none: its own), and says whether a thread
+    /// should start taking turns. Refused, with the job, once stopped.
+    fn push(
+        &mut self,
+        key: Option<u64>,
+        job: Box<dyn Slices>,
+    ) -> Result<(Place, bool), Box<dyn Slices>> {
+        if self.stopped {
+            return Err(job);
+        }
+        let id = self.number();
+        let key = key.map_or(Key::Own(id), Key::Caller);
+        self.keys
+            .entry(key)
+            .or_default()
+            .waiting
+            .push_back((id, job));
+        self.enqueue(key);
+        let start = self.taking < self.threads && !self.line.is_empty();
+        if start {
+            self.taking += 1;
+        }
+        Ok(((key, id), start))
+    }
+
+    /// The next number, for a job or a tag.
+    fn number(&mut self) -> u64 {
+        let number = self.count;
+        self.count = self.count.wrapping_add(1);
+        number
+    }
+
+    /// Puts `key` in line, if it has a job waiting, none running, and is not
+    /// in line already.
+    fn enqueue(&mut self, key: Key) {
+        let order = self.number();
+        let clock = self.clock;
+        let Some(state) = self.keys.get_mut(&key) else {
+            return;
+        };
+        if state.running || state.tag.is_some() || state.waiting.is_empty() {
+            return;
+        }
+        let tag = (state.ended.max(clock), order);
+        state.tag = Some(tag);
+        self.line.insert(tag, key);
+    }
+
+    /// Forgets `key` if nothing of it waits or runs.
+    fn forget_if_done(&mut self, key: Key) {
+        if self
+            .keys
+            .get(&key)
+            .is_some_and(|state| !state.running && state.waiting.is_empty())
+        {
+            self.keys.remove(&key);
+        }
+    }
+
+    /// The next turn: the first job of the first key in line. None when no
+    /// job waits for one (or the queue has stopped): the thread asking
+    /// leaves.
+    fn next(&mut self) -> Option<Turn> {
+        while !self.stopped {
+            let Some(((start, _), key)) = self.line.pop_first() else {
+                break;
+            };
+            // A key in line has a job waiting; `cancel` takes it out of
+            // line with its last job.
+            let Some(state) = self.keys.get_mut(&key) else {
+                continue;
+            };
+            state.tag = None;
+            let Some((id, job)) = state.waiting.pop_front() else {
+                continue;
+            };
+            state.running = true;
+            self.clock = self.clock.max(start);
+            return Some(Turn {
+                place: (key, id),
+                start,
+                job,
+            });
+        }
+        self.taking -= 1;
+        None
+    }
+
+    /// Ends `turn`, which took `used` on the clock. The job goes back to
+    /// the front of its key's jobs, unless it is `over`, its caller has
+    /// gone, or the queue has stopped: then it is handed back, to be
+    /// dropped outside the lock.
+    fn end(&mut self, turn: Turn, used: Duration, over: bool) -> Option<Box<dyn Slices>> {
+        let Turn {
+            place: (key, id),
+            start,
+            mut job,
+        } = turn;
+        let used = u64::try_from(used.as_nanos()).unwrap_or(u64::MAX);
+        let state = self.keys.entry(key).or_default();
+        state.running = false;
+        state.ended = start.saturating_add(used);
+        let ended = if over || self.stopped {
+            Some(job)
+        } else if job.is_abandoned() {
+            job.cancel();
+            Some(job)
+        } else {
+            state.waiting.push_front((id, job));
+            None
+        };
+        self.enqueue(key);
+        self.forget_if_done(key);
+        ended
+    }
+
+    /// Takes the job at `place` out of the queue if it waits there, counted
+    /// as cancelled: its caller has gone.
+    fn cancel(&mut self, (key, id): Place) -> Option<Box<dyn Slices>> {
+        let state = self.keys.get_mut(&key)?;
+        let at = state.waiting.iter().position(|(queued, _)| *queued == id)?;
+        let (_, mut job) = state.waiting.remove(at)?;
+        if state.waiting.is_empty()
+            && let Some(tag) = state.tag.take()
+        {
+            self.line.remove(&tag);
+        }
+        self.forget_if_done(key);
+        job.cancel();
+        Some(job)
+    }
+
+    /// Stops giving turns: the waiting jobs are handed back, to be dropped
+    /// outside the lock, and the threads leave at their next turn.
+    fn stop(&mut self) -> Vec<Box<dyn Slices>> {
+        self.stopped = true;
+        self.line.clear();
+        let mut waiting = Vec::new();
+        for state in self.keys.values_mut() {
+            state.tag = None;
+            waiting.extend(state.waiting.drain(..).map(|(_, job)| job));
+        }
+        self.keys.retain(|_, state| state.running);
+        waiting
+    }
+}
+
+/// An admitted job, its types erased for the queue.
+trait Slices: Send {
+    /// Runs the job's next slice: true when the job is over, its result
+    /// sent (dropped unread if its caller has gone).
+    fn run_slice(&mut self) -> bool;
+    /// True once its caller no longer waits for the result.
+    fn is_abandoned(&self) -> bool;
+    /// Counts the job as cancelled when it is dropped.
+    fn cancel(&mut self);
+}
+
+/// An admitted job: its work, where its result goes, and its slot.
+struct Job<T, F> {
+    work: F,
+    /// Taken to send the result.
+    reply: Option<oneshot::Sender<Result<T, ComputeError>>>,
+    /// Let go as the job ends, before its result goes: a caller that has
+    /// its result finds the job counted and its slot free.
+    admitted: Option<Admitted>,
+}
+
+impl<T, F> Slices for Job<T, F>
+where
+    F: FnMut() -> ControlFlow<T> + Send,
+    T: Send,
+{
+    fn run_slice(&mut self) -> bool {
+        let (outcome, result) = match catch_unwind(AssertUnwindSafe(&mut self.work)) {
+            Ok(ControlFlow::Continue(())) => return false,
+            Ok(ControlFlow::Break(value)) => (ComputeOutcome::Done, Ok(value)),
+            Err(payload) => (ComputeOutcome::Panicked, Err(panicked(payload))),
+        };
+        if let Some(mut admitted) = self.admitted.take() {
+            admitted.outcome = outcome;
+        }
+        if let Some(reply) = self.reply.take() {
+            // A caller that has gone drops the result unread.
+            let _ = reply.send(result);
+        }
+        true
+    }
+
+    fn is_abandoned(&self) -> bool {
+        self.reply.as_ref().is_none_or(oneshot::Sender::is_closed)
+    }
+
+    fn cancel(&mut self) {
+        if let Some(admitted) = &mut self.admitted {
+            admitted.outcome = ComputeOutcome::Cancelled;
+        }
+    }
+}
+
+/// A closure, as work of one slice.
+fn once<T>(work: impl FnOnce() -> T) -> impl FnMut() -> ControlFlow<T> {
+    let mut work = Some(work);
+    // Called once: a job ends at its first `Break`.
+    move || {
+        work.take()
+            .map_or(ControlFlow::Continue(()), |work| ControlFlow::Break(work()))
+    }
+}
+
 /// An admitted job's slot and its place in the metrics, released when the
-/// job ends, however it ends: run, panicked (dropped while its work
-/// unwinds), or dropped unrun by a stopping runtime.
+/// job is dropped, however it ends, and counted as far as it got: done,
+/// panicked, cancelled (its caller went first) or stopped (the runtime
+/// stopped first).
 struct Admitted {
     _slot: OwnedSemaphorePermit,
     metrics: Option<Metrics>,
-    stage: Stage,
-}
-
-/// How far an admitted job got.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stage {
-    Queued,
-    Running,
-    Done,
+    outcome: ComputeOutcome,
 }
 
 impl Drop for Admitted {
     fn drop(&mut self) {
         if let Some(metrics) = &self.metrics {
-            metrics.compute_finished(match self.stage {
-                Stage::Done => ComputeOutcome::Done,
-                // Left while its work ran: only a panic leaves that way.
-                Stage::Running => ComputeOutcome::Panicked,
-                Stage::Queued => ComputeOutcome::Stopped,
-            });
+            metrics.compute_finished(self.outcome);
         }
     }
 }
@@ -378,6 +857,8 @@ fn panicked(payload: Box<dyn Any + Send>) -> ComputeError {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
     use super::*;
 
     fn serving() -> Runtime {
@@ -391,25 +872,79 @@ mod tests {
         std::thread::current().name().unwrap_or_default().to_owned()
     }
 
-    /// Starts a job on `compute` that holds its slot and its thread until
-    /// the returned sender is used (or dropped), and returns once it runs.
+    /// Starts a job on `compute`, for `key` (none: its own), that holds its
+    /// slot and its thread until the returned sender is used (or dropped),
+    /// and returns once it runs.
     async fn held_job(
         compute: &Compute,
+        key: Option<u64>,
     ) -> (
         tokio::task::JoinHandle<Result<(), ComputeError>>,
         std::sync::mpsc::Sender<()>,
     ) {
+        let (job, release, started) = holding(compute, key);
+        runs(started).await;
+        (job, release)
+    }
+
+    /// A job as `held_job`'s, not yet running: and what says it runs.
+    fn holding(
+        compute: &Compute,
+        key: Option<u64>,
+    ) -> (
+        tokio::task::JoinHandle<Result<(), ComputeError>>,
+        std::sync::mpsc::Sender<()>,
+        std::sync::mpsc::Receiver<()>,
+    ) {
         let (release, held) = std::sync::mpsc::channel::<()>();
         let (started_tx, started) = std::sync::mpsc::channel::<()>();
-        let job = tokio::spawn(compute.run(move || {
+        let work = move || {
             let _ = started_tx.send(());
             let _ = held.recv();
-        }));
+        };
+        let job = match key {
+            Some(key) => tokio::spawn(compute.run_for(key, work)),
+            None => tokio::spawn(compute.run(work)),
+        };
+        (job, release, started)
+    }
+
+    /// Waits until a job of `holding` runs.
+    async fn runs(started: std::sync::mpsc::Receiver<()>) {
         tokio::task::spawn_blocking(move || started.recv())
             .await
             .expect("the wait for the job")
             .expect("the job started");
-        (job, release)
+    }
+
+    /// Jobs waiting in `compute`'s queue for a turn.
+    fn waiting(compute: &Compute) -> usize {
+        compute.0.as_ref().map_or(0, |pool| {
+            lock(&pool.turns)
+                .keys
+                .values()
+                .map(|key| key.waiting.len())
+                .sum()
+        })
+    }
+
+    /// Waits until `jobs` jobs wait in `compute`'s queue: the callers
+    /// spawned before have reached it. A state waited for, not a time.
+    async fn until_waiting(compute: &Compute, jobs: usize) {
+        let wait = async {
+            while waiting(compute) != jobs {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), wait)
+            .await
+            .unwrap_or_else(|_| panic!("{} jobs waiting, not {jobs}", waiting(compute)));
+    }
+
+    /// Work that writes `name` in `log` when it runs.
+    fn logs(log: &Arc<Mutex<Vec<&'static str>>>, name: &'static str) -> impl FnOnce() + use<> {
+        let log = log.clone();
+        move || log.lock().unwrap().push(name)
     }
 
     #[test]
@@ -418,6 +953,27 @@ mod tests {
             let compute = Compute::start(&ComputeConfig::default().threads(2).via(via)).unwrap();
             let name = serving().block_on(compute.run(thread_name)).unwrap();
             assert_eq!(name, "tandem-compute", "{via}");
+            let sliced = serving()
+                .block_on(compute.run_sliced_for(1, || ControlFlow::Break(thread_name())))
+                .unwrap();
+            assert_eq!(sliced, "tandem-compute", "{via}");
+            compute.stop(Duration::from_secs(1));
+        }
+    }
+
+    /// The calling thread's nice value.
+    fn niceness() -> i32 {
+        // SAFETY: getpriority only reads; 0 is the calling thread on Linux.
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
+    }
+
+    #[test]
+    fn compute_threads_run_below_the_serving_ones_in_both_kinds() {
+        let serving_nice = niceness();
+        for via in ComputeVia::ALL {
+            let compute = Compute::start(&ComputeConfig::default().threads(1).via(via)).unwrap();
+            let nice = serving().block_on(compute.run(niceness)).unwrap();
+            assert_eq!(nice, (serving_nice + NICE).min(19), "{via}");
             compute.stop(Duration::from_secs(1));
         }
     }
@@ -431,6 +987,16 @@ mod tests {
             serving().block_on(compute.run(thread_name)).unwrap(),
             caller
         );
+        let mut slices = 0;
+        let sliced = compute.run_sliced_for(1, move || {
+            slices += 1;
+            if slices == 3 {
+                ControlFlow::Break(slices)
+            } else {
+                ControlFlow::Continue(())
+            }
+        });
+        assert_eq!(serving().block_on(sliced).unwrap(), 3);
     }
 
     #[test]
@@ -465,7 +1031,7 @@ mod tests {
         let compute = Compute::start(&ComputeConfig::default().threads(1).queue(1)).unwrap();
         serving().block_on(async {
             // The only slot, held until released.
-            let (first, release) = held_job(&compute).await;
+            let (first, release) = held_job(&compute, None).await;
             let mut second = Box::pin(compute.run(|| 2));
             // Not admitted while the first holds the slot.
             for _ in 0..3 {
@@ -482,6 +1048,87 @@ mod tests {
         compute.stop(Duration::from_secs(1));
     }
 
+    #[test]
+    fn a_key_that_has_used_less_goes_before_one_that_has_used_more() {
+        for via in ComputeVia::ALL {
+            let compute = Compute::start(&ComputeConfig::default().threads(1).via(via)).unwrap();
+            let log = Arc::new(Mutex::new(Vec::new()));
+            serving().block_on(async {
+                // Key 1 has the only thread, its next job waits, and so
+                // does a held job of key 3.
+                let (first, release_first) = held_job(&compute, Some(1)).await;
+                let again = tokio::spawn(compute.run_for(1, logs(&log, "1 again")));
+                until_waiting(&compute, 1).await;
+                let (third, release_third, started) = holding(&compute, Some(3));
+                until_waiting(&compute, 2).await;
+                // Key 1's turn ends, having used time, and key 3's starts:
+                // key 1's next job is in line while key 2's first comes.
+                release_first.send(()).unwrap();
+                runs(started).await;
+                let other = tokio::spawn(compute.run_for(2, logs(&log, "2")));
+                until_waiting(&compute, 2).await;
+                release_third.send(()).unwrap();
+                for job in [first, again, third, other] {
+                    job.await.unwrap().unwrap();
+                }
+            });
+            // Key 2 starts level with the virtual clock, which key 1's
+            // used time put its next turn beyond: first come, first served
+            // would run "1 again" first, in line before key 2 came.
+            assert_eq!(*log.lock().unwrap(), ["2", "1 again"], "{via}");
+            compute.stop(Duration::from_secs(1));
+        }
+    }
+
+    #[test]
+    fn a_job_in_slices_lets_each_other_key_take_a_turn_between_its_slices() {
+        for via in ComputeVia::ALL {
+            let compute = Compute::start(&ComputeConfig::default().threads(1).via(via)).unwrap();
+            let log = Arc::new(Mutex::new(Vec::new()));
+            serving().block_on(async {
+                // Key 1's long job: four slices, the first held until the
+                // other keys' jobs wait.
+                let (release, held) = std::sync::mpsc::channel::<()>();
+                let (started_tx, started) = std::sync::mpsc::channel::<()>();
+                let mut slices = 0;
+                let heavy_log = log.clone();
+                let heavy = tokio::spawn(compute.run_sliced_for(1, move || {
+                    if slices == 0 {
+                        let _ = started_tx.send(());
+                        let _ = held.recv();
+                    }
+                    slices += 1;
+                    heavy_log.lock().unwrap().push("heavy");
+                    if slices == 4 {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    }
+                }));
+                tokio::task::spawn_blocking(move || started.recv())
+                    .await
+                    .unwrap()
+                    .unwrap();
+                let light = tokio::spawn(compute.run_for(2, logs(&log, "light")));
+                until_waiting(&compute, 1).await;
+                let other = tokio::spawn(compute.run_for(3, logs(&log, "other")));
+                until_waiting(&compute, 2).await;
+                release.send(()).unwrap();
+                for job in [heavy, light, other] {
+                    job.await.unwrap().unwrap();
+                }
+            });
+            // One slice, then each light key once, then the rest: a whole
+            // job first would put both last.
+            assert_eq!(
+                *log.lock().unwrap(),
+                ["heavy", "light", "other", "heavy", "heavy", "heavy"],
+                "{via}"
+            );
+            compute.stop(Duration::from_secs(1));
+        }
+    }
+
     /// The value of series `name` in `metrics`' exposition.
     fn sample(metrics: &Metrics, name: &str) -> Option<f64> {
         metrics.render().lines().find_map(|line| {
@@ -490,13 +1137,88 @@ mod tests {
         })
     }
 
+    fn jobs(metrics: &Metrics, outcome: &str) -> Option<f64> {
+        sample(
+            metrics,
+            &format!("tandem_compute_jobs_total{{outcome=\"{outcome}\"}}"),
+        )
+    }
+
+    #[test]
+    fn a_queued_job_whose_caller_goes_never_runs_and_frees_its_slot_at_once() {
+        let metrics = Metrics::new();
+        let compute = Compute::start(&ComputeConfig::default().threads(1).queue(2)).unwrap();
+        compute.report_to(&metrics);
+        let ran = Arc::new(AtomicBool::new(false));
+        serving().block_on(async {
+            let (first, release) = held_job(&compute, None).await;
+            let runs = ran.clone();
+            let queued = tokio::spawn(compute.run(move || runs.store(true, Ordering::SeqCst)));
+            until_waiting(&compute, 1).await;
+            // Its connection goes.
+            queued.abort();
+            let _ = queued.await;
+            assert_eq!(waiting(&compute), 0, "still in the queue");
+            let pool = compute.0.as_ref().unwrap();
+            assert_eq!(pool.slots.available_permits(), 1, "its slot is not back");
+            assert_eq!(jobs(&metrics, "cancelled"), Some(1.0));
+            release.send(()).unwrap();
+            first.await.unwrap().unwrap();
+        });
+        compute.stop(Duration::from_secs(1));
+        assert!(!ran.load(Ordering::SeqCst), "the cancelled job ran");
+        assert_eq!(jobs(&metrics, "done"), Some(1.0));
+        assert_eq!(sample(&metrics, "tandem_compute_queue_depth"), Some(0.0));
+    }
+
+    #[test]
+    fn a_job_in_slices_whose_caller_goes_ends_with_the_slice_it_is_in() {
+        let metrics = Metrics::new();
+        let compute = Compute::start(&ComputeConfig::default().threads(1)).unwrap();
+        compute.report_to(&metrics);
+        let slices = Arc::new(AtomicUsize::new(0));
+        serving().block_on(async {
+            let (release, held) = std::sync::mpsc::channel::<()>();
+            let (started_tx, started) = std::sync::mpsc::channel::<()>();
+            let counted = slices.clone();
+            let job = tokio::spawn(compute.run_sliced_for(1, move || {
+                if counted.fetch_add(1, Ordering::SeqCst) == 0 {
+                    let _ = started_tx.send(());
+                    let _ = held.recv();
+                }
+                ControlFlow::<()>::Continue(())
+            }));
+            tokio::task::spawn_blocking(move || started.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            // Its connection goes during its first slice, which then ends.
+            job.abort();
+            let _ = job.await;
+            release.send(()).unwrap();
+            // Its slot back: the job is gone. A state waited for.
+            let pool = compute.0.as_ref().unwrap();
+            let gone = async {
+                while pool.slots.available_permits() < pool.queue {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(30), gone)
+                .await
+                .expect("the abandoned job still holds its slot");
+        });
+        compute.stop(Duration::from_secs(1));
+        assert_eq!(slices.load(Ordering::SeqCst), 1, "slices run");
+        assert_eq!(jobs(&metrics, "cancelled"), Some(1.0));
+    }
+
     #[test]
     fn a_job_whose_caller_stops_waiting_keeps_its_slot_until_it_ends() {
         let metrics = Metrics::new();
         let compute = Compute::start(&ComputeConfig::default().threads(2).queue(1)).unwrap();
         compute.report_to(&metrics);
         serving().block_on(async {
-            let (caller, release) = held_job(&compute).await;
+            let (caller, release) = held_job(&compute, None).await;
             // The caller goes (a connection cut, a timeout); its job runs on.
             caller.abort();
             let _ = caller.await;
@@ -509,33 +1231,62 @@ mod tests {
             release.send(()).unwrap();
             assert_eq!(next.await.unwrap(), 2);
         });
-        assert_eq!(
-            sample(&metrics, "tandem_compute_jobs_total{outcome=\"done\"}"),
-            Some(2.0)
-        );
+        assert_eq!(jobs(&metrics, "done"), Some(2.0));
         assert_eq!(sample(&metrics, "tandem_compute_queue_depth"), Some(0.0));
         compute.stop(Duration::from_secs(1));
     }
 
     #[test]
-    fn a_job_counts_as_done_panicked_or_stopped_by_how_far_it_got() {
+    fn a_job_counts_as_done_panicked_cancelled_or_stopped_by_how_far_it_got() {
         let metrics = Metrics::new();
-        let slots = Arc::new(Semaphore::new(3));
-        for stage in [Stage::Done, Stage::Running, Stage::Queued] {
-            let admitted = Admitted {
-                _slot: slots.clone().try_acquire_owned().expect("a free slot"),
-                metrics: Some(metrics.clone()),
-                stage,
-            };
+        let slots = Arc::new(Semaphore::new(4));
+        let job = |work: fn() -> u8| {
             metrics.compute_admitted(Duration::ZERO);
-            drop(admitted);
-        }
-        for outcome in ["done", "panicked", "stopped"] {
-            let series = format!("tandem_compute_jobs_total{{outcome=\"{outcome}\"}}");
-            assert_eq!(sample(&metrics, &series), Some(1.0), "{series}");
+            let (reply, _) = oneshot::channel();
+            Job {
+                work: once(work),
+                reply: Some(reply),
+                admitted: Some(Admitted {
+                    _slot: slots.clone().try_acquire_owned().expect("a free slot"),
+                    metrics: Some(metrics.clone()),
+                    outcome: ComputeOutcome::Stopped,
+                }),
+            }
+        };
+        let mut done = job(|| 1);
+        assert!(done.run_slice());
+        let mut failed = job(|| panic!("bad input"));
+        assert!(failed.run_slice());
+        let mut cancelled = job(|| 1);
+        cancelled.cancel();
+        let stopped = job(|| 1);
+        drop((done, failed, cancelled, stopped));
+        for outcome in ["done", "panicked", "cancelled", "stopped"] {
+            assert_eq!(jobs(&metrics, outcome), Some(1.0), "{outcome}");
         }
         assert_eq!(sample(&metrics, "tandem_compute_queue_depth"), Some(0.0));
-        assert_eq!(slots.available_permits(), 3, "every slot went back");
+        assert_eq!(slots.available_permits(), 4, "every slot went back");
+    }
+
+    #[test]
+    fn stopping_fails_the_waiting_jobs_as_stopped() {
+        let metrics = Metrics::new();
+        let compute = Compute::start(&ComputeConfig::default().threads(1)).unwrap();
+        compute.report_to(&metrics);
+        let serving = serving();
+        let (first, release, queued) = serving.block_on(async {
+            let (first, release) = held_job(&compute, None).await;
+            let queued = tokio::spawn(compute.run(|| 2));
+            until_waiting(&compute, 1).await;
+            (first, release, queued)
+        });
+        // Waits its second for the held job, then lets its thread go.
+        compute.stop(Duration::from_secs(1));
+        let result = serving.block_on(queued).unwrap();
+        assert!(matches!(result, Err(ComputeError::Stopped)), "{result:?}");
+        assert_eq!(jobs(&metrics, "stopped"), Some(1.0));
+        release.send(()).unwrap();
+        drop(first);
     }
 
     #[test]

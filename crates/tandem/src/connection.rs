@@ -216,6 +216,33 @@ impl Connection {
         self.sent(sent);
     }
 
+    /// Tells the idle rule that the handler is busy for this connection, or
+    /// no longer: working or waiting on a backend (a compute job, a
+    /// database, another service), not the peer being silent. While busy,
+    /// the connection is not idle, however long the work takes: neither its
+    /// silence nor its minimum rate is counted, and both count afresh from
+    /// when it stops being busy. The shutdown cut still ends it.
+    ///
+    /// Set it back to `false` when the wait ends, or the idle rule never
+    /// closes the connection; a handler that returns need not. The echo
+    /// sets it while a chunk's work is queued or running on the compute
+    /// runtime. It costs two plain stores: call it around a wait, not for
+    /// every message.
+    ///
+    /// ```
+    /// # async fn ask_backend() {}
+    /// async fn answer(conn: &mut tandem::Connection) -> std::io::Result<()> {
+    ///     conn.set_busy(true);
+    ///     let answer = ask_backend().await;
+    ///     conn.set_busy(false);
+    ///     # let _ = answer;
+    ///     conn.write_all(b"done\n").await
+    /// }
+    /// ```
+    pub fn set_busy(&self, busy: bool) {
+        self.watched.set_busy(busy);
+    }
+
     /// Waits until the socket is readable, the idle rule says the
     /// connection is idle, or the server cuts the connection at the end of
     /// a shutdown. Holds no data buffer while it waits, and registers one

@@ -15,16 +15,21 @@
 //! [`Compute`] with threads, the echo sends a chunk's work there when it
 //! exceeds `offload_above`, and awaits it holding the chunk; lighter work
 //! stays inline, where a trip to another thread would cost more than it.
+//! Offloaded work goes in slices of at most [`WORK_SLICE`], under the
+//! connection's key, so that the compute threads take turns between
+//! connections; meanwhile the connection is busy, not idle, and a peer that
+//! resets takes its job out of the queue.
 
 use std::fmt;
 use std::future::Future;
 use std::io;
+use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::str::FromStr;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncWrite, ReadBuf};
 
 use crate::buffer::{Buffer, ReadSize};
 use crate::compute::{Compute, ComputeError};
@@ -236,11 +241,17 @@ struct Session<'e, 'c> {
 enum Step {
     /// Waiting for the socket, holding no buffer.
     Wait,
+    /// The socket is readable, but the buffer budget has no room even for
+    /// a page: waiting for a buffer to be freed, the connection busy, as
+    /// the wait is the server's, not the peer's.
+    Budget,
     /// Writing back a chunk: `written` of its `len` bytes so far.
     Write { buf: Buffer, len: u32, written: u32 },
-    /// Waiting for a chunk's work on the compute threads. Boxed: a step
-    /// no larger than `Write` keeps every connection's task as small.
-    Compute(Offloaded),
+    /// Waiting for a chunk's work on the compute threads, the connection
+    /// busy meanwhile, and while `watching`, for the peer to reset. Boxed:
+    /// a step no larger than `Write` keeps every connection's task as
+    /// small.
+    Compute { job: Offloaded, watching: bool },
     /// Sending the FIN, then ending with this.
     Close(Close),
 }
@@ -253,12 +264,23 @@ impl Future for Session<'_, '_> {
         let this = self.get_mut();
         loop {
             match &mut this.step {
-                Step::Wait => match ready!(this.conn.poll_ready(cx))? {
+                Step::Wait | Step::Budget => match ready!(this.conn.poll_ready(cx))? {
                     Event::Readable => {
                         // Pending while the buffer budget is spent: the
                         // socket stays readable, and the budget wakes the
                         // task when a buffer is freed.
-                        if let Some(step) = ready!(this.read(cx))? {
+                        let Poll::Ready(read) = this.read(cx) else {
+                            if matches!(this.step, Step::Wait) {
+                                this.conn.set_busy(true);
+                                this.step = Step::Budget;
+                            }
+                            return Poll::Pending;
+                        };
+                        if matches!(this.step, Step::Budget) {
+                            this.conn.set_busy(false);
+                            this.step = Step::Wait;
+                        }
+                        if let Some(step) = read? {
                             this.step = step;
                         }
                     }
@@ -279,8 +301,24 @@ impl Future for Session<'_, '_> {
                     // The lease goes back before the next wait.
                     this.step = Step::Wait;
                 }
-                Step::Compute(job) => {
-                    let (buf, len) = ready!(job.as_mut().poll(cx)).map_err(io::Error::from)?;
+                Step::Compute { job, watching } => {
+                    let Poll::Ready(worked) = job.as_mut().poll(cx) else {
+                        if *watching {
+                            match peer_gone(this.conn, cx) {
+                                Watch::Waiting => {}
+                                Watch::Alive => *watching = false,
+                                Watch::Gone(err) => {
+                                    // The job goes now, out of the queue.
+                                    this.step = Step::Wait;
+                                    this.conn.set_busy(false);
+                                    return Poll::Ready(Err(err));
+                                }
+                            }
+                        }
+                        return Poll::Pending;
+                    };
+                    this.conn.set_busy(false);
+                    let (buf, len) = worked.map_err(io::Error::from)?;
                     this.step = Step::Write {
                         buf,
                         len,
@@ -342,10 +380,17 @@ impl Session<'_, '_> {
         let work = config.simulate_work.for_chunk(read);
         if !work.is_zero() {
             if work > config.offload_above && !self.echo.compute.is_inline() {
-                let worked = self.echo.compute.run(move || burn_cpu(work));
+                // The connection's address names it to the compute queue:
+                // unique among live connections, and fixed while it is served.
+                let key = std::ptr::from_ref::<Connection>(self.conn).addr() as u64;
+                let worked = self.echo.compute.run_sliced_for(key, sliced(work));
                 // The chunk rides with its work: one allocation per trip.
                 let job = async move { worked.await.map(|()| (buf, len)) };
-                return Ok(Some(Step::Compute(Box::pin(job))));
+                self.conn.set_busy(true);
+                return Ok(Some(Step::Compute {
+                    job: Box::pin(job),
+                    watching: true,
+                }));
             }
             burn_cpu(work);
         }
@@ -357,8 +402,63 @@ impl Session<'_, '_> {
     }
 }
 
+impl Drop for Session<'_, '_> {
+    /// A session dropped while its work is out or it waits for the buffer
+    /// budget (a library caller's timeout, say, or the cut) leaves its
+    /// connection to the idle rule again.
+    fn drop(&mut self) {
+        if matches!(self.step, Step::Compute { .. } | Step::Budget) {
+            self.conn.set_busy(false);
+        }
+    }
+}
+
 /// A chunk's work on the compute threads, giving the chunk back.
 type Offloaded = Pin<Box<dyn Future<Output = Result<(Buffer, u32), ComputeError>> + Send>>;
+
+/// The longest slice of a chunk's work on the compute threads: how long a
+/// light connection's job may wait for a thread that a heavy one holds.
+/// A turn costs a few microseconds of queueing, well under 1% of this.
+pub const WORK_SLICE: Duration = Duration::from_micros(500);
+
+/// `work`, as slices of at most [`WORK_SLICE`] of CPU time.
+fn sliced(work: Duration) -> impl FnMut() -> ControlFlow<()> + Send + 'static {
+    let mut left = work;
+    move || {
+        let slice = left.min(WORK_SLICE);
+        burn_cpu(slice);
+        left -= slice;
+        if left.is_zero() {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    }
+}
+
+/// What the socket says of the peer while its chunk's work is out.
+enum Watch {
+    /// Nothing yet: woken when something comes.
+    Waiting,
+    /// It sent more, or half-closed, which still wants its echo: alive.
+    /// The socket stays readable until the session reads again, so it is
+    /// not watched further; a reset after that is met when the job ends.
+    Alive,
+    /// It reset, or the socket failed: no one is left to echo to.
+    Gone(io::Error),
+}
+
+/// Peeks at the TCP socket, taking no data, for a peer that has reset
+/// during its job: a reset socket is readable, and reading it fails.
+fn peer_gone(conn: &mut Connection, cx: &mut Context<'_>) -> Watch {
+    let mut byte = [0u8; 1];
+    let mut peek = ReadBuf::new(&mut byte);
+    match conn.stream_mut().tcp().poll_peek(cx, &mut peek) {
+        Poll::Pending => Watch::Waiting,
+        Poll::Ready(Ok(_)) => Watch::Alive,
+        Poll::Ready(Err(err)) => Watch::Gone(err),
+    }
+}
 
 /// Keeps the current thread busy until it has used `work` of CPU time, as
 /// a CPU-bound handler would: the thread can do nothing else meanwhile,

@@ -38,6 +38,11 @@
 //! connections, and within about three of the slots being taken; while a
 //! slot is free, no connection is shed, whatever its rate. Shed connections
 //! close as idle ones do, and are counted as `shed`.
+//!
+//! A connection whose handler is busy for it (a compute job queued or
+//! running) is not idle, whatever its peer does: the sweep counts it active
+//! at each tick it sees it busy, so its silence and its rate window count
+//! afresh from when it stops being busy, and it is never shed.
 
 use std::io;
 use std::net::TcpListener;
@@ -102,8 +107,8 @@ const SHED_SHARE: usize = 64;
 /// no locked instruction per message.
 ///
 /// One allocation per connection, 48 bytes behind the `Arc`'s two counts:
-/// the waker (24), the two byte counts, the flags and the last window's
-/// count. 64 bytes in all, mimalloc's 64-byte size class, the chunk the
+/// the waker (24), the two byte counts, the flags (the busy flag among
+/// them) and the last window's count. 64 bytes in all, mimalloc's 64-byte size class, the chunk the
 /// record took when it was 40 bytes with one count of bytes in and out
 /// together: counting them apart costs an idle connection nothing.
 #[derive(Debug, Default)]
@@ -126,6 +131,9 @@ pub(crate) struct Watched {
     /// (saturated), 0 before one has. Kept here, in room the record has
     /// anyway, because the sweep's entry is full.
     last_window: AtomicU32,
+    /// The handler is working or waiting for the connection, not for its
+    /// peer: set and cleared by the connection's task only.
+    busy: AtomicBool,
 }
 
 /// The rule says the connection is idle.
@@ -152,6 +160,14 @@ impl Watched {
     /// what TLS held.
     pub(crate) fn touched(&self) {
         self.active.store(true, Ordering::Relaxed);
+    }
+
+    /// Marks the connection busy, or no longer. Counted as activity too,
+    /// so that a busy spell between two ticks, which the sweep never sees,
+    /// still ends a silence.
+    pub(crate) fn set_busy(&self, busy: bool) {
+        self.touched();
+        self.busy.store(busy, Ordering::Release);
     }
 
     /// Makes `waker` the one the sweep wakes. Cheap when it is the same
@@ -474,9 +490,20 @@ impl Entry {
     /// True if the connection is idle at tick `now`: silent for the whole
     /// timeout (`ticks`) since the sweep first saw its latest activity, or
     /// short of the `quota` over a window that has closed. A window that
-    /// met its quota is followed by the next, from `now`. Tick counts are
-    /// compared as distances, so the clock may wrap.
+    /// met its quota is followed by the next, from `now`. A connection busy
+    /// for its handler is active at `now`. Tick counts are compared as
+    /// distances, so the clock may wrap.
     fn verdict(&mut self, quota: u64, ticks: Tick, now: Tick) -> bool {
+        // Busy for its handler: active, its silence and its rate window
+        // counted from the next tick, the first that may find it no longer
+        // busy. Only a later tick reads them: this one returns here.
+        if self.watched.busy.load(Ordering::Acquire) {
+            self.active_at = now.wrapping_add(1);
+            self.window_from = now.wrapping_add(1);
+            self.window_received = self.watched.received.load(Ordering::Relaxed);
+            self.window_sent = self.watched.sent.load(Ordering::Relaxed);
+            return false;
+        }
         if self.watched.take_activity() {
             self.active_at = now;
         }
@@ -516,6 +543,11 @@ impl Entry {
     /// and the last closed one (`window` ticks long) when there is one;
     /// `None` while it is too young to have one.
     fn rate(&self, now: Tick, window: Tick) -> Option<Rate> {
+        // Busy for its handler: its peer's rate says nothing now, and its
+        // window restarts when it stops.
+        if self.watched.busy.load(Ordering::Acquire) {
+            return None;
+        }
         let elapsed = u64::from(now.wrapping_sub(self.window_from));
         let (moved, _, _) = self.moved();
         match self.watched.last_window.load(Ordering::Relaxed) {
@@ -764,6 +796,34 @@ mod tests {
         assert!(
             closed >= last_byte + rule.timeout
                 && closed <= last_byte + rule.timeout + 2 * rule.tick(),
+            "closed after {closed:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_connection_is_never_idle_and_counts_afresh_from_when_it_stops() {
+        // Busy for a minute, five timeouts, moving nothing, then silent:
+        // closed one timeout after it stopped being busy, by the silence
+        // rule, neither during the minute nor at once by a rate window
+        // that spanned it.
+        let rule = IdleRule::new(Duration::from_secs(10), 1);
+        let start = Instant::now();
+        let sweep = Arc::new(Sweep::new(Some(rule)));
+        let watched = sweep.watch();
+        let running = tokio::spawn(sweep.clone().run());
+        watched.set_busy(true);
+        let busy_for = Duration::from_secs(60);
+        tokio::select! {
+            () = found_idle(&watched) => panic!("closed while busy, after {:?}", start.elapsed()),
+            () = tokio::time::sleep(busy_for) => {}
+        }
+        watched.set_busy(false);
+        found_idle(&watched).await;
+        running.abort();
+        let closed = start.elapsed();
+        assert!(
+            closed >= busy_for + rule.timeout
+                && closed <= busy_for + rule.timeout + 2 * rule.tick(),
             "closed after {closed:?}"
         );
     }

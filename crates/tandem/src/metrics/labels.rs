@@ -119,6 +119,9 @@ label_set! {
         Panicked => "panicked",
         /// The compute runtime stopped first (at shutdown).
         Stopped => "stopped",
+        /// Its caller went first (its connection closed or reset): taken
+        /// out of the queue unrun, or ended between two of its slices.
+        Cancelled => "cancelled",
     }
 }
 
