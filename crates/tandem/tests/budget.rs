@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 fn spend_the_budget() -> Vec<Buffer> {
     let mut cx = Context::from_waker(Waker::noop());
     let mut held = Vec::new();
-    while let Poll::Ready(buffer) = Buffer::poll_lease(&mut cx, 64 * 1024, 1) {
+    while let Poll::Ready(buffer) = Buffer::poll_lease(&mut cx, 64 * 1024, 4096) {
         held.push(buffer);
     }
     held

@@ -636,3 +636,19 @@ fn a_panicking_compute_job_ends_its_connection_with_an_error_and_the_pool_lives_
     let report = server.finish();
     assert_eq!(report.cut, 0);
 }
+
+/// A library caller may mean "wait for ever" by the largest duration: the
+/// shutdown's clock saturates instead of overflowing, and a server with
+/// nothing to drain stops at once.
+#[test]
+fn the_largest_shutdown_timeout_and_grace_do_not_overflow_the_clock() {
+    for layout in [Layout::Split, Layout::Single, Layout::Sharded] {
+        let server = ProbeServer::start(
+            config(layout)
+                .shutdown_timeout(Duration::MAX)
+                .shutdown_grace(Duration::MAX),
+        );
+        let report = server.finish();
+        assert_eq!(report.live, 0, "{layout}");
+    }
+}

@@ -18,6 +18,7 @@
 //! is bounded per thread ([`set_budget`]) to a quarter of the budget in
 //! all, so a waiter always gets room once lent buffers come back.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::task::{Context, Poll, Waker};
@@ -36,6 +37,22 @@ pub const MIN_BUDGET: usize = 1024 * 1024;
 /// four of 64 KiB. Lowered when the budget is small ([`set_budget`]).
 pub(super) const CACHE_PER_THREAD: usize = 256 * 1024;
 
+/// The part of the budget, an eighth, that only a lease's first page may
+/// take: connections stuck writing to peers that do not read hold their
+/// large buffers until the idle rule closes them, and must not leave every
+/// other connection without a page to read into.
+const RESERVE_SHARE: usize = 8;
+
+/// The largest `least` that may take from the reserve: a page, with room
+/// for a newline after it.
+const SMALL_LEASE: usize = 8 * 1024;
+
+/// A lease waiting for room: its task, and the least it would take.
+struct Waiter {
+    waker: Waker,
+    least: usize,
+}
+
 /// A budget: its limit, the bytes taken from it, and the leases waiting
 /// for room. The process has one, [`GLOBAL`]; tests make their own.
 pub(super) struct Pool {
@@ -47,10 +64,9 @@ pub(super) struct Pool {
     cache_limit: AtomicUsize,
     /// True while a lease waits: given-back buffers are freed, not cached.
     waiting: AtomicBool,
-    /// The tasks of the leases that wait, woken all at once when bytes
-    /// come back: waits happen only when the budget is spent, so the crowd
-    /// is rare.
-    waiters: Mutex<Vec<Waker>>,
+    /// The leases that wait, in the order they came: a give-back wakes as
+    /// many from the front as the room there is then could serve.
+    waiters: Mutex<VecDeque<Waiter>>,
     /// Waits so far, for the metrics.
     waits: AtomicUsize,
 }
@@ -107,19 +123,55 @@ pub fn default_budget() -> usize {
     })
 }
 
-/// The memory this process may use: the machine's, or its cgroup's
-/// limit where that is lower (a container's).
+/// The memory this process may use: the machine's, or the lowest limit
+/// of its cgroup and the cgroups above it where that is lower (a
+/// container's, or a systemd unit's `MemoryMax=`).
 fn usable_memory() -> Option<usize> {
     let total = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|text| meminfo_total(&text));
-    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup")
         .ok()
-        .and_then(|text| text.trim().parse::<usize>().ok());
+        .and_then(|text| cgroup_limit(&text, |path| std::fs::read_to_string(path).ok()));
     match (total, cgroup) {
         (Some(total), Some(cgroup)) => Some(total.min(cgroup)),
         (total, cgroup) => total.or(cgroup),
     }
+}
+
+/// The lowest memory limit on the way from the process's cgroup (its
+/// `/proc/self/cgroup`) up to the root: cgroup v2's `memory.max`, or
+/// v1's `memory.limit_in_bytes`, each read with `read`.
+fn cgroup_limit(own: &str, read: impl Fn(&str) -> Option<String>) -> Option<usize> {
+    own.lines()
+        .filter_map(|line| {
+            // `hierarchy:controllers:path`: v2's line is `0::path`, v1's
+            // memory line names the `memory` controller.
+            let mut fields = line.splitn(3, ':');
+            let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+            let (root, file) = if controllers.is_empty() {
+                ("/sys/fs/cgroup", "memory.max")
+            } else if controllers.split(',').any(|name| name == "memory") {
+                ("/sys/fs/cgroup/memory", "memory.limit_in_bytes")
+            } else {
+                return None;
+            };
+            let mut lowest: Option<usize> = None;
+            let mut dir = path.trim_end_matches('/').to_owned();
+            loop {
+                let limit = read(&format!("{root}{dir}/{file}"))
+                    .and_then(|text| text.trim().parse::<usize>().ok());
+                lowest = match (lowest, limit) {
+                    (Some(lowest), Some(limit)) => Some(lowest.min(limit)),
+                    (lowest, limit) => lowest.or(limit),
+                };
+                match dir.rfind('/') {
+                    Some(parent) => dir.truncate(parent),
+                    None => return lowest,
+                }
+            }
+        })
+        .min()
 }
 
 /// `MemTotal` of /proc/meminfo, in bytes.
@@ -136,7 +188,7 @@ impl Pool {
             allocated: AtomicUsize::new(0),
             cache_limit: AtomicUsize::new(CACHE_PER_THREAD),
             waiting: AtomicBool::new(false),
-            waiters: Mutex::new(Vec::new()),
+            waiters: Mutex::new(VecDeque::new()),
             waits: AtomicUsize::new(0),
         }
     }
@@ -179,15 +231,25 @@ impl Pool {
     }
 
     /// Takes as many bytes as the budget has room for, up to `want` and at
-    /// least `least` (and at least 1); how many it took, if it could.
+    /// least `least` (and at least 1); how many it took, if it could. Only
+    /// `least`, when it is a page or so, may take from the reserve.
     pub(super) fn take_up_to(&self, want: usize, least: usize) -> Option<usize> {
         let limit = self.limit();
+        let reserve = limit / RESERVE_SHARE;
         let least = least.max(1);
         let mut took = 0;
         self.allocated
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |allocated| {
-                took = want.min(limit.saturating_sub(allocated));
-                (took >= least).then_some(allocated + took)
+                let room = limit.saturating_sub(allocated);
+                let outside_reserve = room.saturating_sub(reserve);
+                took = if outside_reserve >= least {
+                    want.min(outside_reserve)
+                } else if least <= SMALL_LEASE && room >= least {
+                    least
+                } else {
+                    return None;
+                };
+                Some(allocated + took)
             })
             .ok()
             .map(|_| took)
@@ -199,7 +261,7 @@ impl Pool {
         self.allocated.fetch_add(len, Ordering::SeqCst);
     }
 
-    /// Gives `len` bytes back, and wakes the leases waiting for room.
+    /// Gives `len` bytes back, and wakes leases waiting for room.
     pub(super) fn give_back(&self, len: usize) {
         self.allocated.fetch_sub(len, Ordering::SeqCst);
         // SeqCst with the waiter's store and retry in `poll_take`: either
@@ -209,40 +271,77 @@ impl Pool {
         }
     }
 
+    /// Wakes the leases at the front of the line, as many as the room
+    /// there is now could serve at their least, and at least one: waking
+    /// every waiter for each freed buffer would have thousands of tasks
+    /// race for one page, each queueing again under the lock.
     fn wake_waiters(&self) {
-        let wakers = {
+        let mut room = self
+            .limit()
+            .saturating_sub(self.allocated.load(Ordering::SeqCst));
+        let mut woken = Vec::new();
+        {
             let mut waiters = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
-            self.waiting.store(false, Ordering::SeqCst);
-            std::mem::take(&mut *waiters)
-        };
-        for waker in wakers {
+            while let Some(front) = waiters.front() {
+                if !woken.is_empty() && front.least > room {
+                    break;
+                }
+                room = room.saturating_sub(front.least);
+                if let Some(waiter) = waiters.pop_front() {
+                    woken.push(waiter.waker);
+                }
+            }
+            self.waiting.store(!waiters.is_empty(), Ordering::SeqCst);
+        }
+        for waker in woken {
             waker.wake();
         }
     }
 
     /// [`take_up_to`](Self::take_up_to), or, without room for `least`,
-    /// waits for bytes to come back: the task is woken when a buffer is
-    /// freed.
+    /// waits in line for bytes to come back: the task is woken when a
+    /// buffer is freed and its turn has room.
     pub(super) fn poll_take(&self, cx: &mut Context<'_>, want: usize, least: usize) -> Poll<usize> {
         if let Some(took) = self.take_up_to(want, least) {
+            self.pass_on();
             return Poll::Ready(took);
         }
-        {
+        let queued = {
             let mut waiters = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
-            if !waiters.iter().any(|waiter| waiter.will_wake(cx.waker())) {
-                waiters.push(cx.waker().clone());
+            let queued = !waiters
+                .iter()
+                .any(|waiter| waiter.waker.will_wake(cx.waker()));
+            if queued {
+                waiters.push_back(Waiter {
+                    waker: cx.waker().clone(),
+                    least,
+                });
             }
             self.waiting.store(true, Ordering::SeqCst);
-        }
+            queued
+        };
         // Bytes given back between the first try and the waker's
         // registration woke nobody: try again now that any later give-back
         // will.
         match self.take_up_to(want, least) {
-            Some(took) => Poll::Ready(took),
+            Some(took) => {
+                self.pass_on();
+                Poll::Ready(took)
+            }
             None => {
-                self.waits.fetch_add(1, Ordering::Relaxed);
+                if queued {
+                    self.waits.fetch_add(1, Ordering::Relaxed);
+                }
                 Poll::Pending
             }
+        }
+    }
+
+    /// After a lease has taken its bytes: the next in line may find room
+    /// too, and a waker whose task has gone would otherwise hold the line.
+    fn pass_on(&self) {
+        if self.waiting.load(Ordering::SeqCst) {
+            self.wake_waiters();
         }
     }
 }
@@ -268,21 +367,44 @@ mod tests {
     fn a_lease_takes_what_room_there_is_and_at_least_its_least() {
         let pool = Pool::new();
         pool.set(MIN_BUDGET, 1);
+        let reserve = MIN_BUDGET / RESERVE_SHARE;
+        let outside = MIN_BUDGET - reserve;
+        assert_eq!(pool.take_up_to(outside - 8192, 1), Some(outside - 8192));
         assert_eq!(
-            pool.take_up_to(MIN_BUDGET - 4096, 1),
-            Some(MIN_BUDGET - 4096)
+            pool.take_up_to(65_536, 16_384),
+            None,
+            "16 KiB at least does not fit outside the reserve"
         );
-        assert_eq!(pool.take_up_to(65_536, 1024), Some(4096), "what is left");
-        assert_eq!(pool.take_up_to(65_536, 1), None, "nothing is left");
-        pool.give_back(MIN_BUDGET);
+        assert_eq!(pool.take_up_to(65_536, 1024), Some(8192), "what is left");
+        pool.give_back(outside);
         assert_eq!(pool.take_up_to(4096, 4096), Some(4096));
+    }
+
+    #[test]
+    fn large_leases_leave_the_reserve_to_leases_of_a_page() {
+        let pool = Pool::new();
+        pool.set(MIN_BUDGET, 1);
+        let reserve = MIN_BUDGET / RESERVE_SHARE;
+        // Stuck writers' large buffers: they stop short of the reserve...
+        let mut large = 0;
+        while let Some(took) = pool.take_up_to(65_536, 65_536) {
+            large += took;
+        }
+        assert_eq!(large, MIN_BUDGET - reserve);
+        // ...and every other connection still gets a page to read into,
+        // until the reserve too is spent.
+        let mut pages = 0;
+        while pool.take_up_to(65_536, 4096) == Some(4096) {
+            pages += 1;
+        }
+        assert_eq!(pages, reserve / 4096);
     }
 
     #[test]
     fn a_lease_without_room_waits_until_bytes_come_back() {
         let pool = Pool::new();
         pool.set(MIN_BUDGET, 1);
-        assert_eq!(pool.take_up_to(MIN_BUDGET, MIN_BUDGET), Some(MIN_BUDGET));
+        pool.take_anyway(MIN_BUDGET);
         let counting = Arc::new(Counting(AtomicUsize::new(0)));
         let waker = std::task::Waker::from(counting.clone());
         let mut cx = Context::from_waker(&waker);
@@ -304,6 +426,31 @@ mod tests {
     }
 
     #[test]
+    fn a_give_back_wakes_as_many_in_line_as_it_has_room_for() {
+        let pool = Pool::new();
+        pool.set(MIN_BUDGET, 1);
+        pool.take_anyway(MIN_BUDGET);
+        let counters: Vec<Arc<Counting>> = (0..4)
+            .map(|_| Arc::new(Counting(AtomicUsize::new(0))))
+            .collect();
+        for counter in &counters {
+            let waker = std::task::Waker::from(counter.clone());
+            let mut cx = Context::from_waker(&waker);
+            assert_eq!(pool.poll_take(&mut cx, 4096, 4096), Poll::Pending);
+            // Polled again while in line: still one place, one wait.
+            assert_eq!(pool.poll_take(&mut cx, 4096, 4096), Poll::Pending);
+        }
+        assert_eq!(pool.waits.load(Ordering::SeqCst), 4);
+        // Room for two at their least: the first two in line, not all.
+        pool.give_back(8192);
+        let woken: Vec<usize> = counters
+            .iter()
+            .map(|counter| counter.0.load(Ordering::SeqCst))
+            .collect();
+        assert_eq!(woken, [1, 1, 0, 0]);
+    }
+
+    #[test]
     fn a_small_budget_lowers_the_cache_of_each_thread() {
         let pool = Pool::new();
         pool.set(MIN_BUDGET, 8);
@@ -312,6 +459,37 @@ mod tests {
         assert_eq!(pool.cache_limit(), CACHE_PER_THREAD);
         pool.set(0, 1);
         assert_eq!(pool.limit(), MIN_BUDGET, "raised to the least");
+    }
+
+    #[test]
+    fn the_cgroup_limit_is_the_lowest_on_the_way_to_the_root() {
+        let files = [
+            ("/sys/fs/cgroup/system.slice/memory.max", "max\n"),
+            (
+                "/sys/fs/cgroup/system.slice/tandem.service/memory.max",
+                "536870912\n",
+            ),
+            ("/sys/fs/cgroup/memory.max", "max\n"),
+        ];
+        let read = |path: &str| {
+            files
+                .iter()
+                .find(|(name, _)| *name == path)
+                .map(|(_, text)| (*text).to_owned())
+        };
+        assert_eq!(
+            cgroup_limit("0::/system.slice/tandem.service\n", read),
+            Some(536_870_912)
+        );
+        assert_eq!(cgroup_limit("0::/\n", read), None, "no limit: max");
+        let v1 = |path: &str| {
+            (path == "/sys/fs/cgroup/memory/docker/abc/memory.limit_in_bytes")
+                .then(|| "1073741824".to_owned())
+        };
+        assert_eq!(
+            cgroup_limit("12:memory:/docker/abc\n3:cpu,cpuacct:/docker/abc\n", v1),
+            Some(1_073_741_824)
+        );
     }
 
     #[test]

@@ -106,13 +106,13 @@ impl Free {
         None
     }
 
-    /// Frees every cached buffer.
-    fn clear(&mut self) {
-        for bytes in self.buffers.drain(..) {
-            GLOBAL.give_back(bytes.len());
-        }
+    /// Takes every cached buffer out, to be freed once the cache is no
+    /// longer borrowed: giving their bytes back wakes waiting tasks, and a
+    /// waker may drop a buffer of its own, which comes back here.
+    fn take_all(&mut self) -> Vec<Box<[u8]>> {
         self.bytes = 0;
         self.show();
+        std::mem::take(&mut self.buffers)
     }
 
     fn show(&self) {
@@ -126,7 +126,14 @@ impl Drop for Free {
     /// A thread that ends frees its cache, and the budget has the bytes
     /// back.
     fn drop(&mut self) {
-        self.clear();
+        give_back_all(self.take_all());
+    }
+}
+
+/// Frees `buffers` and gives their bytes back to the budget.
+fn give_back_all(buffers: Vec<Box<[u8]>>) {
+    for bytes in buffers {
+        GLOBAL.give_back(bytes.len());
     }
 }
 
@@ -198,8 +205,9 @@ impl Buffer {
             }
             // ...or the cache's bytes given back, and another try; then
             // a wait.
-            if cached(|free| (free.bytes > 0).then(|| free.clear())).is_none() {
-                break;
+            match cached(|free| (free.bytes > 0).then(|| free.take_all())) {
+                Some(buffers) => give_back_all(buffers),
+                None => break,
             }
         }
         let len = std::task::ready!(GLOBAL.poll_take(cx, want, least));
@@ -432,7 +440,7 @@ mod tests {
 
     /// Frees this thread's cache.
     fn clear_cache() {
-        let _ = FREE.try_with(|free| free.borrow_mut().clear());
+        give_back_all(cached(|free| Some(free.take_all())).unwrap_or_default());
     }
 
     /// Bytes in this thread's cache.

@@ -340,6 +340,20 @@ pub enum ServerError {
     AcceptorFailed,
 }
 
+/// The instant `after` from now; `None` past what the clock can hold (a
+/// library caller's `Duration::MAX`, meaning "wait for ever").
+fn deadline(after: Duration) -> Option<Instant> {
+    Instant::now().checked_add(after)
+}
+
+/// What is left until `deadline`; without one, a century, which tokio's
+/// timers and runtime stops can add to the clock, where `Duration::MAX`
+/// would overflow it.
+fn left_until(deadline: Option<Instant>) -> Duration {
+    const FOR_EVER: Duration = Duration::from_secs(100 * 365 * 86_400);
+    deadline.map_or(FOR_EVER, |at| at.saturating_duration_since(Instant::now()))
+}
+
 /// How a shutdown went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShutdownReport {
@@ -690,7 +704,7 @@ impl<H: Handler> Running<H> {
         });
         // The shutdown's clock: the drain ends at most `shutdown_timeout`
         // from here, and everything stops at most `shutdown_grace` later.
-        let drain_until = Instant::now() + config.shutdown_timeout;
+        let drain_until = deadline(config.shutdown_timeout);
         // Before anything stops: a load balancer polling `/readyz` moves
         // new clients elsewhere while the live ones drain.
         readiness.stopping();
@@ -707,7 +721,11 @@ impl<H: Handler> Running<H> {
         let live = worker::active(&serving);
         let timeout = humantime::format_duration(config.shutdown_timeout);
         let grace = humantime::format_duration(config.shutdown_grace);
-        let at_most = humantime::format_duration(config.shutdown_timeout + config.shutdown_grace);
+        let at_most = humantime::format_duration(
+            config
+                .shutdown_timeout
+                .saturating_add(config.shutdown_grace),
+        );
         // In `single`, accepting shares the worker runtime: none to stop.
         let stopped = if config.layout == Layout::Single {
             "stopped accepting"
@@ -720,14 +738,14 @@ impl<H: Handler> Running<H> {
         serving.tracker.close();
         let drained_in_time = control
             .block_on(async {
-                tokio::time::timeout_at(drain_until.into(), serving.tracker.wait()).await
+                tokio::time::timeout(left_until(drain_until), serving.tracker.wait()).await
             })
             .is_ok();
         // From the drain's end, the grace: for cut connections to write
         // back what they owe, then for the runtimes to stop. A quarter of
         // it, up to a second, is kept for the stops, which wait only for
         // work that blocks a thread (compute jobs).
-        let stop_by = Instant::now() + config.shutdown_grace;
+        let stop_by = deadline(config.shutdown_grace);
         let stops = (config.shutdown_grace / 4).min(Duration::from_secs(1));
         let mut dropped = 0;
         if !drained_in_time {
@@ -738,7 +756,8 @@ impl<H: Handler> Running<H> {
             serving.sweep.cut();
             let closed = control
                 .block_on(async {
-                    tokio::time::timeout_at((stop_by - stops).into(), serving.tracker.wait()).await
+                    let cut_for = left_until(stop_by).saturating_sub(stops);
+                    tokio::time::timeout(cut_for, serving.tracker.wait()).await
                 })
                 .is_ok();
             if !closed {
@@ -756,7 +775,7 @@ impl<H: Handler> Running<H> {
         }
         // ...and the serving runtimes last, then the compute threads their
         // connections used, then the admin endpoint.
-        let left = || stop_by.saturating_duration_since(Instant::now());
+        let left = || left_until(stop_by);
         started.shut_down_serving(left());
         compute.stop(left());
         drop(admin);
