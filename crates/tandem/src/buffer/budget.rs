@@ -204,7 +204,7 @@ impl Pool {
     }
 
     /// The limit in force: as set, or the default for this machine.
-    fn limit(&self) -> usize {
+    pub(super) fn limit(&self) -> usize {
         match self.limit.load(Ordering::SeqCst) {
             0 => {
                 // Set once, unless `set` came first.

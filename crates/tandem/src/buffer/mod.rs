@@ -14,8 +14,9 @@
 //! memory stays bounded whatever the clients do.
 //!
 //! Buffers above 128 KiB (only a `--buffer-size` above that makes them)
-//! are mapped from the system and never cached: freed, they go back to
-//! the system at once, from whichever thread frees them. Through the
+//! are mapped from the system, kept free for a second in case the next
+//! chunk needs one of that size ([`mapped`]), then unmapped: they go back
+//! to the system from whichever thread frees them. Through the
 //! allocator they would not: a worker thread of a work-stealing runtime
 //! often frees a buffer another one allocated, and the allocator keeps such
 //! blocks in the allocating thread's heap until that thread allocates
@@ -28,12 +29,14 @@
 //! that connections at different sizes do not make each other allocate.
 
 pub mod budget;
+mod mapped;
 
 use std::cell::RefCell;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use self::budget::GLOBAL;
 pub use self::budget::{BufferMemory, default_budget, memory, set_budget};
@@ -137,7 +140,13 @@ fn give_back_all(buffers: Vec<Box<[u8]>>) {
     }
 }
 
-/// Bytes of free buffers in every thread's cache now.
+/// Gives back to the system the free mapped buffers unused for a second:
+/// the once-a-second upkeep of every server calls it.
+pub(crate) fn trim() {
+    mapped::trim(mapped::KEEP_FOR);
+}
+
+/// Bytes of free buffers now: in every thread's cache, and kept mapped.
 pub(crate) fn cached_bytes() -> usize {
     let mut caches = CACHES.lock().unwrap_or_else(PoisonError::into_inner);
     caches.retain(|shown| shown.strong_count() > 0);
@@ -145,7 +154,8 @@ pub(crate) fn cached_bytes() -> usize {
         .iter()
         .filter_map(Weak::upgrade)
         .map(|shown| shown.load(Ordering::Relaxed))
-        .sum()
+        .sum::<usize>()
+        + mapped::bytes()
 }
 
 /// A zero-initialised byte buffer, on loan from the current thread's cache
@@ -170,8 +180,8 @@ impl Buffer {
     /// buffers that must not wait. A handler reading what a client sends
     /// uses [`poll_lease`](Self::poll_lease), which keeps to the budget.
     pub fn lease(len: usize) -> Buffer {
-        if let Some(bytes) = cached(|free| free.take(len)) {
-            return Buffer::heap(bytes);
+        if let Some(buffer) = Buffer::reuse(len) {
+            return buffer;
         }
         GLOBAL.take_anyway(len);
         Buffer::make(len).unwrap_or_else(|| Buffer::heap(vec![0; len].into_boxed_slice()))
@@ -184,8 +194,8 @@ impl Buffer {
     /// is woken when buffers are freed.
     pub fn poll_lease(cx: &mut Context<'_>, want: usize, least: usize) -> Poll<Buffer> {
         let least = least.min(want);
-        if let Some(bytes) = cached(|free| free.take(want)) {
-            return Poll::Ready(Buffer::heap(bytes));
+        if let Some(buffer) = Buffer::reuse(want) {
+            return Poll::Ready(buffer);
         }
         loop {
             if let Some(len) = GLOBAL.take_up_to(want, least) {
@@ -203,8 +213,12 @@ impl Buffer {
             if let Some(bytes) = cached(|free| free.take_within(least, want)) {
                 return Poll::Ready(Buffer::heap(bytes));
             }
-            // ...or the cache's bytes given back, and another try; then
-            // a wait.
+            // ...or the free buffers' bytes given back, and another try;
+            // then a wait.
+            if mapped::bytes() > 0 {
+                mapped::trim(Duration::ZERO);
+                continue;
+            }
             match cached(|free| (free.bytes > 0).then(|| free.take_all())) {
                 Some(buffers) => give_back_all(buffers),
                 None => break,
@@ -219,6 +233,17 @@ impl Buffer {
     /// [`poll_lease`](Self::poll_lease) as a future.
     pub async fn lease_within(want: usize, least: usize) -> Buffer {
         std::future::poll_fn(|cx| Buffer::poll_lease(cx, want, least)).await
+    }
+
+    /// A free buffer of exactly `len` bytes, already the budget's: from the
+    /// thread's cache, or above [`MAPPED_ABOVE`], one kept mapped.
+    fn reuse(len: usize) -> Option<Buffer> {
+        if len > MAPPED_ABOVE {
+            return mapped::take(len).map(|mapped| Buffer {
+                bytes: Bytes::Mapped(mapped),
+            });
+        }
+        cached(|free| free.take(len)).map(Buffer::heap)
     }
 
     fn heap(bytes: Box<[u8]>) -> Buffer {
@@ -252,8 +277,12 @@ impl Drop for Buffer {
     fn drop(&mut self) {
         let bytes = std::mem::replace(&mut self.bytes, Bytes::Heap(Box::default()));
         let len = match bytes {
-            // Unmapped as it drops: the memory is the system's again.
-            Bytes::Mapped(mapped) => mapped.len(),
+            // Kept for the next chunk of its size, or unmapped as it
+            // drops: the memory is the system's again.
+            Bytes::Mapped(mapped) => match mapped::keep(mapped) {
+                None => return,
+                Some(unkept) => unkept.len(),
+            },
             Bytes::Heap(bytes) => {
                 let len = bytes.len();
                 // Kept in the cache if it has room. During thread teardown
@@ -463,14 +492,24 @@ mod tests {
     }
 
     #[test]
-    fn buffers_above_128_kib_are_mapped_and_never_cached() {
+    fn buffers_above_128_kib_are_mapped_kept_for_a_moment_then_unmapped() {
         clear_cache();
-        let mut large = Buffer::lease(MAPPED_ABOVE + 1);
+        // A size of its own, which no other test leases.
+        let len = MAPPED_ABOVE + 3;
+        let mut large = Buffer::lease(len);
         assert!(matches!(large.bytes, Bytes::Mapped(_)));
         assert!(large.iter().all(|&byte| byte == 0), "mapped zeroed");
         large[MAPPED_ABOVE] = 1;
+        let at = large.as_ptr();
         drop(large);
-        assert_eq!(cached_here(), 0, "unmapped, not cached");
+        assert_eq!(cached_here(), 0, "not in the thread's cache");
+        // Kept for the next lease of its size...
+        let again = Buffer::lease(len);
+        assert_eq!(again.as_ptr(), at);
+        drop(again);
+        // ...and given back once unused for the keeping time.
+        mapped::trim(Duration::ZERO);
+        assert!(mapped::take(len).is_none());
     }
 
     #[test]

@@ -419,6 +419,8 @@ impl Metrics {
     /// buckets, so that a server nobody scrapes does not accumulate them.
     pub(crate) fn tick(&self) {
         self.inner.handle.run_upkeep();
+        // Free mapped buffers unused for a second go back to the system.
+        crate::buffer::trim();
         let mut probes = self
             .inner
             .runtimes
