@@ -305,6 +305,9 @@ struct Entries {
     /// Ticks since the sweep started: the entries' times are counted in
     /// ticks, 4 bytes where an `Instant` takes 16, for every connection.
     now: Tick,
+    /// Connections ruled idle or shed that have not closed yet: each is a
+    /// slot on its way back, so a waiting client is not shed for twice.
+    closing: Vec<Arc<Watched>>,
 }
 
 /// A point on the sweep's clock, in ticks.
@@ -413,6 +416,11 @@ impl Sweep {
         let mut entries = self.lock();
         entries.now = entries.now.wrapping_add(1);
         let now = entries.now;
+        let entries = &mut *entries;
+        entries
+            .closing
+            .retain(|watched| Arc::strong_count(watched) > 1);
+        let closing = &mut entries.closing;
         entries.list.retain_mut(|entry| {
             // The connection dropped its record: it has closed.
             if Arc::strong_count(&entry.watched) == 1 {
@@ -423,14 +431,19 @@ impl Sweep {
             };
             if entry.verdict(quota, ticks, now) {
                 entry.watched.rule(IDLE);
-                // Judged once: the connection closes on its own now.
+                // Judged once: the connection closes on its own now, and
+                // its slot comes back.
+                closing.push(entry.watched.clone());
                 return false;
             }
             true
         });
+        // Those already closing make room for as many waiting clients.
+        let waiting = waiting.saturating_sub(entries.closing.len());
         if waiting > 0 && !entries.cut {
             let window = rule.map_or(0, |(_, ticks)| ticks);
-            shed(&mut entries.list, waiting, now, window);
+            let shed = shed(&mut entries.list, waiting, now, window);
+            entries.closing.extend(shed);
         }
         // Room for twice the connections there are, at most: a burst of
         // connections does not leave its peak's memory behind.
@@ -452,7 +465,7 @@ impl Sweep {
 /// `waiting` ones: as many as wait, at most one in [`SHED_SHARE`] (at least
 /// one). Runs only under pressure, so its allocation costs a server with
 /// room nothing.
-fn shed(list: &mut Vec<Entry>, waiting: usize, now: Tick, window: Tick) {
+fn shed(list: &mut Vec<Entry>, waiting: usize, now: Tick, window: Tick) -> Vec<Arc<Watched>> {
     let mut measured: Vec<(Rate, usize)> = list
         .iter()
         .enumerate()
@@ -462,16 +475,20 @@ fn shed(list: &mut Vec<Entry>, waiting: usize, now: Tick, window: Tick) {
         .min((list.len() / SHED_SHARE).max(1))
         .min(measured.len());
     if most == 0 {
-        return;
+        return Vec::new();
     }
     measured.select_nth_unstable_by(most - 1, |a, b| a.0.cmp(&b.0));
     let mut slowest: Vec<usize> = measured[..most].iter().map(|&(_, index)| index).collect();
     // From the end, so that each removal leaves the other indices valid.
     slowest.sort_unstable_by(|a, b| b.cmp(a));
-    for index in slowest {
-        let entry = list.swap_remove(index);
-        entry.watched.rule(IDLE | SHED);
-    }
+    slowest
+        .into_iter()
+        .map(|index| {
+            let entry = list.swap_remove(index);
+            entry.watched.rule(IDLE | SHED);
+            entry.watched
+        })
+        .collect()
 }
 
 /// Below this many entries the list keeps its room.
@@ -738,6 +755,14 @@ mod tests {
         sweep.judge(2);
         assert!(slower.is_shed() && slower.is_idle());
         assert!(!slow.is_idle() && !fast.is_idle() && !newcomer.is_idle());
+        // Still closing, the shed one is the waiting client's slot on its
+        // way: nobody else goes for it.
+        sweep.judge(1);
+        assert!(!slow.is_idle(), "shed twice for one waiting client");
+        // Closed, and still one waiting: the next slowest goes (the
+        // newcomer, measured by now, has sent its first request).
+        newcomer.received(50);
+        drop(slower);
         sweep.judge(1);
         assert!(slow.is_shed());
         assert!(!fast.is_idle() && !newcomer.is_idle());
