@@ -52,7 +52,7 @@
 //! the calling thread, with the same result and the same panic handling.
 
 use std::any::Any;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::ops::ControlFlow;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -533,20 +533,41 @@ fn lock(turns: &Mutex<Turns>) -> MutexGuard<'_, Turns> {
 
 /// The admitted jobs waiting for a thread, and whose turn is next.
 ///
-/// Start-time fair queuing over keys. A key in line is tagged with the
-/// virtual time its next turn may start at: the later of the queue's
-/// virtual clock and the end of the key's last turn (that turn's start
-/// plus the time it took on the clock). The earliest tag goes first, ties in
-/// the order they came. The clock is the tag of the latest turn given. So
-/// a key that has used much lately waits behind keys that have used less,
-/// each other key in line gets at most one turn before a newcomer, and a
-/// key back after a pause starts level with the clock, with no credit
-/// saved up. A key is forgotten once nothing of it waits or runs: the
-/// state is bounded by the admitted jobs.
+/// Start-time fair queuing over keys. A key's finish tag is the virtual
+/// time its latest turn ended at: that turn's start tag plus the compute
+/// time it took. A key put in line is tagged with the virtual time its next
+/// turn may start at: the later of its finish tag and the queue's virtual
+/// clock. The earliest tag goes first, ties in the order they came.
+///
+/// The clock is the start tag of the latest turn given. A turn tagged
+/// from the clock (its key had no finish tag ahead of it) also moves the
+/// clock on as it ends, by its share of the time it used: that time
+/// divided among it and the keys waiting in line, as if they had shared
+/// the thread. Without it, turns tagged at the clock would start at the
+/// clock and leave it there: a stream of newcomers, or of keys back after
+/// a pause, would hold back for ever a key tagged a slice ahead. A key in
+/// line is passed only by turns tagged no later than it, and once the
+/// clock reaches its tag every newcomer goes after it. So, per slice it
+/// gets, a heavy key waits for the turns in line before it, for about one
+/// slice's worth of compute time of each key tagged from its finish tag
+/// (each turn moves it on by the time the turn used), and for about one
+/// slice's worth, times the keys in line, of those tagged from the clock,
+/// all together: never for ever.
+///
+/// A key's finish tag is remembered while it is ahead of the clock, also
+/// once nothing of the key waits or runs: a connection that has one job
+/// at a time comes back with what it used, behind those that used less.
+/// Once the clock passes it, the key is forgotten: it would be tagged at
+/// the clock anyway, with no credit saved up. The state is bounded by the
+/// admitted jobs and the keys whose finish tag is ahead of the clock. A
+/// job that is a key of its own never comes back, and is forgotten at once.
 struct Turns {
     /// Keys with a job waiting and none running, by tag, then arrival.
     line: BTreeMap<(u64, u64), Key>,
     keys: HashMap<Key, KeyTurns>,
+    /// The keys with nothing waiting or running, by finish tag: each is
+    /// forgotten as the clock reaches it.
+    remembered: BTreeSet<(u64, Key)>,
     /// The virtual clock, in nanoseconds of compute time.
     clock: u64,
     /// Numbers the jobs, and the tags in order of arrival.
@@ -558,7 +579,7 @@ struct Turns {
 }
 
 /// Whose a job is: a caller's key, or the job's own (numbered as jobs are).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Key {
     Caller(u64),
     Own(u64),
@@ -573,12 +594,23 @@ struct KeyTurns {
     /// Its waiting jobs, by number, oldest first; the first may have had
     /// slices already.
     waiting: VecDeque<(u64, Box<dyn Slices>)>,
-    /// The virtual time its latest turn ended at.
-    ended: u64,
+    /// Its finish tag: the virtual time its latest turn ended at; none
+    /// before its first.
+    ended: Option<u64>,
     /// One of its jobs is having a turn now.
     running: bool,
     /// Its tag in the line, while it is there.
     tag: Option<(u64, u64)>,
+    /// Its tag is the clock's, not its finish tag: its turn moves the
+    /// clock on as it ends.
+    from_clock: bool,
+}
+
+impl KeyTurns {
+    /// Nothing of it waits or runs.
+    fn is_idle(&self) -> bool {
+        !self.running && self.waiting.is_empty()
+    }
 }
 
 /// A job's turn on a thread.
@@ -586,6 +618,8 @@ struct Turn {
     place: Place,
     /// The turn's tag: the virtual time it started at.
     start: u64,
+    /// Tagged from the clock: it moves the clock on as it ends.
+    from_clock: bool,
     job: Box<dyn Slices>,
 }
 
@@ -594,6 +628,7 @@ impl Turns {
         Turns {
             line: BTreeMap::new(),
             keys: HashMap::new(),
+            remembered: BTreeSet::new(),
             clock: 0,
             count: 0,
             taking: 0,
@@ -614,11 +649,15 @@ impl Turns {
         }
         let id = self.number();
         let key = key.map_or(Key::Own(id), Key::Caller);
-        self.keys
-            .entry(key)
-            .or_default()
-            .waiting
-            .push_back((id, job));
+        let state = self.keys.entry(key).or_default();
+        if state.is_idle()
+            && let Some(ended) = state.ended
+        {
+            // Back while remembered: it waits again, and is no longer
+            // forgotten with the clock.
+            self.remembered.remove(&(ended, key));
+        }
+        state.waiting.push_back((id, job));
         self.enqueue(key);
         let start = self.taking < self.threads && !self.line.is_empty();
         if start {
@@ -645,18 +684,44 @@ impl Turns {
         if state.running || state.tag.is_some() || state.waiting.is_empty() {
             return;
         }
-        let tag = (state.ended.max(clock), order);
+        let (start, from_clock) = match state.ended {
+            Some(ended) if ended >= clock => (ended, false),
+            _ => (clock, true),
+        };
+        let tag = (start, order);
         state.tag = Some(tag);
+        state.from_clock = from_clock;
         self.line.insert(tag, key);
     }
 
-    /// Forgets `key` if nothing of it waits or runs.
-    fn forget_if_done(&mut self, key: Key) {
-        if self
-            .keys
-            .get(&key)
-            .is_some_and(|state| !state.running && state.waiting.is_empty())
-        {
+    /// Remembers `key`'s finish tag if nothing of it waits or runs and the
+    /// tag is ahead of the clock; forgets the key if it is idle otherwise.
+    fn settle(&mut self, key: Key) {
+        let Some(state) = self.keys.get(&key) else {
+            return;
+        };
+        if !state.is_idle() {
+            return;
+        }
+        match state.ended {
+            Some(ended) if ended > self.clock && matches!(key, Key::Caller(_)) => {
+                self.remembered.insert((ended, key));
+            }
+            _ => {
+                self.keys.remove(&key);
+            }
+        }
+    }
+
+    /// Moves the clock on to `to`, if it is behind, and forgets the keys it
+    /// passes.
+    fn advance(&mut self, to: u64) {
+        self.clock = self.clock.max(to);
+        while let Some(&(ended, key)) = self.remembered.first() {
+            if ended > self.clock {
+                break;
+            }
+            self.remembered.pop_first();
             self.keys.remove(&key);
         }
     }
@@ -679,10 +744,12 @@ impl Turns {
                 continue;
             };
             state.running = true;
-            self.clock = self.clock.max(start);
+            let from_clock = state.from_clock;
+            self.advance(start);
             return Some(Turn {
                 place: (key, id),
                 start,
+                from_clock,
                 job,
             });
         }
@@ -698,13 +765,23 @@ impl Turns {
         let Turn {
             place: (key, id),
             start,
+            from_clock,
             mut job,
         } = turn;
         let used = u64::try_from(used.as_nanos()).unwrap_or(u64::MAX);
+        let ended = start.saturating_add(used);
+        if from_clock {
+            // Its share of the time it used, as if it had shared the
+            // thread with each key waiting in line; at least a nanosecond,
+            // so that each such turn moves time forward.
+            let sharing = u64::try_from(self.line.len()).unwrap_or(u64::MAX);
+            let share = (used / sharing.saturating_add(1)).max(1);
+            self.advance(self.clock.saturating_add(share));
+        }
         let state = self.keys.entry(key).or_default();
         state.running = false;
-        state.ended = start.saturating_add(used);
-        let ended = if over || self.stopped {
+        state.ended = Some(ended);
+        let handed_back = if over || self.stopped {
             Some(job)
         } else if job.is_abandoned() {
             job.cancel();
@@ -714,8 +791,8 @@ impl Turns {
             None
         };
         self.enqueue(key);
-        self.forget_if_done(key);
-        ended
+        self.settle(key);
+        handed_back
     }
 
     /// Takes the job at `place` out of the queue if it waits there, counted
@@ -729,7 +806,7 @@ impl Turns {
         {
             self.line.remove(&tag);
         }
-        self.forget_if_done(key);
+        self.settle(key);
         job.cancel();
         Some(job)
     }
@@ -739,6 +816,7 @@ impl Turns {
     fn stop(&mut self) -> Vec<Box<dyn Slices>> {
         self.stopped = true;
         self.line.clear();
+        self.remembered.clear();
         let mut waiting = Vec::new();
         for state in self.keys.values_mut() {
             state.tag = None;
@@ -1308,6 +1386,147 @@ mod tests {
             refused(ComputeConfig::default().threads(MAX_THREADS + 1)),
             "compute_threads"
         );
+    }
+
+    /// A job of the queue's own tests, which run no work: each test gives
+    /// the turns itself, saying how long each took and whether it was the
+    /// job's last.
+    struct Slice;
+
+    impl Slices for Slice {
+        fn run_slice(&mut self) -> bool {
+            true
+        }
+
+        fn is_abandoned(&self) -> bool {
+            false
+        }
+
+        fn cancel(&mut self) {}
+    }
+
+    /// Queues a job for `key`.
+    fn queue(turns: &mut Turns, key: u64) {
+        assert!(turns.push(Some(key), Box::new(Slice)).is_ok());
+    }
+
+    /// Gives the next turn, which must be `key`'s, as taking `used`; the
+    /// job ends with it if `over`.
+    fn take(turns: &mut Turns, key: u64, used: Duration, over: bool) {
+        let turn = turns.next().expect("a job waits");
+        assert_eq!(turn.place.0, Key::Caller(key), "whose turn");
+        let _ = turns.end(turn, used, over);
+    }
+
+    /// The key of the heavy job in the starvation tests.
+    const HEAVY: u64 = 0;
+    /// The heavy job's slices and the light jobs, on the clock.
+    const SLICE: Duration = Duration::from_micros(500);
+    const LIGHT: Duration = Duration::from_micros(20);
+    /// The light jobs in line at any time, besides the heavy one.
+    const LIGHTS: u64 = 3;
+    /// The most light turns between two of the heavy job's slices. With
+    /// fresh keys, each light turn is tagged from the clock and moves it by
+    /// its share: 20 µs among itself and the 3 keys in line (two lights,
+    /// the heavy one), 5 µs. The heavy key is tagged at most 500 µs ahead
+    /// of the clock as its slice ends, so after 100 light turns the clock
+    /// is there, and every light job queued since goes after it: 100, and
+    /// the 3 light jobs in line before. With recurring keys, each key's
+    /// tags go up by its 20 µs each turn: at most 500 / 20 + 1 = 26 turns
+    /// each of the 3 keys, 78. Counted in turns given, not in time: the
+    /// times are the test's own.
+    const MOST_LIGHT_TURNS: usize = 103;
+
+    /// One thread's turns between a heavy job of endless slices and a
+    /// stream of light jobs that keeps the line full: each light job is
+    /// followed by one of a fresh key, or by the next of the same key (a
+    /// connection's next chunk). Checks the heavy job gets a slice at least
+    /// every `MOST_LIGHT_TURNS` light ones, and that the queue's state
+    /// stays bounded; returns the most light turns seen between slices.
+    fn heavy_among_lights(fresh: bool) -> usize {
+        let mut turns = Turns::new(1);
+        queue(&mut turns, HEAVY);
+        for key in 1..=LIGHTS {
+            queue(&mut turns, key);
+        }
+        let mut next_key = LIGHTS + 1;
+        let (mut since, mut most, mut slices) = (0, 0, 0);
+        for _ in 0..5_000 {
+            let turn = turns.next().expect("the line is never empty");
+            let Key::Caller(key) = turn.place.0 else {
+                panic!("a job of its own");
+            };
+            if key == HEAVY {
+                let _ = turns.end(turn, SLICE, false);
+                most = most.max(since);
+                since = 0;
+                slices += 1;
+                continue;
+            }
+            let _ = turns.end(turn, LIGHT, true);
+            since += 1;
+            assert!(
+                since <= MOST_LIGHT_TURNS,
+                "{since} light turns since the heavy job's slice number \
+                 {slices} (fresh keys: {fresh})"
+            );
+            if fresh {
+                queue(&mut turns, next_key);
+                next_key += 1;
+            } else {
+                queue(&mut turns, key);
+            }
+            // The keys in line, and those remembered: a fresh key only
+            // until the clock passes its end, 20 µs on, at least 5 µs a
+            // light turn: 4 keys in line, 4 remembered, at most.
+            assert!(turns.keys.len() <= 8, "{} keys kept", turns.keys.len());
+        }
+        assert!(slices >= 5_000 / (MOST_LIGHT_TURNS + 1));
+        most
+    }
+
+    #[test]
+    fn a_heavy_job_gets_its_slices_among_a_stream_of_light_jobs_of_fresh_keys() {
+        let most = heavy_among_lights(true);
+        // Not first come, first served either: the light keys take
+        // their turns between the heavy job's slices.
+        assert!(most >= usize::try_from(LIGHTS).unwrap(), "{most}");
+    }
+
+    #[test]
+    fn a_heavy_job_gets_its_slices_among_a_stream_of_light_jobs_of_recurring_keys() {
+        let most = heavy_among_lights(false);
+        assert!(most >= usize::try_from(LIGHTS).unwrap(), "{most}");
+    }
+
+    #[test]
+    fn a_key_back_from_a_long_job_waits_behind_one_that_used_little_until_the_clock_passes_it() {
+        let (long, little, other) = (1, 2, 3);
+        let mut turns = Turns::new(1);
+        queue(&mut turns, long);
+        queue(&mut turns, little);
+        // A long job of three slices; the other key's one light job
+        // takes its turn after the first.
+        take(&mut turns, long, SLICE, false);
+        take(&mut turns, little, LIGHT, true);
+        take(&mut turns, long, SLICE, false);
+        take(&mut turns, long, SLICE, true);
+        // Nothing of either waits, but the long job's end, a slice ahead
+        // of the clock, is remembered; the light key's is behind it.
+        assert_eq!(turns.remembered.len(), 1);
+        assert!(turns.keys.contains_key(&Key::Caller(long)));
+        // Both come back, the long key first: it goes second.
+        queue(&mut turns, long);
+        queue(&mut turns, little);
+        take(&mut turns, little, LIGHT, true);
+        take(&mut turns, long, SLICE, true);
+        // A third key's long turn takes the clock past the long key's
+        // end: it is forgotten, and nothing is kept.
+        assert_eq!(turns.remembered.len(), 1);
+        queue(&mut turns, other);
+        take(&mut turns, other, 3 * SLICE, true);
+        assert!(turns.keys.is_empty(), "{} keys kept", turns.keys.len());
+        assert!(turns.remembered.is_empty());
     }
 
     #[test]
