@@ -12,6 +12,7 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -97,6 +98,10 @@ pub(crate) struct Started {
     /// One thread per shard, each running its own runtime until `shards_stop`.
     shards: Vec<JoinHandle<()>>,
     shards_stop: CancellationToken,
+    /// How long each shard's runtime waits, as it stops, for tasks that
+    /// block its thread (nanoseconds): set to what is left of the shutdown
+    /// grace before `shards_stop` is cancelled.
+    shards_stop_within: Arc<AtomicU64>,
     /// Where work of the serving side is spawned: the worker runtime, or
     /// the first shard.
     serving_handle: tokio::runtime::Handle,
@@ -219,6 +224,7 @@ fn sharded<H: Handler>(
     config: &ServerConfig,
     serving: &Arc<Serving<H>>,
     stop: &CancellationToken,
+    stop_within: &Arc<AtomicU64>,
 ) -> Result<Built<H>, ServerError> {
     let metrics = &serving.metrics;
     let acceptor = acceptor_runtime(config, metrics)?;
@@ -244,6 +250,7 @@ fn sharded<H: Handler>(
             .tracker
             .spawn_on(receive_handoffs(queue, serving.clone()), runtime.handle());
         let stop = stop.clone();
+        let stop_within = stop_within.clone();
         // A current-thread runtime starts no thread of its own, so the
         // thread that lends itself to it attaches its tally.
         let totals = metrics.totals().clone();
@@ -254,7 +261,7 @@ fn sharded<H: Handler>(
                 // A current-thread runtime runs its tasks only inside
                 // block_on; this thread lends itself until stopped.
                 runtime.block_on(stop.cancelled_owned());
-                runtime.shutdown_timeout(RUNTIME_STOP_TIMEOUT);
+                runtime.shutdown_timeout(Duration::from_nanos(stop_within.load(Ordering::Acquire)));
                 tally::detach();
             })
             .map_err(|cause| ServerError::Runtime { role: name, cause })?;
@@ -287,13 +294,14 @@ pub(crate) fn start<H: Handler>(
 ) -> Result<Started, ServerError> {
     let accept_stop = CancellationToken::new();
     let shards_stop = CancellationToken::new();
+    let shards_stop_within = Arc::new(AtomicU64::new(nanos(RUNTIME_STOP_TIMEOUT)));
     // Shard threads started before a failure further down must not be left
     // waiting forever.
     let stop_shards_on_error = shards_stop.clone().drop_guard();
     let built = match config.layout {
         Layout::Single => single(config, &serving)?,
         Layout::Split => split(config, &serving)?,
-        Layout::Sharded => sharded(config, &serving, &shards_stop)?,
+        Layout::Sharded => sharded(config, &serving, &shards_stop, &shards_stop_within)?,
     };
     serving.metrics.watch_load(Load {
         active: serving.active.clone(),
@@ -364,6 +372,7 @@ pub(crate) fn start<H: Handler>(
         serving_handle,
         shards: built.shards,
         shards_stop,
+        shards_stop_within,
         accept_tasks,
         accept_stop,
     })
@@ -375,6 +384,11 @@ pub(crate) fn start<H: Handler>(
 fn shard_capacity(total: usize, shards: usize, index: usize) -> usize {
     let share = total / shards + usize::from(index < total % shards);
     share.max(1)
+}
+
+/// `duration` in nanoseconds, saturated: a shard's stop wait.
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl Drop for Started {
@@ -423,6 +437,8 @@ impl Started {
         if let Some(workers) = self.workers.take() {
             workers.shutdown_timeout(timeout);
         }
+        self.shards_stop_within
+            .store(nanos(timeout), Ordering::Release);
         self.shards_stop.cancel();
         for shard in self.shards.drain(..) {
             if shard.join().is_err() {
