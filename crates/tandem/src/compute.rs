@@ -66,15 +66,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use crate::metrics::{ComputeOutcome, Metrics};
 use crate::server::{MAX_QUEUE, MAX_THREADS, ServerError, in_range};
 
-/// How far below the serving threads the compute threads run, in nice
-/// steps (at most to 19). With every CPU busy, a serving thread woken by a
-/// light client's bytes then runs at once, instead of waiting for a compute
-/// thread's time slice to end: the fair queue keeps a light job from
-/// waiting behind heavy ones, this keeps its reads and writes from waiting
-/// behind their CPU. The compute threads still have every CPU the serving
-/// ones leave.
-const NICE: i32 = 10;
-
 /// Which threads run the work.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum ComputeVia {
@@ -234,12 +225,11 @@ impl Compute {
             cause,
         };
         let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder.thread_name("tandem-compute").on_thread_start(|| {
-            // Linux's nice value is per thread: this one's, the pool's
-            // threads' too. A refusal leaves it as it was, which still works.
-            // SAFETY: nice() has no memory effects.
-            let _ = unsafe { libc::nice(NICE) };
-        });
+        // At the serving threads' priority: a lower one (a nice value)
+        // shaved a third off the light clients' p99 beside heavy ones, but
+        // left the work a tenth of a core whenever anything else on the
+        // host wanted the CPU.
+        builder.thread_name("tandem-compute");
         // Its workers, and every thread it may start, the pool's included:
         // tokio would quietly run the jobs on fewer threads than asked for
         // if the OS refused some later.
@@ -1035,23 +1025,6 @@ mod tests {
                 .block_on(compute.run_sliced_for(1, || ControlFlow::Break(thread_name())))
                 .unwrap();
             assert_eq!(sliced, "tandem-compute", "{via}");
-            compute.stop(Duration::from_secs(1));
-        }
-    }
-
-    /// The calling thread's nice value.
-    fn niceness() -> i32 {
-        // SAFETY: getpriority only reads; 0 is the calling thread on Linux.
-        unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
-    }
-
-    #[test]
-    fn compute_threads_run_below_the_serving_ones_in_both_kinds() {
-        let serving_nice = niceness();
-        for via in ComputeVia::ALL {
-            let compute = Compute::start(&ComputeConfig::default().threads(1).via(via)).unwrap();
-            let nice = serving().block_on(compute.run(niceness)).unwrap();
-            assert_eq!(nice, (serving_nice + NICE).min(19), "{via}");
             compute.stop(Duration::from_secs(1));
         }
     }
