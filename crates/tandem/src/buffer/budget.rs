@@ -220,10 +220,15 @@ impl Pool {
         }
     }
 
-    /// Bytes one thread's cache may hold now: nothing while a lease waits,
-    /// so that every buffer given back goes to it.
+    /// True while a lease waits for room: every buffer given back then
+    /// goes to it, none to a cache.
+    pub(super) fn is_waiting(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Bytes one thread's cache may hold now: nothing while a lease waits.
     pub(super) fn cache_limit(&self) -> usize {
-        if self.waiting.load(Ordering::Relaxed) {
+        if self.is_waiting() {
             0
         } else {
             self.cache_limit.load(Ordering::Relaxed)

@@ -53,7 +53,7 @@ pub(super) fn take(len: usize) -> Option<MmapMut> {
 /// otherwise gives it back, to be unmapped.
 pub(super) fn keep(map: MmapMut) -> Option<MmapMut> {
     let room = (GLOBAL.limit() / 8).min(KEPT_AT_MOST);
-    if GLOBAL.cache_limit() == 0 || KEPT_BYTES.load(Ordering::Relaxed) + map.len() > room {
+    if GLOBAL.is_waiting() || KEPT_BYTES.load(Ordering::Relaxed) + map.len() > room {
         return Some(map);
     }
     KEPT_BYTES.fetch_add(map.len(), Ordering::Relaxed);

@@ -184,7 +184,7 @@ impl Buffer {
             return buffer;
         }
         GLOBAL.take_anyway(len);
-        Buffer::make(len).unwrap_or_else(|| Buffer::heap(vec![0; len].into_boxed_slice()))
+        Buffer::make(len)
     }
 
     /// Lends a buffer of at most `want` bytes and at least `least` (or
@@ -199,15 +199,7 @@ impl Buffer {
         }
         loop {
             if let Some(len) = GLOBAL.take_up_to(want, least) {
-                if let Some(buffer) = Buffer::make(len) {
-                    return Poll::Ready(buffer);
-                }
-                // The system would not map it: a smaller size on the heap.
-                GLOBAL.give_back(len);
-                let len = len.min(MAPPED_ABOVE).max(least);
-                if GLOBAL.take_up_to(len, len).is_some() {
-                    return Poll::Ready(Buffer::heap(vec![0; len].into_boxed_slice()));
-                }
+                return Poll::Ready(Buffer::make(len));
             }
             // No room: a cached buffer of another size that will do...
             if let Some(bytes) = cached(|free| free.take_within(least, want)) {
@@ -225,9 +217,7 @@ impl Buffer {
             }
         }
         let len = std::task::ready!(GLOBAL.poll_take(cx, want, least));
-        Poll::Ready(
-            Buffer::make(len).unwrap_or_else(|| Buffer::heap(vec![0; len].into_boxed_slice())),
-        )
+        Poll::Ready(Buffer::make(len))
     }
 
     /// [`poll_lease`](Self::poll_lease) as a future.
@@ -246,6 +236,11 @@ impl Buffer {
         cached(|free| free.take(len)).map(Buffer::heap)
     }
 
+    /// A new zeroed buffer of `len` bytes on the heap.
+    fn zeroed(len: usize) -> Buffer {
+        Buffer::heap(vec![0; len].into_boxed_slice())
+    }
+
     fn heap(bytes: Box<[u8]>) -> Buffer {
         Buffer {
             bytes: Bytes::Heap(bytes),
@@ -253,15 +248,17 @@ impl Buffer {
     }
 
     /// A new buffer of `len` bytes, already taken from the budget: mapped
-    /// above [`MAPPED_ABOVE`], on the heap otherwise; `None` if the system
+    /// above [`MAPPED_ABOVE`], on the heap otherwise, or if the system
     /// would not map it.
-    fn make(len: usize) -> Option<Buffer> {
-        if len <= MAPPED_ABOVE {
-            return Some(Buffer::heap(vec![0; len].into_boxed_slice()));
+    fn make(len: usize) -> Buffer {
+        if len > MAPPED_ABOVE
+            && let Ok(mapped) = memmap2::MmapMut::map_anon(len)
+        {
+            return Buffer {
+                bytes: Bytes::Mapped(mapped),
+            };
         }
-        memmap2::MmapMut::map_anon(len).ok().map(|mapped| Buffer {
-            bytes: Bytes::Mapped(mapped),
-        })
+        Buffer::zeroed(len)
     }
 }
 
