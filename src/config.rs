@@ -33,14 +33,15 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
 
 use tandem::buffer::budget::MIN_BUDGET;
+pub use tandem::duration::HumanDuration;
 use tandem::echo::SimulatedWork;
 use tandem::file::FileError;
+use tandem::range::OutOfRange;
 use tandem::server::{
     DEFAULT_PROXY_HEADER_TIMEOUT, Layout, MAX_BUFFER_MEMORY, ServerConfig, ServerError,
 };
 use tandem::tls::{DEFAULT_HANDSHAKE_TIMEOUT, ServerTls, TlsError};
 use tandem::{ComputeConfig, ComputeVia, EchoConfig, IpRanges};
-pub use tandem_bench::HumanDuration;
 
 /// The listen address of the article's server.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8000);
@@ -1052,27 +1053,27 @@ impl ServeOptions {
 /// The library's own range checks, reported under the option's three names.
 fn named(checked: Result<(), ServerError>) -> Result<(), ConfigError> {
     match checked {
-        Err(ServerError::InvalidConfig { field, rule, value }) => Err(ConfigError::Invalid {
-            option: OptionName(field),
-            rule,
-            value: value.to_string(),
-        }),
+        Err(ServerError::InvalidConfig(out)) => Err(out.into()),
         _ => Ok(()),
     }
 }
 
+impl From<OutOfRange> for ConfigError {
+    fn from(out: OutOfRange) -> Self {
+        ConfigError::Invalid {
+            option: OptionName(out.field),
+            rule: out.rule(),
+            value: out.value,
+        }
+    }
+}
+
+/// The library's range check, for the options that only the command line has.
 fn in_range<T>(option: &'static str, value: T, min: T, max: T) -> Result<T, ConfigError>
 where
-    T: PartialOrd + fmt::Display + Copy,
+    T: PartialOrd + fmt::Display,
 {
-    if value < min || value > max {
-        return Err(ConfigError::Invalid {
-            option: OptionName(option),
-            rule: format!("must be between {min} and {max}"),
-            value: value.to_string(),
-        });
-    }
-    Ok(value)
+    Ok(tandem::range::in_range(option, value, min..=max)?)
 }
 
 fn at_most(option: &'static str, value: Duration) -> Result<Duration, ConfigError> {

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use std::time::{Duration, Instant};
 
+use tandem::duration::HumanDuration;
 use tandem::{Echo, EchoConfig, Layout, Server, ServerConfig};
-use tandem_bench::HumanDuration;
 use tokio_util::sync::CancellationToken;
 
 struct Counting;

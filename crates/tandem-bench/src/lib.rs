@@ -13,7 +13,4 @@
 //! its PEM reader and its limits.
 
 pub mod bench;
-mod duration;
 pub mod suite;
-
-pub use duration::HumanDuration;

@@ -64,7 +64,8 @@ use tokio::runtime::{Handle, Runtime};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::metrics::{ComputeOutcome, Metrics};
-use crate::server::{MAX_QUEUE, MAX_THREADS, ServerError, in_range};
+use crate::range::in_range;
+use crate::server::{MAX_QUEUE, MAX_THREADS, ServerError};
 
 /// Which threads run the work.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -147,8 +148,9 @@ setters!(ComputeConfig {
 impl ComputeConfig {
     /// Checks the counts against their ranges.
     pub fn validate(&self) -> Result<(), ServerError> {
-        in_range("compute_threads", self.threads, 0, MAX_THREADS)?;
-        in_range("compute_queue", self.queue, 1, MAX_QUEUE)
+        in_range("compute_threads", self.threads, 0..=MAX_THREADS)?;
+        in_range("compute_queue", self.queue, 1..=MAX_QUEUE)?;
+        Ok(())
     }
 }
 
@@ -925,6 +927,7 @@ fn panicked(payload: Box<dyn Any + Send>) -> ComputeError {
 
 #[cfg(test)]
 mod tests {
+    use crate::range::OutOfRange;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     use super::*;
@@ -1351,7 +1354,7 @@ mod tests {
     #[test]
     fn counts_out_of_range_are_refused_naming_the_field() {
         let refused = |config: ComputeConfig| match config.validate() {
-            Err(ServerError::InvalidConfig { field, .. }) => field,
+            Err(ServerError::InvalidConfig(OutOfRange { field, .. })) => field,
             other => panic!("{other:?}"),
         };
         assert_eq!(refused(ComputeConfig::default().queue(0)), "compute_queue");

@@ -94,11 +94,14 @@ mod setters;
 pub mod buffer;
 pub mod compute;
 pub mod connection;
+#[doc(hidden)]
+pub mod duration;
 pub mod echo;
 pub mod file;
 pub mod handler;
 pub mod ip_ranges;
 pub mod metrics;
+pub mod range;
 
 pub mod server;
 mod sweep;

@@ -8,6 +8,7 @@ use std::io::{self, Read};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use tandem::range::OutOfRange;
 use tandem::{
     Close, Connection, Event, Handler, Layout, Metrics, Server, ServerConfig, ServerError,
 };
@@ -200,10 +201,10 @@ fn a_config_out_of_range_is_an_error_not_a_panic() {
     let result = Server::new(zero_queue).start(listener, Probe);
     assert!(matches!(
         result,
-        Err(ServerError::InvalidConfig {
+        Err(ServerError::InvalidConfig(OutOfRange {
             field: "handoff_capacity",
             ..
-        })
+        }))
     ));
 }
 

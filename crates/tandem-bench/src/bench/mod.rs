@@ -42,7 +42,7 @@ pub use self::report::{Latency, Report};
 use self::server_metrics::{MetricsUrl, ScrapeError, ServerWatch, WINDOW_LEAD};
 use self::stats::Stats;
 use self::tls::{ClientTls, Trust};
-use crate::HumanDuration;
+use tandem::duration::HumanDuration;
 use tandem::transport::Transport;
 
 /// Largest message: more would only measure memory bandwidth.
@@ -244,14 +244,11 @@ impl BenchOptions {
             value,
         };
         let count = |option, value: usize, max: usize| {
-            if value == 0 || value > max {
-                return Err(invalid(
-                    option,
-                    &format!("must be between 1 and {max}"),
-                    value.to_string(),
-                ));
-            }
-            Ok(())
+            tandem::range::in_range(option, value, 1..=max).map_err(|out| BenchError::Invalid {
+                option: out.field,
+                rule: out.rule(),
+                value: out.value,
+            })
         };
         count("connections", self.connections, 100_000)?;
         count("message-size", self.message_size, MAX_MESSAGE_SIZE)?;

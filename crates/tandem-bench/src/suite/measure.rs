@@ -13,8 +13,8 @@ use super::scraper::Scraper;
 use super::servers::{RunningServer, ServerSpec};
 use super::targets::{self, Comparison};
 use super::{Plan, Section, SuiteError};
-use crate::HumanDuration;
 use crate::bench::{self, BenchOptions, Report};
+use tandem::duration::HumanDuration;
 
 /// The cell whose median throughput is each server's "maximum" for the
 /// open-loop rates: 64 B messages over 50 connections.

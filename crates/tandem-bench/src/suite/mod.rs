@@ -64,7 +64,7 @@ pub use self::offload::{CpuSpent, Figures, Group, MixedSample, Offload, Spread, 
 pub use self::peers::Skipped;
 use self::servers::ServerSpec;
 pub use self::targets::{Comparison, LayoutTargets, VsPeer};
-use crate::HumanDuration;
+use tandem::duration::HumanDuration;
 
 /// The options of `tandem suite`.
 #[derive(Debug, Clone, Args)]

@@ -92,6 +92,7 @@ use crate::compute::Compute;
 use crate::handler::Handler;
 use crate::ip_ranges::IpRanges;
 use crate::metrics::{CloseReason, Metrics};
+use crate::range::{OutOfRange, in_range};
 use crate::sweep::{IdleRule, Sweep};
 use crate::tls::ServerTls;
 
@@ -201,33 +202,14 @@ impl ServerConfig {
             in_range(
                 "buffer_memory",
                 bytes,
-                crate::buffer::budget::MIN_BUDGET,
-                MAX_BUFFER_MEMORY,
+                crate::buffer::budget::MIN_BUDGET..=MAX_BUFFER_MEMORY,
             )?;
         }
         for (field, value, max) in checks {
-            in_range(field, value, 1, max)?;
+            in_range(field, value, 1..=max)?;
         }
         Ok(())
     }
-}
-
-/// `value` of `field` if it lies in `min..=max`; else the error naming the
-/// field and the range.
-pub(crate) fn in_range(
-    field: &'static str,
-    value: usize,
-    min: usize,
-    max: usize,
-) -> Result<(), ServerError> {
-    if value < min || value > max {
-        return Err(ServerError::InvalidConfig {
-            field,
-            rule: format!("must be between {min} and {max}"),
-            value,
-        });
-    }
-    Ok(())
 }
 
 impl Default for ServerConfig {
@@ -326,15 +308,8 @@ pub enum ServerError {
     #[error("Server::run must be called outside any tokio runtime")]
     InsideRuntime,
     /// A [`ServerConfig`] field is out of range.
-    #[error("invalid server configuration: {field} {rule}, got {value}")]
-    InvalidConfig {
-        /// The field.
-        field: &'static str,
-        /// What the field requires.
-        rule: String,
-        /// The value given.
-        value: usize,
-    },
+    #[error("invalid server configuration: {0}")]
+    InvalidConfig(#[from] OutOfRange),
     /// Every accept task ended without being asked to.
     #[error("the acceptor stopped unexpectedly; see the log for the cause")]
     AcceptorFailed,

@@ -1,11 +1,10 @@
 //! A duration as people write it (`300s`, `1m`, `250ms`, `0`), for the
-//! options of the load generator and the suite, and of `tandem serve`.
+//! options of `tandem serve`, the load generator and the suite: the one
+//! spelling of a duration on the command line, in TOML and in JSON results.
 
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
-
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A duration written the way people write it: `300s`, `1m`, `250ms`, `0`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,9 +24,10 @@ impl fmt::Display for HumanDuration {
     }
 }
 
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <String as serde::Deserialize>::deserialize(deserializer)?;
         text.parse().map_err(|err| {
             serde::de::Error::custom(format!(
                 "invalid duration {text:?}: {err} (write it like \"300s\", \"1m\" or \"250ms\")"
@@ -36,9 +36,10 @@ impl<'de> Deserialize<'de> for HumanDuration {
     }
 }
 
-impl Serialize for HumanDuration {
+#[cfg(feature = "serde")]
+impl serde::Serialize for HumanDuration {
     /// As it is written (`5m`, `250ms`), so that it reads back the same.
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(self)
     }
 }
