@@ -37,9 +37,7 @@ pub use tandem::duration::HumanDuration;
 use tandem::echo::SimulatedWork;
 use tandem::file::FileError;
 use tandem::range::OutOfRange;
-use tandem::server::{
-    DEFAULT_PROXY_HEADER_TIMEOUT, Layout, MAX_BUFFER_MEMORY, ServerConfig, ServerError,
-};
+use tandem::server::{DEFAULT_PROXY_HEADER_TIMEOUT, Layout, MAX_BUFFER_MEMORY, ServerConfig};
 use tandem::tls::{DEFAULT_HANDSHAKE_TIMEOUT, ServerTls, TlsError};
 use tandem::{ComputeConfig, ComputeVia, EchoConfig, IpRanges};
 
@@ -80,7 +78,9 @@ pub enum LogFormat {
 /// with what it runs.
 fn layout_parser() -> impl TypedValueParser<Value = Layout> {
     clap::builder::PossibleValuesParser::new(
-        Layout::ALL.map(|layout| PossibleValue::new(layout.name()).help(layout.summary())),
+        Layout::ALL
+            .iter()
+            .map(|layout| PossibleValue::new(layout.as_str()).help(layout.summary())),
     )
     .try_map(|name| name.parse::<Layout>())
 }
@@ -959,7 +959,7 @@ impl ServeOptions {
                     }
                 },
             );
-        named(server.validate())?;
+        server.validate()?;
         let backlog = in_range(
             "backlog",
             self.backlog.unwrap_or(DEFAULT_BACKLOG),
@@ -989,7 +989,7 @@ impl ServeOptions {
             .threads(self.compute_threads.unwrap_or(compute_defaults.threads))
             .queue(self.compute_queue.unwrap_or(compute_defaults.queue))
             .via(self.compute_via.unwrap_or(compute_defaults.via));
-        named(compute.validate())?;
+        compute.validate()?;
         let listen_resolved = match &self.listen {
             Some(listen) => listen.resolve()?,
             None => vec![DEFAULT_LISTEN],
@@ -1051,13 +1051,6 @@ impl ServeOptions {
 }
 
 /// The library's own range checks, reported under the option's three names.
-fn named(checked: Result<(), ServerError>) -> Result<(), ConfigError> {
-    match checked {
-        Err(ServerError::InvalidConfig(out)) => Err(out.into()),
-        _ => Ok(()),
-    }
-}
-
 impl From<OutOfRange> for ConfigError {
     fn from(out: OutOfRange) -> Self {
         ConfigError::Invalid {

@@ -64,53 +64,21 @@ use tokio::runtime::{Handle, Runtime};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::metrics::{ComputeOutcome, Metrics};
-use crate::range::in_range;
-use crate::server::{MAX_QUEUE, MAX_THREADS, ServerError};
+use crate::range::{OutOfRange, in_range};
+use crate::server::{MAX_QUEUE, MAX_THREADS};
 
-/// Which threads run the work.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum ComputeVia {
-    /// The worker threads of a dedicated multi-thread runtime.
-    #[default]
-    Runtime,
-    /// `spawn_blocking` on a blocking pool capped at the same number of
-    /// threads.
-    SpawnBlocking,
-}
-
-impl ComputeVia {
-    /// Every value, in the order of [`ComputeVia::name`]'s documentation.
-    pub const ALL: [ComputeVia; 2] = [ComputeVia::Runtime, ComputeVia::SpawnBlocking];
-
-    /// `runtime` or `spawn-blocking`.
-    pub fn name(self) -> &'static str {
-        match self {
-            ComputeVia::Runtime => "runtime",
-            ComputeVia::SpawnBlocking => "spawn-blocking",
-        }
+label_set! {
+    /// Which threads run the work: `runtime` or `spawn-blocking`.
+    #[derive(Default)]
+    pub enum ComputeVia {
+        /// The worker threads of a dedicated multi-thread runtime.
+        #[default]
+        Runtime => "runtime",
+        /// `spawn_blocking` on a blocking pool capped at the same number of
+        /// threads.
+        SpawnBlocking => "spawn-blocking",
     }
-}
-
-impl fmt::Display for ComputeVia {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// A name that is no [`ComputeVia`].
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error("unknown compute-via {0:?}: expected runtime or spawn-blocking")]
-pub struct UnknownComputeVia(pub String);
-
-impl std::str::FromStr for ComputeVia {
-    type Err = UnknownComputeVia;
-
-    fn from_str(name: &str) -> Result<Self, UnknownComputeVia> {
-        ComputeVia::ALL
-            .into_iter()
-            .find(|via| via.name() == name)
-            .ok_or_else(|| UnknownComputeVia(name.to_owned()))
-    }
+    parse as UnknownComputeVia "compute-via"
 }
 
 /// How the compute runtime runs: [`Default`], then a setter per field;
@@ -147,11 +115,22 @@ setters!(ComputeConfig {
 
 impl ComputeConfig {
     /// Checks the counts against their ranges.
-    pub fn validate(&self) -> Result<(), ServerError> {
+    pub fn validate(&self) -> Result<(), OutOfRange> {
         in_range("compute_threads", self.threads, 0..=MAX_THREADS)?;
         in_range("compute_queue", self.queue, 1..=MAX_QUEUE)?;
         Ok(())
     }
+}
+
+/// Why the compute runtime could not start.
+#[derive(Debug, Error)]
+pub enum ComputeStartError {
+    /// A [`ComputeConfig`] field is out of range.
+    #[error("invalid compute configuration: {0}")]
+    InvalidConfig(#[from] OutOfRange),
+    /// The OS refused its threads.
+    #[error("cannot start the tandem-compute runtime: {0}")]
+    Runtime(std::io::Error),
 }
 
 /// Why a job gave no result.
@@ -215,17 +194,13 @@ impl Compute {
     }
 
     /// Starts the threads `config` asks for (none with 0 threads). Fails
-    /// with [`ServerError::Runtime`] when the OS refuses them, or
-    /// [`ServerError::InvalidConfig`] for a count out of range.
-    pub fn start(config: &ComputeConfig) -> Result<Compute, ServerError> {
+    /// with [`ComputeStartError::Runtime`] when the OS refuses them, or
+    /// [`ComputeStartError::InvalidConfig`] for a count out of range.
+    pub fn start(config: &ComputeConfig) -> Result<Compute, ComputeStartError> {
         config.validate()?;
         if config.threads == 0 {
             return Ok(Compute::inline());
         }
-        let runtime_error = |cause| ServerError::Runtime {
-            role: "tandem-compute".to_owned(),
-            cause,
-        };
         let mut builder = tokio::runtime::Builder::new_multi_thread();
         // At the serving threads' priority: a lower one (a nice value)
         // shaved a third off the light clients' p99 beside heavy ones, but
@@ -241,12 +216,13 @@ impl Compute {
             // threads as work arrives.
             ComputeVia::SpawnBlocking => (1, config.threads + 1),
         };
-        crate::server::threads::ensure_available(threads, "tandem-compute")?;
+        crate::server::threads::ensure_available(threads, "tandem-compute")
+            .map_err(ComputeStartError::Runtime)?;
         builder.worker_threads(workers);
         if config.via == ComputeVia::SpawnBlocking {
             builder.max_blocking_threads(config.threads);
         }
-        let runtime = builder.build().map_err(runtime_error)?;
+        let runtime = builder.build().map_err(ComputeStartError::Runtime)?;
         Ok(Compute(Some(Arc::new(Pool {
             via: config.via,
             threads: config.threads,
@@ -927,7 +903,6 @@ fn panicked(payload: Box<dyn Any + Send>) -> ComputeError {
 
 #[cfg(test)]
 mod tests {
-    use crate::range::OutOfRange;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     use super::*;
@@ -1020,7 +995,7 @@ mod tests {
 
     #[test]
     fn work_runs_on_tandem_compute_threads_in_both_kinds() {
-        for via in ComputeVia::ALL {
+        for &via in ComputeVia::ALL {
             let compute = Compute::start(&ComputeConfig::default().threads(2).via(via)).unwrap();
             let name = serving().block_on(compute.run(thread_name)).unwrap();
             assert_eq!(name, "tandem-compute", "{via}");
@@ -1104,7 +1079,7 @@ mod tests {
 
     #[test]
     fn a_key_that_has_used_less_goes_before_one_that_has_used_more() {
-        for via in ComputeVia::ALL {
+        for &via in ComputeVia::ALL {
             let compute = Compute::start(&ComputeConfig::default().threads(1).via(via)).unwrap();
             let log = Arc::new(Mutex::new(Vec::new()));
             serving().block_on(async {
@@ -1136,7 +1111,7 @@ mod tests {
 
     #[test]
     fn a_job_in_slices_lets_each_other_key_take_a_turn_between_its_slices() {
-        for via in ComputeVia::ALL {
+        for &via in ComputeVia::ALL {
             let compute = Compute::start(&ComputeConfig::default().threads(1).via(via)).unwrap();
             let log = Arc::new(Mutex::new(Vec::new()));
             serving().block_on(async {
@@ -1354,7 +1329,7 @@ mod tests {
     #[test]
     fn counts_out_of_range_are_refused_naming_the_field() {
         let refused = |config: ComputeConfig| match config.validate() {
-            Err(ServerError::InvalidConfig(OutOfRange { field, .. })) => field,
+            Err(OutOfRange { field, .. }) => field,
             other => panic!("{other:?}"),
         };
         assert_eq!(refused(ComputeConfig::default().queue(0)), "compute_queue");
@@ -1507,8 +1482,8 @@ mod tests {
 
     #[test]
     fn via_parses_its_names() {
-        for via in ComputeVia::ALL {
-            assert_eq!(via.name().parse::<ComputeVia>(), Ok(via));
+        for &via in ComputeVia::ALL {
+            assert_eq!(via.as_str().parse::<ComputeVia>(), Ok(via));
         }
         assert!("blocking".parse::<ComputeVia>().is_err());
     }

@@ -89,6 +89,8 @@
 //! ```
 
 #[macro_use]
+mod names;
+#[macro_use]
 mod setters;
 
 pub mod buffer;
@@ -107,10 +109,11 @@ pub mod server;
 mod sweep;
 pub mod tls;
 pub mod transport;
-mod udp;
 
 pub use buffer::{Buffer, ReadSize};
-pub use compute::{Compute, ComputeConfig, ComputeError, ComputeVia, UnknownComputeVia};
+pub use compute::{
+    Compute, ComputeConfig, ComputeError, ComputeStartError, ComputeVia, UnknownComputeVia,
+};
 pub use connection::{Connection, Event, SocketOptions};
 pub use echo::{Echo, EchoConfig};
 pub use handler::{Close, Handler};

@@ -4,45 +4,6 @@
 //! variant at start-up and counts by index. No label is looked up by
 //! string, so a new kind cannot be counted under another by mistake.
 
-/// Declares a label set: the enum, its variants in declaration order
-/// (`ALL`, which the registry indexes by `as usize`), and their label
-/// values (`as_str`, and `LABELS` in the same order).
-macro_rules! label_set {
-    (
-        $(#[$meta:meta])*
-        $vis:vis enum $name:ident {
-            $( $(#[$vmeta:meta])* $variant:ident => $label:literal, )+
-        }
-    ) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-        $vis enum $name {
-            $( $(#[$vmeta])* $variant, )+
-        }
-
-        impl $name {
-            /// Every value, in declaration order.
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            /// Every label value, in the same order.
-            pub const LABELS: &'static [&'static str] = &[$($label),+];
-
-            /// The label value.
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $($name::$variant => $label,)+
-                }
-            }
-        }
-
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
-}
-
 label_set! {
     /// Why a served connection closed: the `reason` label of
     /// `tandem_connections_closed_total`.

@@ -27,7 +27,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::handoff::{Accepted, Admission, Counted, Dispatch};
+use super::admission::{Accepted, Admission, Counted};
+use super::handoff::Dispatch;
 use super::per_ip::{self, PerIpLimit};
 use crate::handler::Handler;
 use crate::metrics::{AcceptError, Metrics};

@@ -14,15 +14,13 @@
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::ServerError;
-
 /// How long the checking threads may take to be released by the kernel.
 const RELEASE_PATIENCE: Duration = Duration::from_secs(1);
 
 /// Starts `threads` threads that wait until all are started (or one could
-/// not be), then lets them end and joins them. `role` names the runtime in
-/// the error.
-pub(crate) fn ensure_available(threads: usize, role: &str) -> Result<(), ServerError> {
+/// not be), then lets them end and joins them; the OS's reason if one could
+/// not start. `role` names the threads.
+pub(crate) fn ensure_available(threads: usize, role: &str) -> std::io::Result<()> {
     let release = Arc::new((Mutex::new(false), Condvar::new()));
     // Each checking thread's id, to see the kernel let it go.
     let ids = Arc::new(Mutex::new(Vec::with_capacity(threads)));
@@ -68,10 +66,7 @@ pub(crate) fn ensure_available(threads: usize, role: &str) -> Result<(), ServerE
     }
     match refused {
         None => Ok(()),
-        Some(cause) => Err(ServerError::Runtime {
-            role: role.to_owned(),
-            cause,
-        }),
+        Some(cause) => Err(cause),
     }
 }
 

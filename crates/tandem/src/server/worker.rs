@@ -20,14 +20,16 @@ use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, trace, warn};
 
-use super::handoff::{Accepted, Admission};
+use super::admission::{Accepted, Admission};
+use super::config::ServerConfig;
 use super::per_ip::{self, PerIpLimit};
 use super::proxy_header;
+use super::stop_times::StopTimes;
 use crate::connection::Connection;
 use crate::handler::{Close, Handler};
 use crate::ip_ranges::IpRanges;
 use crate::metrics::{CloseReason, Metrics, ProxyHeaderError};
-use crate::sweep::Sweep;
+use crate::sweep::{IdleRule, Sweep};
 use crate::tls::ServerTls;
 use crate::transport::Transport;
 
@@ -59,16 +61,38 @@ pub(crate) struct Serving<H> {
     pub(crate) metrics: Metrics,
     /// How long a connection cut at shutdown keeps reading (and
     /// discarding) after its FIN, so that the peer can take the last echo
-    /// before the close ([`linger_within`]).
+    /// before the close (`StopTimes::linger`).
     pub(crate) linger: Duration,
 }
 
-/// The linger of a cut connection within a shutdown grace of `grace`: a
-/// second, or half the grace if that is less, so that a peer that takes
-/// its echo is closed cleanly well before the grace runs out and the
-/// connection is dropped with its runtime.
-pub(crate) fn linger_within(grace: Duration) -> Duration {
-    (grace / 2).min(Duration::from_secs(1))
+impl<H> Serving<H> {
+    /// The serving side of a server configured by `config`, running
+    /// `handler`, with `tls` if it speaks TLS.
+    pub(crate) fn new(config: &ServerConfig, handler: H, tls: Option<ServerTls>) -> Self {
+        let stop_times = StopTimes {
+            drain: config.shutdown_timeout,
+            grace: config.shutdown_grace,
+        };
+        Serving {
+            handler,
+            sweep: Arc::new(Sweep::new(
+                config
+                    .idle_timeout
+                    .map(|timeout| IdleRule::new(timeout, config.min_rate)),
+            )),
+            nodelay: config.nodelay,
+            proxy_protocol: config.proxy_protocol,
+            proxy_protocol_from: config.proxy_protocol_from.clone(),
+            tls,
+            per_ip: config.max_connections_per_ip.map(PerIpLimit::new),
+            tracker: TaskTracker::new(),
+            active: Arc::new(AtomicUsize::new(0)),
+            cut_count: AtomicUsize::new(0),
+            linger: stop_times.linger(),
+            queued: Arc::new(AtomicUsize::new(0)),
+            metrics: Metrics::new(),
+        }
+    }
 }
 
 /// Takes connections off a hand-off queue and spawns a task for each on the

@@ -119,7 +119,7 @@ impl Admin {
             cause,
         };
         let addr = listener.local_addr().map_err(runtime_error)?;
-        super::threads::ensure_available(1, "tandem-admin")?;
+        super::threads::ensure_available(1, "tandem-admin").map_err(runtime_error)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("tandem-admin")

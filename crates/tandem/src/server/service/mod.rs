@@ -17,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 
+pub(crate) mod udp;
+
 /// What a service is given when it starts.
 #[derive(Debug, Clone)]
 pub struct ServiceContext {

@@ -24,8 +24,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use super::ServiceContext;
 use crate::metrics::{Metrics, UdpOutcome};
-use crate::server::ServiceContext;
 
 /// Source ports of services that answer whatever they receive: a datagram
 /// from one is never answered.

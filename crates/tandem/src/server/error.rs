@@ -1,0 +1,56 @@
+//! [`ServerError`]: why a server could not start or run. A leaf, as the
+//! configuration is.
+
+use std::io;
+use std::net::SocketAddr;
+
+use thiserror::Error;
+
+use crate::range::OutOfRange;
+
+/// Why the server could not start or run.
+#[derive(Debug, Error)]
+pub enum ServerError {
+    /// Binding or listening failed.
+    // The OS reason is part of the message rather than a `source`, so that
+    // it is printed once however the error chain is rendered.
+    #[error("cannot listen on {addr}: {cause}")]
+    Listen {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The OS reason.
+        cause: io::Error,
+    },
+    /// The socket passed by a service manager (`LISTEN_FDS`) is unusable.
+    #[error("cannot use the socket passed by the service manager (LISTEN_FDS): {cause}")]
+    Inherited {
+        /// What is wrong with it.
+        cause: io::Error,
+    },
+    /// A service could not be set up on the serving runtime.
+    #[error("cannot start the {name} service: {cause}")]
+    Service {
+        /// The service's name (`udp` for the UDP echo).
+        name: &'static str,
+        /// The OS reason.
+        cause: io::Error,
+    },
+    /// A runtime or one of its threads could not be started.
+    #[error("cannot start the {role} runtime: {cause}")]
+    Runtime {
+        /// The runtime's role (its thread name).
+        role: String,
+        /// The OS reason.
+        cause: io::Error,
+    },
+    /// [`Server::run`] blocks its thread and starts runtimes of its own, so it
+    /// cannot be called from inside a tokio runtime.
+    #[error("Server::run must be called outside any tokio runtime")]
+    InsideRuntime,
+    /// A [`ServerConfig`] field is out of range.
+    #[error("invalid server configuration: {0}")]
+    InvalidConfig(#[from] OutOfRange),
+    /// Every accept task ended without being asked to.
+    #[error("the acceptor stopped unexpectedly; see the log for the cause")]
+    AcceptorFailed,
+}
