@@ -99,19 +99,6 @@ pub fn set_budget(bytes: usize, threads: usize) {
     GLOBAL.set(bytes, threads);
 }
 
-/// The budget in force and what is taken from it.
-pub fn memory() -> BufferMemory {
-    // Read apart, so the two may disagree by a buffer in flight.
-    let allocated = GLOBAL.allocated.load(Ordering::Relaxed);
-    let free = super::cached_bytes().min(allocated);
-    BufferMemory {
-        limit: GLOBAL.limit(),
-        lent: allocated - free,
-        free,
-        waits: GLOBAL.waits.load(Ordering::Relaxed),
-    }
-}
-
 /// The default budget for this machine: [`DEFAULT_BUDGET`], or a quarter
 /// of the memory the process may use, whichever is less.
 pub fn default_budget() -> usize {
@@ -182,6 +169,20 @@ fn meminfo_total(meminfo: &str) -> Option<usize> {
 }
 
 impl Pool {
+    /// The budget and what is taken from it, of which `cached` bytes are
+    /// free buffers kept for reuse.
+    pub(crate) fn memory(&self, cached: usize) -> BufferMemory {
+        // Read apart, so the two may disagree by a buffer in flight.
+        let allocated = self.allocated.load(Ordering::Relaxed);
+        let free = cached.min(allocated);
+        BufferMemory {
+            limit: self.limit(),
+            lent: allocated - free,
+            free,
+            waits: self.waits.load(Ordering::Relaxed),
+        }
+    }
+
     pub(super) const fn new() -> Pool {
         Pool {
             limit: AtomicUsize::new(0),

@@ -39,7 +39,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use self::budget::GLOBAL;
-pub use self::budget::{BufferMemory, default_budget, memory, set_budget};
+pub use self::budget::{BufferMemory, default_budget, set_budget};
 
 /// Buffers larger than this are mapped from the system, not allocated,
 /// and never cached: glibc's threshold for the same choice.
@@ -144,6 +144,11 @@ fn give_back_all(buffers: Vec<Box<[u8]>>) {
 /// the once-a-second upkeep of every server calls it.
 pub(crate) fn trim() {
     mapped::trim(mapped::KEEP_FOR);
+}
+
+/// The budget in force and what is taken from it.
+pub fn memory() -> BufferMemory {
+    GLOBAL.memory(cached_bytes())
 }
 
 /// Bytes of free buffers now: in every thread's cache, and kept mapped.
