@@ -211,10 +211,10 @@ impl Default for Metrics {
     }
 }
 
-fn key(name: &'static str, labels: &[(&'static str, String)]) -> Key {
+fn key(name: &'static str, labels: &[(&'static str, impl AsRef<str>)]) -> Key {
     let labels: Vec<Label> = labels
         .iter()
-        .map(|(name, value)| Label::new(*name, value.clone()))
+        .map(|(name, value)| Label::new(*name, value.as_ref().to_owned()))
         .collect();
     Key::from_parts(name, labels)
 }
@@ -265,109 +265,109 @@ fn in_name_order(text: &str) -> String {
 
 const METADATA: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, None);
 
+/// The recorder, with the buckets of the histograms whose range the
+/// exporter's defaults do not fit.
+fn recorder() -> PrometheusRecorder {
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full("tandem_handoff_wait_seconds".into()),
+            &HANDOFF_WAIT_BUCKETS,
+        )
+        .and_then(|builder| {
+            builder.set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full("tandem_compute_wait_seconds".into()),
+                &COMPUTE_WAIT_BUCKETS,
+            )
+        })
+        // Fixed, non-empty lists: the builder rejects only an empty one.
+        .unwrap_or_else(|_| PrometheusBuilder::new())
+        .build_recorder()
+}
+
+/// Registers the fixed series with the recorder, each once, at start-up.
+struct Registrar<'a>(&'a PrometheusRecorder);
+
+impl Registrar<'_> {
+    fn counter(&self, name: &'static str, labels: &[(&'static str, &'static str)]) -> Counter {
+        self.0.register_counter(&key(name, labels), &METADATA)
+    }
+
+    fn gauge(&self, name: &'static str, labels: &[(&'static str, &'static str)]) -> Gauge {
+        self.0.register_gauge(&key(name, labels), &METADATA)
+    }
+
+    fn histogram(&self, name: &'static str) -> Histogram {
+        self.0
+            .register_histogram(&key(name, &[] as &[(_, &str)]), &METADATA)
+    }
+
+    /// A label set's series, one per variant.
+    fn series(
+        &self,
+        name: &'static str,
+        label: &'static str,
+        values: &[&'static str],
+    ) -> Vec<Counter> {
+        values
+            .iter()
+            .map(|value| self.counter(name, &[(label, value)]))
+            .collect()
+    }
+}
+
 impl Metrics {
     /// An empty registry with every fixed series at zero.
     pub fn new() -> Self {
-        let recorder = PrometheusBuilder::new()
-            .set_buckets_for_metric(
-                metrics_exporter_prometheus::Matcher::Full("tandem_handoff_wait_seconds".into()),
-                &HANDOFF_WAIT_BUCKETS,
-            )
-            .and_then(|builder| {
-                builder.set_buckets_for_metric(
-                    metrics_exporter_prometheus::Matcher::Full(
-                        "tandem_compute_wait_seconds".into(),
-                    ),
-                    &COMPUTE_WAIT_BUCKETS,
-                )
-            })
-            // Fixed, non-empty lists: the builder rejects only an empty one.
-            .unwrap_or_else(|_| PrometheusBuilder::new())
-            .build_recorder();
-        let handle = recorder.handle();
+        let recorder = recorder();
         // The exporter keeps one description per name, whatever its kind.
         for &(name, help) in HELP {
             recorder.describe_counter(name.into(), None, SharedString::const_str(help));
         }
-        let counter = |name: &'static str, labels: &[(&'static str, String)]| {
-            recorder.register_counter(&key(name, labels), &METADATA)
-        };
-        // Each label set's series, one per variant, from start-up.
-        let series = |name: &'static str, label: &'static str, values: &[&'static str]| {
-            values
-                .iter()
-                .map(|value| counter(name, &[(label, (*value).to_owned())]))
-                .collect::<Vec<_>>()
-        };
-        let closed = series(
-            "tandem_connections_closed_total",
-            "reason",
-            CloseReason::LABELS,
-        );
-        let accept_errors = series("tandem_accept_errors_total", "kind", AcceptError::LABELS);
-        let udp_datagrams = series("tandem_udp_datagrams_total", "outcome", UdpOutcome::LABELS);
-        let proxy_header_errors = series(
-            "tandem_proxy_header_errors_total",
-            "kind",
-            ProxyHeaderError::LABELS,
-        );
-        let tls_handshake_errors = series(
-            "tandem_tls_handshake_errors_total",
-            "kind",
-            TlsHandshakeError::LABELS,
-        );
-        let compute_jobs = series(
-            "tandem_compute_jobs_total",
-            "outcome",
-            ComputeOutcome::LABELS,
-        );
+        let r = Registrar(&recorder);
         let inner = Inner {
-            accepted: counter("tandem_connections_accepted_total", &[]),
-            rejected: counter("tandem_connections_rejected_total", &[]),
-            aborted: counter("tandem_connections_aborted_total", &[]),
-            closed,
-            accept_errors,
-            proxy_header_errors,
-            tls_handshake_errors,
-            udp_datagrams,
-            bytes_received: counter("tandem_bytes_received_total", &[]),
-            bytes_sent: counter("tandem_bytes_sent_total", &[]),
+            accepted: r.counter("tandem_connections_accepted_total", &[]),
+            rejected: r.counter("tandem_connections_rejected_total", &[]),
+            aborted: r.counter("tandem_connections_aborted_total", &[]),
+            closed: r.series(
+                "tandem_connections_closed_total",
+                "reason",
+                CloseReason::LABELS,
+            ),
+            accept_errors: r.series("tandem_accept_errors_total", "kind", AcceptError::LABELS),
+            proxy_header_errors: r.series(
+                "tandem_proxy_header_errors_total",
+                "kind",
+                ProxyHeaderError::LABELS,
+            ),
+            tls_handshake_errors: r.series(
+                "tandem_tls_handshake_errors_total",
+                "kind",
+                TlsHandshakeError::LABELS,
+            ),
+            udp_datagrams: r.series("tandem_udp_datagrams_total", "outcome", UdpOutcome::LABELS),
+            bytes_received: r.counter("tandem_bytes_received_total", &[]),
+            bytes_sent: r.counter("tandem_bytes_sent_total", &[]),
             totals: Arc::new(Totals::default()),
-            active: recorder.register_gauge(&key("tandem_connections_active", &[]), &METADATA),
-            max: recorder.register_gauge(&key("tandem_connections_max", &[]), &METADATA),
-            queue_depth: recorder
-                .register_gauge(&key("tandem_handoff_queue_depth", &[]), &METADATA),
-            queue_capacity: recorder
-                .register_gauge(&key("tandem_handoff_queue_capacity", &[]), &METADATA),
-            handoff_wait: recorder
-                .register_histogram(&key("tandem_handoff_wait_seconds", &[]), &METADATA),
-            compute_depth: recorder
-                .register_gauge(&key("tandem_compute_queue_depth", &[]), &METADATA),
-            compute_capacity: recorder
-                .register_gauge(&key("tandem_compute_queue_capacity", &[]), &METADATA),
-            compute_wait: recorder
-                .register_histogram(&key("tandem_compute_wait_seconds", &[]), &METADATA),
-            compute_jobs,
-            buffer_lent: recorder.register_gauge(
-                &key(
-                    "tandem_buffer_memory_bytes",
-                    &[("state", "lent".to_owned())],
-                ),
-                &METADATA,
+            active: r.gauge("tandem_connections_active", &[]),
+            max: r.gauge("tandem_connections_max", &[]),
+            queue_depth: r.gauge("tandem_handoff_queue_depth", &[]),
+            queue_capacity: r.gauge("tandem_handoff_queue_capacity", &[]),
+            handoff_wait: r.histogram("tandem_handoff_wait_seconds"),
+            compute_depth: r.gauge("tandem_compute_queue_depth", &[]),
+            compute_capacity: r.gauge("tandem_compute_queue_capacity", &[]),
+            compute_wait: r.histogram("tandem_compute_wait_seconds"),
+            compute_jobs: r.series(
+                "tandem_compute_jobs_total",
+                "outcome",
+                ComputeOutcome::LABELS,
             ),
-            buffer_free: recorder.register_gauge(
-                &key(
-                    "tandem_buffer_memory_bytes",
-                    &[("state", "free".to_owned())],
-                ),
-                &METADATA,
-            ),
-            buffer_limit: recorder
-                .register_gauge(&key("tandem_buffer_memory_limit_bytes", &[]), &METADATA),
-            buffer_waits: counter("tandem_buffer_waits_total", &[]),
+            buffer_lent: r.gauge("tandem_buffer_memory_bytes", &[("state", "lent")]),
+            buffer_free: r.gauge("tandem_buffer_memory_bytes", &[("state", "free")]),
+            buffer_limit: r.gauge("tandem_buffer_memory_limit_bytes", &[]),
+            buffer_waits: r.counter("tandem_buffer_waits_total", &[]),
             load: OnceLock::new(),
             runtimes: Mutex::new(Vec::new()),
-            handle,
+            handle: recorder.handle(),
             recorder,
         };
         Metrics {

@@ -23,7 +23,7 @@ use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 use tokio::io::unix::AsyncFd;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -156,24 +156,8 @@ impl<H: Handler> Acceptor<H> {
         let mut backoff = Backoff::new();
         let mut log = RateLimitedLog::default();
         loop {
-            let permit = match self.limit.clone().try_acquire_owned() {
-                Ok(permit) => permit,
-                Err(_) => {
-                    // Every slot is taken: while this task waits, the
-                    // sweep sheds the slowest connections for whoever
-                    // waits in the backlog.
-                    let _starved = self.pressure.starved();
-                    tokio::select! {
-                        biased;
-                        () = self.stop.cancelled() => return,
-                        permit = self.limit.clone().acquire_owned() => match permit {
-                            Ok(permit) => permit,
-                            // The semaphore is never closed; if it were,
-                            // nothing more could be admitted.
-                            Err(_) => return,
-                        },
-                    }
-                }
+            let Some(permit) = self.permit().await else {
+                return;
             };
             let slot = tokio::select! {
                 biased;
@@ -183,34 +167,9 @@ impl<H: Handler> Acceptor<H> {
                     None => return,
                 },
             };
-            let (stream, peer) = loop {
-                let accepted = tokio::select! {
-                    biased;
-                    () = self.stop.cancelled() => return,
-                    accepted = accept(&self.listener) => accepted,
-                };
-                if let Err(err) = &accepted {
-                    self.metrics.accept_error(classify(err).1);
-                }
-                match accepted {
-                    Ok(accepted) => break accepted,
-                    Err(err) => match classify(&err) {
-                        (AcceptErrorAction::Skip, kind) => {
-                            debug!(cause = %err, %kind, "accept failed for one connection; skipping it");
-                        }
-                        (AcceptErrorAction::BackOff, kind) => {
-                            let pause = backoff.step();
-                            log.error(&err, kind, pause);
-                            tokio::select! {
-                                biased;
-                                () = self.stop.cancelled() => return,
-                                () = tokio::time::sleep(pause) => {}
-                            }
-                        }
-                    },
-                }
+            let Some((stream, peer)) = self.accept_next(&mut backoff, &mut log).await else {
+                return;
             };
-            backoff.reset();
             self.metrics.connection_accepted();
             // Refused before it costs anything more: no task, no
             // registration with a reactor, no hand-off.
@@ -234,6 +193,64 @@ impl<H: Handler> Acceptor<H> {
                     shard_load: None,
                 },
             });
+        }
+    }
+
+    /// A `--max-connections` permit, waited for if every slot is taken;
+    /// `None` once stopped.
+    async fn permit(&self) -> Option<OwnedSemaphorePermit> {
+        if let Ok(permit) = self.limit.clone().try_acquire_owned() {
+            return Some(permit);
+        }
+        // Every slot is taken: while this task waits, the sweep sheds the
+        // slowest connections for whoever waits in the backlog.
+        let _starved = self.pressure.starved();
+        tokio::select! {
+            biased;
+            () = self.stop.cancelled() => None,
+            // The semaphore is never closed; if it were, nothing more could
+            // be admitted.
+            permit = self.limit.clone().acquire_owned() => permit.ok(),
+        }
+    }
+
+    /// The next connection, skipping errors that belong to one connection
+    /// and backing off from those that say a resource ran out (invariant
+    /// 3); `None` once stopped.
+    async fn accept_next(
+        &self,
+        backoff: &mut Backoff,
+        log: &mut RateLimitedLog,
+    ) -> Option<(TcpStream, SocketAddr)> {
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                () = self.stop.cancelled() => return None,
+                accepted = accept(&self.listener) => accepted,
+            };
+            let err = match accepted {
+                Ok(accepted) => {
+                    backoff.reset();
+                    return Some(accepted);
+                }
+                Err(err) => err,
+            };
+            let (action, kind) = classify(&err);
+            self.metrics.accept_error(kind);
+            match action {
+                AcceptErrorAction::Skip => {
+                    debug!(cause = %err, %kind, "accept failed for one connection; skipping it");
+                }
+                AcceptErrorAction::BackOff => {
+                    let pause = backoff.step();
+                    log.error(&err, kind, pause);
+                    tokio::select! {
+                        biased;
+                        () = self.stop.cancelled() => return None,
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                }
+            }
         }
     }
 }

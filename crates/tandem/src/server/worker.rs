@@ -208,6 +208,45 @@ async fn finish<H: Handler>(
 /// returns the connection ready for its handler, holding the place its
 /// client takes under `--max-connections-per-ip` once the header has named
 /// it; `None` if the connection was closed unserved (and counted so).
+/// The client a load balancer's PROXY header names (`peer` itself for a
+/// `LOCAL` header), or why there is none to trust.
+async fn read_proxy_header<H>(
+    serving: &Serving<H>,
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    header_timeout: Duration,
+) -> Result<SocketAddr, (ProxyHeaderError, String)> {
+    // Only a trusted balancer may name the client: anyone else could pick
+    // an address to dodge its own limit or use up another's, so its header
+    // is never read.
+    let trusted = serving
+        .proxy_protocol_from
+        .as_ref()
+        .is_none_or(|trusted| trusted.contains(peer.ip()));
+    if !trusted {
+        return Err((
+            ProxyHeaderError::Untrusted,
+            "the peer is not trusted to send one".to_owned(),
+        ));
+    }
+    let header = Box::pin(tokio::time::timeout(
+        header_timeout,
+        proxy_header::read(stream),
+    ))
+    .await;
+    match header {
+        Ok(Ok(client)) => {
+            trace!(balancer = %peer, ?client, "PROXY header read");
+            Ok(client.unwrap_or(peer))
+        }
+        Ok(Err(err)) => Err((err.kind(), err.to_string())),
+        Err(_) => Err((
+            ProxyHeaderError::Timeout,
+            "no PROXY header within the timeout".to_owned(),
+        )),
+    }
+}
+
 async fn prepare<H: Handler>(serving: &Serving<H>, accepted: Box<Accepted>) -> Option<Box<Served>> {
     let Accepted {
         stream,
@@ -236,43 +275,15 @@ async fn prepare<H: Handler>(serving: &Serving<H>, accepted: Box<Accepted>) -> O
     // Behind a load balancer: the header first, then the client it names
     // is the peer, and is counted against its limit.
     if let Some(header_timeout) = serving.proxy_protocol {
-        // Only a trusted balancer may name the client: anyone else could
-        // pick an address to dodge its own limit or use up another's, so
-        // its header is never read.
-        let trusted = serving
-            .proxy_protocol_from
-            .as_ref()
-            .is_none_or(|trusted| trusted.contains(peer.ip()));
-        let refused = if !trusted {
-            Some((
-                ProxyHeaderError::Untrusted,
-                "the peer is not trusted to send one".to_owned(),
-            ))
-        } else {
-            let header = Box::pin(tokio::time::timeout(
-                header_timeout,
-                proxy_header::read(&mut stream),
-            ))
-            .await;
-            match header {
-                Ok(Ok(client)) => {
-                    trace!(balancer = %peer, ?client, "PROXY header read");
-                    peer = client.unwrap_or(peer);
-                    None
-                }
-                Ok(Err(err)) => Some((err.kind(), err.to_string())),
-                Err(_) => Some((
-                    ProxyHeaderError::Timeout,
-                    "no PROXY header within the timeout".to_owned(),
-                )),
+        peer = match read_proxy_header(serving, &mut stream, peer, header_timeout).await {
+            Ok(client) => client,
+            Err((kind, why)) => {
+                debug!(%peer, %kind, why, "closing a connection without a valid PROXY header");
+                serving.metrics.proxy_header_error(kind);
+                serving.metrics.connection_rejected();
+                return None;
             }
         };
-        if let Some((kind, why)) = refused {
-            debug!(%peer, %kind, why, "closing a connection without a valid PROXY header");
-            serving.metrics.proxy_header_error(kind);
-            serving.metrics.connection_rejected();
-            return None;
-        }
         match per_ip::admit(serving.per_ip.as_ref(), peer, &serving.metrics) {
             Ok(place) => admission.per_ip = place,
             Err(()) => return None,
