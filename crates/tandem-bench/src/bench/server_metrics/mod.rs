@@ -30,8 +30,6 @@ mod derive;
 mod format;
 mod parse;
 mod scrape;
-#[cfg(test)]
-mod tests;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -127,3 +127,17 @@ impl Snapshot {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exposition_without_tandem_series_is_refused_by_name() {
+        let result = Snapshot::parse("# TYPE up gauge\nup 1\n", Instant::now());
+        assert!(
+            matches!(result, Err(ScrapeFailure::Missing(ACCEPTED))),
+            "{result:?}"
+        );
+    }
+}
