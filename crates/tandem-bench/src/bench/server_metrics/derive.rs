@@ -339,10 +339,15 @@ mod tests {
             )
     }
 
+    /// The URL the figures name: none of them depends on it.
+    fn any_url() -> MetricsUrl {
+        MetricsUrl::from_str("http://127.0.0.1:9/metrics").unwrap()
+    }
+
     #[test]
     fn datagrams_and_failed_handshakes_are_counted_over_the_run_by_label() {
         let t0 = Instant::now();
-        let url = MetricsUrl::from_str("http://127.0.0.1:9/metrics").unwrap();
+        let url = any_url();
         let start = snapshot(&with_transports(100, 5, 1), t0);
         let end = snapshot(&with_transports(1100, 25, 3), t0 + Duration::from_secs(1));
         let figures = ServerFigures::between(&url, &start, &start, &end, &end).unwrap();
@@ -361,7 +366,7 @@ mod tests {
     #[test]
     fn figures_are_the_increases_between_the_scrapes_that_cover_them() {
         let t0 = Instant::now();
-        let url = MetricsUrl::from_str("http://127.0.0.1:9/metrics").unwrap();
+        let url = any_url();
         let run_start = snapshot(&exposition(10, 10, 0, 1000, 5.0, [0, 0, 0]), t0);
         let window_start = snapshot(&exposition(14, 10, 4, 3000, 6.0, [2, 4, 4]), t0);
         let window_end = snapshot(
@@ -395,7 +400,7 @@ mod tests {
     #[test]
     fn a_counter_that_goes_down_means_the_server_restarted() {
         let t0 = Instant::now();
-        let url = MetricsUrl::from_str("http://127.0.0.1:9/metrics").unwrap();
+        let url = any_url();
         let before = snapshot(&exposition(10, 10, 0, 1000, 5.0, [0, 0, 0]), t0);
         let after = snapshot(&exposition(0, 0, 0, 0, 0.0, [0, 0, 0]), t0);
         let result = ServerFigures::between(&url, &before, &before, &after, &after);
