@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 use super::client::{close, connect};
-use super::pattern::{APPEND_NEWLINE_HINT, Block, Newlines, Verifier};
+use super::pattern::{APPEND_NEWLINE_HINT, Block, Newlines, Pattern, Verifier};
 use super::stats::{Recorder, Stats};
 use super::tls::{self, ClientTls, SPEAKS_TLS_HINT};
 
@@ -35,46 +35,14 @@ pub async fn churn(
         let started = Instant::now();
         // A server that accepts and then goes silent must not hold the run.
         let deadline = started.max(end) + super::client::DRAIN_TIMEOUT;
-        let attempt = async {
-            let mut stream = connect(target, tls)
-                .await
-                .map_err(|err| format!("connect to {target} failed: {err}"))?;
-            pattern.write(0, &mut outbound);
-            // The flush pushes out what TLS holds back.
-            let written = async {
-                stream.write_all(&outbound).await?;
-                stream.flush().await
-            };
-            written
-                .await
-                .map_err(|err| format!("write failed: {err}"))?;
-            // One request per connection: its newline must follow it.
-            let newlines = if skip_newlines {
-                Newlines::AfterEach
-            } else {
-                Newlines::None
-            };
-            let mut verifier = Verifier::new(pattern, newlines);
-            while verifier.completed() == 0 {
-                let read = stream
-                    .read(&mut inbound)
-                    .await
-                    .map_err(|err| format!("read failed: {err}"))?;
-                if read == 0 {
-                    return Err("server closed before echoing".to_owned());
-                }
-                verifier.check(&inbound[..read]).map_err(|_| {
-                    if tls::looks_like_tls(&inbound[..read]) {
-                        format!("echo differs from what was sent ({SPEAKS_TLS_HINT})")
-                    } else {
-                        "echo differs from what was sent".to_owned()
-                    }
-                })?;
-            }
-            let echoed = Instant::now();
-            close(stream, &mut verifier, &mut inbound).await?;
-            Ok(echoed)
-        };
+        let attempt = request(
+            target,
+            tls,
+            pattern,
+            &mut outbound,
+            &mut inbound,
+            skip_newlines,
+        );
         let result = match tokio::time::timeout_at(deadline, attempt).await {
             Ok(result) => result,
             Err(_) if skip_newlines => Err(format!(
@@ -96,4 +64,55 @@ pub async fn churn(
             }
         }
     }
+}
+
+/// One request on a connection of its own: connect (with `tls`, through the
+/// handshake), send message 0 of `pattern`, check its echo, close. Returns
+/// when the echo was complete.
+async fn request(
+    target: SocketAddr,
+    tls: Option<&ClientTls>,
+    pattern: Pattern,
+    outbound: &mut [u8],
+    inbound: &mut [u8],
+    skip_newlines: bool,
+) -> Result<Instant, String> {
+    let mut stream = connect(target, tls)
+        .await
+        .map_err(|err| format!("connect to {target} failed: {err}"))?;
+    pattern.write(0, outbound);
+    // The flush pushes out what TLS holds back.
+    let written = async {
+        stream.write_all(outbound).await?;
+        stream.flush().await
+    };
+    written
+        .await
+        .map_err(|err| format!("write failed: {err}"))?;
+    // One request per connection: its newline must follow it.
+    let newlines = if skip_newlines {
+        Newlines::AfterEach
+    } else {
+        Newlines::None
+    };
+    let mut verifier = Verifier::new(pattern, newlines);
+    while verifier.completed() == 0 {
+        let read = stream
+            .read(inbound)
+            .await
+            .map_err(|err| format!("read failed: {err}"))?;
+        if read == 0 {
+            return Err("server closed before echoing".to_owned());
+        }
+        verifier.check(&inbound[..read]).map_err(|_| {
+            if tls::looks_like_tls(&inbound[..read]) {
+                format!("echo differs from what was sent ({SPEAKS_TLS_HINT})")
+            } else {
+                "echo differs from what was sent".to_owned()
+            }
+        })?;
+    }
+    let echoed = Instant::now();
+    close(stream, &mut verifier, inbound).await?;
+    Ok(echoed)
 }

@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::pattern::{APPEND_NEWLINE_HINT, Newlines, Pattern, Verifier};
+use super::pattern::{APPEND_NEWLINE_HINT, Mismatch, Newlines, Pattern, Verifier};
 use super::stats::{Recorder, Stats};
 use super::tls::{self, ClientTls, SPEAKS_TLS_HINT};
 use tandem::transport::Transport;
@@ -68,58 +68,143 @@ pub async fn connect(
 /// Drives one connection until the window ends and its echoes are in.
 /// Returns a description of what went wrong, if anything did.
 pub async fn drive(
-    mut stream: Transport,
+    stream: Transport,
     pattern: Pattern,
     pacing: Pacing,
     stats: &Stats,
     skip_newlines: bool,
 ) -> Result<(), String> {
-    let size = pattern.message_size();
-    let end = Instant::from_std(stats.measure_until);
-    // One message in flight: the server's last chunk of it ends where it
-    // does, so its newline must follow it. With more, a chunk may hold
-    // several, and newlines can only be skipped.
-    let newlines = match (skip_newlines, pacing) {
-        (false, _) => Newlines::None,
-        (true, Pacing::Closed { pipeline: 1 }) => Newlines::AfterEach,
-        (true, _) => Newlines::Between,
-    };
-    let mut verifier = Verifier::new(pattern.clone(), newlines);
-    let mut recorder = Recorder::new(stats);
-    let mut queued: Vec<u8> = Vec::with_capacity(match pacing {
-        Pacing::Closed { pipeline } => pipeline * size,
-        Pacing::Open { .. } => size * 16,
-    });
-    let mut written = 0;
-    let mut inbound = vec![0u8; READ_CHUNK.min(size.max(4096) * 4)];
-    // Start instant of every message sent and not yet echoed, in order.
-    let mut starts: VecDeque<Instant> = VecDeque::new();
-    let mut sent: u64 = 0;
-    let mut due = match pacing {
-        Pacing::Open { first, .. } => first,
-        Pacing::Closed { .. } => end,
-    };
-    let mut timer = pin!(tokio::time::sleep_until(due));
+    let mut connection = Connection::new(stream, pattern, pacing, stats, skip_newlines);
+    let end = connection.end;
+    let mut timer = pin!(tokio::time::sleep_until(connection.due));
     let mut give_up = pin!(tokio::time::sleep_until(end + DRAIN_TIMEOUT));
-    // When the echo just taken arrived, if nothing has been awaited since:
-    // the messages it makes room for start from it. They go out within the
-    // same poll, a few hundred nanoseconds later, and a second clock read
-    // per message would cost more than that error.
-    let mut arrival: Option<Instant> = None;
-
     loop {
-        let now = arrival.take().unwrap_or_else(Instant::now);
+        let now = connection.arrival.take().unwrap_or_else(Instant::now);
         // Checked here as well as in the select below: a server that keeps
         // sending must not keep a connection from giving up.
         if now >= end + DRAIN_TIMEOUT {
-            return Err(missing(starts.len(), &verifier));
+            return Err(connection.missing());
         }
-        match pacing {
-            Pacing::Closed { pipeline } if now < end => {
-                while starts.len() < pipeline {
-                    queue(&pattern, sent, &mut queued);
-                    starts.push_back(now);
-                    sent += 1;
+        connection.queue_due(now);
+        if let Pacing::Open { .. } = pacing {
+            let wake = connection.due.min(end);
+            if timer.deadline() != wake {
+                timer.as_mut().reset(wake);
+            }
+        }
+        let flush_pending = connection.send_queued()?;
+        if connection.finished(now) && !flush_pending {
+            break;
+        }
+        let pending_write = !connection.queued.is_empty() || flush_pending;
+        // With a full queue the next due message cannot go anyway: wait for
+        // the socket (or the echoes) rather than for the timer.
+        let open_loop_waiting =
+            matches!(pacing, Pacing::Open { .. }) && connection.due < end && !connection.full();
+        tokio::select! {
+            biased;
+            readable = connection.stream.readable() => {
+                readable.map_err(|err| format!("read failed: {err}"))?;
+                connection.take_echoes()?;
+            }
+            writable = connection.stream.writable(), if pending_write => {
+                writable.map_err(|err| format!("write failed: {err}"))?;
+            }
+            () = timer.as_mut(), if open_loop_waiting => {}
+            () = give_up.as_mut() => return Err(connection.missing()),
+        }
+    }
+    let Connection {
+        stream,
+        mut verifier,
+        mut inbound,
+        ..
+    } = connection;
+    close(stream, &mut verifier, &mut inbound).await
+}
+
+/// The state of one connection that [`drive`] steps through: what is
+/// queued to send, what is in flight, and what has come back.
+struct Connection<'a> {
+    stream: Transport,
+    pattern: Pattern,
+    pacing: Pacing,
+    stats: &'a Stats,
+    /// Bytes of one message.
+    size: usize,
+    /// The end of the window.
+    end: Instant,
+    verifier: Verifier,
+    recorder: Recorder<'a>,
+    /// Messages queued to send, of which `written` bytes are sent.
+    queued: Vec<u8>,
+    written: usize,
+    inbound: Vec<u8>,
+    /// Start instant of every message sent and not yet echoed, in order.
+    starts: VecDeque<Instant>,
+    /// Messages queued so far: the next one's number.
+    sent: u64,
+    /// Open loop: when the next message is due (closed loop: the end).
+    due: Instant,
+    /// When the echo just taken arrived, if nothing has been awaited since:
+    /// the messages it makes room for start from it. They go out within the
+    /// same poll, a few hundred nanoseconds later, and a second clock read
+    /// per message would cost more than that error.
+    arrival: Option<Instant>,
+}
+
+impl<'a> Connection<'a> {
+    fn new(
+        stream: Transport,
+        pattern: Pattern,
+        pacing: Pacing,
+        stats: &'a Stats,
+        skip_newlines: bool,
+    ) -> Connection<'a> {
+        let size = pattern.message_size();
+        let end = Instant::from_std(stats.measure_until);
+        // One message in flight: the server's last chunk of it ends where it
+        // does, so its newline must follow it. With more, a chunk may hold
+        // several, and newlines can only be skipped.
+        let newlines = match (skip_newlines, pacing) {
+            (false, _) => Newlines::None,
+            (true, Pacing::Closed { pipeline: 1 }) => Newlines::AfterEach,
+            (true, _) => Newlines::Between,
+        };
+        Connection {
+            stream,
+            verifier: Verifier::new(pattern.clone(), newlines),
+            pattern,
+            pacing,
+            stats,
+            size,
+            end,
+            recorder: Recorder::new(stats),
+            queued: Vec::with_capacity(match pacing {
+                Pacing::Closed { pipeline } => pipeline * size,
+                Pacing::Open { .. } => size * 16,
+            }),
+            written: 0,
+            inbound: vec![0u8; READ_CHUNK.min(size.max(4096) * 4)],
+            starts: VecDeque::new(),
+            sent: 0,
+            due: match pacing {
+                Pacing::Open { first, .. } => first,
+                Pacing::Closed { .. } => end,
+            },
+            arrival: None,
+        }
+    }
+
+    /// Queues the messages that may go at `now`: in the closed loop, up to
+    /// the pipeline until the window ends; in the open loop, those due.
+    fn queue_due(&mut self, now: Instant) {
+        match self.pacing {
+            Pacing::Closed { pipeline } if now < self.end => {
+                while self.starts.len() < pipeline {
+                    queue(&self.pattern, self.sent, &mut self.queued);
+                    self.starts.push_back(now);
+                    self.sent += 1;
                 }
             }
             Pacing::Closed { .. } => {}
@@ -128,104 +213,116 @@ pub async fn drive(
             // ones are the slow ones, and dropping them would hide them.
             Pacing::Open { interval, .. } => {
                 let mut on_schedule = 0;
-                while due <= now && due < end && !full(&queued, written, &starts) {
-                    queue(&pattern, sent, &mut queued);
-                    starts.push_back(due + (now - due).min(TIMER_SLACK));
-                    on_schedule += u64::from(stats.in_window(due.into_std()));
-                    sent += 1;
-                    due += interval;
+                while self.due <= now && self.due < self.end && !self.full() {
+                    queue(&self.pattern, self.sent, &mut self.queued);
+                    let due = self.due;
+                    self.starts.push_back(due + (now - due).min(TIMER_SLACK));
+                    on_schedule += u64::from(self.stats.in_window(due.into_std()));
+                    self.sent += 1;
+                    self.due += interval;
                 }
-                stats
+                self.stats
                     .sent
                     .fetch_add(on_schedule, std::sync::atomic::Ordering::Relaxed);
-                if timer.deadline() != due.min(end) {
-                    timer.as_mut().reset(due.min(end));
-                }
             }
         }
-        // Send what is queued, as far as the socket takes it.
-        while written < queued.len() {
-            match stream.try_write(&queued[written..]) {
-                Ok(n) => written += n,
+    }
+
+    /// Sends what is queued, as far as the socket takes it; true if TLS
+    /// still holds bytes the socket would not take.
+    fn send_queued(&mut self) -> Result<bool, String> {
+        while self.written < self.queued.len() {
+            match self.stream.try_write(&self.queued[self.written..]) {
+                Ok(n) => self.written += n,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
                 Err(err) => return Err(format!("write failed: {err}")),
             }
         }
         // TLS: push what rustls holds encrypted to the socket too.
-        let flush_pending = match stream.try_flush() {
+        let flush_pending = match self.stream.try_flush() {
             Ok(()) => false,
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => true,
             Err(err) => return Err(format!("write failed: {err}")),
         };
-        if written == queued.len() {
-            queued.clear();
-            written = 0;
-        } else if written > MAX_QUEUED_BYTES {
+        if self.written == self.queued.len() {
+            self.queued.clear();
+            self.written = 0;
+        } else if self.written > MAX_QUEUED_BYTES {
             // A socket that keeps taking only part: drop the sent prefix so
             // the buffer stays bounded.
-            queued.drain(..written);
-            written = 0;
+            self.queued.drain(..self.written);
+            self.written = 0;
         }
-        let all_due_sent = match pacing {
-            Pacing::Open { .. } => due >= end,
-            Pacing::Closed { .. } => now >= end,
-        };
-        if all_due_sent && starts.is_empty() && queued.is_empty() && !flush_pending {
-            break;
-        }
-
-        let pending_write = !queued.is_empty() || flush_pending;
-        // With a full queue the next due message cannot go anyway: wait for
-        // the socket (or the echoes) rather than for the timer.
-        let open_loop_waiting =
-            matches!(pacing, Pacing::Open { .. }) && due < end && !full(&queued, written, &starts);
-        tokio::select! {
-            biased;
-            readable = stream.readable() => {
-                readable.map_err(|err| format!("read failed: {err}"))?;
-                let read = match stream.try_read(&mut inbound) {
-                    Ok(0) => return Err(format!(
-                        "server closed the connection with {} messages unanswered",
-                        starts.len()
-                    )),
-                    Ok(read) => read,
-                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
-                    Err(err) => return Err(format!("read failed: {err}")),
-                };
-                let done = verifier.check(&inbound[..read]).map_err(|mismatch| {
-                    format!(
-                        "echo differs from what was sent: message {}, byte {}{}",
-                        mismatch.message,
-                        mismatch.offset,
-                        if mismatch.offset == size {
-                            format!(" (the newline owed after it: {APPEND_NEWLINE_HINT})")
-                        } else if mismatch.message == 0
-                            && mismatch.offset == 0
-                            && tls::looks_like_tls(&inbound[..read])
-                        {
-                            format!(" ({SPEAKS_TLS_HINT})")
-                        } else {
-                            String::new()
-                        }
-                    )
-                })?;
-                let arrived = Instant::now();
-                for _ in 0..done {
-                    let Some(start) = starts.pop_front() else {
-                        return Err("server echoed more than was sent".to_owned());
-                    };
-                    recorder.record(start.into_std(), arrived.into_std(), size);
-                }
-                arrival = Some(arrived);
-            }
-            writable = stream.writable(), if pending_write => {
-                writable.map_err(|err| format!("write failed: {err}"))?;
-            }
-            () = timer.as_mut(), if open_loop_waiting => {}
-            () = give_up.as_mut() => return Err(missing(starts.len(), &verifier)),
-        }
+        Ok(flush_pending)
     }
-    close(stream, &mut verifier, &mut inbound).await
+
+    /// True once every message due is sent and echoed, and nothing is left
+    /// to write.
+    fn finished(&self, now: Instant) -> bool {
+        let all_due_sent = match self.pacing {
+            Pacing::Open { .. } => self.due >= self.end,
+            Pacing::Closed { .. } => now >= self.end,
+        };
+        all_due_sent && self.starts.is_empty() && self.queued.is_empty()
+    }
+
+    /// Reads what the socket holds, checks it, and records the latency of
+    /// every message it completes.
+    fn take_echoes(&mut self) -> Result<(), String> {
+        let read = match self.stream.try_read(&mut self.inbound) {
+            Ok(0) => {
+                return Err(format!(
+                    "server closed the connection with {} messages unanswered",
+                    self.starts.len()
+                ));
+            }
+            Ok(read) => read,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(err) => return Err(format!("read failed: {err}")),
+        };
+        let received = &self.inbound[..read];
+        let done = self
+            .verifier
+            .check(received)
+            .map_err(|mismatch| differs(&mismatch, self.size, received))?;
+        let arrived = Instant::now();
+        for _ in 0..done {
+            let Some(start) = self.starts.pop_front() else {
+                return Err("server echoed more than was sent".to_owned());
+            };
+            self.recorder
+                .record(start.into_std(), arrived.into_std(), self.size);
+        }
+        self.arrival = Some(arrived);
+        Ok(())
+    }
+
+    /// True when an open-loop connection may queue nothing more: too many
+    /// bytes unsent, or too many messages unanswered.
+    fn full(&self) -> bool {
+        self.queued.len() - self.written >= MAX_QUEUED_BYTES || self.starts.len() >= MAX_UNANSWERED
+    }
+
+    fn missing(&self) -> String {
+        missing(self.starts.len(), &self.verifier)
+    }
+}
+
+/// What to say of an echo that differs from what was sent, with a hint when
+/// the difference is a missing newline or a server that speaks TLS.
+fn differs(mismatch: &Mismatch, size: usize, received: &[u8]) -> String {
+    format!(
+        "echo differs from what was sent: message {}, byte {}{}",
+        mismatch.message,
+        mismatch.offset,
+        if mismatch.offset == size {
+            format!(" (the newline owed after it: {APPEND_NEWLINE_HINT})")
+        } else if mismatch.message == 0 && mismatch.offset == 0 && tls::looks_like_tls(received) {
+            format!(" ({SPEAKS_TLS_HINT})")
+        } else {
+            String::new()
+        }
+    )
 }
 
 fn missing(echoes: usize, verifier: &Verifier) -> String {
@@ -241,12 +338,6 @@ fn missing(echoes: usize, verifier: &Verifier) -> String {
         "{echoes} echoes still missing {} s after the end{owed}",
         DRAIN_TIMEOUT.as_secs()
     )
-}
-
-/// True when an open-loop connection may queue nothing more: too many bytes
-/// unsent, or too many messages unanswered.
-fn full(queued: &[u8], written: usize, starts: &VecDeque<Instant>) -> bool {
-    queued.len() - written >= MAX_QUEUED_BYTES || starts.len() >= MAX_UNANSWERED
 }
 
 fn queue(pattern: &Pattern, message: u64, queued: &mut Vec<u8>) {

@@ -39,7 +39,9 @@ use tokio::time::Instant;
 use self::client::{Pacing, connect, drive};
 use self::pattern::Block;
 pub use self::report::{Latency, Report};
-use self::server_metrics::{MetricsUrl, ScrapeError, ServerWatch, WINDOW_LEAD};
+use self::server_metrics::{
+    MetricsUrl, ScrapeError, ServerFigures, ServerWatch, Snapshot, WINDOW_LEAD,
+};
 use self::stats::Stats;
 use self::tls::{ClientTls, Trust};
 use tandem::duration::HumanDuration;
@@ -238,11 +240,16 @@ impl BenchOptions {
 
     /// Checks the options against their ranges.
     pub fn validate(&self) -> Result<(), BenchError> {
-        let invalid = |option, rule: &str, value: String| BenchError::Invalid {
-            option,
-            rule: rule.to_owned(),
-            value,
-        };
+        self.validate_sizes()?;
+        self.validate_times()?;
+        if self.udp {
+            self.validate_udp()?;
+        }
+        self.validate_tls()
+    }
+
+    /// The counts, and the bytes they put in flight.
+    fn validate_sizes(&self) -> Result<(), BenchError> {
         let count = |option, value: usize, max: usize| {
             tandem::range::in_range(option, value, 1..=max).map_err(|out| BenchError::Invalid {
                 option: out.field,
@@ -269,6 +276,11 @@ impl BenchOptions {
                 self.message_size.to_string(),
             ));
         }
+        Ok(())
+    }
+
+    /// The window, the warm-up and the rates.
+    fn validate_times(&self) -> Result<(), BenchError> {
         for (option, value) in [("duration", self.duration), ("warmup", self.warmup)] {
             if value.0 > MAX_WINDOW {
                 return Err(invalid(option, "must be at most a day", value.to_string()));
@@ -292,27 +304,35 @@ impl BenchOptions {
                 ));
             }
         }
-        if self.udp {
-            // The sequence number heads each datagram, and a datagram is
-            // at most what one IPv4 UDP payload holds.
-            let (min, max) = (udp::MIN_DATAGRAM, udp::MAX_DATAGRAM);
-            if !(min..=max).contains(&self.message_size) {
-                return Err(invalid(
-                    "message-size",
-                    &format!("must be between {min} and {max} with --udp"),
-                    self.message_size.to_string(),
-                ));
-            }
-            // The command line refuses these already; a library caller
-            // could still ask.
-            if self.churn || self.expect_newline || self.connect_rate.is_some() || self.tls {
-                return Err(invalid(
-                    "udp",
-                    "cannot be combined with --churn, --expect-newline, --connect-rate or --tls",
-                    "true".to_owned(),
-                ));
-            }
+        Ok(())
+    }
+
+    /// What `--udp` allows.
+    fn validate_udp(&self) -> Result<(), BenchError> {
+        // The sequence number heads each datagram, and a datagram is at
+        // most what one IPv4 UDP payload holds.
+        let (min, max) = (udp::MIN_DATAGRAM, udp::MAX_DATAGRAM);
+        if !(min..=max).contains(&self.message_size) {
+            return Err(invalid(
+                "message-size",
+                &format!("must be between {min} and {max} with --udp"),
+                self.message_size.to_string(),
+            ));
         }
+        // The command line refuses these already; a library caller could
+        // still ask.
+        if self.churn || self.expect_newline || self.connect_rate.is_some() || self.tls {
+            return Err(invalid(
+                "udp",
+                "cannot be combined with --churn, --expect-newline, --connect-rate or --tls",
+                "true".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The TLS options, each of which needs `--tls`.
+    fn validate_tls(&self) -> Result<(), BenchError> {
         let tls_options = [
             ("tls-ca", self.tls_ca.is_some()),
             ("tls-insecure", self.tls_insecure),
@@ -354,6 +374,15 @@ impl BenchOptions {
             (false, true) => "tls",
             (false, false) => "tcp",
         }
+    }
+}
+
+/// An option refused: `value` breaks `rule`.
+fn invalid(option: &'static str, rule: &str, value: String) -> BenchError {
+    BenchError::Invalid {
+        option,
+        rule: rule.to_owned(),
+        value,
     }
 }
 
@@ -445,10 +474,7 @@ async fn measure<T>(
     open: impl Future<Output = Result<T, BenchError>>,
     spawn: impl FnOnce(T, Load<'_>),
 ) -> Result<Report, BenchError> {
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0x5EED, |since| since.as_nanos() as u64);
-    let block = Block::new(options.message_size, seed, options.expect_newline);
+    let block = pattern_block(options);
     // Before the first connection: the server's figures then count every
     // connection of the run, and a wrong URL fails before any load.
     let mut watch = match &options.server_metrics {
@@ -508,18 +534,35 @@ async fn measure<T>(
         bar.finish_and_clear();
     }
     let server = match watch {
-        Some(mut watch) => {
-            if let Some(snapshot) = window_scrape.transpose()? {
-                watch.window_opened(snapshot, opens);
-            }
-            Some(watch.finish().await?)
-        }
+        Some(watch) => Some(server_figures(watch, window_scrape, opens).await?),
         None => None,
     };
     Ok(Report {
         server,
         ..report(options, &stats, cpu_used)
     })
+}
+
+/// The random bytes every connection's pattern of the run is cut from,
+/// seeded from the clock so that no two runs send the same bytes.
+fn pattern_block(options: &BenchOptions) -> Block {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0x5EED, |since| since.as_nanos() as u64);
+    Block::new(options.message_size, seed, options.expect_newline)
+}
+
+/// The server's figures once the load is over: `window_scrape`, if the
+/// window waited for one, opened the window at `opens`.
+async fn server_figures(
+    mut watch: ServerWatch,
+    window_scrape: Option<Result<Snapshot, ScrapeError>>,
+    opens: Instant,
+) -> Result<ServerFigures, BenchError> {
+    if let Some(snapshot) = window_scrape.transpose()? {
+        watch.window_opened(snapshot, opens);
+    }
+    Ok(watch.finish().await?)
 }
 
 /// When connection (or socket) `id` of `count` sends: in the open loop on

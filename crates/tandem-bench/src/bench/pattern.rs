@@ -264,6 +264,12 @@ mod tests {
         out
     }
 
+    /// What a verifier that expects a plain echo makes of `bytes` read in
+    /// one go.
+    fn check_whole(pattern: Pattern, bytes: &[u8]) -> Result<u64, Mismatch> {
+        Verifier::new(pattern, Newlines::None).check(bytes)
+    }
+
     #[test]
     fn an_exact_echo_passes_in_any_chunking() {
         let block = Block::new(100, 7, false);
@@ -284,8 +290,7 @@ mod tests {
         let block = Block::new(64, 7, false);
         let mut bytes = stream(&block.pattern(0, 64), 10);
         bytes[3 * 64 + 40] ^= 1;
-        let mut verifier = Verifier::new(block.pattern(0, 64), Newlines::None);
-        let err = verifier.check(&bytes).unwrap_err();
+        let err = check_whole(block.pattern(0, 64), &bytes).unwrap_err();
         assert_eq!(
             err,
             Mismatch {
@@ -300,28 +305,16 @@ mod tests {
         let block = Block::new(16, 7, false);
         let bytes = stream(&block.pattern(0, 16), 4);
         let lost = [&bytes[..16], &bytes[32..]].concat();
-        assert!(
-            Verifier::new(block.pattern(0, 16), Newlines::None)
-                .check(&lost)
-                .is_err()
-        );
+        assert!(check_whole(block.pattern(0, 16), &lost).is_err());
         let repeated = [&bytes[..32], &bytes[16..]].concat();
-        assert!(
-            Verifier::new(block.pattern(0, 16), Newlines::None)
-                .check(&repeated)
-                .is_err()
-        );
+        assert!(check_whole(block.pattern(0, 16), &repeated).is_err());
     }
 
     #[test]
     fn another_connections_bytes_are_caught() {
         let block = Block::new(64, 7, false);
         let theirs = stream(&block.pattern(1, 64), 1);
-        assert!(
-            Verifier::new(block.pattern(2, 64), Newlines::None)
-                .check(&theirs)
-                .is_err()
-        );
+        assert!(check_whole(block.pattern(2, 64), &theirs).is_err());
     }
 
     #[test]
@@ -368,7 +361,6 @@ mod tests {
     fn messages_shorter_than_the_stamp_still_carry_part_of_it() {
         let block = Block::new(3, 7, false);
         let bytes = stream(&block.pattern(0, 3), 100);
-        let mut verifier = Verifier::new(block.pattern(0, 3), Newlines::None);
-        assert_eq!(verifier.check(&bytes).unwrap(), 100);
+        assert_eq!(check_whole(block.pattern(0, 3), &bytes).unwrap(), 100);
     }
 }

@@ -201,83 +201,14 @@ async fn exchange(
     stats: &Stats,
     counts: &mut Counts,
 ) -> Result<(), String> {
-    let size = pattern.message_size();
-    let end = Instant::from_std(stats.measure_until);
-    let mut recorder = Recorder::new(stats);
-    let mut flight = Flight::new();
-    let mut outbound = vec![0u8; size];
-    let mut expected = vec![0u8; size];
-    // One byte more than a datagram, so that a longer echo shows as such.
-    let mut inbound = vec![0u8; size + 1];
-    let mut due = match pacing {
-        Pacing::Open { first, .. } => first,
-        Pacing::Closed { .. } => end,
-    };
-    // The last send found the socket's buffer full: wait until it drains.
-    let mut blocked = false;
+    let mut exchange = Exchange::new(socket, pattern, pacing, stats, counts);
+    let end = exchange.end;
     let mut timer = pin!(tokio::time::sleep_until(end));
-
     loop {
         let now = Instant::now();
-        let mut any_lost = false;
-        flight.expire(now, |start| {
-            any_lost = true;
-            if stats.in_window(start.into_std()) {
-                counts.lost += 1;
-            }
-        });
-        // A port unreachable wakes neither reads nor writes: it waits in
-        // the socket's error until a send or receive. Look for it when
-        // datagrams go missing, to say why.
-        if any_lost
-            && let Ok(Some(err)) = socket.take_error()
-            && err.kind() == io::ErrorKind::ConnectionRefused
-        {
-            counts.refused = true;
-        }
-        match pacing {
-            Pacing::Closed { pipeline } => {
-                while !blocked && now < end && flight.waiting < pipeline && flight.has_room() {
-                    blocked = !send_next(
-                        socket,
-                        pattern,
-                        &mut flight,
-                        &mut outbound,
-                        now,
-                        stats,
-                        counts,
-                    )?;
-                }
-            }
-            // As over TCP, every datagram due inside the window is sent,
-            // late or not, and timed from when it was due.
-            Pacing::Open { interval, .. } => {
-                let mut on_schedule = 0;
-                while !blocked && due <= now && due < end && flight.has_room() {
-                    let start = due + (now - due).min(TIMER_SLACK);
-                    if !send_next(
-                        socket,
-                        pattern,
-                        &mut flight,
-                        &mut outbound,
-                        start,
-                        stats,
-                        counts,
-                    )? {
-                        blocked = true;
-                        break;
-                    }
-                    on_schedule += u64::from(stats.in_window(due.into_std()));
-                    due += interval;
-                }
-                stats.sent.fetch_add(on_schedule, Ordering::Relaxed);
-            }
-        }
-        let all_sent = match pacing {
-            Pacing::Open { .. } => due >= end,
-            Pacing::Closed { .. } => now >= end,
-        };
-        if all_sent && flight.waiting == 0 {
+        exchange.settle_losses(now);
+        exchange.send_due(now)?;
+        if exchange.all_sent(now) && exchange.flight.waiting == 0 {
             return Ok(());
         }
         // Only a socket that never takes another datagram gets here: each
@@ -288,15 +219,7 @@ async fn exchange(
                 DRAIN_TIMEOUT.as_secs()
             ));
         }
-
-        let next_due = match pacing {
-            Pacing::Open { .. } if due < end && !blocked && flight.has_room() => Some(due),
-            _ => None,
-        };
-        let wake = match (next_due, flight.expiry()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let wake = exchange.wake();
         if let Some(wake) = wake
             && timer.deadline() != wake
         {
@@ -306,30 +229,189 @@ async fn exchange(
             biased;
             readable = socket.readable() => {
                 readable.map_err(|err| format!("receive failed: {err}"))?;
-                for _ in 0..RECV_BATCH {
-                    let len = match socket.try_recv(&mut inbound) {
-                        Ok(len) => len,
-                        Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
-                        // An earlier datagram's ICMP port unreachable: that
-                        // datagram is lost, and its timeout will say so.
-                        Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => {
-                            counts.refused = true;
-                            continue;
-                        }
-                        Err(err) => return Err(format!("receive failed: {err}")),
-                    };
-                    let arrived = Instant::now();
-                    if let Some(start) = check(pattern, &mut flight, &inbound[..len], &mut expected)? {
-                        recorder.record(start.into_std(), arrived.into_std(), size);
-                    }
-                }
+                exchange.receive()?;
             }
-            writable = socket.writable(), if blocked => {
+            writable = socket.writable(), if exchange.blocked => {
                 writable.map_err(|err| format!("send failed: {err}"))?;
-                blocked = false;
+                exchange.blocked = false;
             }
             () = timer.as_mut(), if wake.is_some() => {}
         }
+    }
+}
+
+/// The state of one socket that [`exchange`] steps through.
+struct Exchange<'a> {
+    socket: &'a UdpSocket,
+    pattern: &'a Pattern,
+    pacing: Pacing,
+    stats: &'a Stats,
+    counts: &'a mut Counts,
+    /// Bytes of one datagram.
+    size: usize,
+    /// The end of the window.
+    end: Instant,
+    recorder: Recorder<'a>,
+    flight: Flight,
+    outbound: Vec<u8>,
+    expected: Vec<u8>,
+    inbound: Vec<u8>,
+    /// Open loop: when the next datagram is due (closed loop: the end).
+    due: Instant,
+    /// The last send found the socket's buffer full: wait until it drains.
+    blocked: bool,
+}
+
+impl<'a> Exchange<'a> {
+    fn new(
+        socket: &'a UdpSocket,
+        pattern: &'a Pattern,
+        pacing: Pacing,
+        stats: &'a Stats,
+        counts: &'a mut Counts,
+    ) -> Exchange<'a> {
+        let size = pattern.message_size();
+        let end = Instant::from_std(stats.measure_until);
+        Exchange {
+            socket,
+            pattern,
+            pacing,
+            stats,
+            counts,
+            size,
+            end,
+            recorder: Recorder::new(stats),
+            flight: Flight::new(),
+            outbound: vec![0u8; size],
+            expected: vec![0u8; size],
+            // One byte more than a datagram, so that a longer echo shows as
+            // such.
+            inbound: vec![0u8; size + 1],
+            due: match pacing {
+                Pacing::Open { first, .. } => first,
+                Pacing::Closed { .. } => end,
+            },
+            blocked: false,
+        }
+    }
+
+    /// Counts as lost every datagram whose loss timeout has passed by `now`.
+    fn settle_losses(&mut self, now: Instant) {
+        let mut any_lost = false;
+        let (stats, counts) = (self.stats, &mut *self.counts);
+        self.flight.expire(now, |start| {
+            any_lost = true;
+            if stats.in_window(start.into_std()) {
+                counts.lost += 1;
+            }
+        });
+        // A port unreachable wakes neither reads nor writes: it waits in
+        // the socket's error until a send or receive. Look for it when
+        // datagrams go missing, to say why.
+        if any_lost
+            && let Ok(Some(err)) = self.socket.take_error()
+            && err.kind() == io::ErrorKind::ConnectionRefused
+        {
+            self.counts.refused = true;
+        }
+    }
+
+    /// Sends what may go at `now`: in the closed loop, up to the pipeline
+    /// until the window ends; in the open loop, what is due.
+    fn send_due(&mut self, now: Instant) -> Result<(), String> {
+        match self.pacing {
+            Pacing::Closed { pipeline } => {
+                while !self.blocked
+                    && now < self.end
+                    && self.flight.waiting < pipeline
+                    && self.flight.has_room()
+                {
+                    self.blocked = !self.send_next(now)?;
+                }
+            }
+            // As over TCP, every datagram due inside the window is sent,
+            // late or not, and timed from when it was due.
+            Pacing::Open { interval, .. } => {
+                let mut on_schedule = 0;
+                while !self.blocked
+                    && self.due <= now
+                    && self.due < self.end
+                    && self.flight.has_room()
+                {
+                    let start = self.due + (now - self.due).min(TIMER_SLACK);
+                    if !self.send_next(start)? {
+                        self.blocked = true;
+                        break;
+                    }
+                    on_schedule += u64::from(self.stats.in_window(self.due.into_std()));
+                    self.due += interval;
+                }
+                self.stats.sent.fetch_add(on_schedule, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the socket's next datagram, timed from `start`; false if the
+    /// socket's buffer is full.
+    fn send_next(&mut self, start: Instant) -> Result<bool, String> {
+        write_datagram(self.pattern, self.flight.next(), &mut self.outbound);
+        if !send_whole(self.socket, &self.outbound, &mut self.counts.refused)? {
+            return Ok(false);
+        }
+        self.flight.sent(start, Instant::now());
+        self.counts.sent += u64::from(self.stats.in_window(start.into_std()));
+        Ok(true)
+    }
+
+    /// True once every datagram due has been sent.
+    fn all_sent(&self, now: Instant) -> bool {
+        match self.pacing {
+            Pacing::Open { .. } => self.due >= self.end,
+            Pacing::Closed { .. } => now >= self.end,
+        }
+    }
+
+    /// When to wake without the socket: the next datagram due, or the next
+    /// loss timeout, whichever comes first.
+    fn wake(&self) -> Option<Instant> {
+        let next_due = match self.pacing {
+            Pacing::Open { .. }
+                if self.due < self.end && !self.blocked && self.flight.has_room() =>
+            {
+                Some(self.due)
+            }
+            _ => None,
+        };
+        match (next_due, self.flight.expiry()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Takes up to [`RECV_BATCH`] echoes and records the latency of each
+    /// that answers a datagram still awaited.
+    fn receive(&mut self) -> Result<(), String> {
+        for _ in 0..RECV_BATCH {
+            let len = match self.socket.try_recv(&mut self.inbound) {
+                Ok(len) => len,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                // An earlier datagram's ICMP port unreachable: that
+                // datagram is lost, and its timeout will say so.
+                Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => {
+                    self.counts.refused = true;
+                    continue;
+                }
+                Err(err) => return Err(format!("receive failed: {err}")),
+            };
+            let arrived = Instant::now();
+            let echo = &self.inbound[..len];
+            if let Some(start) = check(self.pattern, &mut self.flight, echo, &mut self.expected)? {
+                self.recorder
+                    .record(start.into_std(), arrived.into_std(), self.size);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -338,26 +420,6 @@ async fn exchange(
 fn write_datagram(pattern: &Pattern, sequence: u64, out: &mut [u8]) {
     pattern.write(sequence, out);
     out[..MIN_DATAGRAM].copy_from_slice(&sequence.to_le_bytes());
-}
-
-/// Sends the socket's next datagram, timed from `start`; false if the
-/// socket's buffer is full.
-fn send_next(
-    socket: &UdpSocket,
-    pattern: &Pattern,
-    flight: &mut Flight,
-    outbound: &mut [u8],
-    start: Instant,
-    stats: &Stats,
-    counts: &mut Counts,
-) -> Result<bool, String> {
-    write_datagram(pattern, flight.next(), outbound);
-    if !send_whole(socket, outbound, &mut counts.refused)? {
-        return Ok(false);
-    }
-    flight.sent(start, Instant::now());
-    counts.sent += u64::from(stats.in_window(start.into_std()));
-    Ok(true)
 }
 
 /// Sends `datagram` whole; false if the socket's buffer is full.
