@@ -39,7 +39,9 @@ use tandem::file::FileError;
 use tandem::range::OutOfRange;
 use tandem::server::{DEFAULT_PROXY_HEADER_TIMEOUT, Layout, MAX_BUFFER_MEMORY, ServerConfig};
 use tandem::tls::{DEFAULT_HANDSHAKE_TIMEOUT, ServerTls, TlsError};
-use tandem::{ComputeConfig, ComputeVia, EchoConfig, IpRanges};
+use tandem::compute::ComputeVia;
+use tandem::server::IpRanges;
+use tandem::{ComputeConfig, EchoConfig};
 
 /// The listen address of the article's server.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8000);
@@ -1045,7 +1047,7 @@ impl ServeOptions {
                 .map_or(DEFAULT_HANDSHAKE_TIMEOUT, |d| d.0),
         )?;
         Ok(Some(
-            ServerTls::from_pem_files(cert, key)?.handshake_timeout(timeout),
+            ServerTls::from_pem_files(cert, key)?.with_handshake_timeout(timeout),
         ))
     }
 }

@@ -348,7 +348,7 @@ fn run(config: ServeConfig) -> anyhow::Result<()> {
         min_rate = server.min_rate,
         proxy_protocol = %server.proxy_protocol.map_or("off".to_owned(), |d| format!("on, header within {}", humantime::format_duration(d))),
         proxy_protocol_from = %server.proxy_protocol_from.as_ref().map_or("any peer".to_owned(), ToString::to_string),
-        tls = %config.tls.as_ref().map_or("off".to_owned(), |tls| format!("on, handshake within {}", humantime::format_duration(tls.handshake_time_limit()))),
+        tls = %config.tls.as_ref().map_or("off".to_owned(), |tls| format!("on, handshake within {}", humantime::format_duration(tls.handshake_timeout()))),
         shutdown_timeout = %humantime::format_duration(server.shutdown_timeout),
         shutdown_grace = %humantime::format_duration(server.shutdown_grace),
         "tandem serve starting"

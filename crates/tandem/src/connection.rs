@@ -21,6 +21,7 @@
 //! FIN, its socket would outlive it as an orphan in the kernel, holding
 //! its unsent echo for minutes, behind a FIN the peer never reads up to.
 
+pub use crate::transport::Transport;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -35,7 +36,6 @@ use tokio::net::TcpStream;
 use crate::buffer::Buffer;
 use crate::metrics::tally;
 use crate::sweep::{Sweep, Watched};
-use crate::transport::Transport;
 
 /// What [`Connection::ready`] woke up for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,9 +47,9 @@ pub enum Event {
     /// event of a connection shed to make room for new clients, when every
     /// slot is taken and it is among the slowest.
     IdleTimeout,
-    /// The server is shutting down and the shutdown timeout has passed: write
-    /// back what is owed, then close.
-    Shutdown,
+    /// The cut: the server is shutting down and the shutdown timeout has
+    /// passed. Write back what is owed, then close.
+    Cut,
 }
 
 /// An accepted connection and the limits it is served under.
@@ -272,7 +272,7 @@ impl Connection {
         Poll::Ready(match waited {
             Ok(readable) => readable.map(|()| Event::Readable),
             Err(Interrupted::Idle) => Ok(Event::IdleTimeout),
-            Err(Interrupted::Cut) => Ok(Event::Shutdown),
+            Err(Interrupted::Cut) => Ok(Event::Cut),
         })
     }
 

@@ -35,6 +35,7 @@ use crate::buffer::{Buffer, ReadSize};
 use crate::compute::{Compute, ComputeError};
 use crate::connection::{Connection, Event};
 use crate::handler::{Close, Handler};
+use crate::range::{OutOfRange, in_range};
 
 /// How the echo handler behaves: [`Default`], then a setter per field;
 /// each field says its own default.
@@ -173,6 +174,18 @@ impl Default for EchoConfig {
     }
 }
 
+impl EchoConfig {
+    /// The largest [`buffer_size`](Self::buffer_size): 16 MiB, a read far
+    /// past what one socket read returns, and what one connection may hold.
+    pub const MAX_BUFFER_SIZE: usize = 16 * 1024 * 1024;
+
+    /// Checks the buffer size against its range, `1..=`[`MAX_BUFFER_SIZE`](Self::MAX_BUFFER_SIZE).
+    pub fn validate(&self) -> Result<(), OutOfRange> {
+        in_range("buffer_size", self.buffer_size, 1..=Self::MAX_BUFFER_SIZE)?;
+        Ok(())
+    }
+}
+
 setters!(EchoConfig {
     buffer_size: usize,
     append_newline: bool,
@@ -189,10 +202,13 @@ pub struct Echo {
 
 impl Echo {
     /// An echo handler with the given behaviour, its work inline. A
-    /// `buffer_size` of 0 is taken as 1: a read into an empty buffer could
-    /// not tell data from EOF.
+    /// `buffer_size` outside its range ([`EchoConfig::validate`] says so)
+    /// is taken as the nearest bound: 0 as 1, since a read into an empty
+    /// buffer could not tell data from EOF, and more than
+    /// [`EchoConfig::MAX_BUFFER_SIZE`] as that, so that no connection's
+    /// chunk exceeds it.
     pub fn new(mut config: EchoConfig) -> Self {
-        config.buffer_size = config.buffer_size.max(1);
+        config.buffer_size = config.buffer_size.clamp(1, EchoConfig::MAX_BUFFER_SIZE);
         Echo {
             config,
             compute: Compute::inline(),
@@ -288,7 +304,7 @@ impl Future for Session<'_, '_> {
                     // Everything read so far has been written back (the
                     // write finishes before the next read), so all that is
                     // owed is the FIN.
-                    Event::Shutdown => this.step = Step::Close(Close::Shutdown),
+                    Event::Cut => this.step = Step::Close(Close::Cut),
                 },
                 Step::Write { buf, len, written } => {
                     let mut done = *written as usize;
@@ -522,6 +538,18 @@ fn thread_cpu_time() -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_buffer_size_out_of_range_is_refused_and_clamped_by_the_handler() {
+        assert!(EchoConfig::default().validate().is_ok());
+        for size in [0, EchoConfig::MAX_BUFFER_SIZE + 1] {
+            let config = EchoConfig::default().buffer_size(size);
+            assert_eq!(config.validate().map_err(|err| err.field), Err("buffer_size"));
+        }
+        let huge = Echo::new(EchoConfig::default().buffer_size(usize::MAX));
+        assert_eq!(huge.config.buffer_size, EchoConfig::MAX_BUFFER_SIZE);
+        assert_eq!(Echo::new(EchoConfig::default().buffer_size(0)).config.buffer_size, 1);
+    }
 
     #[test]
     fn burnt_work_is_cpu_time_of_the_calling_thread() {

@@ -53,7 +53,7 @@ use crate::connection::Connection;
 /// from several threads, so it is `Sync`; per-connection state lives in the
 /// future that [`serve`](Handler::serve) returns. That future should hold no
 /// data buffer while it waits for the peer (see [`crate::Buffer`]), return
-/// [`Close::IdleTimeout`] or [`Close::Shutdown`] when
+/// [`Close::IdleTimeout`] or [`Close::Cut`] when
 /// [`Connection::ready`] says so, and never panic on anything the peer sends.
 pub trait Handler: Send + Sync + 'static {
     /// Serves `conn` until it ends. An `Err` is the peer's or the network's
@@ -69,6 +69,7 @@ pub enum Close {
     Eof,
     /// The peer stayed silent past the idle timeout.
     IdleTimeout,
-    /// The server was shutting down and the shutdown timeout passed.
-    Shutdown,
+    /// The cut: the server was shutting down and the shutdown timeout
+    /// passed.
+    Cut,
 }

@@ -13,7 +13,7 @@ use thiserror::Error;
 /// IPv4-mapped IPv6 address, is matched as the IPv4 address it is.
 ///
 /// ```
-/// use tandem::IpRanges;
+/// use tandem::server::IpRanges;
 ///
 /// let trusted: IpRanges = "10.0.0.0/8, 2001:db8::/32,192.0.2.7".parse().unwrap();
 /// assert!(trusted.contains("10.1.2.3".parse().unwrap()));

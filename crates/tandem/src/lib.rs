@@ -39,12 +39,35 @@
 //! `examples/uppercase/` is the same server with Ctrl-C wired, to try
 //! with `nc`.
 //!
+//! # What a handler author uses
+//!
+//! At the crate's root, the items of the quick start and what they take:
+//!
+//! - [`Handler`], the trait a protocol implements, and [`Close`], how a
+//!   connection ended;
+//! - [`Connection`], what a handler is given: the socket, registered with
+//!   the runtime that serves it, under the idle rule and the shutdown cut,
+//!   and [`Event`], what a wait on it returns;
+//! - [`Server`], its [`ServerConfig`] and [`Layout`]; [`Running`], a
+//!   started server, and the [`ShutdownReport`] its shutdown returns;
+//!   [`ServerError`] and [`OutOfRange`], why it would not start;
+//! - [`Compute`] and [`ComputeConfig`]: the runtime for CPU-heavy work;
+//! - [`ServerTls`]: TLS on every connection;
+//! - [`Metrics`]: the server's Prometheus series;
+//! - [`Echo`] and [`EchoConfig`]: the echo handler, a full handler to read.
+//!
+//! The details each of those brings sit in its module: [`server`]
+//! (binding, listener options, services, the PROXY protocol's trusted
+//! ranges), [`connection`] (socket options, the byte stream under a
+//! connection), [`compute`] (where the work runs, its errors), [`tls`],
+//! [`buffer`] (data buffers within one memory budget) and [`echo`].
+//!
 //! # Layout of the crate
 //!
 //! - [`server`]: the machinery, generic over a [`Handler`]: listener,
 //!   acceptor, hand-off queue, runtime layouts, connection limits and the
 //!   graceful-shutdown sequence. [`Server::run`] is the entry point.
-//! - [`handler`]: the [`Handler`] trait a protocol implements, and [`Close`].
+//! - `handler`: the [`Handler`] trait a protocol implements, and [`Close`].
 //! - [`connection`]: [`Connection`], what a handler is given: the socket,
 //!   registered with the runtime that serves it, with its idle timeout and
 //!   the shutdown cut.
@@ -52,32 +75,35 @@
 //!   server by one periodic task that wakes only the connections it
 //!   concerns, so that a message costs a connection one waiter, its
 //!   socket's.
-//! - [`transport`]: [`Transport`], the byte stream under a connection,
-//!   plain TCP or TLS, driven by readiness either way.
+//! - `transport`: [`connection::Transport`], the byte stream under a
+//!   connection, plain TCP or TLS, driven by readiness either way.
 //! - [`tls`]: [`ServerTls`], the server's certificate and key for rustls,
 //!   and the handshake on the serving runtime; [`Server::tls`] turns it on.
-//! - [`buffer`]: [`Buffer`], data buffers lent per chunk so that idle
-//!   connections hold none and the hot path does not allocate, all within
-//!   one memory budget ([`ServerConfig::buffer_memory`]).
-//! - [`file`](mod@file): the configuration and PEM files, read as small regular
-//!   files only.
+//! - [`buffer`]: [`Buffer`](buffer::Buffer), data buffers lent per chunk so
+//!   that idle connections hold none and the hot path does not allocate,
+//!   all within one memory budget ([`ServerConfig::buffer_memory`]).
+//! - `file`: the configuration and PEM files, read as small regular files
+//!   only.
 //! - [`echo`]: the echo handler (RFC 862, plus `--append-newline`), written
 //!   as a future of its own on the connection's poll methods, so that an
 //!   idle connection's task stays at tokio's smallest cell.
-//! - `udp`: UDP echo (`--udp`) on the serving runtime, with its reflection
-//!   guard and per-source rate limit; [`Server::udp`] turns it on.
-//! - [`metrics`](mod@metrics): [`Metrics`], the server's Prometheus series,
-//!   fed without an atomic operation per read, and sampled per runtime.
+//! - [`compute`]: the compute runtime, its fair queue and its threads.
+//! - `metrics`: [`Metrics`], the server's Prometheus series, fed without
+//!   an atomic operation per read, and sampled per runtime.
 //! - `server::admin`: the admin endpoint (`/metrics`, `/healthz`,
 //!   `/readyz`) on a one-thread runtime of its own, which answers while
 //!   hostile clients hold its port; [`Server::admin`] turns it on.
-//! - [`ip_ranges`]: [`IpRanges`], the CIDR lists an operator trusts, such
-//!   as the load balancers allowed to send a PROXY header.
+//! - `ip_ranges`: [`server::IpRanges`], the CIDR lists an operator trusts,
+//!   such as the load balancers allowed to send a PROXY header.
+//! - `range`: [`OutOfRange`], the one range check of every configuration;
+//!   `names`: the enums named by fixed words (layouts, label sets).
 //!
 //! The `tandem` binary (`tandem-cli`, the workspace's root package) parses
 //! the command line, sets up logging and signals, binds, and calls
 //! [`Server::run`]; the load generator and the comparison suite are the
-//! `tandem-bench` crate. Neither is a dependency of this one.
+//! `tandem-bench` crate. Neither is a dependency of this one; the few items
+//! they share with it and a handler author does not need are hidden from
+//! these pages.
 //!
 //! # The data path
 //!
@@ -96,29 +122,28 @@ mod setters;
 pub mod buffer;
 pub mod compute;
 pub mod connection;
+pub mod echo;
+pub mod server;
+pub mod tls;
+
 #[doc(hidden)]
 pub mod duration;
-pub mod echo;
+#[doc(hidden)]
 pub mod file;
-pub mod handler;
-pub mod ip_ranges;
-pub mod metrics;
+mod handler;
+mod ip_ranges;
+mod metrics;
+#[doc(hidden)]
 pub mod range;
-
-pub mod server;
 mod sweep;
-pub mod tls;
+#[doc(hidden)]
 pub mod transport;
 
-pub use buffer::{Buffer, ReadSize};
-pub use compute::{
-    Compute, ComputeConfig, ComputeError, ComputeStartError, ComputeVia, UnknownComputeVia,
-};
-pub use connection::{Connection, Event, SocketOptions};
+pub use compute::{Compute, ComputeConfig};
+pub use connection::{Connection, Event};
 pub use echo::{Echo, EchoConfig};
 pub use handler::{Close, Handler};
-pub use ip_ranges::{InvalidIpRange, IpRanges};
 pub use metrics::Metrics;
-pub use server::{Layout, Server, ServerConfig, ServerError, ShutdownReport, UnknownLayout};
+pub use range::OutOfRange;
+pub use server::{Layout, Running, Server, ServerConfig, ServerError, ShutdownReport};
 pub use tls::ServerTls;
-pub use transport::Transport;

@@ -28,6 +28,7 @@ macro_rules! label_set {
 
         impl $name {
             /// Every value, in declaration order.
+            #[allow(dead_code, reason = "not every set is listed whole")]
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
 
             /// Every word, in the same order.

@@ -189,16 +189,17 @@ impl ServerTls {
         Ok(())
     }
 
-    /// How long a client may take over the handshake, from the start of
-    /// serving (after the PROXY header, if one is required).
-    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+    /// Sets how long a client may take over the handshake, from the start
+    /// of serving (after the PROXY header, if one is required).
+    pub fn with_handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
         self
     }
 
     /// How long a client may take over the handshake: the last
-    /// [`handshake_timeout`](Self::handshake_timeout), 10 s unless set.
-    pub fn handshake_time_limit(&self) -> Duration {
+    /// [`with_handshake_timeout`](Self::with_handshake_timeout),
+    /// [`DEFAULT_HANDSHAKE_TIMEOUT`] unless set.
+    pub fn handshake_timeout(&self) -> Duration {
         self.handshake_timeout
     }
 
@@ -214,6 +215,7 @@ impl ServerTls {
 
 /// The certificates of a PEM file, in order; at least one (a server's
 /// chain, or the roots a client trusts).
+#[doc(hidden)]
 pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certificates = read_pem(path, |pem| {
         CertificateDer::pem_slice_iter(pem).collect::<Result<Vec<_>, _>>()

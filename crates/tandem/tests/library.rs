@@ -343,9 +343,9 @@ impl Handler for Upper {
             match conn.ready().await? {
                 Event::Readable => {}
                 Event::IdleTimeout => return Ok(Close::IdleTimeout),
-                Event::Shutdown => {
+                Event::Cut => {
                     conn.shutdown().await?;
-                    return Ok(Close::Shutdown);
+                    return Ok(Close::Cut);
                 }
             }
             let read = match conn.try_read(&mut buf) {

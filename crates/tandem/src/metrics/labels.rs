@@ -19,7 +19,7 @@ label_set! {
         /// it was among the slowest (`crate::sweep`).
         Shed => "shed",
         /// Cut at the end of the shutdown timeout.
-        Shutdown => "shutdown",
+        Cut => "shutdown",
         /// Any other I/O error.
         Error => "error",
     }

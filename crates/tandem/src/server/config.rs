@@ -8,13 +8,16 @@ use crate::ip_ranges::IpRanges;
 use crate::range::{OutOfRange, in_range};
 
 /// Largest buffer budget: 1 TiB, beyond any machine's memory this runs on.
+#[doc(hidden)]
 pub const MAX_BUFFER_MEMORY: usize = 1 << 40;
 
 /// Most threads a runtime may be given: far beyond any useful number, low
 /// enough that a typo does not exhaust the process's thread limit.
+#[doc(hidden)]
 pub const MAX_THREADS: usize = 1024;
 /// Largest hand-off capacity and connection limit: tokio's channels and
 /// semaphores have hard limits well above it.
+#[doc(hidden)]
 pub const MAX_QUEUE: usize = 10_000_000;
 
 /// How the server runs. [`Default`] gives the defaults each field states;

@@ -103,3 +103,4 @@ pub use self::listener::{ListenOptions, bind, bind_udp, bind_with, inherited};
 pub use self::report::ShutdownReport;
 pub use self::service::ServiceContext;
 pub use self::start::Running;
+pub use crate::ip_ranges::{InvalidIpRange, IpRanges};

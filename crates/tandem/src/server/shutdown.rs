@@ -143,7 +143,7 @@ impl<H: Handler> Running<H> {
         // themselves.
         serving
             .metrics
-            .connections_closed(CloseReason::Shutdown, dropped);
+            .connections_closed(CloseReason::Cut, dropped);
         warn!(
             connections = dropped,
             "connections still writing after the cut; dropping them"

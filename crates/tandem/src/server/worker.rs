@@ -171,12 +171,12 @@ async fn finish<H: Handler>(
     // may not be reading. Unless the peer has not taken all it was sent:
     // then a reset (above), and no FIN.
     let fin_owed = matches!(outcome, Ok(Close::IdleTimeout))
-        || (outcome.is_err() && reason == CloseReason::Shutdown);
+        || (outcome.is_err() && reason == CloseReason::Cut);
     let mut abort = matches!(reason, CloseReason::IdleTimeout | CloseReason::Shed) && conn.owes();
     if !abort && fin_owed {
         let _ = conn.stream_mut().try_shutdown();
     }
-    if reason == CloseReason::Shutdown {
+    if reason == CloseReason::Cut {
         // Boxed: only cut connections pay for this state, instead of every
         // connection's task carrying it.
         Box::pin(conn.linger(serving.linger)).await;
@@ -317,9 +317,9 @@ fn close_reason(outcome: &std::io::Result<Close>) -> CloseReason {
         Ok(Close::IdleTimeout) => CloseReason::IdleTimeout,
         // A write whose peer did not read within the idle rule.
         Err(err) if err.kind() == TimedOut => CloseReason::IdleTimeout,
-        Ok(Close::Shutdown) => CloseReason::Shutdown,
+        Ok(Close::Cut) => CloseReason::Cut,
         // The cut, met by a handler reading through `AsyncRead`.
-        Err(err) if crate::connection::is_cut(err) => CloseReason::Shutdown,
+        Err(err) if crate::connection::is_cut(err) => CloseReason::Cut,
         // UnexpectedEof: a TLS peer that closed its TCP connection without
         // a close_notify, gone as abruptly as one that resets.
         Err(err)
@@ -341,7 +341,7 @@ fn log_close(peer: SocketAddr, outcome: &std::io::Result<Close>, reason: CloseRe
             debug!(%peer, reset, "connection shed to make room for a waiting client");
         }
         Ok(Close::IdleTimeout) => debug!(%peer, reset, "connection closed after idle timeout"),
-        Ok(Close::Shutdown) => debug!(%peer, reset, "connection cut at shutdown"),
+        Ok(Close::Cut) => debug!(%peer, reset, "connection cut at shutdown"),
         Err(err) => debug!(%peer, reset, cause = %err, "connection ended with error"),
     }
 }
