@@ -13,7 +13,7 @@ use super::scraper::Scraper;
 use super::servers::{RunningServer, ServerSpec};
 use super::targets::{self, Comparison};
 use super::{Plan, Section, SuiteError};
-use crate::bench::{self, BenchOptions, Report};
+use crate::bench::{self, BenchError, BenchOptions, Report};
 use tandem::duration::HumanDuration;
 
 /// The cell whose median throughput is each server's "maximum" for the
@@ -256,6 +256,22 @@ fn bench_sample(
     })
 }
 
+/// The report of a load generator run made on a thread of its own against
+/// `server`, or why there is none; `run` names the run if it panicked.
+pub(super) fn joined(
+    server: String,
+    run: &str,
+    outcome: std::thread::Result<Result<Report, BenchError>>,
+) -> Result<Report, SuiteError> {
+    match outcome {
+        Ok(Ok(report)) => Ok(report),
+        Ok(Err(cause)) => Err(SuiteError::Bench { server, cause }),
+        Err(_) => Err(SuiteError::Panicked {
+            thread: run.to_owned(),
+        }),
+    }
+}
+
 pub(super) fn progress(what: &str) {
     eprintln!("suite: {what}");
 }
@@ -428,20 +444,7 @@ fn isolation(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteErro
         let saturate = std::thread::spawn(move || bench::run(&background, false));
         std::thread::sleep(Duration::from_secs_f64(plan.warmup_secs / 2.0));
         let sample = bench_sample(&name, &probe, |report| report.latency_us.p99 as f64);
-        match saturate.join() {
-            Ok(Ok(_)) => {}
-            Ok(Err(cause)) => {
-                return Err(SuiteError::Bench {
-                    server: name,
-                    cause,
-                });
-            }
-            Err(_) => {
-                return Err(SuiteError::Invalid(
-                    "the isolation background load panicked".to_owned(),
-                ));
-            }
-        }
+        joined(name, "the isolation background load", saturate.join())?;
         if let Ok(sample) = &sample {
             p50.push((
                 index,
@@ -597,7 +600,7 @@ pub(super) fn split<'a>(
     servers
         .iter()
         .find(|spec| spec.name == "split")
-        .ok_or_else(|| SuiteError::Invalid(format!("the {section} section needs the split server")))
+        .ok_or_else(|| SuiteError::Setup(format!("the {section} section needs the split server")))
 }
 
 /// The servers of a transport comparison: each layout with the transport's
@@ -897,5 +900,23 @@ mod tests {
     #[test]
     fn the_median_of_an_even_count_is_the_mean_of_the_middle_two() {
         assert_eq!(samples(&[4.0, 1.0, 3.0, 2.0]).median, 2.5);
+    }
+
+    #[test]
+    fn a_load_that_panicked_is_a_panic_not_a_bad_option() {
+        let panicked = std::thread::spawn(|| -> Result<Report, BenchError> { panic!("boom") });
+        let err = joined("split".to_owned(), "the background load", panicked.join()).unwrap_err();
+        assert!(
+            matches!(&err, SuiteError::Panicked { .. }),
+            "a panic must not exit as bad flags do: {err:?}"
+        );
+        assert_eq!(err.to_string(), "the background load panicked");
+    }
+
+    #[test]
+    fn a_section_without_the_split_server_is_a_set_up_failure_not_a_bad_option() {
+        let err = split(&[], "admin").unwrap_err();
+        assert!(matches!(&err, SuiteError::Setup(_)), "{err:?}");
+        assert_eq!(err.to_string(), "the admin section needs the split server");
     }
 }

@@ -176,9 +176,17 @@ pub enum SuiteError {
         path: PathBuf,
         cause: std::io::Error,
     },
-    /// An option is out of range, or a needed file is missing.
+    /// An option is out of range, or a needed file is missing: refused
+    /// before anything ran, as bad flags are.
     #[error("{0}")]
     Invalid(String),
+    /// The suite could not set itself up on this machine: its own binary,
+    /// the CPU split, a certificate, a scraper.
+    #[error("{0}")]
+    Setup(String),
+    /// A thread of the suite panicked.
+    #[error("{thread} panicked")]
+    Panicked { thread: String },
 }
 
 /// The peers section's closed-loop loads: (message size, clients). Small
@@ -307,7 +315,7 @@ pub fn run(options: &SuiteOptions) -> Result<PathBuf, SuiteError> {
         return Err(SuiteError::Invalid("--runs must be at least 1".to_owned()));
     }
     let tandem = std::env::current_exe()
-        .map_err(|err| SuiteError::Invalid(format!("cannot find the tandem binary: {err}")))?;
+        .map_err(|err| SuiteError::Setup(format!("cannot find the tandem binary: {err}")))?;
     let reference = match &options.reference {
         Some(path) => path.clone(),
         None => tandem

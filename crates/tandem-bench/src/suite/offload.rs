@@ -397,18 +397,13 @@ fn mixed_sample(
 fn finished(
     server: &str,
     group: &str,
-    joined: std::thread::Result<Result<Report, BenchError>>,
+    outcome: std::thread::Result<Result<Report, BenchError>>,
 ) -> Result<Report, SuiteError> {
-    match joined {
-        Ok(Ok(report)) => Ok(report),
-        Ok(Err(cause)) => Err(SuiteError::Bench {
-            server: format!("{server} ({group} group)"),
-            cause,
-        }),
-        Err(_) => Err(SuiteError::Invalid(format!(
-            "the offload section's {group} load panicked against {server}"
-        ))),
-    }
+    measure::joined(
+        format!("{server} ({group} group)"),
+        &format!("the offload section's {group} load against {server}"),
+        outcome,
+    )
 }
 
 /// The CPU `pid` uses from `opens` to `closes`, read from /proc at each
