@@ -40,11 +40,16 @@ const UDP_RATE_LIMIT: &str = "1000000";
 /// least hidden behind copying.
 const COST_LOAD: (usize, usize) = (64, 50);
 
+/// The metric of a cell of messages per second.
+pub const MSGS_PER_SEC: &str = "msgs/s";
+/// The metric of a cell of resident bytes per idle connection.
+pub const BYTES_PER_CONN: &str = "bytes/conn";
+
 /// One load, measured on each server.
 #[derive(Debug, Clone, Serialize)]
 pub struct Cell {
-    /// `closed`, `open`, `churn`, `isolation`, `memory` or `admin`.
-    pub section: &'static str,
+    /// The measurement the cell belongs to.
+    pub section: Section,
     /// What was loaded, for tables: e.g. `64 B x 50 conns, pipeline 1`.
     pub label: String,
     /// What `value` is: e.g. `msgs/s`, `p99 µs`, `bytes/conn`.
@@ -82,7 +87,7 @@ impl Cell {
     /// A closed-loop cell: messages per second at (message size,
     /// connections, pipeline), without a ratio.
     fn closed_loop(
-        section: &'static str,
+        section: Section,
         label: String,
         (message_size, connections, pipeline): (usize, usize, usize),
         servers: Vec<Samples>,
@@ -90,7 +95,7 @@ impl Cell {
         Cell {
             section,
             label,
-            metric: "msgs/s",
+            metric: MSGS_PER_SEC,
             message_size,
             connections,
             pipeline,
@@ -347,7 +352,7 @@ fn closed(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteError> 
                     bench_sample(&servers[index].name, &options, |report| report.msgs_per_sec)
                 })?;
                 cells.push(Cell::closed_loop(
-                    "closed",
+                    Section::Closed,
                     label,
                     (size, connections, pipeline),
                     samples,
@@ -374,7 +379,7 @@ fn open(plan: &Plan, servers: &[ServerSpec], maxima: &[f64]) -> Result<Vec<Cell>
             })
         })?;
         cells.push(Cell {
-            section: "open",
+            section: Section::Open,
             label,
             metric: "p99 µs",
             message_size: 64,
@@ -389,13 +394,13 @@ fn open(plan: &Plan, servers: &[ServerSpec], maxima: &[f64]) -> Result<Vec<Cell>
 }
 
 fn churn(plan: &Plan, servers: &[ServerSpec]) -> Result<Cell, SuiteError> {
-    churn_cell(plan, "churn", servers, |_, _| {})
+    churn_cell(plan, Section::Churn, servers, |_, _| {})
 }
 
 /// The churn cell of `section`, `speak` adjusting the load for each server.
 fn churn_cell(
     plan: &Plan,
-    section: &'static str,
+    section: Section,
     servers: &[ServerSpec],
     speak: impl Fn(usize, &mut BenchOptions),
 ) -> Result<Cell, SuiteError> {
@@ -425,7 +430,7 @@ fn churn_cell(
 /// New connections while the workers are saturated: the article's claim
 /// that a separate acceptor keeps the server responsive, put to the test.
 fn isolation(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteError> {
-    progress("isolation");
+    progress(Section::Isolation.as_str());
     let busy: Vec<ServerSpec> = layouts(servers)
         .map(|spec| spec.with_args(&["--simulate-work", ISOLATION_WORK]))
         .collect();
@@ -454,7 +459,7 @@ fn isolation(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteErro
         sample
     })?;
     let cell = |metric: &'static str, servers| Cell {
-        section: "isolation",
+        section: Section::Isolation,
         label: format!(
             "{metric} connect to first echo, 50 connections keeping the workers busy \
              with {ISOLATION_WORK} of work per echo"
@@ -484,14 +489,14 @@ fn isolation(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteErro
 
 /// Resident memory per idle connection.
 fn memory(plan: &Plan, servers: &[ServerSpec]) -> Result<Cell, SuiteError> {
-    memory_cell(plan, "memory", servers, plan.idle_connections)
+    memory_cell(plan, Section::Memory, servers, plan.idle_connections)
 }
 
 /// The resident memory per idle connection of each of `servers`, holding
 /// `count` connections open, as a cell of `section`.
 fn memory_cell(
     plan: &Plan,
-    section: &'static str,
+    section: Section,
     servers: &[ServerSpec],
     count: usize,
 ) -> Result<Cell, SuiteError> {
@@ -512,7 +517,7 @@ fn memory_cell(
     Ok(Cell {
         section,
         label: format!("RSS growth per idle connection, {count} connections"),
-        metric: "bytes/conn",
+        metric: BYTES_PER_CONN,
         message_size: 16,
         connections: count,
         pipeline: 1,
@@ -556,7 +561,7 @@ fn admin(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteError> {
         let ratio = Ratio::of("on / off", &samples, 1, 0);
         cells.push(Cell {
             ratio,
-            ..Cell::closed_loop("admin", label, (size, connections, 1), samples)
+            ..Cell::closed_loop(Section::Admin, label, (size, connections, 1), samples)
         });
     }
     Ok(cells)
@@ -656,7 +661,7 @@ impl<'a> Lineup<'a> {
 /// of `lineup`, with the lineup's ratio.
 fn transport_cells(
     plan: &Plan,
-    section: &'static str,
+    section: Section,
     lineup: &Lineup,
 ) -> Result<Vec<Cell>, SuiteError> {
     let mut cells = Vec::new();
@@ -689,8 +694,8 @@ fn tls(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteError> {
     let args = ["--tls-cert", cert, "--tls-key", key];
     let over = Over::Tls(&certificate.cert);
     let lineup = Lineup::new(servers, &args, ("TLS", over), "plain", "TLS / plain")?;
-    let mut cells = transport_cells(plan, "tls", &lineup)?;
-    let mut churn = churn_cell(plan, "tls", &lineup.specs, |index, options| {
+    let mut cells = transport_cells(plan, Section::Tls, &lineup)?;
+    let mut churn = churn_cell(plan, Section::Tls, &lineup.specs, |index, options| {
         lineup.overs[index].apply(options);
     })?;
     churn.ratio = lineup.ratio(&churn.servers);
@@ -704,7 +709,7 @@ fn tls(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteError> {
 fn udp(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteError> {
     let args = ["--udp", "--udp-rate-limit", UDP_RATE_LIMIT];
     let lineup = Lineup::new(servers, &args, ("UDP", Over::Udp), "TCP", "UDP / TCP")?;
-    transport_cells(plan, "udp", &lineup)
+    transport_cells(plan, Section::Udp, &lineup)
 }
 
 /// The servers of the peers section: tandem's layouts with their admin
@@ -767,7 +772,7 @@ fn peers_section(plan: &Plan, lineup: &PeerLineup) -> Result<Vec<Cell>, SuiteErr
             bench_sample(&servers[index].name, &options, |report| report.msgs_per_sec)
         })?;
         cells.push(Cell::closed_loop(
-            "peers",
+            Section::Peers,
             label,
             (size, connections, 1),
             samples,
@@ -775,7 +780,7 @@ fn peers_section(plan: &Plan, lineup: &PeerLineup) -> Result<Vec<Cell>, SuiteErr
     }
     cells.push(memory_cell(
         plan,
-        "peers",
+        Section::Peers,
         servers,
         plan.peer_idle_connections,
     )?);
@@ -820,7 +825,7 @@ fn costs(plan: &Plan, servers: &[ServerSpec], counter: &Counter) -> Result<Vec<C
         })
     })?;
     let cell = |metric: &'static str, servers: Vec<Samples>| Cell {
-        section: "peers",
+        section: Section::Peers,
         label: label.clone(),
         metric,
         message_size: size,

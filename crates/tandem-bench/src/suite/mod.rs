@@ -105,8 +105,7 @@ pub struct SuiteOptions {
 }
 
 /// The measurements of a suite.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Section {
     Closed,
     Open,
@@ -130,6 +129,23 @@ pub enum Section {
 }
 
 impl Section {
+    /// The section's name, as `--only` takes it: the one spelling of it
+    /// in `results.json`, the report and the charts' file names.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Section::Closed => "closed",
+            Section::Open => "open",
+            Section::Churn => "churn",
+            Section::Isolation => "isolation",
+            Section::Memory => "memory",
+            Section::Admin => "admin",
+            Section::Tls => "tls",
+            Section::Udp => "udp",
+            Section::Peers => "peers",
+            Section::Offload => "offload",
+        }
+    }
+
     /// Whether the section measures the epoll reference beside the
     /// layouts; the others start tandem servers only.
     fn measures_the_reference(self) -> bool {
@@ -143,6 +159,18 @@ impl Section {
             | Section::Udp
             | Section::Offload => false,
         }
+    }
+}
+
+impl std::fmt::Display for Section {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Section {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
     }
 }
 
@@ -526,6 +554,21 @@ mod tests {
         assert_eq!(quick.peer_loads, full.peer_loads);
         assert!(quick.peer_idle_connections < full.peer_idle_connections);
         assert!(quick.duration_secs < full.duration_secs);
+    }
+
+    #[test]
+    fn each_section_has_one_name_for_only_the_json_and_the_report() {
+        for &section in <Section as clap::ValueEnum>::value_variants() {
+            let cli = Cli::try_parse_from(["suite", "--only", section.as_str()]).unwrap();
+            assert_eq!(cli.suite.only, [section]);
+            assert_eq!(
+                serde_json::to_value(section).unwrap(),
+                section.as_str(),
+                "{section:?}"
+            );
+            assert_eq!(section.to_string(), section.as_str());
+        }
+        assert_eq!(Section::Tls.as_str(), "tls");
     }
 
     #[test]

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use super::Results;
 use super::offload::{Offload, Spread};
+use super::{Results, Section};
 
 static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 const SIZE: (u32, u32) = (900, 540);
@@ -39,7 +39,7 @@ pub fn draw(dir: &Path, results: &Results) -> std::io::Result<Vec<String>> {
     let mut groups: Vec<(usize, usize)> = results
         .cells
         .iter()
-        .filter(|cell| cell.section == "closed")
+        .filter(|cell| cell.section == Section::Closed)
         .map(|cell| (cell.message_size, cell.pipeline))
         .collect();
     groups.dedup();
@@ -48,7 +48,9 @@ pub fn draw(dir: &Path, results: &Results) -> std::io::Result<Vec<String>> {
             .cells
             .iter()
             .filter(|cell| {
-                cell.section == "closed" && cell.message_size == size && cell.pipeline == pipeline
+                cell.section == Section::Closed
+                    && cell.message_size == size
+                    && cell.pipeline == pipeline
             })
             .collect();
         let labels: Vec<String> = cells
@@ -72,7 +74,7 @@ pub fn draw(dir: &Path, results: &Results) -> std::io::Result<Vec<String>> {
                     .collect(),
             })
             .collect::<Vec<_>>();
-        let stem = format!("closed-{size}B-pipeline{pipeline}");
+        let stem = format!("{}-{size}B-pipeline{pipeline}", Section::Closed);
         let title = format!("Closed loop, {size} B messages, pipeline {pipeline}: messages/s");
         chart(dir, &stem, &title, "connections", &labels, &series)?;
         written.push(stem);
@@ -84,7 +86,7 @@ pub fn draw(dir: &Path, results: &Results) -> std::io::Result<Vec<String>> {
 }
 
 /// The chart file of the offload section, without its extension.
-pub const OFFLOAD_CHART: &str = "offload";
+pub const OFFLOAD_CHART: &str = Section::Offload.as_str();
 
 /// One panel of a bar chart: a bar per variant at its median, with a
 /// whisker from its min to its max.

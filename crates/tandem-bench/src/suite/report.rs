@@ -4,10 +4,10 @@
 
 use std::fmt::Write;
 
-use super::measure::median;
+use super::measure::{MSGS_PER_SEC, median};
 use super::offload::{Offload, Spread};
 use super::targets::{self, Comparison, LARGE_MESSAGE, READS_TARGET};
-use super::{Cell, Counter, Results, Samples};
+use super::{Cell, Counter, Results, Samples, Section};
 use crate::bench::server_metrics::ServerFigures;
 
 /// The report for `results`, linking the `charts` drawn beside it.
@@ -50,27 +50,30 @@ pub fn markdown(results: &Results, charts: &[String]) -> String {
         },
     );
     for (section, title) in [
-        ("closed", "Closed loop: messages per second"),
+        (Section::Closed, "Closed loop: messages per second"),
         (
-            "open",
+            Section::Open,
             "Open loop: latency at a fraction of each server's maximum",
         ),
-        ("churn", "Churn: connections per second"),
+        (Section::Churn, "Churn: connections per second"),
         (
-            "isolation",
+            Section::Isolation,
             "Isolation: new connections while the workers are saturated",
         ),
-        ("memory", "Memory: resident bytes per idle connection"),
         (
-            "admin",
+            Section::Memory,
+            "Memory: resident bytes per idle connection",
+        ),
+        (
+            Section::Admin,
             "Observability: split with the admin endpoint off and on",
         ),
         (
-            "tls",
+            Section::Tls,
             "TLS: the layouts over TLS, beside split over plain TCP",
         ),
         (
-            "udp",
+            Section::Udp,
             "UDP: the layouts echoing datagrams, beside split over TCP",
         ),
     ] {
@@ -83,7 +86,7 @@ pub fn markdown(results: &Results, charts: &[String]) -> String {
             continue;
         }
         let _ = writeln!(out, "## {title}\n");
-        if section == "admin" {
+        if section == Section::Admin {
             let _ = writeln!(
                 out,
                 "On: `--admin-listen`, and `/metrics` scraped every second during the \
@@ -93,7 +96,7 @@ pub fn markdown(results: &Results, charts: &[String]) -> String {
             );
         }
         match section {
-            "tls" => {
+            Section::Tls => {
                 let _ = writeln!(
                     out,
                     "TLS 1.3 with a self-signed ECDSA P-256 certificate; the closed loop's \
@@ -101,7 +104,7 @@ pub fn markdown(results: &Results, charts: &[String]) -> String {
                      per request.\n"
                 );
             }
-            "udp" => {
+            Section::Udp => {
                 let _ = writeln!(
                     out,
                     "Each client a UDP socket with one datagram in flight (`--udp-rate-limit` \
@@ -111,8 +114,8 @@ pub fn markdown(results: &Results, charts: &[String]) -> String {
             }
             _ => {}
         }
-        table(&mut out, &cells, section == "closed");
-        if section == "udp" {
+        table(&mut out, &cells, section == Section::Closed);
+        if section == Section::Udp {
             let lost: u64 = cells
                 .iter()
                 .flat_map(|cell| &cell.servers)
@@ -247,7 +250,10 @@ const PEER_NOTES: [(&str, &str); 4] = [
 /// The peers section: every figure of every server, then where each
 /// layout stands against the peers.
 fn peers(out: &mut String, comparison: &Comparison, cells: &[Cell]) {
-    let cells: Vec<&Cell> = cells.iter().filter(|c| c.section == "peers").collect();
+    let cells: Vec<&Cell> = cells
+        .iter()
+        .filter(|c| c.section == Section::Peers)
+        .collect();
     if cells.is_empty() {
         return;
     }
@@ -320,7 +326,7 @@ fn standing(out: &mut String, comparison: &Comparison, cells: &[&Cell]) {
     let loads: Vec<&Cell> = cells
         .iter()
         .copied()
-        .filter(|cell| cell.metric == "msgs/s")
+        .filter(|cell| cell.metric == MSGS_PER_SEC)
         .collect();
     let _ = writeln!(out, "### Where each layout stands\n");
     let _ = writeln!(
@@ -539,7 +545,9 @@ fn server_side(out: &mut String, servers: &[String], cells: &[Cell]) {
     let _ = writeln!(out, "|---|{}", "---:|".repeat(servers.len()));
     for cell in cells {
         let label = match cell.section {
-            "isolation" => "isolation: the churn probe beside saturated workers".to_owned(),
+            Section::Isolation => {
+                format!("{}: the churn probe beside saturated workers", cell.section)
+            }
             section => format!("{section}: {}", cell.label),
         };
         let _ = write!(out, "| {label} |");
@@ -615,7 +623,7 @@ mod tests {
 
     fn cell(medians: &[(&str, f64)]) -> Cell {
         Cell {
-            section: "closed",
+            section: Section::Closed,
             label: "64 B x 50 conns, pipeline 1".to_owned(),
             metric: "msgs/s",
             message_size: 64,
@@ -630,7 +638,7 @@ mod tests {
     #[test]
     fn admin_rows_carry_the_on_off_ratio() {
         let mut cell = cell(&[("split (admin off)", 100.0), ("split (admin on)", 97.0)]);
-        cell.section = "admin";
+        cell.section = Section::Admin;
         cell.ratio = Some(Ratio {
             of: "on / off",
             value: 0.97,
@@ -737,10 +745,10 @@ mod tests {
     /// The peers section of a run where monoio could not start.
     fn peers_run() -> (Comparison, Vec<Cell>) {
         let mut throughput = cell(&[("split", 90.0), ("epoll", 100.0), ("actix", 120.0)]);
-        throughput.section = "peers";
+        throughput.section = Section::Peers;
         let mut reads = cell(&[("split", 1.02), ("epoll", 2.0), ("actix", 1.5)]);
         (reads.section, reads.metric, reads.label) = (
-            "peers",
+            Section::Peers,
             crate::suite::cost::READS_METRIC,
             "64 B x 50 conns, no warm-up".to_owned(),
         );
