@@ -288,6 +288,35 @@ pub fn all(
     servers: &[ServerSpec],
     peers: Option<&PeerLineup>,
 ) -> Result<Vec<Cell>, SuiteError> {
+    let mut cells = loops(plan, servers)?;
+    for (section, measure) in SECTIONS {
+        if plan.runs(section) {
+            cells.extend(measure(plan, servers)?);
+        }
+    }
+    if let Some(lineup) = peers {
+        cells.extend(peers_section(plan, lineup)?);
+    }
+    Ok(cells)
+}
+
+/// A section measured on the suite's servers as they are given.
+type Measurement = fn(&Plan, &[ServerSpec]) -> Result<Vec<Cell>, SuiteError>;
+
+/// The sections that run after the closed and open loops, in order.
+const SECTIONS: [(Section, Measurement); 6] = [
+    (Section::Churn, churn),
+    (Section::Isolation, isolation),
+    (Section::Memory, memory),
+    (Section::Admin, admin),
+    (Section::Tls, tls),
+    (Section::Udp, udp),
+];
+
+/// The closed loop, and the open loop at fractions of each server's
+/// maximum, which comes from one closed-loop cell (measured alone when
+/// the closed loop does not run).
+fn loops(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteError> {
     let mut cells = Vec::new();
     if plan.runs(Section::Closed) {
         cells = closed(plan, servers)?;
@@ -309,27 +338,6 @@ pub fn all(
             .map(|cell| cell.servers.iter().map(|samples| samples.median).collect())
             .unwrap_or_default();
         cells.extend(open(plan, servers, &maxima)?);
-    }
-    if plan.runs(Section::Churn) {
-        cells.push(churn(plan, servers)?);
-    }
-    if plan.runs(Section::Isolation) {
-        cells.extend(isolation(plan, servers)?);
-    }
-    if plan.runs(Section::Memory) {
-        cells.push(memory(plan, servers)?);
-    }
-    if plan.runs(Section::Admin) {
-        cells.extend(admin(plan, servers)?);
-    }
-    if plan.runs(Section::Tls) {
-        cells.extend(tls(plan, servers)?);
-    }
-    if plan.runs(Section::Udp) {
-        cells.extend(udp(plan, servers)?);
-    }
-    if let Some(lineup) = peers {
-        cells.extend(peers_section(plan, lineup)?);
     }
     Ok(cells)
 }
@@ -393,8 +401,8 @@ fn open(plan: &Plan, servers: &[ServerSpec], maxima: &[f64]) -> Result<Vec<Cell>
     Ok(cells)
 }
 
-fn churn(plan: &Plan, servers: &[ServerSpec]) -> Result<Cell, SuiteError> {
-    churn_cell(plan, Section::Churn, servers, |_, _| {})
+fn churn(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteError> {
+    Ok(vec![churn_cell(plan, Section::Churn, servers, |_, _| {})?])
 }
 
 /// The churn cell of `section`, `speak` adjusting the load for each server.
@@ -488,8 +496,13 @@ fn isolation(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteErro
 }
 
 /// Resident memory per idle connection.
-fn memory(plan: &Plan, servers: &[ServerSpec]) -> Result<Cell, SuiteError> {
-    memory_cell(plan, Section::Memory, servers, plan.idle_connections)
+fn memory(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteError> {
+    Ok(vec![memory_cell(
+        plan,
+        Section::Memory,
+        servers,
+        plan.idle_connections,
+    )?])
 }
 
 /// The resident memory per idle connection of each of `servers`, holding

@@ -50,10 +50,11 @@ mod scraper;
 mod servers;
 mod targets;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
+use nix::sched::CpuSet;
 use serde::Serialize;
 use thiserror::Error;
 
@@ -339,11 +340,209 @@ pub struct Results {
 
 /// Runs the suite and writes its results; returns the results folder.
 pub fn run(options: &SuiteOptions) -> Result<PathBuf, SuiteError> {
-    if options.runs == 0 {
-        return Err(SuiteError::Invalid("--runs must be at least 1".to_owned()));
+    let mut suite = Suite::new(options)?;
+    let dir = suite.claim_folder()?;
+    let measured = match suite.measure() {
+        Ok(measured) => measured,
+        Err(err) => {
+            // Nothing was written into the claimed folder: leave no empty
+            // folder behind (remove_dir removes only an empty one).
+            let _ = std::fs::remove_dir(&dir);
+            return Err(err);
+        }
+    };
+    let results = suite.results(&dir, measured);
+    write_results(&dir, &results)?;
+    Ok(dir)
+}
+
+/// A suite set up to run: its plan, the servers it compares, and where
+/// the load generator and the servers run.
+struct Suite<'a> {
+    options: &'a SuiteOptions,
+    plan: Plan,
+    /// tandem's servers, then the epoll reference if it is measured.
+    servers: Vec<ServerSpec>,
+    cores: usize,
+    /// With `--client-cpus`: the split, and the servers' side of it.
+    split: Option<CpuSplit>,
+    server_cpus: Option<CpuSet>,
+    /// A thread per CPU a server may run on.
+    server_threads: usize,
+    cargo_target_dir: Option<PathBuf>,
+}
+
+/// What the measuring gave, before it is written.
+struct Measured {
+    loadavg_before: String,
+    cells: Vec<Cell>,
+    comparison: Option<Comparison>,
+    offload: Option<Offload>,
+}
+
+impl<'a> Suite<'a> {
+    /// Checks `options` and sets the suite up; nothing is measured or
+    /// written yet.
+    fn new(options: &'a SuiteOptions) -> Result<Suite<'a>, SuiteError> {
+        if options.runs == 0 {
+            return Err(SuiteError::Invalid("--runs must be at least 1".to_owned()));
+        }
+        let tandem = std::env::current_exe()
+            .map_err(|err| SuiteError::Setup(format!("cannot find the tandem binary: {err}")))?;
+        let plan = Plan::new(options);
+        let reference = reference(options, &tandem, &plan)?;
+        // Thousands of client sockets live in this process.
+        let _ = rlimit::increase_nofile_limit(u64::MAX);
+
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let split = options.client_cpus.clone().map(CpuSplit::new).transpose()?;
+        let server_threads = split
+            .as_ref()
+            .map_or(cores, |split| split.servers.cpus().len());
+        let server_cpus = split.as_ref().map(CpuSplit::server_set).transpose()?;
+        Ok(Suite {
+            options,
+            plan,
+            servers: compared(&tandem, reference, server_threads, server_cpus),
+            cores,
+            split,
+            server_cpus,
+            server_threads,
+            cargo_target_dir: std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from),
+        })
     }
-    let tandem = std::env::current_exe()
-        .map_err(|err| SuiteError::Setup(format!("cannot find the tandem binary: {err}")))?;
+
+    /// Creates the results folder, before anything is measured.
+    fn claim_folder(&self) -> Result<PathBuf, SuiteError> {
+        let options = self.options;
+        let out = options
+            .out
+            .clone()
+            .unwrap_or_else(|| folder::default_out(self.cargo_target_dir.as_deref()));
+        match &options.name {
+            Some(name) => folder::claim(&out, name, true),
+            None => folder::claim(
+                &out,
+                &folder::default_name(options.quick, std::time::SystemTime::now()),
+                false,
+            ),
+        }
+    }
+
+    /// Builds the peers if their section runs, pins the load generator
+    /// with `--client-cpus`, and measures every section of the plan.
+    fn measure(&mut self) -> Result<Measured, SuiteError> {
+        let mut peers = self.build_peers()?;
+        // Pinned after cargo has built the peers, which may use every CPU,
+        // until the measuring is over.
+        let _pinned = self.pin(&mut peers)?;
+        let loadavg_before = first_line("/proc/loadavg");
+        let lineup = peers
+            .as_ref()
+            .map(|(peers, counter)| measure::PeerLineup::new(&self.servers, peers, counter));
+        let cells = measure::all(&self.plan, &self.servers, lineup.as_ref())?;
+        let comparison = lineup.map(|lineup| lineup.compare(&cells));
+        let offload = if self.plan.runs(Section::Offload) {
+            Some(offload::measure(&self.plan, &self.servers)?)
+        } else {
+            None
+        };
+        Ok(Measured {
+            loadavg_before,
+            cells,
+            comparison,
+            offload,
+        })
+    }
+
+    /// The peers and how their costs are counted, if their section runs.
+    fn build_peers(&self) -> Result<Option<(peers::Peers, Counter)>, SuiteError> {
+        if !self.plan.runs(Section::Peers) {
+            return Ok(None);
+        }
+        let workspace = self
+            .options
+            .peers
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(peers::DEFAULT_DIR));
+        let target_dir = peers::default_target_dir(self.cargo_target_dir.as_deref());
+        eprintln!(
+            "suite: building the peers of {} into {}",
+            workspace.display(),
+            target_dir.display()
+        );
+        let peers = peers::build(&workspace, &target_dir, self.server_threads)?;
+        for skipped in &peers.skipped {
+            eprintln!("suite: skipping {}: {}", skipped.server, skipped.reason);
+        }
+        Ok(Some((peers, Counter::probe())))
+    }
+
+    /// With `--client-cpus`: puts the peers on the servers' CPUs, pins
+    /// the load generator to its own until the guard goes, and records
+    /// where each side runs.
+    fn pin(
+        &mut self,
+        peers: &mut Option<(peers::Peers, Counter)>,
+    ) -> Result<Option<Pinned>, SuiteError> {
+        let (Some(split), Some(cpus)) = (&mut self.split, self.server_cpus) else {
+            return Ok(None);
+        };
+        if let Some((peers, _)) = peers {
+            peers.servers = std::mem::take(&mut peers.servers)
+                .into_iter()
+                .map(|spec| spec.on_cpus(cpus))
+                .collect();
+        }
+        let pinned = split.pin_generator()?;
+        // Recorded as the kernel sees it, from a server started once.
+        if let Some(first) = self.servers.first() {
+            let server = first.start()?;
+            split.seen = Some(cpus::Seen {
+                generator: cpus::seen("thread-self"),
+                server: cpus::seen(&server.pid().to_string()),
+            });
+            server.stop();
+        }
+        Ok(Some(pinned))
+    }
+
+    /// The results of the run in `dir`.
+    fn results(self, dir: &Path, measured: Measured) -> Results {
+        let name = dir
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Results {
+            name,
+            machine: Machine {
+                cores: self.cores,
+                cpu: cpu_model(),
+                kernel: first_line("/proc/sys/kernel/osrelease"),
+                loadavg_before: measured.loadavg_before,
+                loadavg_after: first_line("/proc/loadavg"),
+                cpu_split: self.split,
+            },
+            plan: self.plan,
+            servers: self
+                .servers
+                .iter()
+                .map(|server| server.name.clone())
+                .collect(),
+            cells: measured.cells,
+            peers: measured.comparison,
+            offload: measured.offload,
+        }
+    }
+}
+
+/// The epoll reference: `--reference`, else `examples/epoll_echo` next to
+/// `tandem`; `None` if it is not there and no section of `plan` needs it.
+fn reference(
+    options: &SuiteOptions,
+    tandem: &Path,
+    plan: &Plan,
+) -> Result<Option<PathBuf>, SuiteError> {
     let reference = match &options.reference {
         Some(path) => path.clone(),
         None => tandem
@@ -351,38 +550,37 @@ pub fn run(options: &SuiteOptions) -> Result<PathBuf, SuiteError> {
             .map(|dir| dir.join("examples").join("epoll_echo"))
             .unwrap_or_default(),
     };
-    let plan = Plan::new(options);
     let needs_reference = <Section as clap::ValueEnum>::value_variants()
         .iter()
         .any(|&section| plan.runs(section) && section.measures_the_reference());
-    let reference = match (reference.is_file(), needs_reference) {
-        (true, _) => Some(reference),
-        (false, false) => None,
-        (false, true) => {
-            return Err(SuiteError::Invalid(format!(
-                "no epoll reference server at {}: build it with \
-                 `cargo build --release --examples`, or pass --reference",
-                reference.display()
-            )));
-        }
-    };
-    // Thousands of client sockets live in this process.
-    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    match (reference.is_file(), needs_reference) {
+        (true, _) => Ok(Some(reference)),
+        (false, false) => Ok(None),
+        (false, true) => Err(SuiteError::Invalid(format!(
+            "no epoll reference server at {}: build it with \
+             `cargo build --release --examples`, or pass --reference",
+            reference.display()
+        ))),
+    }
+}
 
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut split = options.client_cpus.clone().map(CpuSplit::new).transpose()?;
-    // A thread per CPU a server may run on.
-    let server_threads = split
-        .as_ref()
-        .map_or(cores, |split| split.servers.cpus().len());
+/// The servers compared: tandem's layouts run from `tandem`, then the
+/// epoll reference with a thread per CPU a server may run on, each pinned
+/// to `cpus` if given.
+fn compared(
+    tandem: &Path,
+    reference: Option<PathBuf>,
+    threads: usize,
+    cpus: Option<CpuSet>,
+) -> Vec<ServerSpec> {
     let mut servers = vec![
-        ServerSpec::tandem("single", &tandem, &["--layout", "single"]),
-        ServerSpec::tandem("split", &tandem, &["--layout", "split"]),
-        ServerSpec::tandem("sharded", &tandem, &["--layout", "sharded"]),
+        ServerSpec::tandem("single", tandem, &["--layout", "single"]),
+        ServerSpec::tandem("split", tandem, &["--layout", "split"]),
+        ServerSpec::tandem("sharded", tandem, &["--layout", "sharded"]),
         // The article's thread counts.
         ServerSpec::tandem(
             "split-2+8",
-            &tandem,
+            tandem,
             &[
                 "--layout",
                 "split",
@@ -394,116 +592,14 @@ pub fn run(options: &SuiteOptions) -> Result<PathBuf, SuiteError> {
         ),
     ];
     // Last: the reports' columns follow this order.
-    servers.extend(reference.map(|reference| ServerSpec::reference(reference, server_threads)));
-    let server_cpus = split.as_ref().map(CpuSplit::server_set).transpose()?;
-    let servers: Vec<ServerSpec> = match server_cpus {
+    servers.extend(reference.map(|reference| ServerSpec::reference(reference, threads)));
+    match cpus {
         Some(cpus) => servers.into_iter().map(|spec| spec.on_cpus(cpus)).collect(),
         None => servers,
-    };
-    let cargo_target_dir = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from);
-    let out = options
-        .out
-        .clone()
-        .unwrap_or_else(|| folder::default_out(cargo_target_dir.as_deref()));
-    let dir = match &options.name {
-        Some(name) => folder::claim(&out, name, true)?,
-        None => folder::claim(
-            &out,
-            &folder::default_name(options.quick, std::time::SystemTime::now()),
-            false,
-        )?,
-    };
-    let name = dir
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let measured = (|| {
-        let mut peers = if plan.runs(Section::Peers) {
-            let workspace = options
-                .peers
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(peers::DEFAULT_DIR));
-            let target_dir = peers::default_target_dir(cargo_target_dir.as_deref());
-            eprintln!(
-                "suite: building the peers of {} into {}",
-                workspace.display(),
-                target_dir.display()
-            );
-            let peers = peers::build(&workspace, &target_dir, server_threads)?;
-            for skipped in &peers.skipped {
-                eprintln!("suite: skipping {}: {}", skipped.server, skipped.reason);
-            }
-            Some((peers, Counter::probe()))
-        } else {
-            None
-        };
-        // Pinned after cargo has built the peers, which may use every CPU,
-        // until the measuring is over.
-        let _pinned = match (&mut split, server_cpus) {
-            (Some(split), Some(cpus)) => {
-                if let Some((peers, _)) = &mut peers {
-                    peers.servers = std::mem::take(&mut peers.servers)
-                        .into_iter()
-                        .map(|spec| spec.on_cpus(cpus))
-                        .collect();
-                }
-                let pinned = split.pin_generator()?;
-                // Recorded as the kernel sees it, from a server started once.
-                if let Some(first) = servers.first() {
-                    let server = first.start()?;
-                    split.seen = Some(cpus::Seen {
-                        generator: cpus::seen("thread-self"),
-                        server: cpus::seen(&server.pid().to_string()),
-                    });
-                    server.stop();
-                }
-                Some(pinned)
-            }
-            _ => None,
-        };
-        let loadavg_before = first_line("/proc/loadavg");
-        let lineup = peers
-            .as_ref()
-            .map(|(peers, counter)| measure::PeerLineup::new(&servers, peers, counter));
-        let cells = measure::all(&plan, &servers, lineup.as_ref())?;
-        let comparison = lineup.map(|lineup| lineup.compare(&cells));
-        let offload = if plan.runs(Section::Offload) {
-            Some(offload::measure(&plan, &servers)?)
-        } else {
-            None
-        };
-        Ok((loadavg_before, cells, comparison, offload))
-    })();
-    let (loadavg_before, cells, comparison, offload) = match measured {
-        Ok(measured) => measured,
-        Err(err) => {
-            // Nothing was written into the claimed folder: leave no empty
-            // folder behind (remove_dir removes only an empty one).
-            let _ = std::fs::remove_dir(&dir);
-            return Err(err);
-        }
-    };
-    let results = Results {
-        name,
-        machine: Machine {
-            cores,
-            cpu: cpu_model(),
-            kernel: first_line("/proc/sys/kernel/osrelease"),
-            loadavg_before,
-            loadavg_after: first_line("/proc/loadavg"),
-            cpu_split: split,
-        },
-        plan,
-        servers: servers.iter().map(|server| server.name.clone()).collect(),
-        cells,
-        peers: comparison,
-        offload,
-    };
-    write_results(&dir, &results)?;
-    Ok(dir)
+    }
 }
 
-fn write_results(dir: &std::path::Path, results: &Results) -> Result<(), SuiteError> {
+fn write_results(dir: &Path, results: &Results) -> Result<(), SuiteError> {
     let write_error = |path: PathBuf| move |cause| SuiteError::Write { path, cause };
     std::fs::create_dir_all(dir).map_err(write_error(dir.to_owned()))?;
     let json = serde_json::to_string_pretty(results)
@@ -569,6 +665,14 @@ mod tests {
             assert_eq!(section.to_string(), section.as_str());
         }
         assert_eq!(Section::Tls.as_str(), "tls");
+    }
+
+    #[test]
+    fn zero_runs_are_a_bad_option() {
+        let cli = Cli::try_parse_from(["suite", "--runs", "0"]).unwrap();
+        let err = Suite::new(&cli.suite).err().unwrap();
+        assert!(matches!(&err, SuiteError::Invalid(_)), "{err:?}");
+        assert_eq!(err.to_string(), "--runs must be at least 1");
     }
 
     #[test]

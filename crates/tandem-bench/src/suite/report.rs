@@ -13,6 +13,31 @@ use crate::bench::server_metrics::ServerFigures;
 /// The report for `results`, linking the `charts` drawn beside it.
 pub fn markdown(results: &Results, charts: &[String]) -> String {
     let mut out = String::new();
+    header(&mut out, results);
+    for (section, title) in TABLES {
+        let cells: Vec<&Cell> = results
+            .cells
+            .iter()
+            .filter(|c| c.section == section)
+            .collect();
+        if !cells.is_empty() {
+            measured(&mut out, section, title, &cells);
+        }
+    }
+    if let Some(comparison) = &results.peers {
+        peers(&mut out, comparison, &results.cells);
+    }
+    if let Some(section) = &results.offload {
+        offload(&mut out, section);
+    }
+    server_side(&mut out, &results.servers, &results.cells);
+    errors(&mut out, results);
+    plots(&mut out, charts);
+    out
+}
+
+/// The report's title, the machine, and how every figure was made.
+fn header(out: &mut String, results: &Results) {
     let m = &results.machine;
     let p = &results.plan;
     let _ = writeln!(out, "# tandem suite: {}\n", results.name);
@@ -49,89 +74,84 @@ pub fn markdown(results: &Results, charts: &[String]) -> String {
             ""
         },
     );
-    for (section, title) in [
-        (Section::Closed, "Closed loop: messages per second"),
-        (
-            Section::Open,
-            "Open loop: latency at a fraction of each server's maximum",
+}
+
+/// The sections reported as one table each, in the report's order, with
+/// their titles.
+const TABLES: [(Section, &str); 8] = [
+    (Section::Closed, "Closed loop: messages per second"),
+    (
+        Section::Open,
+        "Open loop: latency at a fraction of each server's maximum",
+    ),
+    (Section::Churn, "Churn: connections per second"),
+    (
+        Section::Isolation,
+        "Isolation: new connections while the workers are saturated",
+    ),
+    (
+        Section::Memory,
+        "Memory: resident bytes per idle connection",
+    ),
+    (
+        Section::Admin,
+        "Observability: split with the admin endpoint off and on",
+    ),
+    (
+        Section::Tls,
+        "TLS: the layouts over TLS, beside split over plain TCP",
+    ),
+    (
+        Section::Udp,
+        "UDP: the layouts echoing datagrams, beside split over TCP",
+    ),
+];
+
+/// What a section's table needs said before it, if anything.
+fn note(section: Section) -> Option<&'static str> {
+    match section {
+        Section::Admin => Some(
+            "On: `--admin-listen`, and `/metrics` scraped every second during the \
+             sample, as a Prometheus server would; off: no admin endpoint (the \
+             server still counts, as it always does, but nothing serves or \
+             samples the figures). Samples alternate off, on, off, on.",
         ),
-        (Section::Churn, "Churn: connections per second"),
-        (
-            Section::Isolation,
-            "Isolation: new connections while the workers are saturated",
+        Section::Tls => Some(
+            "TLS 1.3 with a self-signed ECDSA P-256 certificate; the closed loop's \
+             connections make their handshakes before the window, churn makes one \
+             per request.",
         ),
-        (
-            Section::Memory,
-            "Memory: resident bytes per idle connection",
+        Section::Udp => Some(
+            "Each client a UDP socket with one datagram in flight (`--udp-rate-limit` \
+             raised out of the way); split (TCP) runs the same load over TCP \
+             connections.",
         ),
-        (
-            Section::Admin,
-            "Observability: split with the admin endpoint off and on",
-        ),
-        (
-            Section::Tls,
-            "TLS: the layouts over TLS, beside split over plain TCP",
-        ),
-        (
-            Section::Udp,
-            "UDP: the layouts echoing datagrams, beside split over TCP",
-        ),
-    ] {
-        let cells: Vec<&Cell> = results
-            .cells
+        _ => None,
+    }
+}
+
+/// One section of [`TABLES`]: its title, its note, its table of `cells`
+/// (with the layouts' ratios in the closed loop), and the datagrams UDP
+/// lost.
+fn measured(out: &mut String, section: Section, title: &str, cells: &[&Cell]) {
+    let _ = writeln!(out, "## {title}\n");
+    if let Some(note) = note(section) {
+        let _ = writeln!(out, "{note}\n");
+    }
+    table(out, cells, section == Section::Closed);
+    if section == Section::Udp {
+        let lost: u64 = cells
             .iter()
-            .filter(|c| c.section == section)
-            .collect();
-        if cells.is_empty() {
-            continue;
-        }
-        let _ = writeln!(out, "## {title}\n");
-        if section == Section::Admin {
-            let _ = writeln!(
-                out,
-                "On: `--admin-listen`, and `/metrics` scraped every second during the \
-                 sample, as a Prometheus server would; off: no admin endpoint (the \
-                 server still counts, as it always does, but nothing serves or \
-                 samples the figures). Samples alternate off, on, off, on.\n"
-            );
-        }
-        match section {
-            Section::Tls => {
-                let _ = writeln!(
-                    out,
-                    "TLS 1.3 with a self-signed ECDSA P-256 certificate; the closed loop's \
-                     connections make their handshakes before the window, churn makes one \
-                     per request.\n"
-                );
-            }
-            Section::Udp => {
-                let _ = writeln!(
-                    out,
-                    "Each client a UDP socket with one datagram in flight (`--udp-rate-limit` \
-                     raised out of the way); split (TCP) runs the same load over TCP \
-                     connections.\n"
-                );
-            }
-            _ => {}
-        }
-        table(&mut out, &cells, section == Section::Closed);
-        if section == Section::Udp {
-            let lost: u64 = cells
-                .iter()
-                .flat_map(|cell| &cell.servers)
-                .flat_map(|samples| &samples.samples)
-                .filter_map(|sample| sample.report.as_ref()?.lost)
-                .sum();
-            let _ = writeln!(out, "Datagrams lost over the section: {lost}.\n");
-        }
+            .flat_map(|cell| &cell.servers)
+            .flat_map(|samples| &samples.samples)
+            .filter_map(|sample| sample.report.as_ref()?.lost)
+            .sum();
+        let _ = writeln!(out, "Datagrams lost over the section: {lost}.\n");
     }
-    if let Some(comparison) = &results.peers {
-        peers(&mut out, comparison, &results.cells);
-    }
-    if let Some(section) = &results.offload {
-        offload(&mut out, section);
-    }
-    server_side(&mut out, &results.servers, &results.cells);
+}
+
+/// The load generator's errors over every section.
+fn errors(out: &mut String, results: &Results) {
     let errors: u64 = results
         .cells
         .iter()
@@ -142,13 +162,17 @@ pub fn markdown(results: &Results, charts: &[String]) -> String {
         out,
         "Load generator errors over the whole suite: {errors}.\n"
     );
-    if !charts.is_empty() {
-        let _ = writeln!(out, "## Plots\n");
-        for chart in charts {
-            let _ = writeln!(out, "![{chart}]({chart}.svg)\n");
-        }
+}
+
+/// Links to the `charts`, if any were drawn.
+fn plots(out: &mut String, charts: &[String]) {
+    if charts.is_empty() {
+        return;
     }
-    out
+    let _ = writeln!(out, "## Plots\n");
+    for chart in charts {
+        let _ = writeln!(out, "![{chart}]({chart}.svg)\n");
+    }
 }
 
 fn table(out: &mut String, cells: &[&Cell], ratios: bool) {
