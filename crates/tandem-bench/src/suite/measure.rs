@@ -349,26 +349,49 @@ fn closed(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteError> 
             for &connections in &plan.connections {
                 let label = format!("{size} B x {connections} conns, pipeline {pipeline}");
                 progress(&format!("closed loop: {label}"));
-                let samples = interleave(servers, plan.runs, |index, running| {
-                    let mut options = load(plan, running);
-                    options.message_size = size;
-                    options.connections = connections;
-                    options.pipeline = pipeline;
-                    if connections > 1000 {
-                        options.connect_rate = Some(20_000.0);
-                    }
-                    bench_sample(&servers[index].name, &options, |report| report.msgs_per_sec)
-                })?;
-                cells.push(Cell::closed_loop(
+                cells.push(closed_cell(
+                    plan,
                     Section::Closed,
                     label,
+                    servers,
                     (size, connections, pipeline),
-                    samples,
-                ));
+                    |_, options| {
+                        if connections > 1000 {
+                            options.connect_rate = Some(20_000.0);
+                        }
+                    },
+                )?);
             }
         }
     }
     Ok(cells)
+}
+
+/// Messages per second on each of `servers` at one closed-loop `load`
+/// (message size, connections, pipeline), as a cell of `section` under
+/// `label`; `speak` adjusts the load for each server.
+fn closed_cell(
+    plan: &Plan,
+    section: Section,
+    label: String,
+    servers: &[ServerSpec],
+    (size, connections, pipeline): (usize, usize, usize),
+    speak: impl Fn(usize, &mut BenchOptions),
+) -> Result<Cell, SuiteError> {
+    let samples = interleave(servers, plan.runs, |index, running| {
+        let mut options = load(plan, running);
+        options.message_size = size;
+        options.connections = connections;
+        options.pipeline = pipeline;
+        speak(index, &mut options);
+        bench_sample(&servers[index].name, &options, |report| report.msgs_per_sec)
+    })?;
+    Ok(Cell::closed_loop(
+        section,
+        label,
+        (size, connections, pipeline),
+        samples,
+    ))
 }
 
 fn open(plan: &Plan, servers: &[ServerSpec], maxima: &[f64]) -> Result<Vec<Cell>, SuiteError> {
@@ -681,19 +704,16 @@ fn transport_cells(
     for &(size, connections) in &plan.transport_loads {
         let label = format!("{size} B x {connections} clients, pipeline 1");
         progress(&format!("{section}: {label}"));
-        let samples = interleave(&lineup.specs, plan.runs, |index, running| {
-            let mut options = load(plan, running);
-            options.message_size = size;
-            options.connections = connections;
-            lineup.overs[index].apply(&mut options);
-            bench_sample(&lineup.specs[index].name, &options, |report| {
-                report.msgs_per_sec
-            })
-        })?;
-        cells.push(Cell {
-            ratio: lineup.ratio(&samples),
-            ..Cell::closed_loop(section, label, (size, connections, 1), samples)
-        });
+        let mut cell = closed_cell(
+            plan,
+            section,
+            label,
+            &lineup.specs,
+            (size, connections, 1),
+            |index, options| lineup.overs[index].apply(options),
+        )?;
+        cell.ratio = lineup.ratio(&cell.servers);
+        cells.push(cell);
     }
     Ok(cells)
 }
@@ -778,18 +798,14 @@ fn peers_section(plan: &Plan, lineup: &PeerLineup) -> Result<Vec<Cell>, SuiteErr
     for &(size, connections) in &plan.peer_loads {
         let label = format!("{size} B x {connections} conns, pipeline 1");
         progress(&format!("peers: {label}"));
-        let samples = interleave(servers, plan.runs, |index, running| {
-            let mut options = load(plan, running);
-            options.message_size = size;
-            options.connections = connections;
-            bench_sample(&servers[index].name, &options, |report| report.msgs_per_sec)
-        })?;
-        cells.push(Cell::closed_loop(
+        cells.push(closed_cell(
+            plan,
             Section::Peers,
             label,
+            servers,
             (size, connections, 1),
-            samples,
-        ));
+            |_, _| {},
+        )?);
     }
     cells.push(memory_cell(
         plan,

@@ -6,6 +6,7 @@ use std::path::Path;
 use plotters::prelude::*;
 
 use super::offload::{Offload, Spread};
+use super::report::decimals_by;
 use super::{Results, Section};
 
 static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
@@ -279,13 +280,7 @@ impl Scale {
 
 /// A y-axis label with as many decimals as an axis up to `top` needs.
 fn tick(value: f64, top: f64) -> String {
-    if top >= 10.0 {
-        format!("{value:.0}")
-    } else if top >= 1.0 {
-        format!("{value:.1}")
-    } else {
-        format!("{value:.2}")
-    }
+    decimals_by(value, top, 10.0)
 }
 
 fn chart(

@@ -518,13 +518,21 @@ fn small_ratio(value: f64) -> String {
 /// A figure to three significant digits or so: per-message counts need
 /// their decimals, rates do not.
 fn figure(value: f64) -> String {
-    if value >= 100.0 {
-        format!("{value:.0}")
-    } else if value >= 10.0 {
-        format!("{value:.1}")
+    decimals_by(value, value, 100.0)
+}
+
+/// `value` with as many decimals as a figure read on the scale of `scale`
+/// (the value itself, or the top of a chart's axis) needs: none from
+/// `whole_from` up, one from a tenth of it, else two.
+pub(super) fn decimals_by(value: f64, scale: f64, whole_from: f64) -> String {
+    let decimals = if scale >= whole_from {
+        0
+    } else if scale >= whole_from / 10.0 {
+        1
     } else {
-        format!("{value:.2}")
-    }
+        2
+    };
+    format!("{value:.decimals$}")
 }
 
 /// The servers' own figures, one row per cell whose samples carry them,
@@ -635,6 +643,17 @@ mod tests {
     use super::*;
     use crate::suite::measure::single_samples;
     use crate::suite::{Ratio, Sample};
+
+    #[test]
+    fn figures_and_axis_ticks_take_their_decimals_from_their_scale() {
+        assert_eq!(figure(1234.5), "1234");
+        assert_eq!(figure(12.34), "12.3");
+        assert_eq!(figure(1.234), "1.23");
+        // A tick takes the decimals of the axis's top, not its own.
+        assert_eq!(decimals_by(5.0, 50.0, 10.0), "5");
+        assert_eq!(decimals_by(0.5, 5.0, 10.0), "0.5");
+        assert_eq!(decimals_by(0.5, 0.9, 10.0), "0.50");
+    }
 
     #[test]
     fn small_ratios_keep_two_significant_digits() {
