@@ -10,6 +10,8 @@
 //! - `peers`: the servers of `bench/peers/` (the article's single runtime,
 //!   actix-server, monoio), built with cargo before the suite measures,
 //!   and skipped with a reason where they cannot run;
+//! - `cells`: the figures every section makes and the report reads: a
+//!   cell, one load sampled on each server;
 //! - `measure`: each kind of measurement (closed and open loop, churn,
 //!   isolation, memory, the cost of the admin endpoint, TLS and UDP beside
 //!   plain TCP, tandem beside the peers) as cells of samples;
@@ -37,6 +39,7 @@
 //! (`--server-metrics`): each such sample's report carries the server's own
 //! figures (busy ratios, hand-off waits).
 
+mod cells;
 mod certificate;
 mod cost;
 mod cpus;
@@ -58,9 +61,9 @@ use nix::sched::CpuSet;
 use serde::Serialize;
 use thiserror::Error;
 
+pub use self::cells::{Cell, Ratio, Sample, Samples};
 pub use self::cost::{Cost, Counter};
 pub use self::cpus::{CpuList, CpuSplit, Pinned};
-pub use self::measure::{Cell, Ratio, Sample, Samples};
 pub use self::offload::{CpuSpent, Figures, Group, MixedSample, Offload, Spread, Variant};
 pub use self::peers::Skipped;
 use self::servers::ServerSpec;

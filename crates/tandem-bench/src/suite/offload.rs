@@ -19,8 +19,9 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::cells::median;
 use super::cost;
-use super::measure::{self, median};
+use super::measure;
 use super::servers::{RunningServer, ServerSpec};
 use super::{Plan, SuiteError};
 use crate::bench::{self, BenchError, BenchOptions, Report};

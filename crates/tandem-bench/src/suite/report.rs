@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use super::measure::{MSGS_PER_SEC, median};
+use super::cells::{MSGS_PER_SEC, median};
 use super::offload::{Offload, Spread};
 use super::targets::{self, Comparison, LARGE_MESSAGE, READS_TARGET};
 use super::{Cell, Counter, Results, Samples, Section};
@@ -641,7 +641,7 @@ fn round(value: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::suite::measure::single_samples;
+    use crate::suite::cells::single_samples;
     use crate::suite::{Ratio, Sample};
 
     #[test]

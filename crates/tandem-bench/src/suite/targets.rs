@@ -14,8 +14,8 @@
 
 use serde::Serialize;
 
+use super::cells::{BYTES_PER_CONN, MSGS_PER_SEC};
 use super::cost::{CPU_METRIC, Counter, READS_METRIC};
-use super::measure::{BYTES_PER_CONN, MSGS_PER_SEC};
 use super::peers::Skipped;
 use super::{Cell, Section};
 
@@ -144,7 +144,7 @@ fn best(cell: &Cell, peers: &[String]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::suite::measure::single_samples;
+    use crate::suite::cells::single_samples;
 
     fn cell(metric: &'static str, size: usize, medians: &[(&str, f64)]) -> Cell {
         Cell {
