@@ -6,8 +6,8 @@
 
 use serde::Serialize;
 
-use super::Section;
 use super::cost::Cost;
+use super::plan::Section;
 use crate::bench::Report;
 
 /// The metric of a cell of messages per second.

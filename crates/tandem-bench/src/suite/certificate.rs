@@ -7,7 +7,7 @@ use std::fs::DirBuilder;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use super::SuiteError;
+use super::error::SuiteError;
 
 /// A certificate and its key, in PEM files that live as long as the value.
 #[derive(Debug)]

@@ -23,7 +23,7 @@ use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
 use nix::unistd::Pid;
 use serde::Serialize;
 
-use super::SuiteError;
+use super::error::SuiteError;
 
 /// A list of CPU numbers as `taskset -c` and `/proc/*/status` write it:
 /// `0`, `0-3`, `0,2-3`.

@@ -7,11 +7,12 @@ use std::time::Duration;
 use super::cells::{BYTES_PER_CONN, Cell, Ratio, Sample, Samples};
 use super::certificate::Certificate;
 use super::cost::{self, Counter};
+use super::error::SuiteError;
 use super::peers::{Peers, Skipped};
+use super::plan::{Plan, Section};
 use super::scraper::Scraper;
 use super::servers::{RunningServer, ServerSpec};
 use super::targets::{self, Comparison};
-use super::{Plan, Section, SuiteError};
 use crate::bench::{self, BenchError, BenchOptions, Report};
 use tandem::duration::HumanDuration;
 

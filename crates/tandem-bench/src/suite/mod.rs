@@ -6,6 +6,8 @@
 //! `results.json`, a markdown report and plots to `<out>/<name>/`
 //! (`target/suite/` unless `--out` says otherwise).
 //!
+//! - `plan`: the options, the sections and the loads a suite runs;
+//! - `error`: why a suite could not run, a bad option apart from the rest;
 //! - `servers`: what is compared, and starting and stopping it;
 //! - `peers`: the servers of `bench/peers/` (the article's single runtime,
 //!   actix-server, monoio), built with cargo before the suite measures,
@@ -27,6 +29,7 @@
 //! - `scraper`: a Prometheus-like scraper, for the admin section;
 //! - `certificate`: the TLS section's throwaway certificate;
 //! - `folder`: where a run's results go, claimed before it measures;
+//! - `results`: what `results.json` holds;
 //! - `report`: the markdown tables; `plots`: the SVG and PNG charts.
 //!
 //! Fairness: within a cell the servers are interleaved (A B C A B C ...),
@@ -43,303 +46,33 @@ mod cells;
 mod certificate;
 mod cost;
 mod cpus;
+mod error;
 mod folder;
 mod measure;
 mod offload;
 mod peers;
+mod plan;
 mod plots;
 mod report;
+mod results;
 mod scraper;
 mod servers;
 mod targets;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use clap::Args;
 use nix::sched::CpuSet;
-use serde::Serialize;
-use thiserror::Error;
 
 pub use self::cells::{Cell, Ratio, Sample, Samples};
 pub use self::cost::{Cost, Counter};
 pub use self::cpus::{CpuList, CpuSplit, Pinned};
+pub use self::error::SuiteError;
 pub use self::offload::{CpuSpent, Figures, Group, MixedSample, Offload, Spread, Variant};
 pub use self::peers::Skipped;
+pub use self::plan::{Plan, Section, SuiteOptions};
+pub use self::results::{Machine, Results};
 use self::servers::ServerSpec;
 pub use self::targets::{Comparison, LayoutTargets, VsPeer};
-use tandem::duration::HumanDuration;
-
-/// The options of `tandem suite`.
-#[derive(Debug, Clone, Args)]
-pub struct SuiteOptions {
-    /// A small matrix that finishes in a few minutes.
-    #[arg(long)]
-    pub quick: bool,
-    /// Name of the results folder, which must not exist yet [default:
-    /// quick or full, with the date and time].
-    #[arg(long)]
-    pub name: Option<String>,
-    /// Where result folders go [default: target/suite, or suite under
-    /// $CARGO_TARGET_DIR; both ignored by git].
-    #[arg(long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
-    /// The epoll reference server [default: examples/epoll_echo next to this binary].
-    #[arg(long, value_name = "PATH")]
-    pub reference: Option<PathBuf>,
-    /// The peer servers' cargo workspace, which the peers section builds
-    /// [default: bench/peers of the source tree this tandem was built from].
-    #[arg(long, value_name = "DIR")]
-    pub peers: Option<PathBuf>,
-    /// Samples per server and cell (at least 3 for a median with a range).
-    #[arg(long, default_value_t = 3, value_name = "N")]
-    pub runs: usize,
-    /// Measured window of each sample [default: 1s quick, 5s full].
-    #[arg(long, value_name = "DURATION")]
-    pub duration: Option<HumanDuration>,
-    /// Run only these measurements (the open loop also runs the closed-loop
-    /// cell it takes each server's maximum from).
-    #[arg(long, value_enum, value_delimiter = ',', value_name = "SECTION")]
-    pub only: Vec<Section>,
-    /// Run the load generator on these CPUs (`0`, `0-1,4`) and every server
-    /// on the others, each with a thread per CPU it gets [default: all
-    /// share every CPU, each server with a thread per core]
-    #[arg(long, value_name = "LIST")]
-    pub client_cpus: Option<CpuList>,
-}
-
-/// The measurements of a suite.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Section {
-    Closed,
-    Open,
-    Churn,
-    Isolation,
-    Memory,
-    /// The cost of the admin endpoint: `split` with it off and on.
-    Admin,
-    /// The layouts over TLS, beside `split` over plain TCP.
-    Tls,
-    /// The layouts echoing UDP, beside `split` over TCP.
-    Udp,
-    /// The layouts beside echo servers on other runtimes (`bench/peers/`
-    /// and the epoll reference): throughput, idle memory, and syscalls and
-    /// CPU per message.
-    Peers,
-    /// Light clients beside heavy ones at `--simulate-work 200us/KiB`,
-    /// the work inline, through `spawn_blocking`, or on a compute runtime
-    /// of 1 or 2 threads.
-    Offload,
-}
-
-impl Section {
-    /// The section's name, as `--only` takes it: the one spelling of it
-    /// in `results.json`, the report and the charts' file names.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Section::Closed => "closed",
-            Section::Open => "open",
-            Section::Churn => "churn",
-            Section::Isolation => "isolation",
-            Section::Memory => "memory",
-            Section::Admin => "admin",
-            Section::Tls => "tls",
-            Section::Udp => "udp",
-            Section::Peers => "peers",
-            Section::Offload => "offload",
-        }
-    }
-
-    /// Whether the section measures the epoll reference beside the
-    /// layouts; the others start tandem servers only.
-    fn measures_the_reference(self) -> bool {
-        match self {
-            Section::Closed | Section::Open | Section::Churn | Section::Memory | Section::Peers => {
-                true
-            }
-            Section::Isolation
-            | Section::Admin
-            | Section::Tls
-            | Section::Udp
-            | Section::Offload => false,
-        }
-    }
-}
-
-impl std::fmt::Display for Section {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl Serialize for Section {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.as_str())
-    }
-}
-
-/// Why a suite could not run.
-#[derive(Debug, Error)]
-pub enum SuiteError {
-    /// A server would not start.
-    #[error("cannot start server {name}: {why}")]
-    Server { name: String, why: String },
-    /// The load generator failed outright.
-    #[error("load generator failed against {server}: {cause}")]
-    Bench {
-        server: String,
-        cause: crate::bench::BenchError,
-    },
-    /// A server's metrics could not be scraped.
-    #[error("{server}: {cause}")]
-    Scrape {
-        server: String,
-        cause: crate::bench::server_metrics::ScrapeError,
-    },
-    /// The peer servers could not be built.
-    #[error("cannot build the peer servers of {dir}: {why}")]
-    Peers { dir: PathBuf, why: String },
-    /// What a server spends per message could not be counted.
-    #[error("cannot count what {server} spends per message: {why}")]
-    Cost { server: String, why: String },
-    /// Results could not be written.
-    #[error("cannot write {path}: {cause}")]
-    Write {
-        path: PathBuf,
-        cause: std::io::Error,
-    },
-    /// An option is out of range, or a needed file is missing: refused
-    /// before anything ran, as bad flags are.
-    #[error("{0}")]
-    Invalid(String),
-    /// The suite could not set itself up on this machine: its own binary,
-    /// the CPU split, a certificate, a scraper.
-    #[error("{0}")]
-    Setup(String),
-    /// A thread of the suite panicked.
-    #[error("{thread} panicked")]
-    Panicked { thread: String },
-}
-
-/// The peers section's closed-loop loads: (message size, clients). Small
-/// messages over few and many connections, where a runtime's overhead per
-/// message shows; 4 KiB, one read buffer's worth; 16 KiB, where copying
-/// and read sizes dominate.
-const PEER_LOADS: [(usize, usize); 4] = [(64, 50), (64, 1000), (4096, 50), (16 * 1024, 50)];
-
-/// The loads of one suite.
-#[derive(Debug, Clone, Serialize)]
-pub struct Plan {
-    pub message_sizes: Vec<usize>,
-    pub connections: Vec<usize>,
-    pub pipelines: Vec<usize>,
-    /// Open-loop rates, as fractions of each server's closed-loop maximum.
-    pub open_fractions: Vec<f64>,
-    /// The transport sections' closed-loop loads: (message size, clients).
-    pub transport_loads: Vec<(usize, usize)>,
-    pub idle_connections: usize,
-    /// The peers section's closed-loop loads: (message size, clients).
-    pub peer_loads: Vec<(usize, usize)>,
-    /// Idle connections the peers section holds open on each server.
-    pub peer_idle_connections: usize,
-    /// The measurements to run; all when empty.
-    pub only: Vec<Section>,
-    pub runs: usize,
-    pub duration_secs: f64,
-    pub warmup_secs: f64,
-}
-
-impl Plan {
-    /// True if `section` is to run.
-    fn runs(&self, section: Section) -> bool {
-        self.only.is_empty() || self.only.contains(&section)
-    }
-
-    fn new(options: &SuiteOptions) -> Plan {
-        let duration = options.duration.map(|d| d.0);
-        if options.quick {
-            Plan {
-                message_sizes: vec![64, 16 * 1024],
-                connections: vec![1, 50, 1000],
-                pipelines: vec![1],
-                open_fractions: vec![0.5, 0.9],
-                transport_loads: vec![(64, 50)],
-                idle_connections: 5000,
-                // Every load the peers are compared at, each in a short
-                // window; fewer idle connections.
-                peer_loads: PEER_LOADS.to_vec(),
-                peer_idle_connections: 2000,
-                only: options.only.clone(),
-                runs: options.runs,
-                duration_secs: duration.unwrap_or(Duration::from_secs(1)).as_secs_f64(),
-                warmup_secs: 0.5,
-            }
-        } else {
-            Plan {
-                message_sizes: vec![64, 1024, 16 * 1024],
-                connections: vec![1, 50, 500, 1000, 5000],
-                pipelines: vec![1, 16],
-                open_fractions: vec![0.25, 0.5, 0.75, 0.9],
-                transport_loads: vec![(64, 50), (1024, 50), (16 * 1024, 50)],
-                idle_connections: 5000,
-                peer_loads: PEER_LOADS.to_vec(),
-                peer_idle_connections: 5000,
-                only: options.only.clone(),
-                runs: options.runs,
-                duration_secs: duration.unwrap_or(Duration::from_secs(5)).as_secs_f64(),
-                warmup_secs: 1.0,
-            }
-        }
-    }
-}
-
-/// The machine the suite ran on.
-#[derive(Debug, Clone, Serialize)]
-pub struct Machine {
-    pub cores: usize,
-    pub cpu: String,
-    pub kernel: String,
-    pub loadavg_before: String,
-    pub loadavg_after: String,
-    /// The load generator's CPUs and the servers', with `--client-cpus`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cpu_split: Option<CpuSplit>,
-}
-
-fn first_line(path: &str) -> String {
-    std::fs::read_to_string(path)
-        .map(|text| text.lines().next().unwrap_or("").trim().to_owned())
-        .unwrap_or_default()
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|line| line.starts_with("model name"))
-                .and_then(|line| line.split(':').nth(1))
-                .map(|model| model.trim().to_owned())
-        })
-        .unwrap_or_default()
-}
-
-/// Everything a suite measured: `results.json`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Results {
-    pub name: String,
-    pub machine: Machine,
-    pub plan: Plan,
-    pub servers: Vec<String>,
-    pub cells: Vec<Cell>,
-    /// The peers section: who was compared, who was skipped and why, how
-    /// costs were counted, and where each layout stands.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub peers: Option<Comparison>,
-    /// The offload section: each variant's light and heavy figures.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub offload: Option<Offload>,
-}
 
 /// Runs the suite and writes its results; returns the results folder.
 pub fn run(options: &SuiteOptions) -> Result<PathBuf, SuiteError> {
@@ -600,6 +333,24 @@ fn compared(
         Some(cpus) => servers.into_iter().map(|spec| spec.on_cpus(cpus)).collect(),
         None => servers,
     }
+}
+
+fn first_line(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .map(|text| text.lines().next().unwrap_or("").trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|line| line.starts_with("model name"))
+                .and_then(|line| line.split(':').nth(1))
+                .map(|model| model.trim().to_owned())
+        })
+        .unwrap_or_default()
 }
 
 fn write_results(dir: &Path, results: &Results) -> Result<(), SuiteError> {

@@ -21,9 +21,10 @@ use serde::Serialize;
 
 use super::cells::median;
 use super::cost;
+use super::error::SuiteError;
 use super::measure;
+use super::plan::Plan;
 use super::servers::{RunningServer, ServerSpec};
-use super::{Plan, SuiteError};
 use crate::bench::{self, BenchError, BenchOptions, Report};
 
 /// CPU work per KiB of each chunk (`--simulate-work <N>us/KiB`): a heavy

@@ -5,9 +5,10 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use super::offload::{Offload, Spread};
+use super::offload::{Figures, Offload, Spread};
+use super::plan::Section;
 use super::report::decimals_by;
-use super::{Results, Section};
+use super::results::Results;
 
 static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 const SIZE: (u32, u32) = (900, 540);
@@ -101,7 +102,7 @@ struct Panel {
 /// The offload section's chart: light p99 and heavy MiB/s per variant,
 /// side by side; returns its stem.
 fn offload_chart(dir: &Path, offload: &Offload) -> std::io::Result<String> {
-    let panel = |title, log, figure: fn(&super::Figures<Spread>) -> Spread| Panel {
+    let panel = |title, log, figure: fn(&Figures<Spread>) -> Spread| Panel {
         title,
         log,
         bars: offload

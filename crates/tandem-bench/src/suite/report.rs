@@ -4,10 +4,13 @@
 
 use std::fmt::Write;
 
+use super::cells::{Cell, Samples};
 use super::cells::{MSGS_PER_SEC, median};
+use super::cost::Counter;
 use super::offload::{Offload, Spread};
+use super::plan::Section;
+use super::results::Results;
 use super::targets::{self, Comparison, LARGE_MESSAGE, READS_TARGET};
-use super::{Cell, Counter, Results, Samples, Section};
 use crate::bench::server_metrics::ServerFigures;
 
 /// The report for `results`, linking the `charts` drawn beside it.

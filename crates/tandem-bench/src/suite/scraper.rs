@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use super::SuiteError;
+use super::error::SuiteError;
 use crate::bench::server_metrics::{self, MetricsUrl, ScrapeError};
 
 /// A running scraper.

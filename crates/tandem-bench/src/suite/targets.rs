@@ -14,10 +14,11 @@
 
 use serde::Serialize;
 
+use super::cells::Cell;
 use super::cells::{BYTES_PER_CONN, MSGS_PER_SEC};
 use super::cost::{CPU_METRIC, Counter, READS_METRIC};
 use super::peers::Skipped;
-use super::{Cell, Section};
+use super::plan::Section;
 
 /// Read syscalls per echoed message a layout should stay within: one read
 /// per message, and a tenth for the reads that find the socket empty.
