@@ -7,7 +7,7 @@ use std::fs::DirBuilder;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use super::SuiteError;
+use super::error::SuiteError;
 
 /// A certificate and its key, in PEM files that live as long as the value.
 #[derive(Debug)]
@@ -23,7 +23,7 @@ impl Certificate {
             .map(str::to_owned)
             .to_vec();
         let certified = rcgen::generate_simple_self_signed(names)
-            .map_err(|err| SuiteError::Invalid(format!("cannot make a certificate: {err}")))?;
+            .map_err(|err| SuiteError::Setup(format!("cannot make a certificate: {err}")))?;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |since| since.subsec_nanos());
@@ -63,7 +63,7 @@ impl Certificate {
 
 fn as_arg(path: &Path) -> Result<&str, SuiteError> {
     path.to_str()
-        .ok_or_else(|| SuiteError::Invalid(format!("{} is not UTF-8", path.display())))
+        .ok_or_else(|| SuiteError::Setup(format!("{} is not UTF-8", path.display())))
 }
 
 impl Drop for Certificate {

@@ -23,7 +23,7 @@ use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
 use nix::unistd::Pid;
 use serde::Serialize;
 
-use super::SuiteError;
+use super::error::SuiteError;
 
 /// A list of CPU numbers as `taskset -c` and `/proc/*/status` write it:
 /// `0`, `0-3`, `0,2-3`.
@@ -169,7 +169,7 @@ impl CpuSplit {
     /// from now on, to the generator's CPUs, until the guard is dropped.
     pub fn pin_generator(&self) -> Result<Pinned, SuiteError> {
         let pin_error = |err| {
-            SuiteError::Invalid(format!(
+            SuiteError::Setup(format!(
                 "cannot pin the load generator to CPUs {}: {err}",
                 self.generator
             ))
@@ -230,7 +230,7 @@ pub fn pin(command: &mut Command, cpus: CpuSet) {
 /// The CPUs the thread or process `pid` may run on (0: the calling thread).
 pub fn allowed_cpus(pid: Pid) -> Result<CpuList, SuiteError> {
     let set = sched_getaffinity(pid).map_err(|err| {
-        SuiteError::Invalid(format!(
+        SuiteError::Setup(format!(
             "cannot read the CPUs process {pid} may run on: {err}"
         ))
     })?;

@@ -14,7 +14,7 @@
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
-use super::SuiteError;
+use super::error::SuiteError;
 
 /// Where result folders go without `--out`: `suite` under `target_dir`
 /// (`$CARGO_TARGET_DIR`), else under `./target`.

@@ -4,16 +4,16 @@
 use std::path::Path;
 use std::time::Duration;
 
-use serde::Serialize;
-
+use super::cells::{BYTES_PER_CONN, Cell, Ratio, Sample, Samples};
 use super::certificate::Certificate;
-use super::cost::{self, Cost, Counter};
+use super::cost::{self, Counter};
+use super::error::SuiteError;
 use super::peers::{Peers, Skipped};
+use super::plan::{Plan, Section};
 use super::scraper::Scraper;
 use super::servers::{RunningServer, ServerSpec};
 use super::targets::{self, Comparison};
-use super::{Plan, Section, SuiteError};
-use crate::bench::{self, BenchOptions, Report};
+use crate::bench::{self, BenchError, BenchOptions, Report};
 use tandem::duration::HumanDuration;
 
 /// The cell whose median throughput is each server's "maximum" for the
@@ -39,160 +39,6 @@ const UDP_RATE_LIMIT: &str = "1000000";
 /// messages over 50 connections, where a server's cost per message is
 /// least hidden behind copying.
 const COST_LOAD: (usize, usize) = (64, 50);
-
-/// One load, measured on each server.
-#[derive(Debug, Clone, Serialize)]
-pub struct Cell {
-    /// `closed`, `open`, `churn`, `isolation`, `memory` or `admin`.
-    pub section: &'static str,
-    /// What was loaded, for tables: e.g. `64 B x 50 conns, pipeline 1`.
-    pub label: String,
-    /// What `value` is: e.g. `msgs/s`, `p99 µs`, `bytes/conn`.
-    pub metric: &'static str,
-    pub message_size: usize,
-    pub connections: usize,
-    pub pipeline: usize,
-    /// Open loop: fraction of each server's maximum.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fraction: Option<f64>,
-    pub servers: Vec<Samples>,
-    /// Sections that compare a pair (admin, tls, udp): one server's median
-    /// over the other's.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ratio: Option<Ratio>,
-}
-
-/// One single-sample `Samples` per `(server, value)`: the figures of a
-/// cell built by hand, for the tests of what reads cells.
-#[cfg(test)]
-pub(crate) fn single_samples(medians: &[(&str, f64)]) -> Vec<Samples> {
-    medians
-        .iter()
-        .map(|&(server, value)| Samples {
-            server: server.to_owned(),
-            median: value,
-            min: value,
-            max: value,
-            samples: vec![Sample::value(value)],
-        })
-        .collect()
-}
-
-impl Cell {
-    /// A closed-loop cell: messages per second at (message size,
-    /// connections, pipeline), without a ratio.
-    fn closed_loop(
-        section: &'static str,
-        label: String,
-        (message_size, connections, pipeline): (usize, usize, usize),
-        servers: Vec<Samples>,
-    ) -> Cell {
-        Cell {
-            section,
-            label,
-            metric: "msgs/s",
-            message_size,
-            connections,
-            pipeline,
-            fraction: None,
-            servers,
-            ratio: None,
-        }
-    }
-}
-
-/// A ratio of two servers' medians in a cell.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct Ratio {
-    /// What is divided by what: `on / off`, `TLS / plain`, `UDP / TCP`.
-    pub of: &'static str,
-    pub value: f64,
-}
-
-impl Ratio {
-    /// `samples[over].median / samples[under].median`, if both exist and
-    /// the divisor is not 0.
-    fn of(of: &'static str, samples: &[Samples], over: usize, under: usize) -> Option<Ratio> {
-        let (over, under) = (samples.get(over)?.median, samples.get(under)?.median);
-        (under > 0.0).then(|| Ratio {
-            of,
-            value: over / under,
-        })
-    }
-}
-
-/// One server's samples of a cell.
-#[derive(Debug, Clone, Serialize)]
-pub struct Samples {
-    pub server: String,
-    pub median: f64,
-    pub min: f64,
-    pub max: f64,
-    pub samples: Vec<Sample>,
-}
-
-/// One measurement.
-#[derive(Debug, Clone, Serialize)]
-pub struct Sample {
-    pub value: f64,
-    /// The generator's report, when the load generator made the sample;
-    /// against a tandem server it carries the server's own figures
-    /// (`report.server`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub report: Option<Report>,
-    /// Admin section: scrapes of `/metrics` made during the sample.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub scrapes: Option<u64>,
-    /// Peers section: what the server spent over the sample's run.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cost: Option<Cost>,
-}
-
-impl Sample {
-    /// A bare value, measured without the load generator.
-    pub fn value(value: f64) -> Sample {
-        Sample {
-            value,
-            report: None,
-            scrapes: None,
-            cost: None,
-        }
-    }
-}
-
-impl Samples {
-    fn of(server: &str, samples: Vec<Sample>) -> Samples {
-        let mut values: Vec<f64> = samples.iter().map(|sample| sample.value).collect();
-        values.sort_by(f64::total_cmp);
-        Samples {
-            server: server.to_owned(),
-            median: median(values.clone()).unwrap_or(0.0),
-            min: values.first().copied().unwrap_or(0.0),
-            max: values.last().copied().unwrap_or(0.0),
-            samples,
-        }
-    }
-
-    /// Generator errors over all samples.
-    pub fn errors(&self) -> u64 {
-        self.samples
-            .iter()
-            .filter_map(|sample| sample.report.as_ref())
-            .map(|report| report.errors)
-            .sum()
-    }
-}
-
-/// The median of `values`; `None` when there are none.
-pub fn median(mut values: Vec<f64>) -> Option<f64> {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    match n {
-        0 => None,
-        _ if n % 2 == 1 => Some(values[n / 2]),
-        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
-    }
-}
 
 /// Runs `sample` `runs` times per server, interleaving the servers, each
 /// sample on a freshly started server.
@@ -256,6 +102,22 @@ fn bench_sample(
     })
 }
 
+/// The report of a load generator run made on a thread of its own against
+/// `server`, or why there is none; `run` names the run if it panicked.
+pub(super) fn joined(
+    server: String,
+    run: &str,
+    outcome: std::thread::Result<Result<Report, BenchError>>,
+) -> Result<Report, SuiteError> {
+    match outcome {
+        Ok(Ok(report)) => Ok(report),
+        Ok(Err(cause)) => Err(SuiteError::Bench { server, cause }),
+        Err(_) => Err(SuiteError::Panicked {
+            thread: run.to_owned(),
+        }),
+    }
+}
+
 pub(super) fn progress(what: &str) {
     eprintln!("suite: {what}");
 }
@@ -267,6 +129,35 @@ pub fn all(
     servers: &[ServerSpec],
     peers: Option<&PeerLineup>,
 ) -> Result<Vec<Cell>, SuiteError> {
+    let mut cells = loops(plan, servers)?;
+    for (section, measure) in SECTIONS {
+        if plan.runs(section) {
+            cells.extend(measure(plan, servers)?);
+        }
+    }
+    if let Some(lineup) = peers {
+        cells.extend(peers_section(plan, lineup)?);
+    }
+    Ok(cells)
+}
+
+/// A section measured on the suite's servers as they are given.
+type Measurement = fn(&Plan, &[ServerSpec]) -> Result<Vec<Cell>, SuiteError>;
+
+/// The sections that run after the closed and open loops, in order.
+const SECTIONS: [(Section, Measurement); 6] = [
+    (Section::Churn, churn),
+    (Section::Isolation, isolation),
+    (Section::Memory, memory),
+    (Section::Admin, admin),
+    (Section::Tls, tls),
+    (Section::Udp, udp),
+];
+
+/// The closed loop, and the open loop at fractions of each server's
+/// maximum, which comes from one closed-loop cell (measured alone when
+/// the closed loop does not run).
+fn loops(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteError> {
     let mut cells = Vec::new();
     if plan.runs(Section::Closed) {
         cells = closed(plan, servers)?;
@@ -289,27 +180,6 @@ pub fn all(
             .unwrap_or_default();
         cells.extend(open(plan, servers, &maxima)?);
     }
-    if plan.runs(Section::Churn) {
-        cells.push(churn(plan, servers)?);
-    }
-    if plan.runs(Section::Isolation) {
-        cells.extend(isolation(plan, servers)?);
-    }
-    if plan.runs(Section::Memory) {
-        cells.push(memory(plan, servers)?);
-    }
-    if plan.runs(Section::Admin) {
-        cells.extend(admin(plan, servers)?);
-    }
-    if plan.runs(Section::Tls) {
-        cells.extend(tls(plan, servers)?);
-    }
-    if plan.runs(Section::Udp) {
-        cells.extend(udp(plan, servers)?);
-    }
-    if let Some(lineup) = peers {
-        cells.extend(peers_section(plan, lineup)?);
-    }
     Ok(cells)
 }
 
@@ -320,26 +190,49 @@ fn closed(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteError> 
             for &connections in &plan.connections {
                 let label = format!("{size} B x {connections} conns, pipeline {pipeline}");
                 progress(&format!("closed loop: {label}"));
-                let samples = interleave(servers, plan.runs, |index, running| {
-                    let mut options = load(plan, running);
-                    options.message_size = size;
-                    options.connections = connections;
-                    options.pipeline = pipeline;
-                    if connections > 1000 {
-                        options.connect_rate = Some(20_000.0);
-                    }
-                    bench_sample(&servers[index].name, &options, |report| report.msgs_per_sec)
-                })?;
-                cells.push(Cell::closed_loop(
-                    "closed",
+                cells.push(closed_cell(
+                    plan,
+                    Section::Closed,
                     label,
+                    servers,
                     (size, connections, pipeline),
-                    samples,
-                ));
+                    |_, options| {
+                        if connections > 1000 {
+                            options.connect_rate = Some(20_000.0);
+                        }
+                    },
+                )?);
             }
         }
     }
     Ok(cells)
+}
+
+/// Messages per second on each of `servers` at one closed-loop `load`
+/// (message size, connections, pipeline), as a cell of `section` under
+/// `label`; `speak` adjusts the load for each server.
+fn closed_cell(
+    plan: &Plan,
+    section: Section,
+    label: String,
+    servers: &[ServerSpec],
+    (size, connections, pipeline): (usize, usize, usize),
+    speak: impl Fn(usize, &mut BenchOptions),
+) -> Result<Cell, SuiteError> {
+    let samples = interleave(servers, plan.runs, |index, running| {
+        let mut options = load(plan, running);
+        options.message_size = size;
+        options.connections = connections;
+        options.pipeline = pipeline;
+        speak(index, &mut options);
+        bench_sample(&servers[index].name, &options, |report| report.msgs_per_sec)
+    })?;
+    Ok(Cell::closed_loop(
+        section,
+        label,
+        (size, connections, pipeline),
+        samples,
+    ))
 }
 
 fn open(plan: &Plan, servers: &[ServerSpec], maxima: &[f64]) -> Result<Vec<Cell>, SuiteError> {
@@ -358,7 +251,7 @@ fn open(plan: &Plan, servers: &[ServerSpec], maxima: &[f64]) -> Result<Vec<Cell>
             })
         })?;
         cells.push(Cell {
-            section: "open",
+            section: Section::Open,
             label,
             metric: "p99 µs",
             message_size: 64,
@@ -372,14 +265,14 @@ fn open(plan: &Plan, servers: &[ServerSpec], maxima: &[f64]) -> Result<Vec<Cell>
     Ok(cells)
 }
 
-fn churn(plan: &Plan, servers: &[ServerSpec]) -> Result<Cell, SuiteError> {
-    churn_cell(plan, "churn", servers, |_, _| {})
+fn churn(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteError> {
+    Ok(vec![churn_cell(plan, Section::Churn, servers, |_, _| {})?])
 }
 
 /// The churn cell of `section`, `speak` adjusting the load for each server.
 fn churn_cell(
     plan: &Plan,
-    section: &'static str,
+    section: Section,
     servers: &[ServerSpec],
     speak: impl Fn(usize, &mut BenchOptions),
 ) -> Result<Cell, SuiteError> {
@@ -409,7 +302,7 @@ fn churn_cell(
 /// New connections while the workers are saturated: the article's claim
 /// that a separate acceptor keeps the server responsive, put to the test.
 fn isolation(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteError> {
-    progress("isolation");
+    progress(Section::Isolation.as_str());
     let busy: Vec<ServerSpec> = layouts(servers)
         .map(|spec| spec.with_args(&["--simulate-work", ISOLATION_WORK]))
         .collect();
@@ -428,20 +321,7 @@ fn isolation(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteErro
         let saturate = std::thread::spawn(move || bench::run(&background, false));
         std::thread::sleep(Duration::from_secs_f64(plan.warmup_secs / 2.0));
         let sample = bench_sample(&name, &probe, |report| report.latency_us.p99 as f64);
-        match saturate.join() {
-            Ok(Ok(_)) => {}
-            Ok(Err(cause)) => {
-                return Err(SuiteError::Bench {
-                    server: name,
-                    cause,
-                });
-            }
-            Err(_) => {
-                return Err(SuiteError::Invalid(
-                    "the isolation background load panicked".to_owned(),
-                ));
-            }
-        }
+        joined(name, "the isolation background load", saturate.join())?;
         if let Ok(sample) = &sample {
             p50.push((
                 index,
@@ -451,7 +331,7 @@ fn isolation(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteErro
         sample
     })?;
     let cell = |metric: &'static str, servers| Cell {
-        section: "isolation",
+        section: Section::Isolation,
         label: format!(
             "{metric} connect to first echo, 50 connections keeping the workers busy \
              with {ISOLATION_WORK} of work per echo"
@@ -480,15 +360,20 @@ fn isolation(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteErro
 }
 
 /// Resident memory per idle connection.
-fn memory(plan: &Plan, servers: &[ServerSpec]) -> Result<Cell, SuiteError> {
-    memory_cell(plan, "memory", servers, plan.idle_connections)
+fn memory(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteError> {
+    Ok(vec![memory_cell(
+        plan,
+        Section::Memory,
+        servers,
+        plan.idle_connections,
+    )?])
 }
 
 /// The resident memory per idle connection of each of `servers`, holding
 /// `count` connections open, as a cell of `section`.
 fn memory_cell(
     plan: &Plan,
-    section: &'static str,
+    section: Section,
     servers: &[ServerSpec],
     count: usize,
 ) -> Result<Cell, SuiteError> {
@@ -509,7 +394,7 @@ fn memory_cell(
     Ok(Cell {
         section,
         label: format!("RSS growth per idle connection, {count} connections"),
-        metric: "bytes/conn",
+        metric: BYTES_PER_CONN,
         message_size: 16,
         connections: count,
         pipeline: 1,
@@ -553,7 +438,7 @@ fn admin(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteError> {
         let ratio = Ratio::of("on / off", &samples, 1, 0);
         cells.push(Cell {
             ratio,
-            ..Cell::closed_loop("admin", label, (size, connections, 1), samples)
+            ..Cell::closed_loop(Section::Admin, label, (size, connections, 1), samples)
         });
     }
     Ok(cells)
@@ -597,7 +482,7 @@ pub(super) fn split<'a>(
     servers
         .iter()
         .find(|spec| spec.name == "split")
-        .ok_or_else(|| SuiteError::Invalid(format!("the {section} section needs the split server")))
+        .ok_or_else(|| SuiteError::Setup(format!("the {section} section needs the split server")))
 }
 
 /// The servers of a transport comparison: each layout with the transport's
@@ -653,26 +538,23 @@ impl<'a> Lineup<'a> {
 /// of `lineup`, with the lineup's ratio.
 fn transport_cells(
     plan: &Plan,
-    section: &'static str,
+    section: Section,
     lineup: &Lineup,
 ) -> Result<Vec<Cell>, SuiteError> {
     let mut cells = Vec::new();
     for &(size, connections) in &plan.transport_loads {
         let label = format!("{size} B x {connections} clients, pipeline 1");
         progress(&format!("{section}: {label}"));
-        let samples = interleave(&lineup.specs, plan.runs, |index, running| {
-            let mut options = load(plan, running);
-            options.message_size = size;
-            options.connections = connections;
-            lineup.overs[index].apply(&mut options);
-            bench_sample(&lineup.specs[index].name, &options, |report| {
-                report.msgs_per_sec
-            })
-        })?;
-        cells.push(Cell {
-            ratio: lineup.ratio(&samples),
-            ..Cell::closed_loop(section, label, (size, connections, 1), samples)
-        });
+        let mut cell = closed_cell(
+            plan,
+            section,
+            label,
+            &lineup.specs,
+            (size, connections, 1),
+            |index, options| lineup.overs[index].apply(options),
+        )?;
+        cell.ratio = lineup.ratio(&cell.servers);
+        cells.push(cell);
     }
     Ok(cells)
 }
@@ -686,8 +568,8 @@ fn tls(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteError> {
     let args = ["--tls-cert", cert, "--tls-key", key];
     let over = Over::Tls(&certificate.cert);
     let lineup = Lineup::new(servers, &args, ("TLS", over), "plain", "TLS / plain")?;
-    let mut cells = transport_cells(plan, "tls", &lineup)?;
-    let mut churn = churn_cell(plan, "tls", &lineup.specs, |index, options| {
+    let mut cells = transport_cells(plan, Section::Tls, &lineup)?;
+    let mut churn = churn_cell(plan, Section::Tls, &lineup.specs, |index, options| {
         lineup.overs[index].apply(options);
     })?;
     churn.ratio = lineup.ratio(&churn.servers);
@@ -701,7 +583,7 @@ fn tls(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteError> {
 fn udp(plan: &Plan, servers: &[ServerSpec]) -> Result<Vec<Cell>, SuiteError> {
     let args = ["--udp", "--udp-rate-limit", UDP_RATE_LIMIT];
     let lineup = Lineup::new(servers, &args, ("UDP", Over::Udp), "TCP", "UDP / TCP")?;
-    transport_cells(plan, "udp", &lineup)
+    transport_cells(plan, Section::Udp, &lineup)
 }
 
 /// The servers of the peers section: tandem's layouts with their admin
@@ -757,22 +639,18 @@ fn peers_section(plan: &Plan, lineup: &PeerLineup) -> Result<Vec<Cell>, SuiteErr
     for &(size, connections) in &plan.peer_loads {
         let label = format!("{size} B x {connections} conns, pipeline 1");
         progress(&format!("peers: {label}"));
-        let samples = interleave(servers, plan.runs, |index, running| {
-            let mut options = load(plan, running);
-            options.message_size = size;
-            options.connections = connections;
-            bench_sample(&servers[index].name, &options, |report| report.msgs_per_sec)
-        })?;
-        cells.push(Cell::closed_loop(
-            "peers",
+        cells.push(closed_cell(
+            plan,
+            Section::Peers,
             label,
+            servers,
             (size, connections, 1),
-            samples,
-        ));
+            |_, _| {},
+        )?);
     }
     cells.push(memory_cell(
         plan,
-        "peers",
+        Section::Peers,
         servers,
         plan.peer_idle_connections,
     )?);
@@ -817,7 +695,7 @@ fn costs(plan: &Plan, servers: &[ServerSpec], counter: &Counter) -> Result<Vec<C
         })
     })?;
     let cell = |metric: &'static str, servers: Vec<Samples>| Cell {
-        section: "peers",
+        section: Section::Peers,
         label: label.clone(),
         metric,
         message_size: size,
@@ -883,19 +761,21 @@ fn hold_idle(
 mod tests {
     use super::*;
 
-    fn samples(values: &[f64]) -> Samples {
-        let taken = values.iter().map(|&value| Sample::value(value)).collect();
-        Samples::of("s", taken)
+    #[test]
+    fn a_load_that_panicked_is_a_panic_not_a_bad_option() {
+        let panicked = std::thread::spawn(|| -> Result<Report, BenchError> { panic!("boom") });
+        let err = joined("split".to_owned(), "the background load", panicked.join()).unwrap_err();
+        assert!(
+            matches!(&err, SuiteError::Panicked { .. }),
+            "a panic must not exit as bad flags do: {err:?}"
+        );
+        assert_eq!(err.to_string(), "the background load panicked");
     }
 
     #[test]
-    fn the_median_of_an_odd_count_is_the_middle_value() {
-        let s = samples(&[30.0, 10.0, 20.0]);
-        assert_eq!((s.median, s.min, s.max), (20.0, 10.0, 30.0));
-    }
-
-    #[test]
-    fn the_median_of_an_even_count_is_the_mean_of_the_middle_two() {
-        assert_eq!(samples(&[4.0, 1.0, 3.0, 2.0]).median, 2.5);
+    fn a_section_without_the_split_server_is_a_set_up_failure_not_a_bad_option() {
+        let err = split(&[], "admin").unwrap_err();
+        assert!(matches!(&err, SuiteError::Setup(_)), "{err:?}");
+        assert_eq!(err.to_string(), "the admin section needs the split server");
     }
 }

@@ -19,10 +19,12 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::cells::median;
 use super::cost;
-use super::measure::{self, median};
+use super::error::SuiteError;
+use super::measure;
+use super::plan::Plan;
 use super::servers::{RunningServer, ServerSpec};
-use super::{Plan, SuiteError};
 use crate::bench::{self, BenchError, BenchOptions, Report};
 
 /// CPU work per KiB of each chunk (`--simulate-work <N>us/KiB`): a heavy
@@ -397,18 +399,13 @@ fn mixed_sample(
 fn finished(
     server: &str,
     group: &str,
-    joined: std::thread::Result<Result<Report, BenchError>>,
+    outcome: std::thread::Result<Result<Report, BenchError>>,
 ) -> Result<Report, SuiteError> {
-    match joined {
-        Ok(Ok(report)) => Ok(report),
-        Ok(Err(cause)) => Err(SuiteError::Bench {
-            server: format!("{server} ({group} group)"),
-            cause,
-        }),
-        Err(_) => Err(SuiteError::Invalid(format!(
-            "the offload section's {group} load panicked against {server}"
-        ))),
-    }
+    measure::joined(
+        format!("{server} ({group} group)"),
+        &format!("the offload section's {group} load against {server}"),
+        outcome,
+    )
 }
 
 /// The CPU `pid` uses from `opens` to `closes`, read from /proc at each

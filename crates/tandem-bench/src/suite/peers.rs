@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 
 use serde::Serialize;
 
-use super::SuiteError;
+use super::error::SuiteError;
 use super::servers::ServerSpec;
 
 /// The peers workspace of the source tree this binary was built from: the

@@ -5,8 +5,10 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use super::Results;
-use super::offload::{Offload, Spread};
+use super::offload::{Figures, Offload, Spread};
+use super::plan::Section;
+use super::report::decimals_by;
+use super::results::Results;
 
 static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 const SIZE: (u32, u32) = (900, 540);
@@ -39,7 +41,7 @@ pub fn draw(dir: &Path, results: &Results) -> std::io::Result<Vec<String>> {
     let mut groups: Vec<(usize, usize)> = results
         .cells
         .iter()
-        .filter(|cell| cell.section == "closed")
+        .filter(|cell| cell.section == Section::Closed)
         .map(|cell| (cell.message_size, cell.pipeline))
         .collect();
     groups.dedup();
@@ -48,7 +50,9 @@ pub fn draw(dir: &Path, results: &Results) -> std::io::Result<Vec<String>> {
             .cells
             .iter()
             .filter(|cell| {
-                cell.section == "closed" && cell.message_size == size && cell.pipeline == pipeline
+                cell.section == Section::Closed
+                    && cell.message_size == size
+                    && cell.pipeline == pipeline
             })
             .collect();
         let labels: Vec<String> = cells
@@ -72,7 +76,7 @@ pub fn draw(dir: &Path, results: &Results) -> std::io::Result<Vec<String>> {
                     .collect(),
             })
             .collect::<Vec<_>>();
-        let stem = format!("closed-{size}B-pipeline{pipeline}");
+        let stem = format!("{}-{size}B-pipeline{pipeline}", Section::Closed);
         let title = format!("Closed loop, {size} B messages, pipeline {pipeline}: messages/s");
         chart(dir, &stem, &title, "connections", &labels, &series)?;
         written.push(stem);
@@ -84,7 +88,7 @@ pub fn draw(dir: &Path, results: &Results) -> std::io::Result<Vec<String>> {
 }
 
 /// The chart file of the offload section, without its extension.
-pub const OFFLOAD_CHART: &str = "offload";
+pub const OFFLOAD_CHART: &str = Section::Offload.as_str();
 
 /// One panel of a bar chart: a bar per variant at its median, with a
 /// whisker from its min to its max.
@@ -98,7 +102,7 @@ struct Panel {
 /// The offload section's chart: light p99 and heavy MiB/s per variant,
 /// side by side; returns its stem.
 fn offload_chart(dir: &Path, offload: &Offload) -> std::io::Result<String> {
-    let panel = |title, log, figure: fn(&super::Figures<Spread>) -> Spread| Panel {
+    let panel = |title, log, figure: fn(&Figures<Spread>) -> Spread| Panel {
         title,
         log,
         bars: offload
@@ -277,13 +281,7 @@ impl Scale {
 
 /// A y-axis label with as many decimals as an axis up to `top` needs.
 fn tick(value: f64, top: f64) -> String {
-    if top >= 10.0 {
-        format!("{value:.0}")
-    } else if top >= 1.0 {
-        format!("{value:.1}")
-    } else {
-        format!("{value:.2}")
-    }
+    decimals_by(value, top, 10.0)
 }
 
 fn chart(

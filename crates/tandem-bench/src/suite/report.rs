@@ -4,15 +4,43 @@
 
 use std::fmt::Write;
 
-use super::measure::median;
+use super::cells::{Cell, Samples};
+use super::cells::{MSGS_PER_SEC, median};
+use super::cost::Counter;
 use super::offload::{Offload, Spread};
+use super::plan::Section;
+use super::results::Results;
 use super::targets::{self, Comparison, LARGE_MESSAGE, READS_TARGET};
-use super::{Cell, Counter, Results, Samples};
 use crate::bench::server_metrics::ServerFigures;
 
 /// The report for `results`, linking the `charts` drawn beside it.
 pub fn markdown(results: &Results, charts: &[String]) -> String {
     let mut out = String::new();
+    header(&mut out, results);
+    for (section, title) in TABLES {
+        let cells: Vec<&Cell> = results
+            .cells
+            .iter()
+            .filter(|c| c.section == section)
+            .collect();
+        if !cells.is_empty() {
+            measured(&mut out, section, title, &cells);
+        }
+    }
+    if let Some(comparison) = &results.peers {
+        peers(&mut out, comparison, &results.cells);
+    }
+    if let Some(section) = &results.offload {
+        offload(&mut out, section);
+    }
+    server_side(&mut out, &results.servers, &results.cells);
+    errors(&mut out, results);
+    plots(&mut out, charts);
+    out
+}
+
+/// The report's title, the machine, and how every figure was made.
+fn header(out: &mut String, results: &Results) {
     let m = &results.machine;
     let p = &results.plan;
     let _ = writeln!(out, "# tandem suite: {}\n", results.name);
@@ -49,86 +77,84 @@ pub fn markdown(results: &Results, charts: &[String]) -> String {
             ""
         },
     );
-    for (section, title) in [
-        ("closed", "Closed loop: messages per second"),
-        (
-            "open",
-            "Open loop: latency at a fraction of each server's maximum",
+}
+
+/// The sections reported as one table each, in the report's order, with
+/// their titles.
+const TABLES: [(Section, &str); 8] = [
+    (Section::Closed, "Closed loop: messages per second"),
+    (
+        Section::Open,
+        "Open loop: latency at a fraction of each server's maximum",
+    ),
+    (Section::Churn, "Churn: connections per second"),
+    (
+        Section::Isolation,
+        "Isolation: new connections while the workers are saturated",
+    ),
+    (
+        Section::Memory,
+        "Memory: resident bytes per idle connection",
+    ),
+    (
+        Section::Admin,
+        "Observability: split with the admin endpoint off and on",
+    ),
+    (
+        Section::Tls,
+        "TLS: the layouts over TLS, beside split over plain TCP",
+    ),
+    (
+        Section::Udp,
+        "UDP: the layouts echoing datagrams, beside split over TCP",
+    ),
+];
+
+/// What a section's table needs said before it, if anything.
+fn note(section: Section) -> Option<&'static str> {
+    match section {
+        Section::Admin => Some(
+            "On: `--admin-listen`, and `/metrics` scraped every second during the \
+             sample, as a Prometheus server would; off: no admin endpoint (the \
+             server still counts, as it always does, but nothing serves or \
+             samples the figures). Samples alternate off, on, off, on.",
         ),
-        ("churn", "Churn: connections per second"),
-        (
-            "isolation",
-            "Isolation: new connections while the workers are saturated",
+        Section::Tls => Some(
+            "TLS 1.3 with a self-signed ECDSA P-256 certificate; the closed loop's \
+             connections make their handshakes before the window, churn makes one \
+             per request.",
         ),
-        ("memory", "Memory: resident bytes per idle connection"),
-        (
-            "admin",
-            "Observability: split with the admin endpoint off and on",
+        Section::Udp => Some(
+            "Each client a UDP socket with one datagram in flight (`--udp-rate-limit` \
+             raised out of the way); split (TCP) runs the same load over TCP \
+             connections.",
         ),
-        (
-            "tls",
-            "TLS: the layouts over TLS, beside split over plain TCP",
-        ),
-        (
-            "udp",
-            "UDP: the layouts echoing datagrams, beside split over TCP",
-        ),
-    ] {
-        let cells: Vec<&Cell> = results
-            .cells
+        _ => None,
+    }
+}
+
+/// One section of [`TABLES`]: its title, its note, its table of `cells`
+/// (with the layouts' ratios in the closed loop), and the datagrams UDP
+/// lost.
+fn measured(out: &mut String, section: Section, title: &str, cells: &[&Cell]) {
+    let _ = writeln!(out, "## {title}\n");
+    if let Some(note) = note(section) {
+        let _ = writeln!(out, "{note}\n");
+    }
+    table(out, cells, section == Section::Closed);
+    if section == Section::Udp {
+        let lost: u64 = cells
             .iter()
-            .filter(|c| c.section == section)
-            .collect();
-        if cells.is_empty() {
-            continue;
-        }
-        let _ = writeln!(out, "## {title}\n");
-        if section == "admin" {
-            let _ = writeln!(
-                out,
-                "On: `--admin-listen`, and `/metrics` scraped every second during the \
-                 sample, as a Prometheus server would; off: no admin endpoint (the \
-                 server still counts, as it always does, but nothing serves or \
-                 samples the figures). Samples alternate off, on, off, on.\n"
-            );
-        }
-        match section {
-            "tls" => {
-                let _ = writeln!(
-                    out,
-                    "TLS 1.3 with a self-signed ECDSA P-256 certificate; the closed loop's \
-                     connections make their handshakes before the window, churn makes one \
-                     per request.\n"
-                );
-            }
-            "udp" => {
-                let _ = writeln!(
-                    out,
-                    "Each client a UDP socket with one datagram in flight (`--udp-rate-limit` \
-                     raised out of the way); split (TCP) runs the same load over TCP \
-                     connections.\n"
-                );
-            }
-            _ => {}
-        }
-        table(&mut out, &cells, section == "closed");
-        if section == "udp" {
-            let lost: u64 = cells
-                .iter()
-                .flat_map(|cell| &cell.servers)
-                .flat_map(|samples| &samples.samples)
-                .filter_map(|sample| sample.report.as_ref()?.lost)
-                .sum();
-            let _ = writeln!(out, "Datagrams lost over the section: {lost}.\n");
-        }
+            .flat_map(|cell| &cell.servers)
+            .flat_map(|samples| &samples.samples)
+            .filter_map(|sample| sample.report.as_ref()?.lost)
+            .sum();
+        let _ = writeln!(out, "Datagrams lost over the section: {lost}.\n");
     }
-    if let Some(comparison) = &results.peers {
-        peers(&mut out, comparison, &results.cells);
-    }
-    if let Some(section) = &results.offload {
-        offload(&mut out, section);
-    }
-    server_side(&mut out, &results.servers, &results.cells);
+}
+
+/// The load generator's errors over every section.
+fn errors(out: &mut String, results: &Results) {
     let errors: u64 = results
         .cells
         .iter()
@@ -139,13 +165,17 @@ pub fn markdown(results: &Results, charts: &[String]) -> String {
         out,
         "Load generator errors over the whole suite: {errors}.\n"
     );
-    if !charts.is_empty() {
-        let _ = writeln!(out, "## Plots\n");
-        for chart in charts {
-            let _ = writeln!(out, "![{chart}]({chart}.svg)\n");
-        }
+}
+
+/// Links to the `charts`, if any were drawn.
+fn plots(out: &mut String, charts: &[String]) {
+    if charts.is_empty() {
+        return;
     }
-    out
+    let _ = writeln!(out, "## Plots\n");
+    for chart in charts {
+        let _ = writeln!(out, "![{chart}]({chart}.svg)\n");
+    }
 }
 
 fn table(out: &mut String, cells: &[&Cell], ratios: bool) {
@@ -247,7 +277,10 @@ const PEER_NOTES: [(&str, &str); 4] = [
 /// The peers section: every figure of every server, then where each
 /// layout stands against the peers.
 fn peers(out: &mut String, comparison: &Comparison, cells: &[Cell]) {
-    let cells: Vec<&Cell> = cells.iter().filter(|c| c.section == "peers").collect();
+    let cells: Vec<&Cell> = cells
+        .iter()
+        .filter(|c| c.section == Section::Peers)
+        .collect();
     if cells.is_empty() {
         return;
     }
@@ -320,7 +353,7 @@ fn standing(out: &mut String, comparison: &Comparison, cells: &[&Cell]) {
     let loads: Vec<&Cell> = cells
         .iter()
         .copied()
-        .filter(|cell| cell.metric == "msgs/s")
+        .filter(|cell| cell.metric == MSGS_PER_SEC)
         .collect();
     let _ = writeln!(out, "### Where each layout stands\n");
     let _ = writeln!(
@@ -488,13 +521,21 @@ fn small_ratio(value: f64) -> String {
 /// A figure to three significant digits or so: per-message counts need
 /// their decimals, rates do not.
 fn figure(value: f64) -> String {
-    if value >= 100.0 {
-        format!("{value:.0}")
-    } else if value >= 10.0 {
-        format!("{value:.1}")
+    decimals_by(value, value, 100.0)
+}
+
+/// `value` with as many decimals as a figure read on the scale of `scale`
+/// (the value itself, or the top of a chart's axis) needs: none from
+/// `whole_from` up, one from a tenth of it, else two.
+pub(super) fn decimals_by(value: f64, scale: f64, whole_from: f64) -> String {
+    let decimals = if scale >= whole_from {
+        0
+    } else if scale >= whole_from / 10.0 {
+        1
     } else {
-        format!("{value:.2}")
-    }
+        2
+    };
+    format!("{value:.decimals$}")
 }
 
 /// The servers' own figures, one row per cell whose samples carry them,
@@ -539,7 +580,9 @@ fn server_side(out: &mut String, servers: &[String], cells: &[Cell]) {
     let _ = writeln!(out, "|---|{}", "---:|".repeat(servers.len()));
     for cell in cells {
         let label = match cell.section {
-            "isolation" => "isolation: the churn probe beside saturated workers".to_owned(),
+            Section::Isolation => {
+                format!("{}: the churn probe beside saturated workers", cell.section)
+            }
             section => format!("{section}: {}", cell.label),
         };
         let _ = write!(out, "| {label} |");
@@ -601,8 +644,19 @@ fn round(value: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::suite::measure::single_samples;
+    use crate::suite::cells::single_samples;
     use crate::suite::{Ratio, Sample};
+
+    #[test]
+    fn figures_and_axis_ticks_take_their_decimals_from_their_scale() {
+        assert_eq!(figure(1234.5), "1234");
+        assert_eq!(figure(12.34), "12.3");
+        assert_eq!(figure(1.234), "1.23");
+        // A tick takes the decimals of the axis's top, not its own.
+        assert_eq!(decimals_by(5.0, 50.0, 10.0), "5");
+        assert_eq!(decimals_by(0.5, 5.0, 10.0), "0.5");
+        assert_eq!(decimals_by(0.5, 0.9, 10.0), "0.50");
+    }
 
     #[test]
     fn small_ratios_keep_two_significant_digits() {
@@ -615,7 +669,7 @@ mod tests {
 
     fn cell(medians: &[(&str, f64)]) -> Cell {
         Cell {
-            section: "closed",
+            section: Section::Closed,
             label: "64 B x 50 conns, pipeline 1".to_owned(),
             metric: "msgs/s",
             message_size: 64,
@@ -630,7 +684,7 @@ mod tests {
     #[test]
     fn admin_rows_carry_the_on_off_ratio() {
         let mut cell = cell(&[("split (admin off)", 100.0), ("split (admin on)", 97.0)]);
-        cell.section = "admin";
+        cell.section = Section::Admin;
         cell.ratio = Some(Ratio {
             of: "on / off",
             value: 0.97,
@@ -737,10 +791,10 @@ mod tests {
     /// The peers section of a run where monoio could not start.
     fn peers_run() -> (Comparison, Vec<Cell>) {
         let mut throughput = cell(&[("split", 90.0), ("epoll", 100.0), ("actix", 120.0)]);
-        throughput.section = "peers";
+        throughput.section = Section::Peers;
         let mut reads = cell(&[("split", 1.02), ("epoll", 2.0), ("actix", 1.5)]);
         (reads.section, reads.metric, reads.label) = (
-            "peers",
+            Section::Peers,
             crate::suite::cost::READS_METRIC,
             "64 B x 50 conns, no warm-up".to_owned(),
         );

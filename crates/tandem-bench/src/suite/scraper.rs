@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use super::SuiteError;
+use super::error::SuiteError;
 use crate::bench::server_metrics::{self, MetricsUrl, ScrapeError};
 
 /// A running scraper.
@@ -22,7 +22,7 @@ impl Scraper {
     /// Scrapes `url` now and then every `interval`.
     pub fn start(url: MetricsUrl, interval: Duration) -> Result<Scraper, SuiteError> {
         let unable = |err: std::io::Error| {
-            SuiteError::Invalid(format!("cannot start a scraper of {url}: {err}"))
+            SuiteError::Setup(format!("cannot start a scraper of {url}: {err}"))
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -66,9 +66,9 @@ impl Scraper {
                 server: server.to_owned(),
                 cause,
             }),
-            Err(_) => Err(SuiteError::Invalid(format!(
-                "the scraper of {server} panicked"
-            ))),
+            Err(_) => Err(SuiteError::Panicked {
+                thread: format!("the scraper of {server}"),
+            }),
         }
     }
 }

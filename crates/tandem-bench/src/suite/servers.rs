@@ -17,7 +17,7 @@ use nix::sched::CpuSet;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use super::SuiteError;
+use super::error::SuiteError;
 use crate::bench::server_metrics::MetricsUrl;
 
 /// Exit status of a peer that cannot run on this machine (the monoio peer

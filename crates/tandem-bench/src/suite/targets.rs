@@ -14,9 +14,11 @@
 
 use serde::Serialize;
 
-use super::Cell;
+use super::cells::Cell;
+use super::cells::{BYTES_PER_CONN, MSGS_PER_SEC};
 use super::cost::{CPU_METRIC, Counter, READS_METRIC};
 use super::peers::Skipped;
+use super::plan::Section;
 
 /// Read syscalls per echoed message a layout should stay within: one read
 /// per message, and a tenth for the reads that find the socket empty.
@@ -79,7 +81,7 @@ pub fn compare(
 ) -> Comparison {
     let cells: Vec<&Cell> = cells
         .iter()
-        .filter(|cell| cell.section == "peers")
+        .filter(|cell| cell.section == Section::Peers)
         .collect();
     let find = |metric: &str| cells.iter().copied().find(|cell| cell.metric == metric);
     let targets = layouts
@@ -90,7 +92,7 @@ pub fn compare(
             cpu_vs_epoll: find(CPU_METRIC).and_then(|cell| ratio(cell, layout, EPOLL)),
             throughput: cells
                 .iter()
-                .filter(|cell| cell.metric == "msgs/s")
+                .filter(|cell| cell.metric == MSGS_PER_SEC)
                 .filter_map(|cell| {
                     let peer = if cell.message_size >= LARGE_MESSAGE {
                         Some(EPOLL.to_owned())
@@ -104,7 +106,7 @@ pub fn compare(
                     })
                 })
                 .collect(),
-            idle_bytes_per_conn: find("bytes/conn").and_then(|cell| median(cell, layout)),
+            idle_bytes_per_conn: find(BYTES_PER_CONN).and_then(|cell| median(cell, layout)),
         })
         .collect();
     Comparison {
@@ -143,11 +145,11 @@ fn best(cell: &Cell, peers: &[String]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::suite::measure::single_samples;
+    use crate::suite::cells::single_samples;
 
     fn cell(metric: &'static str, size: usize, medians: &[(&str, f64)]) -> Cell {
         Cell {
-            section: "peers",
+            section: Section::Peers,
             label: format!("{size} B x 50 conns"),
             metric,
             message_size: size,
