@@ -21,7 +21,7 @@ use rustls::{ClientConfig, DigitallySignedStruct, HandshakeKind, RootCertStore, 
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use super::BenchError;
+use super::error::BenchError;
 use super::report::Handshakes;
 use tandem::transport::Transport;
 

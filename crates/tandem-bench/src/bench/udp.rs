@@ -2,7 +2,7 @@
 //! sockets, what a datagram carries and the check of its echo, the closed
 //! and open loops over datagrams, and the loss figures; the warm-up, the
 //! window, the progress bar, the server's scrapes and the report are the
-//! run's ([`super::measure`]), the same as over TCP.
+//! run's ([`super::measure`](super::measure::measure)), the same as over TCP.
 //!
 //! Each `--connections` is a UDP socket `connect`ed to the target, so the
 //! kernel drops datagrams from anyone else. A datagram is its 8-byte
@@ -30,19 +30,17 @@ use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
 use super::client::{DRAIN_TIMEOUT, Pacing, TIMER_SLACK};
+use super::error::BenchError;
+use super::measure::{Load, measure, pacing};
+use super::options::{BenchOptions, MIN_DATAGRAM};
 use super::pattern::Pattern;
+use super::report::Report;
 use super::stats::{Recorder, Stats};
-use super::{BenchError, BenchOptions, Load, Report, measure, pacing};
 
 /// How long an echo may take before its datagram counts as lost. Loopback
 /// answers in microseconds and a loaded network in milliseconds: an echo
 /// later than this is not coming, or comes too late to be a measurement.
 pub const LOSS_TIMEOUT: Duration = Duration::from_secs(1);
-/// Bytes of the sequence number at the head of each datagram: the least a
-/// datagram can be.
-pub const MIN_DATAGRAM: usize = 8;
-/// The largest UDP payload over IPv4.
-pub const MAX_DATAGRAM: usize = 65_507;
 /// Sequences just below the oldest one awaited whose fate (echoed or lost)
 /// a socket remembers, to tell a duplicate echo from a late one. An echo
 /// older than that is taken as late: UDP may delay, and no test of this
