@@ -33,14 +33,14 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
 
 use tandem::buffer::budget::MIN_BUDGET;
+use tandem::compute::ComputeVia;
 pub use tandem::duration::HumanDuration;
 use tandem::echo::SimulatedWork;
 use tandem::file::FileError;
 use tandem::range::OutOfRange;
+use tandem::server::IpRanges;
 use tandem::server::{DEFAULT_PROXY_HEADER_TIMEOUT, Layout, MAX_BUFFER_MEMORY, ServerConfig};
 use tandem::tls::{DEFAULT_HANDSHAKE_TIMEOUT, ServerTls, TlsError};
-use tandem::compute::ComputeVia;
-use tandem::server::IpRanges;
 use tandem::{ComputeConfig, EchoConfig};
 
 /// The listen address of the article's server.

@@ -544,11 +544,19 @@ mod tests {
         assert!(EchoConfig::default().validate().is_ok());
         for size in [0, EchoConfig::MAX_BUFFER_SIZE + 1] {
             let config = EchoConfig::default().buffer_size(size);
-            assert_eq!(config.validate().map_err(|err| err.field), Err("buffer_size"));
+            assert_eq!(
+                config.validate().map_err(|err| err.field),
+                Err("buffer_size")
+            );
         }
         let huge = Echo::new(EchoConfig::default().buffer_size(usize::MAX));
         assert_eq!(huge.config.buffer_size, EchoConfig::MAX_BUFFER_SIZE);
-        assert_eq!(Echo::new(EchoConfig::default().buffer_size(0)).config.buffer_size, 1);
+        assert_eq!(
+            Echo::new(EchoConfig::default().buffer_size(0))
+                .config
+                .buffer_size,
+            1
+        );
     }
 
     #[test]

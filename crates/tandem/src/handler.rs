@@ -52,7 +52,7 @@ use crate::connection::Connection;
 /// One handler value serves every connection of a server, concurrently and
 /// from several threads, so it is `Sync`; per-connection state lives in the
 /// future that [`serve`](Handler::serve) returns. That future should hold no
-/// data buffer while it waits for the peer (see [`crate::Buffer`]), return
+/// data buffer while it waits for the peer (see [`crate::buffer::Buffer`]), return
 /// [`Close::IdleTimeout`] or [`Close::Cut`] when
 /// [`Connection::ready`] says so, and never panic on anything the peer sends.
 pub trait Handler: Send + Sync + 'static {

@@ -15,7 +15,7 @@
 //!
 //! Buffers above 128 KiB (only a `--buffer-size` above that makes them)
 //! are mapped from the system, kept free for a second in case the next
-//! chunk needs one of that size ([`mapped`]), then unmapped: they go back
+//! chunk needs one of that size (`mapped`), then unmapped: they go back
 //! to the system from whichever thread frees them. Through the
 //! allocator they would not: a worker thread of a work-stealing runtime
 //! often frees a buffer another one allocated, and the allocator keeps such

@@ -114,7 +114,7 @@ impl Server {
         })
     }
 
-    /// Serves the server's [`Metrics`] and its health and readiness on
+    /// Serves the server's [`Metrics`](crate::Metrics) and its health and readiness on
     /// `listener`, from a one-thread runtime of its own, so that it answers
     /// while the workers are saturated (and samples the runtimes there):
     /// - `GET /metrics`: the Prometheus text exposition of the metrics;
@@ -130,7 +130,7 @@ impl Server {
 
     /// Serves `listener` (from [`bind`](super::bind)) with `handler` until `shutdown`
     /// completes, then shuts down gracefully and reports how it went:
-    /// [`start`](Server::start) followed by [`wait`](Running::wait).
+    /// [`start`](Server::start) followed by [`wait`](super::Running::wait).
     ///
     /// `shutdown` is first polled on the server's own runtime, so it may
     /// use tokio's timers, signals and I/O, but it is built where `run` is

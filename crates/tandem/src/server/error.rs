@@ -43,11 +43,11 @@ pub enum ServerError {
         /// The OS reason.
         cause: io::Error,
     },
-    /// [`Server::run`] blocks its thread and starts runtimes of its own, so it
+    /// [`Server::run`](super::Server::run) blocks its thread and starts runtimes of its own, so it
     /// cannot be called from inside a tokio runtime.
     #[error("Server::run must be called outside any tokio runtime")]
     InsideRuntime,
-    /// A [`ServerConfig`] field is out of range.
+    /// A [`ServerConfig`](super::ServerConfig) field is out of range.
     #[error("invalid server configuration: {0}")]
     InvalidConfig(#[from] OutOfRange),
     /// Every accept task ended without being asked to.

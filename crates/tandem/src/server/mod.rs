@@ -1,4 +1,4 @@
-//! The server machinery, generic over the [`Handler`] it runs.
+//! The server machinery, generic over the [`Handler`](crate::Handler) it runs.
 //!
 //! One file per concept. What a server is given, and how it starts and
 //! stops:
