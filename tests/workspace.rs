@@ -105,8 +105,9 @@ mod import_cycles {
     //! Import cycles between the files of one crate.
     //!
     //! A file depends on another when it names an item the other file
-    //! defines by a path that starts at `crate`, `self` or `super`, the
-    //! spellings that reach across the crate: in a `use` or in its code. A
+    //! defines, in a `use` or in its code, by any path that resolves inside
+    //! the crate (from `crate`, `self`, `super`, or a child module's bare
+    //! name, as a parent calls its parts). A
     //! cycle is two or more files that each reach the others through such
     //! dependencies: none of them can be read, tested or moved without the
     //! rest, which is what splitting them into files was for.
@@ -129,11 +130,8 @@ mod import_cycles {
     //! (`mod name { … }`) counts as part of its file. No crate of the
     //! workspace has either outside its tests.
     //!
-    //! A path that starts at a child module's bare name (`child::item`, as a
-    //! parent calls its parts) makes no dependency, though a re-export
-    //! written so (`pub use child::Item`) is followed; nor does one that
-    //! starts at an imported name (`Error::Io`), whose `use` counts instead.
-    //! See [`reaches_across_the_crate`].
+    //! A path that starts at an imported name (`Error::Io`) counts through
+    //! its `use`.
 
     use std::collections::{BTreeMap, BTreeSet};
     use std::fmt;
@@ -268,7 +266,6 @@ mod import_cycles {
             for (from, module) in &self.modules {
                 let imports = module.imports.iter().filter(|import| !import.public);
                 let written = imports.map(|import| &import.path).chain(&module.paths);
-                let written = written.filter(|path| reaches_across_the_crate(path));
                 let mut targets: BTreeMap<ModulePath, Vec<String>> = BTreeMap::new();
                 for path in written {
                     let Some(target) = self.target(from, path) else {
@@ -335,19 +332,6 @@ mod import_cycles {
             }
             Some(module.to_vec())
         }
-    }
-
-    /// Whether a path makes a dependency: it starts at `crate` (also
-    /// `$crate`), `self` or `super`. A parent that names a part it declares
-    /// by its bare name (`child::item`), or an item by a name it imported,
-    /// is not counted, so a parent may call its parts while they use its
-    /// types; `self::child::item` is counted, as is every path spelt from
-    /// the crate's root or from a module.
-    fn reaches_across_the_crate(path: &[String]) -> bool {
-        matches!(
-            path.first().map(String::as_str),
-            Some("crate" | "self" | "super")
-        )
     }
 
     impl Module {
