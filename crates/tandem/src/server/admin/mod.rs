@@ -39,8 +39,9 @@ use tokio_io_timeout::TimeoutStream;
 use tracing::{debug, warn};
 
 use self::pool::{Held, Pool};
-use super::ServerError;
 use super::acceptor::{AcceptErrorAction, classify};
+use super::error::ServerError;
+use super::stop_times::RUNTIME_STOP_TIMEOUT;
 use crate::metrics::Metrics;
 
 mod pool;
@@ -63,8 +64,6 @@ const SEND_BUFFER: usize = 64 * 1024;
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 /// Pause after an accept error that is not about one connection.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// How long the stopping admin runtime waits for its blocking threads.
-const STOP_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The media type of the Prometheus text exposition format.
 const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -149,7 +148,7 @@ impl Admin {
 impl Drop for Admin {
     fn drop(&mut self) {
         if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_timeout(STOP_TIMEOUT);
+            runtime.shutdown_timeout(RUNTIME_STOP_TIMEOUT);
         }
     }
 }
