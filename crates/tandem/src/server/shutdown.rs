@@ -60,8 +60,11 @@ impl<H: Handler> Running<H> {
         // back what they owe, then for the runtimes to stop.
         let stop_by = deadline(times.grace);
         let dropped = if drained { 0 } else { self.cut(stop_by, times) };
-        let cut = self.serving.cut_count.load(Ordering::Relaxed) + dropped;
+        let serving = self.serving.clone();
         self.stop_runtimes(stop_by);
+        // Counted once the runtimes have stopped: a connection may end its
+        // cut while they do.
+        let cut = serving.cut_count.load(Ordering::Relaxed) + dropped;
         if acceptor_failed {
             return Err(ServerError::AcceptorFailed);
         }
