@@ -19,7 +19,9 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::admin::{POLL_INTERVAL, Response, get, request, scrape, scrape_until};
-use common::{ConfigFile, LAYOUTS, PATIENCE, Proc, TestServer, random_bytes, round_trip, tandem};
+use common::{
+    ConfigFile, PATIENCE, Proc, TestServer, per_layout, random_bytes, round_trip, tandem,
+};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
@@ -123,8 +125,8 @@ fn free_port() -> u16 {
 // 1. Every series from start-up
 // ---------------------------------------------------------------------------
 
-#[test]
-fn every_series_exists_from_start_up_with_counters_at_zero_in_every_layout() {
+per_layout!(every_series_exists_from_start_up_with_counters_at_zero_in_every_layout);
+fn every_series_exists_from_start_up_with_counters_at_zero_in_every_layout(layout: &str) {
     let mut zero = vec![
         "tandem_connections_accepted_total".to_owned(),
         "tandem_connections_rejected_total".to_owned(),
@@ -143,36 +145,34 @@ fn every_series_exists_from_start_up_with_counters_at_zero_in_every_layout() {
     zero.extend(
         ACCEPT_ERROR_KINDS.map(|kind| format!("tandem_accept_errors_total{{kind=\"{kind}\"}}")),
     );
-    for layout in LAYOUTS {
-        let mut server = TestServer::start_with_admin(&["--layout", layout, "--workers", "2"]);
+    let mut server = TestServer::start_with_admin(&["--layout", layout, "--workers", "2"]);
 
-        let exposition = scrape(server.admin_addr());
+    let exposition = scrape(server.admin_addr());
 
-        for series in &zero {
-            assert_eq!(
-                exposition.get(series),
-                Some(0.0),
-                "{layout}: {series}\n{}",
-                exposition.text
-            );
-        }
-        for gauge in ["tandem_handoff_queue_capacity", "tandem_connections_max"] {
-            assert!(
-                exposition.get(gauge).is_some(),
-                "{layout}: {gauge}\n{}",
-                exposition.text
-            );
-        }
-        for name in RUNTIME_SERIES {
-            assert_eq!(
-                exposition.runtimes(name),
-                runtimes_of(layout, 2),
-                "{layout}: runtimes of {name}\n{}",
-                exposition.text
-            );
-        }
-        assert!(server.stop().success(), "{layout}: {}", server.stderr());
+    for series in &zero {
+        assert_eq!(
+            exposition.get(series),
+            Some(0.0),
+            "{layout}: {series}\n{}",
+            exposition.text
+        );
     }
+    for gauge in ["tandem_handoff_queue_capacity", "tandem_connections_max"] {
+        assert!(
+            exposition.get(gauge).is_some(),
+            "{layout}: {gauge}\n{}",
+            exposition.text
+        );
+    }
+    for name in RUNTIME_SERIES {
+        assert_eq!(
+            exposition.runtimes(name),
+            runtimes_of(layout, 2),
+            "{layout}: runtimes of {name}\n{}",
+            exposition.text
+        );
+    }
+    assert!(server.stop().success(), "{layout}: {}", server.stderr());
 }
 
 #[test]
@@ -245,82 +245,75 @@ fn handoff_queue_capacity_is_the_configured_capacity_and_0_in_single() {
 // 2. Counters follow traffic
 // ---------------------------------------------------------------------------
 
-#[test]
-fn counters_follow_connections_and_bytes_in_every_layout() {
+per_layout!(counters_follow_connections_and_bytes_in_every_layout);
+fn counters_follow_connections_and_bytes_in_every_layout(layout: &str) {
     const CLIENTS: usize = 4;
     const BYTES: usize = 20_000;
-    for layout in LAYOUTS {
-        let mut server = TestServer::start_with_admin(&["--layout", layout, "--workers", "2"]);
+    let mut server = TestServer::start_with_admin(&["--layout", layout, "--workers", "2"]);
 
-        echo_and_close(&server, CLIENTS, BYTES);
+    echo_and_close(&server, CLIENTS, BYTES);
 
-        let clients = CLIENTS as f64;
-        let bytes = (CLIENTS * BYTES) as f64;
-        let eof = closed("eof");
-        scrape_until(
-            server.admin_addr(),
-            &[
-                ("tandem_connections_accepted_total", clients),
-                (&eof, clients),
-                ("tandem_bytes_received_total", bytes),
-                ("tandem_bytes_sent_total", bytes),
-                ("tandem_handoff_wait_seconds_count", clients),
-                ("tandem_connections_active", 0.0),
-            ],
-        );
-        assert!(server.stop().success(), "{layout}: {}", server.stderr());
-    }
+    let clients = CLIENTS as f64;
+    let bytes = (CLIENTS * BYTES) as f64;
+    let eof = closed("eof");
+    scrape_until(
+        server.admin_addr(),
+        &[
+            ("tandem_connections_accepted_total", clients),
+            (&eof, clients),
+            ("tandem_bytes_received_total", bytes),
+            ("tandem_bytes_sent_total", bytes),
+            ("tandem_handoff_wait_seconds_count", clients),
+            ("tandem_connections_active", 0.0),
+        ],
+    );
+    assert!(server.stop().success(), "{layout}: {}", server.stderr());
 }
 
 // ---------------------------------------------------------------------------
 // 3. Why connections closed
 // ---------------------------------------------------------------------------
 
-#[test]
-fn a_client_that_resets_mid_echo_is_counted_as_reset_in_every_layout() {
-    for layout in LAYOUTS {
-        let mut server = TestServer::start_with_admin(&["--layout", layout]);
-        let mut client = server.connect();
-        // Far less than the socket buffers on the way hold: the write
-        // completes although the client reads next to nothing.
-        client.write_all(&random_bytes(64 * 1024)).unwrap();
-        let mut first = [0u8; 1];
-        client.read_exact(&mut first).unwrap();
+per_layout!(a_client_that_resets_mid_echo_is_counted_as_reset_in_every_layout);
+fn a_client_that_resets_mid_echo_is_counted_as_reset_in_every_layout(layout: &str) {
+    let mut server = TestServer::start_with_admin(&["--layout", layout]);
+    let mut client = server.connect();
+    // Far less than the socket buffers on the way hold: the write
+    // completes although the client reads next to nothing.
+    client.write_all(&random_bytes(64 * 1024)).unwrap();
+    let mut first = [0u8; 1];
+    client.read_exact(&mut first).unwrap();
 
-        // With echo bytes still unread, and SO_LINGER 0, the close is a reset.
-        socket2::SockRef::from(&client)
-            .set_linger(Some(Duration::ZERO))
-            .unwrap();
-        drop(client);
+    // With echo bytes still unread, and SO_LINGER 0, the close is a reset.
+    socket2::SockRef::from(&client)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(client);
 
-        let reset = closed("reset");
-        scrape_until(
-            server.admin_addr(),
-            &[(&reset, 1.0), ("tandem_connections_active", 0.0)],
-        );
-        assert!(server.stop().success(), "{layout}: {}", server.stderr());
-    }
+    let reset = closed("reset");
+    scrape_until(
+        server.admin_addr(),
+        &[(&reset, 1.0), ("tandem_connections_active", 0.0)],
+    );
+    assert!(server.stop().success(), "{layout}: {}", server.stderr());
 }
 
-#[test]
-fn a_silent_client_is_counted_as_idle_timeout_in_every_layout() {
-    for layout in LAYOUTS {
-        let mut server =
-            TestServer::start_with_admin(&["--layout", layout, "--idle-timeout", "300ms"]);
-        let mut silent = server.connect();
+per_layout!(a_silent_client_is_counted_as_idle_timeout_in_every_layout);
+fn a_silent_client_is_counted_as_idle_timeout_in_every_layout(layout: &str) {
+    let mut server = TestServer::start_with_admin(&["--layout", layout, "--idle-timeout", "300ms"]);
+    let mut silent = server.connect();
 
-        // The server's FIN, once the idle timeout has passed.
-        let mut rest = Vec::new();
-        silent.read_to_end(&mut rest).unwrap();
-        drop(silent);
+    // The server's FIN, once the idle timeout has passed.
+    let mut rest = Vec::new();
+    silent.read_to_end(&mut rest).unwrap();
+    drop(silent);
 
-        let idle = closed("idle_timeout");
-        scrape_until(
-            server.admin_addr(),
-            &[(&idle, 1.0), ("tandem_connections_active", 0.0)],
-        );
-        assert!(server.stop().success(), "{layout}: {}", server.stderr());
-    }
+    let idle = closed("idle_timeout");
+    scrape_until(
+        server.admin_addr(),
+        &[(&idle, 1.0), ("tandem_connections_active", 0.0)],
+    );
+    assert!(server.stop().success(), "{layout}: {}", server.stderr());
 }
 
 /// A client that sends as fast as it can and never reads. After a few
@@ -359,35 +352,33 @@ impl Drop for NeverReads {
     }
 }
 
-#[test]
-fn a_connection_cut_at_the_shutdown_timeout_is_counted_as_shutdown_in_every_layout() {
-    for layout in LAYOUTS {
-        let mut server = TestServer::start_with_admin(&[
-            "--layout",
-            layout,
-            "--workers",
-            "2",
-            "--shutdown-timeout",
-            "1s",
-        ]);
-        let admin = server.admin_addr();
-        let mut cut = server.connect();
-        assert_eq!(round_trip(&mut cut, b"hi"), b"hi");
-        let stuck = NeverReads::connect(&server);
-        scrape_until(admin, &[("tandem_connections_active", 2.0)]);
+per_layout!(a_connection_cut_at_the_shutdown_timeout_is_counted_as_shutdown_in_every_layout);
+fn a_connection_cut_at_the_shutdown_timeout_is_counted_as_shutdown_in_every_layout(layout: &str) {
+    let mut server = TestServer::start_with_admin(&[
+        "--layout",
+        layout,
+        "--workers",
+        "2",
+        "--shutdown-timeout",
+        "1s",
+    ]);
+    let admin = server.admin_addr();
+    let mut cut = server.connect();
+    assert_eq!(round_trip(&mut cut, b"hi"), b"hi");
+    let stuck = NeverReads::connect(&server);
+    scrape_until(admin, &[("tandem_connections_active", 2.0)]);
 
-        server.signal(Signal::SIGTERM);
-        // The cut: the server's FIN, then the server is done with it as soon
-        // as the client closes too.
-        let mut rest = Vec::new();
-        cut.read_to_end(&mut rest).unwrap();
-        drop(cut);
+    server.signal(Signal::SIGTERM);
+    // The cut: the server's FIN, then the server is done with it as soon
+    // as the client closes too.
+    let mut rest = Vec::new();
+    cut.read_to_end(&mut rest).unwrap();
+    drop(cut);
 
-        let shutdown = closed("shutdown");
-        scrape_until(admin, &[(&shutdown, 1.0)]);
-        drop(stuck);
-        assert!(server.wait().success(), "{layout}: {}", server.stderr());
-    }
+    let shutdown = closed("shutdown");
+    scrape_until(admin, &[(&shutdown, 1.0)]);
+    drop(stuck);
+    assert!(server.wait().success(), "{layout}: {}", server.stderr());
 }
 
 // ---------------------------------------------------------------------------
@@ -463,26 +454,24 @@ fn promtool_check_metrics(text: &str) -> (std::process::ExitStatus, String) {
     (out.status, printed)
 }
 
-#[test]
-fn the_exposition_passes_promtool_check_metrics_after_traffic_in_every_layout() {
-    for layout in LAYOUTS {
-        let mut server = TestServer::start_with_admin(&["--layout", layout, "--workers", "2"]);
-        echo_and_close(&server, 2, 1000);
-        let eof = closed("eof");
-        let exposition = scrape_until(
-            server.admin_addr(),
-            &[("tandem_handoff_wait_seconds_count", 2.0), (&eof, 2.0)],
-        );
+per_layout!(the_exposition_passes_promtool_check_metrics_after_traffic_in_every_layout);
+fn the_exposition_passes_promtool_check_metrics_after_traffic_in_every_layout(layout: &str) {
+    let mut server = TestServer::start_with_admin(&["--layout", layout, "--workers", "2"]);
+    echo_and_close(&server, 2, 1000);
+    let eof = closed("eof");
+    let exposition = scrape_until(
+        server.admin_addr(),
+        &[("tandem_handoff_wait_seconds_count", 2.0), (&eof, 2.0)],
+    );
 
-        let (status, printed) = promtool_check_metrics(&exposition.text);
+    let (status, printed) = promtool_check_metrics(&exposition.text);
 
-        assert!(
-            status.success(),
-            "{layout}: promtool exited with {status}:\n{printed}\nfor:\n{}",
-            exposition.text
-        );
-        assert!(server.stop().success(), "{layout}: {}", server.stderr());
-    }
+    assert!(
+        status.success(),
+        "{layout}: promtool exited with {status}:\n{printed}\nfor:\n{}",
+        exposition.text
+    );
+    assert!(server.stop().success(), "{layout}: {}", server.stderr());
 }
 /// A `prometheus` server, from a temporary directory, scraping one target
 /// every second. Killed on drop.
@@ -633,59 +622,62 @@ fn a_prometheus_server_scrapes_the_endpoint_and_sees_the_accepted_connections() 
 // 6. Answers while the workers are stalled
 // ---------------------------------------------------------------------------
 
-#[test]
-fn admin_answers_while_the_only_worker_is_stalled_in_every_layout() {
-    for layout in LAYOUTS {
-        let server = TestServer::start_with_admin(&[
-            "--layout",
-            layout,
-            "--workers",
-            "1",
-            "--simulate-work",
-            "60s",
-        ]);
-        let admin = server.admin_addr();
-        let serving_thread = match layout {
-            "sharded" => "tandem-shard-0",
-            _ => "tandem-worker",
-        };
-        let mut client = server.connect();
-        client.write_all(b"x").unwrap();
-        // The byte has been read once the serving thread burns CPU: it
-        // is stalled for 60 s from then on.
-        let deadline = Instant::now() + PATIENCE;
-        while common::process::thread_cpu_time(server.pid(), serving_thread)
-            < Duration::from_millis(300)
-        {
-            assert!(
-                Instant::now() < deadline,
-                "{layout}: the worker never started its work"
-            );
-            std::thread::sleep(POLL_INTERVAL);
-        }
-
-        let health = request(admin, "GET", "/healthz", STALL_PATIENCE);
-        let metrics = request(admin, "GET", "/metrics", STALL_PATIENCE);
-
-        let health =
-            health.unwrap_or_else(|err| panic!("{layout}: /healthz during the stall: {err}"));
-        let metrics =
-            metrics.unwrap_or_else(|err| panic!("{layout}: /metrics during the stall: {err}"));
-        assert_eq!(health.status, 200, "{layout}");
-        assert_eq!(metrics.status, 200, "{layout}");
+// In turn: each layout's stalled worker burns a core for as long as its
+// server lives; two at once would take both cores of a 2-core machine
+// from the admin endpoints under test.
+per_layout!(
+    admin_answers_while_the_only_worker_is_stalled_in_every_layout,
+    in_turn
+);
+fn admin_answers_while_the_only_worker_is_stalled_in_every_layout(layout: &str) {
+    let server = TestServer::start_with_admin(&[
+        "--layout",
+        layout,
+        "--workers",
+        "1",
+        "--simulate-work",
+        "60s",
+    ]);
+    let admin = server.admin_addr();
+    let serving_thread = match layout {
+        "sharded" => "tandem-shard-0",
+        _ => "tandem-worker",
+    };
+    let mut client = server.connect();
+    client.write_all(b"x").unwrap();
+    // The byte has been read once the serving thread burns CPU: it
+    // is stalled for 60 s from then on.
+    let deadline = Instant::now() + PATIENCE;
+    while common::process::thread_cpu_time(server.pid(), serving_thread)
+        < Duration::from_millis(300)
+    {
         assert!(
-            metrics.text().contains("\ntandem_connections_active 1\n"),
-            "{layout}:\n{}",
-            metrics.text()
+            Instant::now() < deadline,
+            "{layout}: the worker never started its work"
         );
-        // No echo yet: the answers came during the stall, not after it.
-        client.set_nonblocking(true).unwrap();
-        let echoed = client.read(&mut [0u8; 1]);
-        assert!(
-            matches!(&echoed, Err(err) if err.kind() == ErrorKind::WouldBlock),
-            "{layout}: the stall was over before the admin endpoint answered: {echoed:?}"
-        );
+        std::thread::sleep(POLL_INTERVAL);
     }
+
+    let health = request(admin, "GET", "/healthz", STALL_PATIENCE);
+    let metrics = request(admin, "GET", "/metrics", STALL_PATIENCE);
+
+    let health = health.unwrap_or_else(|err| panic!("{layout}: /healthz during the stall: {err}"));
+    let metrics =
+        metrics.unwrap_or_else(|err| panic!("{layout}: /metrics during the stall: {err}"));
+    assert_eq!(health.status, 200, "{layout}");
+    assert_eq!(metrics.status, 200, "{layout}");
+    assert!(
+        metrics.text().contains("\ntandem_connections_active 1\n"),
+        "{layout}:\n{}",
+        metrics.text()
+    );
+    // No echo yet: the answers came during the stall, not after it.
+    client.set_nonblocking(true).unwrap();
+    let echoed = client.read(&mut [0u8; 1]);
+    assert!(
+        matches!(&echoed, Err(err) if err.kind() == ErrorKind::WouldBlock),
+        "{layout}: the stall was over before the admin endpoint answered: {echoed:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------

@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::tls::Identity;
-use common::{LAYOUTS, Proc, TestServer};
+use common::{LAYOUTS, Proc, TestServer, per_layout};
 use serde_json::Value;
 
 /// A blocking echo server on its own threads, one per connection, with
@@ -507,8 +507,8 @@ fn tls_server(identity: &Identity, layout: &str) -> TestServer {
     TestServer::start(&args)
 }
 
-#[test]
-fn every_mode_runs_over_tls_against_every_layout() {
+per_layout!(every_mode_runs_over_tls_against_every_layout);
+fn every_mode_runs_over_tls_against_every_layout(layout: &str) {
     let identity = Identity::new();
     let ca = identity.cert.to_str().unwrap();
     // Messages larger than a TLS record.
@@ -523,11 +523,9 @@ fn every_mode_runs_over_tls_against_every_layout() {
         "--message-size",
         "20000",
     ];
-    for layout in LAYOUTS {
-        let mut server = tls_server(&identity, layout);
-        every_mode_passes(server.addr, &tls, "tls");
-        assert!(server.stop().success());
-    }
+    let mut server = tls_server(&identity, layout);
+    every_mode_passes(server.addr, &tls, "tls");
+    assert!(server.stop().success());
 }
 
 #[test]

@@ -8,7 +8,7 @@ mod common;
 
 use std::net::{SocketAddr, UdpSocket};
 
-use common::{LAYOUTS, Proc, TestServer};
+use common::{Proc, TestServer, per_layout};
 use serde_json::Value;
 
 /// A UDP echo on its own thread, on 127.0.0.1: `respond` may change each
@@ -50,51 +50,44 @@ fn loss_ratio(report: &Value) -> f64 {
         .unwrap_or_else(|| panic!("loss_ratio missing: {report}"))
 }
 
-#[test]
-fn the_real_udp_echo_loses_nothing_on_loopback_in_every_layout() {
-    for layout in LAYOUTS {
-        let mut server = TestServer::start_with_admin(&[
-            "--layout",
-            layout,
-            "--udp",
-            "--udp-rate-limit",
-            "1000000",
-        ]);
-        let url = server.metrics_url();
-        let (ok, report) = bench(
-            server.addr,
-            &[
-                "--connections",
-                "4",
-                "--pipeline",
-                "2",
-                "--duration",
-                "1s",
-                "--warmup",
-                "200ms",
-                "--server-metrics",
-                &url,
-            ],
-        );
-        assert!(ok, "{layout}: {report}");
-        assert_eq!(report["transport"], "udp", "{layout}: {report}");
-        assert_eq!(report["mode"], "closed", "{layout}: {report}");
-        assert!(count(&report, "messages") > 0, "{layout}: {report}");
-        assert_eq!(count(&report, "errors"), 0, "{layout}: {report}");
-        assert_eq!(count(&report, "lost"), 0, "{layout}: {report}");
-        assert_eq!(loss_ratio(&report), 0.0, "{layout}: {report}");
-        // The server's own count: every datagram of the run echoed (the
-        // warm-up's too, so at least the window's), none refused.
-        let datagrams = &report["server"]["run"]["udp_datagrams"];
-        assert!(
-            datagrams["echoed"].as_u64().unwrap() >= count(&report, "messages"),
-            "{layout}: {report}"
-        );
-        for refused in ["rate_limited", "reflection", "error"] {
-            assert_eq!(datagrams[refused], 0, "{layout}: {report}");
-        }
-        assert!(server.stop().success(), "{layout}");
+per_layout!(the_real_udp_echo_loses_nothing_on_loopback_in_every_layout);
+fn the_real_udp_echo_loses_nothing_on_loopback_in_every_layout(layout: &str) {
+    let mut server =
+        TestServer::start_with_admin(&["--layout", layout, "--udp", "--udp-rate-limit", "1000000"]);
+    let url = server.metrics_url();
+    let (ok, report) = bench(
+        server.addr,
+        &[
+            "--connections",
+            "4",
+            "--pipeline",
+            "2",
+            "--duration",
+            "1s",
+            "--warmup",
+            "200ms",
+            "--server-metrics",
+            &url,
+        ],
+    );
+    assert!(ok, "{layout}: {report}");
+    assert_eq!(report["transport"], "udp", "{layout}: {report}");
+    assert_eq!(report["mode"], "closed", "{layout}: {report}");
+    assert!(count(&report, "messages") > 0, "{layout}: {report}");
+    assert_eq!(count(&report, "errors"), 0, "{layout}: {report}");
+    assert_eq!(count(&report, "lost"), 0, "{layout}: {report}");
+    assert_eq!(loss_ratio(&report), 0.0, "{layout}: {report}");
+    // The server's own count: every datagram of the run echoed (the
+    // warm-up's too, so at least the window's), none refused.
+    let datagrams = &report["server"]["run"]["udp_datagrams"];
+    assert!(
+        datagrams["echoed"].as_u64().unwrap() >= count(&report, "messages"),
+        "{layout}: {report}"
+    );
+    for refused in ["rate_limited", "reflection", "error"] {
+        assert_eq!(datagrams[refused], 0, "{layout}: {report}");
     }
+    assert!(server.stop().success(), "{layout}");
 }
 
 #[test]

@@ -1205,7 +1205,18 @@ fn top_level_help_exits_0_and_lists_the_serve_command() {
     );
 }
 
-fn assert_lists_every_serve_flag(help: &str) {
+/// Runs `tandem` with `args`, which ask for the help of `serve`: it exits 0
+/// and lists every serve flag.
+fn assert_help_exits_0_and_lists_every_serve_flag(args: &[&str]) {
+    let out = Proc::run(args, &[]);
+
+    assert!(
+        out.status.success(),
+        "exit {}; stderr:\n{}",
+        out.status,
+        out.stderr
+    );
+    let help = out.stdout;
     let flags = serve_flags();
     assert!(flags.len() >= 26, "{flags:?}");
     let missing: Vec<String> = flags
@@ -1218,28 +1229,12 @@ fn assert_lists_every_serve_flag(help: &str) {
 
 #[test]
 fn serve_help_exits_0_and_lists_every_serve_flag() {
-    let out = Proc::run(&["serve", "--help"], &[]);
-
-    assert!(
-        out.status.success(),
-        "exit {}; stderr:\n{}",
-        out.status,
-        out.stderr
-    );
-    assert_lists_every_serve_flag(&out.stdout);
+    assert_help_exits_0_and_lists_every_serve_flag(&["serve", "--help"]);
 }
 
 #[test]
 fn help_serve_exits_0_and_lists_every_serve_flag() {
-    let out = Proc::run(&["help", "serve"], &[]);
-
-    assert!(
-        out.status.success(),
-        "exit {}; stderr:\n{}",
-        out.status,
-        out.stderr
-    );
-    assert_lists_every_serve_flag(&out.stdout);
+    assert_help_exits_0_and_lists_every_serve_flag(&["help", "serve"]);
 }
 
 #[test]

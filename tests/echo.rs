@@ -7,7 +7,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::Shutdown;
 use std::time::Duration;
 
-use common::{LAYOUTS, TestServer, random_bytes, round_trip};
+use common::{TestServer, per_layout, random_bytes, round_trip};
 
 /// Sends `payload` from one thread while reading from another, half-closes,
 /// and returns everything read until the server's FIN.
@@ -24,41 +24,37 @@ fn echo_with_half_close(server: &TestServer, payload: Vec<u8>) -> Vec<u8> {
     echoed
 }
 
-#[test]
-fn random_payload_with_half_close_comes_back_byte_exact_then_eof() {
-    for layout in LAYOUTS {
-        let mut server = TestServer::start(&["--layout", layout]);
-        let payload = random_bytes(3 * 1024 * 1024 + 17);
-        let echoed = echo_with_half_close(&server, payload.clone());
-        assert!(echoed == payload, "{layout}: echo differs from payload");
-        assert!(server.stop().success());
-    }
+per_layout!(random_payload_with_half_close_comes_back_byte_exact_then_eof);
+fn random_payload_with_half_close_comes_back_byte_exact_then_eof(layout: &str) {
+    let mut server = TestServer::start(&["--layout", layout]);
+    let payload = random_bytes(3 * 1024 * 1024 + 17);
+    let echoed = echo_with_half_close(&server, payload.clone());
+    assert!(echoed == payload, "{layout}: echo differs from payload");
+    assert!(server.stop().success());
 }
 
-#[test]
-fn hundred_concurrent_clients_each_get_their_own_bytes_back() {
-    for layout in LAYOUTS {
-        let mut server = TestServer::start(&["--layout", layout]);
-        let clients: Vec<_> = (0..100)
-            .map(|i| {
-                let mut stream = server.connect();
-                std::thread::spawn(move || {
-                    for round in 0..20 {
-                        let payload = random_bytes(1 + (i * 37 + round * 101) % 9000);
-                        assert!(round_trip(&mut stream, &payload) == payload);
-                    }
-                    stream.shutdown(Shutdown::Write).unwrap();
-                    let mut rest = Vec::new();
-                    stream.read_to_end(&mut rest).unwrap();
-                    assert!(rest.is_empty());
-                })
+per_layout!(hundred_concurrent_clients_each_get_their_own_bytes_back);
+fn hundred_concurrent_clients_each_get_their_own_bytes_back(layout: &str) {
+    let mut server = TestServer::start(&["--layout", layout]);
+    let clients: Vec<_> = (0..100)
+        .map(|i| {
+            let mut stream = server.connect();
+            std::thread::spawn(move || {
+                for round in 0..20 {
+                    let payload = random_bytes(1 + (i * 37 + round * 101) % 9000);
+                    assert!(round_trip(&mut stream, &payload) == payload);
+                }
+                stream.shutdown(Shutdown::Write).unwrap();
+                let mut rest = Vec::new();
+                stream.read_to_end(&mut rest).unwrap();
+                assert!(rest.is_empty());
             })
-            .collect();
-        for client in clients {
-            client.join().unwrap();
-        }
-        assert!(server.stop().success(), "{layout}");
+        })
+        .collect();
+    for client in clients {
+        client.join().unwrap();
     }
+    assert!(server.stop().success(), "{layout}");
 }
 
 #[test]
@@ -87,18 +83,16 @@ fn append_newline_after_a_full_buffer_is_a_newline_not_a_stale_byte() {
     assert!(server.stop().success());
 }
 
-#[test]
-fn idle_connection_is_closed_after_idle_timeout() {
-    for layout in LAYOUTS {
-        let mut server = TestServer::start(&["--layout", layout, "--idle-timeout", "300ms"]);
-        let mut stream = server.connect();
-        assert_eq!(round_trip(&mut stream, b"hello"), b"hello");
-        let mut rest = Vec::new();
-        // EOF, not the harness's read timeout: the server closed it.
-        stream.read_to_end(&mut rest).unwrap();
-        assert!(rest.is_empty());
-        assert!(server.stop().success());
-    }
+per_layout!(idle_connection_is_closed_after_idle_timeout);
+fn idle_connection_is_closed_after_idle_timeout(layout: &str) {
+    let mut server = TestServer::start(&["--layout", layout, "--idle-timeout", "300ms"]);
+    let mut stream = server.connect();
+    assert_eq!(round_trip(&mut stream, b"hello"), b"hello");
+    let mut rest = Vec::new();
+    // EOF, not the harness's read timeout: the server closed it.
+    stream.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+    assert!(server.stop().success());
 }
 
 #[test]
@@ -134,25 +128,23 @@ fn zero_idle_timeout_keeps_silent_connections_open() {
     assert!(server.stop().success());
 }
 
-#[test]
-fn a_client_that_resets_mid_echo_ends_only_its_own_connection() {
-    for layout in LAYOUTS {
-        let mut server = TestServer::start(&["--layout", layout]);
-        let mut survivor = server.connect();
-        for _ in 0..50 {
-            let stream = server.connect();
-            let socket = socket2::Socket::from(stream);
-            socket.set_linger(Some(Duration::ZERO)).unwrap();
-            let mut stream = std::net::TcpStream::from(socket);
-            stream.write_all(&random_bytes(64 * 1024)).unwrap();
-            drop(stream); // RST, with echo still in flight
-        }
-        let payload = random_bytes(100_000);
-        assert!(round_trip(&mut survivor, &payload) == payload, "{layout}");
-        drop(survivor);
-        assert!(server.stop().success());
-        assert!(!server.stderr().contains("panicked"), "{layout}");
+per_layout!(a_client_that_resets_mid_echo_ends_only_its_own_connection);
+fn a_client_that_resets_mid_echo_ends_only_its_own_connection(layout: &str) {
+    let mut server = TestServer::start(&["--layout", layout]);
+    let mut survivor = server.connect();
+    for _ in 0..50 {
+        let stream = server.connect();
+        let socket = socket2::Socket::from(stream);
+        socket.set_linger(Some(Duration::ZERO)).unwrap();
+        let mut stream = std::net::TcpStream::from(socket);
+        stream.write_all(&random_bytes(64 * 1024)).unwrap();
+        drop(stream); // RST, with echo still in flight
     }
+    let payload = random_bytes(100_000);
+    assert!(round_trip(&mut survivor, &payload) == payload, "{layout}");
+    drop(survivor);
+    assert!(server.stop().success());
+    assert!(!server.stderr().contains("panicked"), "{layout}");
 }
 
 #[test]

@@ -184,32 +184,6 @@ fn free_addr() -> std::net::SocketAddr {
         .expect("bind 127.0.0.1:0")
 }
 
-/// Streaming clients through HAProxy, started together.
-fn stream_through(
-    haproxy: &HaProxy,
-    clients: usize,
-) -> (
-    Vec<common::streamer::Streamer>,
-    std::sync::Arc<common::streamer::Progress>,
-) {
-    use common::streamer::{Progress, Streamer, random_pool};
-    let pool = random_pool();
-    let progress = std::sync::Arc::new(Progress::default());
-    let start = std::sync::Arc::new(std::sync::Barrier::new(clients + 1));
-    let streamers = (0..clients)
-        .map(|_| {
-            Streamer::start(
-                haproxy.connect(),
-                pool.clone(),
-                start.clone(),
-                progress.clone(),
-            )
-        })
-        .collect();
-    start.wait();
-    (streamers, progress)
-}
-
 #[test]
 fn behind_haproxy_both_instances_serve_and_stopping_one_loses_no_byte() {
     use std::sync::atomic::Ordering;
@@ -236,7 +210,7 @@ fn behind_haproxy_both_instances_serve_and_stopping_one_loses_no_byte() {
     assert!(a >= 2.0 && b >= 2.0, "connections split {a} / {b}");
 
     // Clients stream through both, and the first instance is stopped.
-    let (streamers, progress) = stream_through(&haproxy, 10);
+    let (streamers, progress) = common::streamer::stream_together(10, || haproxy.connect());
     let deadline = std::time::Instant::now() + common::PATIENCE;
     while progress.echoing.load(Ordering::Relaxed) < 10 {
         assert!(

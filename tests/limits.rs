@@ -12,7 +12,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
-use common::{LAYOUTS, PATIENCE, Proc, external};
+use common::{PATIENCE, Proc, external, per_layout};
 
 /// A copy of the tandem binary that any uid may run: the build's own may
 /// sit below a folder only root may enter.
@@ -64,20 +64,22 @@ fn assert_failed_to_start(out: &common::Finished, named: &str, case: &str) {
     assert!(!out.stderr.contains("panicked"), "{case}: {}", out.stderr);
 }
 
-#[test]
-fn a_runtime_whose_threads_the_os_refuses_fails_the_start_cleanly_in_every_layout() {
+// In turn: every layout runs as uid 61001, whose thread limit counts the
+// threads of all its processes: two layouts at once would share it.
+per_layout!(
+    a_runtime_whose_threads_the_os_refuses_fails_the_start_cleanly_in_every_layout,
+    in_turn
+);
+fn a_runtime_whose_threads_the_os_refuses_fails_the_start_cleanly_in_every_layout(layout: &str) {
     let (_dir, binary) = binary_for_anyone();
-    for layout in LAYOUTS {
-        let out =
-            serve_as_with_threads(61_001, &binary, 6, &["--workers", "32", "--layout", layout]);
-        assert_failed_to_start(&out, "tandem-", layout);
-        assert!(out.stderr.contains("os error"), "{layout}: {}", out.stderr);
-        assert!(
-            out.stdout.is_empty(),
-            "{layout}: never listening: {}",
-            out.stdout
-        );
-    }
+    let out = serve_as_with_threads(61_001, &binary, 6, &["--workers", "32", "--layout", layout]);
+    assert_failed_to_start(&out, "tandem-", layout);
+    assert!(out.stderr.contains("os error"), "{layout}: {}", out.stderr);
+    assert!(
+        out.stdout.is_empty(),
+        "{layout}: never listening: {}",
+        out.stdout
+    );
 }
 
 #[test]

@@ -14,7 +14,7 @@ use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::admin::scrape_until;
-use common::{LAYOUTS, PATIENCE, TestServer, random_bytes};
+use common::{PATIENCE, TestServer, per_layout, random_bytes};
 use ppp::v2::{Builder, Command, IPv4, IPv6, Protocol, Version};
 
 /// A v1 header naming `client` (an IPv4 `address:port`).
@@ -69,35 +69,31 @@ fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
     }
 }
 
-#[test]
-fn a_v1_header_is_stripped_and_its_client_appears_in_the_log_in_every_layout() {
-    for layout in LAYOUTS {
-        let mut server = TestServer::start_with_env(
-            &[("RUST_LOG", "tandem=debug")],
-            &["--layout", layout, "--proxy-protocol"],
-        );
-        let payload = random_bytes(100_000);
-        let back = exchange(&server, &v1("192.0.2.1:5555"), &payload);
-        assert!(back == payload, "{layout}: the echo is not the payload");
-        server.wait_for_log("peer=192.0.2.1:5555");
-        assert!(server.stop().success(), "{layout}");
-    }
+per_layout!(a_v1_header_is_stripped_and_its_client_appears_in_the_log_in_every_layout);
+fn a_v1_header_is_stripped_and_its_client_appears_in_the_log_in_every_layout(layout: &str) {
+    let mut server = TestServer::start_with_env(
+        &[("RUST_LOG", "tandem=debug")],
+        &["--layout", layout, "--proxy-protocol"],
+    );
+    let payload = random_bytes(100_000);
+    let back = exchange(&server, &v1("192.0.2.1:5555"), &payload);
+    assert!(back == payload, "{layout}: the echo is not the payload");
+    server.wait_for_log("peer=192.0.2.1:5555");
+    assert!(server.stop().success(), "{layout}");
 }
 
-#[test]
-fn a_v2_header_is_stripped_in_every_layout_for_ipv4_and_ipv6_clients() {
-    for layout in LAYOUTS {
-        let mut server = TestServer::start(&["--layout", layout, "--proxy-protocol"]);
-        for client in ["192.0.2.7:40000", "[2001:db8::7]:40001"] {
-            let payload = random_bytes(70_000);
-            let back = exchange(&server, &v2(client.parse().unwrap()), &payload);
-            assert!(
-                back == payload,
-                "{layout}, {client}: the echo is not the payload"
-            );
-        }
-        assert!(server.stop().success(), "{layout}");
+per_layout!(a_v2_header_is_stripped_in_every_layout_for_ipv4_and_ipv6_clients);
+fn a_v2_header_is_stripped_in_every_layout_for_ipv4_and_ipv6_clients(layout: &str) {
+    let mut server = TestServer::start(&["--layout", layout, "--proxy-protocol"]);
+    for client in ["192.0.2.7:40000", "[2001:db8::7]:40001"] {
+        let payload = random_bytes(70_000);
+        let back = exchange(&server, &v2(client.parse().unwrap()), &payload);
+        assert!(
+            back == payload,
+            "{layout}, {client}: the echo is not the payload"
+        );
     }
+    assert!(server.stop().success(), "{layout}");
 }
 
 #[test]
@@ -114,29 +110,27 @@ fn a_v2_local_header_from_a_health_check_is_served() {
     assert!(server.stop().success());
 }
 
-#[test]
-fn a_malformed_header_closes_the_connection_unechoed_and_is_counted_in_every_layout() {
-    for layout in LAYOUTS {
-        let mut server = TestServer::start_with_admin(&["--layout", layout, "--proxy-protocol"]);
-        let cases: [&[u8]; 3] = [
-            b"GET / HTTP/1.1\r\nHost: tandem\r\n\r\n",
-            b"PROXY TCP4 not-an-address 127.0.0.1 1 2\r\n",
-            &[b'P'; 200],
-        ];
-        for header in cases {
-            let back = exchange(&server, header, b"must not come back");
-            assert!(back.is_empty(), "{layout}: echoed {back:?}");
-        }
-        scrape_until(
-            server.admin_addr(),
-            &[
-                ("tandem_proxy_header_errors_total{kind=\"malformed\"}", 3.0),
-                ("tandem_connections_rejected_total", 3.0),
-                ("tandem_connections_active", 0.0),
-            ],
-        );
-        assert!(server.stop().success(), "{layout}");
+per_layout!(a_malformed_header_closes_the_connection_unechoed_and_is_counted_in_every_layout);
+fn a_malformed_header_closes_the_connection_unechoed_and_is_counted_in_every_layout(layout: &str) {
+    let mut server = TestServer::start_with_admin(&["--layout", layout, "--proxy-protocol"]);
+    let cases: [&[u8]; 3] = [
+        b"GET / HTTP/1.1\r\nHost: tandem\r\n\r\n",
+        b"PROXY TCP4 not-an-address 127.0.0.1 1 2\r\n",
+        &[b'P'; 200],
+    ];
+    for header in cases {
+        let back = exchange(&server, header, b"must not come back");
+        assert!(back.is_empty(), "{layout}: echoed {back:?}");
     }
+    scrape_until(
+        server.admin_addr(),
+        &[
+            ("tandem_proxy_header_errors_total{kind=\"malformed\"}", 3.0),
+            ("tandem_connections_rejected_total", 3.0),
+            ("tandem_connections_active", 0.0),
+        ],
+    );
+    assert!(server.stop().success(), "{layout}");
 }
 
 #[test]
@@ -182,39 +176,37 @@ fn bytes_that_cannot_begin_a_header_are_refused_at_once_not_at_the_timeout() {
     assert!(server.stop().success());
 }
 
-#[test]
-fn the_per_client_limit_counts_the_client_the_header_names() {
-    for layout in LAYOUTS {
-        let mut server = TestServer::start_with_admin(&[
-            "--layout",
-            layout,
-            "--proxy-protocol",
-            "--max-connections-per-ip",
-            "1",
-        ]);
-        // Every connection comes from 127.0.0.1, the balancer; the headers
-        // name two clients.
-        let mut first = server.connect();
-        first.write_all(&v1("192.0.2.1:1000")).unwrap();
-        first.write_all(b"one").unwrap();
-        let mut echoed = [0u8; 3];
-        first.read_exact(&mut echoed).unwrap();
-        assert_eq!(&echoed, b"one");
+per_layout!(the_per_client_limit_counts_the_client_the_header_names);
+fn the_per_client_limit_counts_the_client_the_header_names(layout: &str) {
+    let mut server = TestServer::start_with_admin(&[
+        "--layout",
+        layout,
+        "--proxy-protocol",
+        "--max-connections-per-ip",
+        "1",
+    ]);
+    // Every connection comes from 127.0.0.1, the balancer; the headers
+    // name two clients.
+    let mut first = server.connect();
+    first.write_all(&v1("192.0.2.1:1000")).unwrap();
+    first.write_all(b"one").unwrap();
+    let mut echoed = [0u8; 3];
+    first.read_exact(&mut echoed).unwrap();
+    assert_eq!(&echoed, b"one");
 
-        let same_client = exchange(&server, &v1("192.0.2.1:1001"), b"two");
-        assert!(
-            same_client.is_empty(),
-            "{layout}: a second connection of 192.0.2.1 was served"
-        );
-        let other_client = exchange(&server, &v1("192.0.2.2:1000"), b"three");
-        assert_eq!(other_client, b"three", "{layout}");
-        scrape_until(
-            server.admin_addr(),
-            &[("tandem_connections_rejected_total", 1.0)],
-        );
-        drop(first);
-        assert!(server.stop().success(), "{layout}");
-    }
+    let same_client = exchange(&server, &v1("192.0.2.1:1001"), b"two");
+    assert!(
+        same_client.is_empty(),
+        "{layout}: a second connection of 192.0.2.1 was served"
+    );
+    let other_client = exchange(&server, &v1("192.0.2.2:1000"), b"three");
+    assert_eq!(other_client, b"three", "{layout}");
+    scrape_until(
+        server.admin_addr(),
+        &[("tandem_connections_rejected_total", 1.0)],
+    );
+    drop(first);
+    assert!(server.stop().success(), "{layout}");
 }
 
 // ---------------------------------------------------------------------------
@@ -224,41 +216,42 @@ fn the_per_client_limit_counts_the_client_the_header_names() {
 /// Ranges that hold no loopback address: every test client is untrusted.
 const ELSEWHERE: &str = "192.0.2.0/24,2001:db8::/32";
 
-#[test]
-fn a_peer_outside_proxy_protocol_from_cannot_name_a_client_and_is_counted_as_untrusted_in_every_layout()
- {
-    for layout in LAYOUTS {
-        let mut server = TestServer::start_with_admin(&[
-            "--layout",
-            layout,
-            "--proxy-protocol",
-            "--proxy-protocol-from",
-            ELSEWHERE,
-            "--max-connections-per-ip",
-            "2",
-        ]);
-        // The probe that got 6 of 6 served against a limit of 2: each
-        // connection names another client. None is served now, whatever
-        // it claims, in either header version.
-        for n in 0..6u8 {
-            let header = if n % 2 == 0 {
-                v1(&format!("198.51.100.{n}:1000"))
-            } else {
-                v2(std::net::SocketAddr::from(([198, 51, 100, n], 1000)))
-            };
-            let back = exchange(&server, &header, b"must not come back");
-            assert!(back.is_empty(), "{layout}: connection {n} echoed {back:?}");
-        }
-        scrape_until(
-            server.admin_addr(),
-            &[
-                ("tandem_proxy_header_errors_total{kind=\"untrusted\"}", 6.0),
-                ("tandem_connections_rejected_total", 6.0),
-                ("tandem_connections_active", 0.0),
-            ],
-        );
-        assert!(server.stop().success(), "{layout}");
+per_layout!(
+    a_peer_outside_proxy_protocol_from_cannot_name_a_client_and_is_counted_as_untrusted_in_every_layout
+);
+fn a_peer_outside_proxy_protocol_from_cannot_name_a_client_and_is_counted_as_untrusted_in_every_layout(
+    layout: &str,
+) {
+    let mut server = TestServer::start_with_admin(&[
+        "--layout",
+        layout,
+        "--proxy-protocol",
+        "--proxy-protocol-from",
+        ELSEWHERE,
+        "--max-connections-per-ip",
+        "2",
+    ]);
+    // The probe that got 6 of 6 served against a limit of 2: each
+    // connection names another client. None is served now, whatever
+    // it claims, in either header version.
+    for n in 0..6u8 {
+        let header = if n % 2 == 0 {
+            v1(&format!("198.51.100.{n}:1000"))
+        } else {
+            v2(std::net::SocketAddr::from(([198, 51, 100, n], 1000)))
+        };
+        let back = exchange(&server, &header, b"must not come back");
+        assert!(back.is_empty(), "{layout}: connection {n} echoed {back:?}");
     }
+    scrape_until(
+        server.admin_addr(),
+        &[
+            ("tandem_proxy_header_errors_total{kind=\"untrusted\"}", 6.0),
+            ("tandem_connections_rejected_total", 6.0),
+            ("tandem_connections_active", 0.0),
+        ],
+    );
+    assert!(server.stop().success(), "{layout}");
 }
 
 #[test]

@@ -150,6 +150,22 @@ fn wait_for_serving_events(
     }
 }
 
+/// Sends `traffic` through `server`: the reactors of its serving runtimes
+/// (`serving` picks their labels) deliver the connections' events, and
+/// the acceptor's no more than `ACCEPTOR_AT_MOST`.
+fn assert_the_serving_reactors_carry_the_traffic(
+    server: &TestServer,
+    serving: impl Fn(&str) -> bool,
+) {
+    traffic(server);
+    let events = wait_for_serving_events(server.admin_addr(), serving, CONNECTIONS);
+    let acceptor = acceptor_events(&events);
+    assert!(
+        acceptor <= ACCEPTOR_AT_MOST,
+        "the acceptor's reactor delivered {acceptor} events for {CONNECTIONS} connects: {events:?}"
+    );
+}
+
 fn acceptor_events(events: &[(String, u64)]) -> u64 {
     events
         .iter()
@@ -166,34 +182,14 @@ fn in_split_the_worker_reactor_serves_the_sockets_and_the_acceptor_only_accepts(
         before.iter().any(|(runtime, _)| runtime == "worker"),
         "no io_driver series: {before:?}"
     );
-    traffic(&server);
-    let events = wait_for_serving_events(
-        server.admin_addr(),
-        |runtime| runtime == "worker",
-        CONNECTIONS,
-    );
-    let acceptor = acceptor_events(&events);
-    assert!(
-        acceptor <= ACCEPTOR_AT_MOST,
-        "the acceptor's reactor delivered {acceptor} events for {CONNECTIONS} connects: {events:?}"
-    );
+    assert_the_serving_reactors_carry_the_traffic(&server, |runtime| runtime == "worker");
     assert!(server.stop().success());
 }
 
 #[test]
 fn in_sharded_the_shard_reactors_serve_the_sockets() {
     let mut server = start("sharded");
-    traffic(&server);
-    let events = wait_for_serving_events(
-        server.admin_addr(),
-        |runtime| runtime.starts_with("shard-"),
-        CONNECTIONS,
-    );
-    let acceptor = acceptor_events(&events);
-    assert!(
-        acceptor <= ACCEPTOR_AT_MOST,
-        "the acceptor's reactor delivered {acceptor} events for {CONNECTIONS} connects: {events:?}"
-    );
+    assert_the_serving_reactors_carry_the_traffic(&server, |runtime| runtime.starts_with("shard-"));
     assert!(server.stop().success());
 }
 

@@ -7,63 +7,57 @@ use std::io::{ErrorKind, Read};
 use std::net::{Shutdown, TcpStream};
 use std::os::unix::process::ExitStatusExt;
 
-use common::{ACCEPTOR_GONE, LAYOUTS, TestServer, round_trip};
+use common::{ACCEPTOR_GONE, TestServer, per_layout, round_trip};
 use nix::sys::signal::Signal;
 
-#[test]
-fn live_connections_keep_echoing_after_the_acceptor_runtime_stops() {
-    for layout in LAYOUTS {
-        let mut server = TestServer::start(&["--layout", layout]);
-        let mut live = server.connect();
-        assert_eq!(round_trip(&mut live, b"before"), b"before");
+per_layout!(live_connections_keep_echoing_after_the_acceptor_runtime_stops);
+fn live_connections_keep_echoing_after_the_acceptor_runtime_stops(layout: &str) {
+    let mut server = TestServer::start(&["--layout", layout]);
+    let mut live = server.connect();
+    assert_eq!(round_trip(&mut live, b"before"), b"before");
 
-        server.signal(Signal::SIGTERM);
-        server.wait_for_log(ACCEPTOR_GONE);
+    server.signal(Signal::SIGTERM);
+    server.wait_for_log(ACCEPTOR_GONE);
 
-        // The acceptor runtime, and its reactor, are gone: a socket still
-        // registered there (as in the article's sketch) would never be woken again.
-        for round in 0..10 {
-            let message = format!("after {round}");
-            assert_eq!(
-                round_trip(&mut live, message.as_bytes()),
-                message.as_bytes()
-            );
-        }
-        live.shutdown(Shutdown::Write).unwrap();
-        let mut rest = Vec::new();
-        live.read_to_end(&mut rest).unwrap();
-        assert!(rest.is_empty(), "{layout}");
-        assert!(server.wait().success(), "{layout}");
-    }
-}
-
-#[test]
-fn the_shutdown_log_names_the_acceptor_runtime_only_where_there_is_one() {
-    for layout in LAYOUTS {
-        let mut server = TestServer::start(&["--layout", layout]);
-        server.signal(Signal::SIGTERM);
-        let line = server.wait_for_line(ACCEPTOR_GONE);
+    // The acceptor runtime, and its reactor, are gone: a socket still
+    // registered there (as in the article's sketch) would never be woken again.
+    for round in 0..10 {
+        let message = format!("after {round}");
         assert_eq!(
-            line.contains("acceptor runtime"),
-            layout != "single",
-            "{layout}: {line}"
+            round_trip(&mut live, message.as_bytes()),
+            message.as_bytes()
         );
-        assert!(server.wait().success(), "{layout}");
     }
+    live.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    live.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "{layout}");
+    assert!(server.wait().success(), "{layout}");
 }
 
-#[test]
-fn sigterm_refuses_new_connections_at_once() {
-    for layout in LAYOUTS {
-        let mut server = TestServer::start(&["--layout", layout]);
-        let live = server.connect();
-        server.signal(Signal::SIGTERM);
-        server.wait_for_log(ACCEPTOR_GONE);
-        let refused = TcpStream::connect(server.addr).unwrap_err();
-        assert_eq!(refused.kind(), ErrorKind::ConnectionRefused, "{layout}");
-        drop(live);
-        assert!(server.wait().success(), "{layout}");
-    }
+per_layout!(the_shutdown_log_names_the_acceptor_runtime_only_where_there_is_one);
+fn the_shutdown_log_names_the_acceptor_runtime_only_where_there_is_one(layout: &str) {
+    let mut server = TestServer::start(&["--layout", layout]);
+    server.signal(Signal::SIGTERM);
+    let line = server.wait_for_line(ACCEPTOR_GONE);
+    assert_eq!(
+        line.contains("acceptor runtime"),
+        layout != "single",
+        "{layout}: {line}"
+    );
+    assert!(server.wait().success(), "{layout}");
+}
+
+per_layout!(sigterm_refuses_new_connections_at_once);
+fn sigterm_refuses_new_connections_at_once(layout: &str) {
+    let mut server = TestServer::start(&["--layout", layout]);
+    let live = server.connect();
+    server.signal(Signal::SIGTERM);
+    server.wait_for_log(ACCEPTOR_GONE);
+    let refused = TcpStream::connect(server.addr).unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::ConnectionRefused, "{layout}");
+    drop(live);
+    assert!(server.wait().success(), "{layout}");
 }
 
 #[test]
@@ -85,27 +79,25 @@ fn drained_connections_are_counted_and_the_exit_status_is_0() {
     );
 }
 
-#[test]
-fn shutdown_timeout_cuts_the_rest_and_still_exits_0() {
-    for layout in LAYOUTS {
-        let mut server = TestServer::start(&["--layout", layout, "--shutdown-timeout", "300ms"]);
-        let mut silent = server.connect();
-        assert_eq!(round_trip(&mut silent, b"hi"), b"hi");
-        server.signal(Signal::SIGTERM);
-        // The server closes it (EOF), the client never did.
-        let mut rest = Vec::new();
-        silent.read_to_end(&mut rest).unwrap();
-        assert!(rest.is_empty());
-        // Closed at once, so that the server's linger after its FIN ends
-        // now, not at its limit, however slowly a loaded machine gets there.
-        drop(silent);
-        assert!(server.wait().success(), "{layout}");
-        assert!(
-            server.stderr().contains("live=1 drained=0 cut=1"),
-            "{layout}: {}",
-            server.stderr()
-        );
-    }
+per_layout!(shutdown_timeout_cuts_the_rest_and_still_exits_0);
+fn shutdown_timeout_cuts_the_rest_and_still_exits_0(layout: &str) {
+    let mut server = TestServer::start(&["--layout", layout, "--shutdown-timeout", "300ms"]);
+    let mut silent = server.connect();
+    assert_eq!(round_trip(&mut silent, b"hi"), b"hi");
+    server.signal(Signal::SIGTERM);
+    // The server closes it (EOF), the client never did.
+    let mut rest = Vec::new();
+    silent.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+    // Closed at once, so that the server's linger after its FIN ends
+    // now, not at its limit, however slowly a loaded machine gets there.
+    drop(silent);
+    assert!(server.wait().success(), "{layout}");
+    assert!(
+        server.stderr().contains("live=1 drained=0 cut=1"),
+        "{layout}: {}",
+        server.stderr()
+    );
 }
 
 #[test]

@@ -26,37 +26,45 @@ fn small_suite() -> &'static (Value, String) {
     static RUN: OnceLock<(Value, String)> = OnceLock::new();
     RUN.get_or_init(|| {
         let cwd = tempfile::tempdir().unwrap();
-        let mut command = common::tandem();
-        command.current_dir(cwd.path()).args([
-            "suite",
-            "--quick",
-            "--only",
-            "churn",
-            "--only",
-            "admin",
-            "--only",
-            "tls,udp",
-            "--runs",
-            "1",
-            "--duration",
-            "300ms",
-            "--name",
-            "small",
-        ]);
-        // About 20 samples of under a second each, one after another: on a
-        // loaded machine that takes far longer than one step of a test, so
-        // the limit only tells a hang from a slow run.
-        let finished = Proc::spawn(command).finish_within(SUITE_PATIENCE);
-        assert!(finished.status.success(), "{}", finished.stderr);
+        // About 20 samples of under a second each, one after another.
+        let finished = quick_suite(
+            Some(cwd.path()),
+            &[
+                "--only", "churn", "--only", "admin", "--only", "tls,udp", "--name", "small",
+            ],
+        );
         let folder = cwd.path().join("target").join("suite").join("small");
         assert_eq!(
             finished.stdout.trim(),
             format!("results in {}", Path::new("target/suite/small").display())
         );
-        let results = std::fs::read_to_string(folder.join("results.json")).unwrap();
-        let report = std::fs::read_to_string(folder.join("report.md")).unwrap();
-        (serde_json::from_str(&results).unwrap(), report)
+        results_in(&folder)
     })
+}
+
+/// Runs `tandem suite --quick --runs 1 --duration 300ms` with `args`, from
+/// `cwd` if given, to its end, which must be a success. A run is a series
+/// of samples of under a second each, one after another: on a loaded
+/// machine that takes far longer than one step of a test, so its limit,
+/// `SUITE_PATIENCE`, only tells a hang from a slow run.
+fn quick_suite(cwd: Option<&Path>, args: &[&str]) -> common::Finished {
+    let mut command = common::tandem();
+    if let Some(cwd) = cwd {
+        command.current_dir(cwd);
+    }
+    command
+        .args(["suite", "--quick", "--runs", "1", "--duration", "300ms"])
+        .args(args);
+    let finished = Proc::spawn(command).finish_within(SUITE_PATIENCE);
+    assert!(finished.status.success(), "{}", finished.stderr);
+    finished
+}
+
+/// The results.json and report.md a suite run wrote to `folder`.
+fn results_in(folder: &Path) -> (Value, String) {
+    let results = std::fs::read_to_string(folder.join("results.json")).unwrap();
+    let report = std::fs::read_to_string(folder.join("report.md")).unwrap();
+    (serde_json::from_str(&results).unwrap(), report)
 }
 
 /// The first CPU this process may run on.
@@ -78,29 +86,20 @@ fn split_suite() -> &'static (Value, String) {
     static RUN: OnceLock<(Value, String)> = OnceLock::new();
     RUN.get_or_init(|| {
         let out = tempfile::tempdir().unwrap();
-        let mut command = common::tandem();
-        command.args([
-            "suite",
-            "--quick",
-            "--only",
-            "churn",
-            "--runs",
-            "1",
-            "--duration",
-            "300ms",
-            "--out",
-            out.path().to_str().unwrap(),
-            "--name",
-            "split",
-            "--client-cpus",
-            &first_cpu().to_string(),
-        ]);
-        let finished = Proc::spawn(command).finish_within(SUITE_PATIENCE);
-        assert!(finished.status.success(), "{}", finished.stderr);
-        let folder = out.path().join("split");
-        let results = std::fs::read_to_string(folder.join("results.json")).unwrap();
-        let report = std::fs::read_to_string(folder.join("report.md")).unwrap();
-        (serde_json::from_str(&results).unwrap(), report)
+        quick_suite(
+            None,
+            &[
+                "--only",
+                "churn",
+                "--out",
+                out.path().to_str().unwrap(),
+                "--name",
+                "split",
+                "--client-cpus",
+                &first_cpu().to_string(),
+            ],
+        );
+        results_in(&out.path().join("split"))
     })
 }
 
@@ -336,32 +335,23 @@ const OFFLOAD_VARIANTS: [&str; 4] = ["inline", "spawn-blocking", "compute-1", "c
 #[test]
 fn the_offload_section_reports_light_and_heavy_figures_apart_for_each_variant_with_a_plot() {
     let out = tempfile::tempdir().unwrap();
-    let mut command = common::tandem();
     // The section starts only tandem servers: it runs without the epoll
     // reference.
-    command.args([
-        "suite",
-        "--quick",
-        "--only",
-        "offload",
-        "--runs",
-        "1",
-        "--duration",
-        "300ms",
-        "--out",
-        out.path().to_str().unwrap(),
-        "--name",
-        "offload",
-        "--reference",
-        "/nonexistent/epoll_echo",
-    ]);
-    let finished = Proc::spawn(command).finish_within(SUITE_PATIENCE);
-    assert!(finished.status.success(), "{}", finished.stderr);
+    quick_suite(
+        None,
+        &[
+            "--only",
+            "offload",
+            "--out",
+            out.path().to_str().unwrap(),
+            "--name",
+            "offload",
+            "--reference",
+            "/nonexistent/epoll_echo",
+        ],
+    );
     let folder = out.path().join("offload");
-    let results: Value =
-        serde_json::from_str(&std::fs::read_to_string(folder.join("results.json")).unwrap())
-            .unwrap();
-    let report = std::fs::read_to_string(folder.join("report.md")).unwrap();
+    let (results, report) = results_in(&folder);
 
     let variants = results["offload"]["variants"].as_array().unwrap();
     let names: Vec<&str> = variants

@@ -23,7 +23,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{LAYOUTS, PATIENCE, TestServer, round_trip};
+use common::{PATIENCE, TestServer, per_layout, round_trip};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -107,11 +107,9 @@ fn one_read_and_one_write_per_message(layout: &str, size: usize) {
     );
 }
 
-#[test]
-fn an_echoed_message_costs_one_read_and_one_write_in_every_layout() {
-    for layout in LAYOUTS {
-        one_read_and_one_write_per_message(layout, 64);
-    }
+per_layout!(an_echoed_message_costs_one_read_and_one_write_in_every_layout);
+fn an_echoed_message_costs_one_read_and_one_write_in_every_layout(layout: &str) {
+    one_read_and_one_write_per_message(layout, 64);
 }
 
 #[test]

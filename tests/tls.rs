@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use common::admin::{scrape, scrape_until};
 use common::tls::{Identity, echo, half_close, read_to_close_notify};
-use common::{LAYOUTS, PATIENCE, TestServer, random_bytes};
+use common::{PATIENCE, TestServer, per_layout, random_bytes};
 use nix::sys::signal::Signal;
 
 /// Runs the shell `command` in a fresh folder, where it must write
@@ -273,59 +273,55 @@ fn s_client_round_trip(
     back
 }
 
-#[test]
-fn openssl_s_client_gets_its_line_back_over_tls_1_2_and_1_3_in_every_layout() {
+per_layout!(openssl_s_client_gets_its_line_back_over_tls_1_2_and_1_3_in_every_layout);
+fn openssl_s_client_gets_its_line_back_over_tls_1_2_and_1_3_in_every_layout(layout: &str) {
     let identity = Identity::new();
-    for layout in LAYOUTS {
-        let mut server = tls_server(&identity, layout, &[]);
-        for version in ["-tls1_3", "-tls1_2"] {
-            let line = format!("hello over {version} from {layout}\n");
-            assert_eq!(
-                s_client_round_trip(&identity, &server, version, &line),
-                line,
-                "{layout} {version}"
-            );
-        }
-        scrape_until(
-            server.admin_addr(),
-            &[
-                ("tandem_connections_accepted_total", 2.0),
-                ("tandem_connections_closed_total{reason=\"eof\"}", 2.0),
-            ],
+    let mut server = tls_server(&identity, layout, &[]);
+    for version in ["-tls1_3", "-tls1_2"] {
+        let line = format!("hello over {version} from {layout}\n");
+        assert_eq!(
+            s_client_round_trip(&identity, &server, version, &line),
+            line,
+            "{layout} {version}"
         );
-        assert!(server.stop().success());
     }
+    scrape_until(
+        server.admin_addr(),
+        &[
+            ("tandem_connections_accepted_total", 2.0),
+            ("tandem_connections_closed_total{reason=\"eof\"}", 2.0),
+        ],
+    );
+    assert!(server.stop().success());
 }
 
-#[test]
-fn a_large_stream_comes_back_exactly_and_a_half_close_is_answered_with_close_notify() {
+per_layout!(a_large_stream_comes_back_exactly_and_a_half_close_is_answered_with_close_notify);
+fn a_large_stream_comes_back_exactly_and_a_half_close_is_answered_with_close_notify(layout: &str) {
     let identity = Identity::new();
     let payload = random_bytes(4 * 1024 * 1024);
-    for layout in LAYOUTS {
-        let mut server = tls_server(&identity, layout, &[]);
-        let mut client = identity.connect(server.addr);
-        // Chunks larger than a TLS record and than the server's buffer.
-        let back = echo(&mut client, &payload, 100_000);
-        assert!(
-            back == payload,
-            "{layout}: the echo differs from what was sent"
-        );
-        // Ok only if the server sent its close_notify before its FIN.
-        let rest = half_close(&mut client)
-            .unwrap_or_else(|err| panic!("{layout}: no close_notify after the half-close: {err}"));
-        assert!(rest.is_empty(), "{layout}: bytes after the echo");
-        // The metrics count the plaintext, not the TLS records.
-        let len = payload.len() as f64;
-        scrape_until(
-            server.admin_addr(),
-            &[
-                ("tandem_bytes_received_total", len),
-                ("tandem_bytes_sent_total", len),
-                ("tandem_connections_closed_total{reason=\"eof\"}", 1.0),
-            ],
-        );
-        assert!(server.stop().success());
-    }
+    let mut server = tls_server(&identity, layout, &[]);
+    let mut client = identity.connect(server.addr);
+    // Chunks larger than a TLS record and than the server's buffer.
+    let back = echo(&mut client, &payload, 100_000);
+    assert!(
+        back == payload,
+        "{layout}: the echo differs from what was sent"
+    );
+    // Ok only if the server sent its close_notify before its FIN.
+    let rest = half_close(&mut client)
+        .unwrap_or_else(|err| panic!("{layout}: no close_notify after the half-close: {err}"));
+    assert!(rest.is_empty(), "{layout}: bytes after the echo");
+    // The metrics count the plaintext, not the TLS records.
+    let len = payload.len() as f64;
+    scrape_until(
+        server.admin_addr(),
+        &[
+            ("tandem_bytes_received_total", len),
+            ("tandem_bytes_sent_total", len),
+            ("tandem_connections_closed_total{reason=\"eof\"}", 1.0),
+        ],
+    );
+    assert!(server.stop().success());
 }
 
 #[test]
@@ -362,79 +358,75 @@ fn a_client_gone_without_close_notify_is_counted_as_reset() {
     assert!(server.stop().success());
 }
 
-#[test]
-fn failed_handshakes_are_closed_unserved_and_counted_by_kind() {
+per_layout!(failed_handshakes_are_closed_unserved_and_counted_by_kind);
+fn failed_handshakes_are_closed_unserved_and_counted_by_kind(layout: &str) {
     let identity = Identity::new();
-    for layout in LAYOUTS {
-        let mut server = tls_server(&identity, layout, &["--tls-handshake-timeout", "300ms"]);
-        let admin = server.admin_addr();
+    let mut server = tls_server(&identity, layout, &["--tls-handshake-timeout", "300ms"]);
+    let admin = server.admin_addr();
 
-        // Plain text on the TLS port: no echo, the connection closed.
-        let mut plain = server.connect();
-        plain.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
-        let mut back = Vec::new();
-        let _ = plain.read_to_end(&mut back);
-        assert!(
-            !back.windows(3).any(|w| w == b"GET"),
-            "{layout}: plain text was echoed"
-        );
+    // Plain text on the TLS port: no echo, the connection closed.
+    let mut plain = server.connect();
+    plain.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut back = Vec::new();
+    let _ = plain.read_to_end(&mut back);
+    assert!(
+        !back.windows(3).any(|w| w == b"GET"),
+        "{layout}: plain text was echoed"
+    );
 
-        // Silent past the handshake timeout: closed.
-        let mut silent = server.connect();
-        let started = Instant::now();
-        let mut byte = [0u8; 1];
-        match silent.read(&mut byte) {
-            Ok(0) => {}
-            Err(err) if err.kind() == ErrorKind::ConnectionReset => {}
-            other => panic!("{layout}: a silent client got {other:?}"),
-        }
-        assert!(started.elapsed() < PATIENCE);
-
-        // Half a ClientHello, then gone.
-        let mut quitter = server.connect();
-        quitter
-            .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
-            .unwrap();
-        quitter.shutdown(Shutdown::Both).unwrap();
-        drop(quitter);
-
-        scrape_until(
-            admin,
-            &[
-                ("tandem_tls_handshake_errors_total{kind=\"protocol\"}", 1.0),
-                ("tandem_tls_handshake_errors_total{kind=\"timeout\"}", 1.0),
-                ("tandem_tls_handshake_errors_total{kind=\"closed\"}", 1.0),
-                ("tandem_connections_rejected_total", 3.0),
-                ("tandem_connections_active", 0.0),
-            ],
-        );
-        // And the server still serves.
-        let mut client = identity.connect(server.addr);
-        assert_eq!(echo(&mut client, b"still here", 10), b"still here");
-        assert!(half_close(&mut client).is_ok());
-        assert!(server.stop().success());
+    // Silent past the handshake timeout: closed.
+    let mut silent = server.connect();
+    let started = Instant::now();
+    let mut byte = [0u8; 1];
+    match silent.read(&mut byte) {
+        Ok(0) => {}
+        Err(err) if err.kind() == ErrorKind::ConnectionReset => {}
+        other => panic!("{layout}: a silent client got {other:?}"),
     }
+    assert!(started.elapsed() < PATIENCE);
+
+    // Half a ClientHello, then gone.
+    let mut quitter = server.connect();
+    quitter
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .unwrap();
+    quitter.shutdown(Shutdown::Both).unwrap();
+    drop(quitter);
+
+    scrape_until(
+        admin,
+        &[
+            ("tandem_tls_handshake_errors_total{kind=\"protocol\"}", 1.0),
+            ("tandem_tls_handshake_errors_total{kind=\"timeout\"}", 1.0),
+            ("tandem_tls_handshake_errors_total{kind=\"closed\"}", 1.0),
+            ("tandem_connections_rejected_total", 3.0),
+            ("tandem_connections_active", 0.0),
+        ],
+    );
+    // And the server still serves.
+    let mut client = identity.connect(server.addr);
+    assert_eq!(echo(&mut client, b"still here", 10), b"still here");
+    assert!(half_close(&mut client).is_ok());
+    assert!(server.stop().success());
 }
 
-#[test]
-fn the_shutdown_cut_ends_a_tls_connection_with_close_notify() {
+per_layout!(the_shutdown_cut_ends_a_tls_connection_with_close_notify);
+fn the_shutdown_cut_ends_a_tls_connection_with_close_notify(layout: &str) {
     let identity = Identity::new();
-    for layout in LAYOUTS {
-        let mut server = tls_server(&identity, layout, &["--shutdown-timeout", "300ms"]);
-        let mut client = identity.connect(server.addr);
-        assert_eq!(echo(&mut client, b"before", 6), b"before");
-        server.signal(Signal::SIGTERM);
-        // The client keeps its side open: the cut ends it, politely.
-        let rest = read_to_close_notify(&mut client)
-            .unwrap_or_else(|err| panic!("{layout}: no close_notify at the cut: {err}"));
-        assert!(rest.is_empty());
-        // Closed at once, so that the server's linger after its FIN ends
-        // now, not at its limit, however slowly a loaded machine gets there.
-        drop(client);
-        assert!(server.wait().success(), "{layout}: {}", server.stderr());
-        let log = server.stderr();
-        assert!(log.contains("live=1 drained=0 cut=1"), "{layout}: {log}");
-    }
+    let mut server = tls_server(&identity, layout, &["--shutdown-timeout", "300ms"]);
+    let mut client = identity.connect(server.addr);
+    assert_eq!(echo(&mut client, b"before", 6), b"before");
+    server.signal(Signal::SIGTERM);
+    // The client keeps its side open: the cut ends it, politely.
+    let rest = read_to_close_notify(&mut client)
+        .unwrap_or_else(|err| panic!("{layout}: no close_notify at the cut: {err}"));
+    assert!(rest.is_empty());
+    // Closed at once, so that the server's linger after its FIN ends
+    // now, not at its limit, however slowly a loaded machine gets there.
+    drop(client);
+    assert!(server.wait().success(), "{layout}: {}", server.stderr());
+    let log = server.stderr();
+    assert!(log.contains("live=1 drained=0 cut=1"), "{layout}: {log}");
 }
 
 #[test]
@@ -455,28 +447,26 @@ fn an_idle_tls_connection_is_closed_with_close_notify() {
     assert!(server.stop().success());
 }
 
-#[test]
-fn a_proxy_header_comes_in_the_clear_before_the_handshake() {
+per_layout!(a_proxy_header_comes_in_the_clear_before_the_handshake);
+fn a_proxy_header_comes_in_the_clear_before_the_handshake(layout: &str) {
     let identity = Identity::new();
-    for layout in LAYOUTS {
-        let mut server = tls_server(&identity, layout, &["--proxy-protocol"]);
-        let mut socket = server.connect();
-        socket
-            .write_all(b"PROXY TCP4 192.0.2.7 127.0.0.1 40000 8000\r\n")
-            .unwrap();
-        let mut client = identity.handshake(socket);
-        assert_eq!(
-            echo(&mut client, b"behind a balancer", 17),
-            b"behind a balancer"
-        );
-        assert!(half_close(&mut client).is_ok());
-        let metrics = scrape(server.admin_addr());
-        assert_eq!(
-            metrics.get("tandem_proxy_header_errors_total{kind=\"malformed\"}"),
-            Some(0.0)
-        );
-        assert!(server.stop().success());
-    }
+    let mut server = tls_server(&identity, layout, &["--proxy-protocol"]);
+    let mut socket = server.connect();
+    socket
+        .write_all(b"PROXY TCP4 192.0.2.7 127.0.0.1 40000 8000\r\n")
+        .unwrap();
+    let mut client = identity.handshake(socket);
+    assert_eq!(
+        echo(&mut client, b"behind a balancer", 17),
+        b"behind a balancer"
+    );
+    assert!(half_close(&mut client).is_ok());
+    let metrics = scrape(server.admin_addr());
+    assert_eq!(
+        metrics.get("tandem_proxy_header_errors_total{kind=\"malformed\"}"),
+        Some(0.0)
+    );
+    assert!(server.stop().success());
 }
 
 #[test]

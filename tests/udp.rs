@@ -8,7 +8,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use common::admin::{scrape, scrape_until};
-use common::{LAYOUTS, PATIENCE, TestServer, random_bytes, round_trip};
+use common::{PATIENCE, TestServer, per_layout, random_bytes, round_trip};
 
 /// A client socket on 127.0.0.1, bound to `port` (0: any), that waits half
 /// a second for a reply: long enough to see one that should not come.
@@ -45,30 +45,28 @@ fn ask(socket: &UdpSocket, to: SocketAddr, datagram: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
-#[test]
-fn datagrams_are_echoed_on_the_tcp_port_in_every_layout() {
-    for layout in LAYOUTS {
-        let mut server = TestServer::start_with_admin(&["--layout", layout, "--udp"]);
-        let socket = client(0);
-        socket.set_read_timeout(Some(PATIENCE)).unwrap();
-        for size in [1, 512, 9000, 65_507] {
-            let datagram = random_bytes(size);
-            let reply = ask(&socket, server.addr, &datagram);
-            assert!(
-                reply.as_deref() == Some(&datagram[..]),
-                "{layout}: {size} B"
-            );
-        }
-        // TCP is served on the same port as before.
-        let mut stream = server.connect();
-        assert_eq!(round_trip(&mut stream, b"tcp too"), b"tcp too");
-        drop(stream);
-        scrape_until(
-            server.admin_addr(),
-            &[("tandem_udp_datagrams_total{outcome=\"echoed\"}", 4.0)],
+per_layout!(datagrams_are_echoed_on_the_tcp_port_in_every_layout);
+fn datagrams_are_echoed_on_the_tcp_port_in_every_layout(layout: &str) {
+    let mut server = TestServer::start_with_admin(&["--layout", layout, "--udp"]);
+    let socket = client(0);
+    socket.set_read_timeout(Some(PATIENCE)).unwrap();
+    for size in [1, 512, 9000, 65_507] {
+        let datagram = random_bytes(size);
+        let reply = ask(&socket, server.addr, &datagram);
+        assert!(
+            reply.as_deref() == Some(&datagram[..]),
+            "{layout}: {size} B"
         );
-        assert!(server.stop().success(), "{layout}");
     }
+    // TCP is served on the same port as before.
+    let mut stream = server.connect();
+    assert_eq!(round_trip(&mut stream, b"tcp too"), b"tcp too");
+    drop(stream);
+    scrape_until(
+        server.admin_addr(),
+        &[("tandem_udp_datagrams_total{outcome=\"echoed\"}", 4.0)],
+    );
+    assert!(server.stop().success(), "{layout}");
 }
 
 #[test]

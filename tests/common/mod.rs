@@ -12,8 +12,10 @@ pub mod streamer;
 #[path = "../../crates/tandem/tests/common/tls.rs"]
 pub mod tls;
 
+#[allow(unused_imports)] // not every test file has per-layout tests
+pub(crate) use basics::per_layout;
 #[allow(unused_imports)] // not every test file sends random payloads
-pub use basics::{PATIENCE, random_bytes};
+pub use basics::{LAYOUTS, PATIENCE, at_once, in_turn, random_bytes};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -367,8 +369,11 @@ pub fn round_trip(stream: &mut TcpStream, payload: &[u8]) -> Vec<u8> {
 /// `sharded`, the acceptor runtime has been shut down.
 pub const ACCEPTOR_GONE: &str = "stopped accepting";
 
-/// The three layouts, for tests that must hold in each.
-pub const LAYOUTS: [&str; 3] = ["split", "single", "sharded"];
+/// What `per_layout!` passes the binary's tests: the layout's name, as
+/// `--layout` takes it.
+pub fn layout(name: &'static str) -> &'static str {
+    name
+}
 
 /// A TOML config file in a fresh temporary directory.
 pub struct ConfigFile {

@@ -21,7 +21,7 @@ pub const POOL_LEN: usize = 1024 * 1024;
 pub const MAX_WRITE: usize = 32 * 1024;
 
 /// A pool of random bytes for streamers to send slices of.
-pub fn random_pool() -> Arc<Vec<u8>> {
+fn random_pool() -> Arc<Vec<u8>> {
     let mut pool = vec![0u8; POOL_LEN];
     rand::fill(&mut pool[..]);
     Arc::new(pool)
@@ -53,8 +53,25 @@ pub struct Streamer {
     pub reader: JoinHandle<io::Result<Tally>>,
 }
 
+/// `count` streaming clients on the connections `connect` opens, every one
+/// connected before any starts streaming, so that they start even; and
+/// the progress they share.
+pub fn stream_together(
+    count: usize,
+    mut connect: impl FnMut() -> TcpStream,
+) -> (Vec<Streamer>, Arc<Progress>) {
+    let pool = random_pool();
+    let progress = Arc::new(Progress::default());
+    let start = Arc::new(Barrier::new(count + 1));
+    let streamers = (0..count)
+        .map(|_| Streamer::start(connect(), pool.clone(), start.clone(), progress.clone()))
+        .collect();
+    start.wait();
+    (streamers, progress)
+}
+
 impl Streamer {
-    pub fn start(
+    fn start(
         stream: TcpStream,
         pool: Arc<Vec<u8>>,
         start: Arc<Barrier>,

@@ -14,14 +14,14 @@
 //! such clients, and it kept them with none.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Barrier};
+
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::common::admin::scrape;
 use crate::common::process::rss_bytes;
-use crate::common::streamer::{Progress, Streamer, random_pool};
-use crate::common::{LAYOUTS, TestServer};
+use crate::common::streamer::stream_together;
+use crate::common::{TestServer, per_layout};
 
 /// The budget under test: small, so that eight clients at 16 MiB reads
 /// would spend it many times over.
@@ -42,89 +42,74 @@ const STREAMING: Duration = Duration::from_secs(3);
 /// How long the memory may take to go back after the clients leave.
 const SETTLE_WITHIN: Duration = Duration::from_secs(10);
 
-#[test]
-fn streaming_clients_stay_within_the_buffer_budget_and_the_memory_goes_back() {
-    for layout in LAYOUTS {
-        let server = TestServer::start_with_admin(&[
-            "--layout",
-            layout,
-            "--buffer-size",
-            "16777216",
-            "--buffer-memory",
-            &BUDGET.to_string(),
-        ]);
-        let pid = server.pid();
-        let before = rss_bytes(pid);
-        let pool = random_pool();
-        let start = Arc::new(Barrier::new(CLIENTS + 1));
-        let progress = Arc::new(Progress::default());
-        let streamers: Vec<Streamer> = (0..CLIENTS)
-            .map(|_| {
-                Streamer::start(
-                    server.connect(),
-                    pool.clone(),
-                    start.clone(),
-                    progress.clone(),
-                )
-            })
-            .collect();
-        start.wait();
-        // Sampled while they stream: the peak is what the budget bounds.
-        let mut peak = 0;
-        let streamed_until = Instant::now() + STREAMING;
-        while Instant::now() < streamed_until {
-            peak = peak.max(rss_bytes(pid));
-            let buffers = scrape(server.admin_addr());
-            let held = buffers
-                .get(r#"tandem_buffer_memory_bytes{state="lent"}"#)
-                .unwrap_or_default()
-                + buffers
-                    .get(r#"tandem_buffer_memory_bytes{state="free"}"#)
-                    .unwrap_or_default();
-            // Read apart from each other, the two may be a buffer apart.
-            assert!(
-                held <= (BUDGET + BUDGET / 2) as f64,
-                "{layout}: buffers hold {held} bytes of a {BUDGET}-byte budget"
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
-        progress.stop.store(true, Ordering::Relaxed);
-        for (client, streamer) in streamers.into_iter().enumerate() {
-            let sent = streamer.writer.join().unwrap().unwrap();
-            let echoed = streamer.reader.join().unwrap().unwrap();
-            assert_eq!(sent, echoed, "{layout}: client {client}'s echo differs");
-        }
-        assert!(
-            peak <= before + BUDGET + MARGIN,
-            "{layout}: resident memory grew from {} to {} MiB with a {} MiB budget",
-            before >> 20,
-            peak >> 20,
-            BUDGET >> 20
-        );
-        let settle_by = Instant::now() + SETTLE_WITHIN;
-        let settled = loop {
-            let now = rss_bytes(pid);
-            if now <= before + SETTLED || Instant::now() >= settle_by {
-                break now;
-            }
-            thread::sleep(Duration::from_millis(100));
-        };
-        assert!(
-            settled <= before + SETTLED,
-            "{layout}: {} MiB resident {SETTLE_WITHIN:?} after the clients left, {} MiB before they came",
-            settled >> 20,
-            before >> 20
-        );
+per_layout!(streaming_clients_stay_within_the_buffer_budget_and_the_memory_goes_back);
+fn streaming_clients_stay_within_the_buffer_budget_and_the_memory_goes_back(layout: &str) {
+    let server = TestServer::start_with_admin(&[
+        "--layout",
+        layout,
+        "--buffer-size",
+        "16777216",
+        "--buffer-memory",
+        &BUDGET.to_string(),
+    ]);
+    let pid = server.pid();
+    let before = rss_bytes(pid);
+    let (streamers, progress) = stream_together(CLIENTS, || server.connect());
+    // Sampled while they stream: the peak is what the budget bounds.
+    let mut peak = 0;
+    let streamed_until = Instant::now() + STREAMING;
+    while Instant::now() < streamed_until {
+        peak = peak.max(rss_bytes(pid));
         let buffers = scrape(server.admin_addr());
-        assert_eq!(
-            buffers.get("tandem_buffer_memory_limit_bytes"),
-            Some(BUDGET as f64)
+        let held = buffers
+            .get(r#"tandem_buffer_memory_bytes{state="lent"}"#)
+            .unwrap_or_default()
+            + buffers
+                .get(r#"tandem_buffer_memory_bytes{state="free"}"#)
+                .unwrap_or_default();
+        // Read apart from each other, the two may be a buffer apart.
+        assert!(
+            held <= (BUDGET + BUDGET / 2) as f64,
+            "{layout}: buffers hold {held} bytes of a {BUDGET}-byte budget"
         );
-        assert_eq!(
-            buffers.get(r#"tandem_buffer_memory_bytes{state="lent"}"#),
-            Some(0.0),
-            "{layout}: no connection is left, so no buffer is lent"
-        );
-        drop(server);
+        thread::sleep(Duration::from_millis(50));
     }
+    progress.stop.store(true, Ordering::Relaxed);
+    for (client, streamer) in streamers.into_iter().enumerate() {
+        let sent = streamer.writer.join().unwrap().unwrap();
+        let echoed = streamer.reader.join().unwrap().unwrap();
+        assert_eq!(sent, echoed, "{layout}: client {client}'s echo differs");
+    }
+    assert!(
+        peak <= before + BUDGET + MARGIN,
+        "{layout}: resident memory grew from {} to {} MiB with a {} MiB budget",
+        before >> 20,
+        peak >> 20,
+        BUDGET >> 20
+    );
+    let settle_by = Instant::now() + SETTLE_WITHIN;
+    let settled = loop {
+        let now = rss_bytes(pid);
+        if now <= before + SETTLED || Instant::now() >= settle_by {
+            break now;
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        settled <= before + SETTLED,
+        "{layout}: {} MiB resident {SETTLE_WITHIN:?} after the clients left, {} MiB before they came",
+        settled >> 20,
+        before >> 20
+    );
+    let buffers = scrape(server.admin_addr());
+    assert_eq!(
+        buffers.get("tandem_buffer_memory_limit_bytes"),
+        Some(BUDGET as f64)
+    );
+    assert_eq!(
+        buffers.get(r#"tandem_buffer_memory_bytes{state="lent"}"#),
+        Some(0.0),
+        "{layout}: no connection is left, so no buffer is lent"
+    );
+    drop(server);
 }

@@ -17,9 +17,9 @@ use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 
-use crate::clients::{echo_own_bytes, gather, runtime};
+use crate::clients::{assert_all_exact, close_cleanly, echo_own_bytes, gather, runtime};
 use crate::common::admin::scrape_until;
-use crate::common::{LAYOUTS, PATIENCE, TestServer};
+use crate::common::{PATIENCE, TestServer, per_layout};
 
 /// Clients in the burst: half the default listen backlog, so that the
 /// kernel holds the whole burst while the server takes it in.
@@ -48,51 +48,36 @@ async fn burst(addr: SocketAddr) -> (Vec<TcpStream>, usize) {
     gather(clients).await
 }
 
-#[test]
-fn five_hundred_clients_at_once_through_a_hand_off_of_one_are_all_served_in_every_layout() {
+per_layout!(five_hundred_clients_at_once_through_a_hand_off_of_one_are_all_served_in_every_layout);
+fn five_hundred_clients_at_once_through_a_hand_off_of_one_are_all_served_in_every_layout(
+    layout: &str,
+) {
     let runtime = runtime();
-    for layout in LAYOUTS {
-        let mut server = TestServer::start_with_admin(&[
-            "--layout",
-            layout,
-            "--handoff-capacity",
-            "1",
-            "--workers",
-            "1",
-        ]);
-        let admin = server.admin_addr();
-        // The queue really is one connection deep (`single` has none).
-        let capacity = if layout == "single" { 0.0 } else { 1.0 };
-        scrape_until(admin, &[("tandem_handoff_queue_capacity", capacity)]);
+    let mut server = TestServer::start_with_admin(&[
+        "--layout",
+        layout,
+        "--handoff-capacity",
+        "1",
+        "--workers",
+        "1",
+    ]);
+    let admin = server.admin_addr();
+    // The queue really is one connection deep (`single` has none).
+    let capacity = if layout == "single" { 0.0 } else { 1.0 };
+    scrape_until(admin, &[("tandem_handoff_queue_capacity", capacity)]);
 
-        let (clients, exact) = runtime.block_on(burst(server.addr));
-        assert_eq!(
-            exact,
-            CLIENTS,
-            "{layout}: {} of {CLIENTS} clients got other bytes back",
-            CLIENTS - exact
-        );
-        // Each client was accepted once, and all are still being served.
-        scrape_until(
-            admin,
-            &[
-                ("tandem_connections_accepted_total", CLIENTS as f64),
-                ("tandem_connections_active", CLIENTS as f64),
-                ("tandem_connections_rejected_total", 0.0),
-            ],
-        );
+    let (clients, exact) = runtime.block_on(burst(server.addr));
+    assert_all_exact(layout, exact, CLIENTS);
+    // Each client was accepted once, and all are still being served.
+    scrape_until(
+        admin,
+        &[
+            ("tandem_connections_accepted_total", CLIENTS as f64),
+            ("tandem_connections_active", CLIENTS as f64),
+            ("tandem_connections_rejected_total", 0.0),
+        ],
+    );
 
-        runtime.block_on(async move { drop(clients) });
-        scrape_until(
-            admin,
-            &[
-                ("tandem_connections_active", 0.0),
-                (
-                    "tandem_connections_closed_total{reason=\"eof\"}",
-                    CLIENTS as f64,
-                ),
-            ],
-        );
-        assert!(server.stop().success(), "{layout}: {}", server.stderr());
-    }
+    close_cleanly(&runtime, admin, clients);
+    assert!(server.stop().success(), "{layout}: {}", server.stderr());
 }

@@ -1,12 +1,15 @@
 //! Clients that several cases share: many at once on a tokio runtime, each
 //! echoing bytes of its own, so that an echo delivered to the wrong
-//! connection cannot pass.
+//! connection cannot pass, and closing cleanly once they have.
+
+use std::net::SocketAddr;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 
+use crate::common::admin::scrape_until;
 use crate::common::{PATIENCE, random_bytes};
 
 /// The runtime the clients run on: two threads, like the machine.
@@ -47,4 +50,34 @@ pub async fn gather(mut clients: JoinSet<(TcpStream, bool)>) -> (Vec<TcpStream>,
         exact += usize::from(same);
     }
     (open, exact)
+}
+
+/// Asserts that `exact`, the clients that got exactly their own bytes back,
+/// are all `count` of them.
+pub fn assert_all_exact(layout: &str, exact: usize, count: usize) {
+    assert_eq!(
+        exact,
+        count,
+        "{layout}: {} of {count} clients got other bytes back",
+        count - exact
+    );
+}
+
+/// Closes `clients`, on the `runtime` their sockets belong to, and waits
+/// until the server at `admin` has counted every one closed, none active.
+/// Every client has read its echo, so each close is a clean one (`eof`).
+pub fn close_cleanly(
+    runtime: &tokio::runtime::Runtime,
+    admin: SocketAddr,
+    clients: Vec<TcpStream>,
+) {
+    let count = clients.len() as f64;
+    runtime.block_on(async move { drop(clients) });
+    scrape_until(
+        admin,
+        &[
+            ("tandem_connections_active", 0.0),
+            ("tandem_connections_closed_total{reason=\"eof\"}", count),
+        ],
+    );
 }

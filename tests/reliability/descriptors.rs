@@ -16,7 +16,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use crate::common::process::{cpu_time, open_descriptors};
-use crate::common::{self, LAYOUTS, PATIENCE, TestServer, random_bytes, round_trip};
+use crate::common::{self, PATIENCE, TestServer, per_layout, random_bytes, round_trip};
 use rlimit::Resource;
 
 /// How long the CPU time of a server out of descriptors is measured.
@@ -63,165 +63,163 @@ fn echoed_within(stream: &mut TcpStream, expected: &[u8], wait: Duration) -> boo
     result
 }
 
-#[test]
-fn a_fifth_client_waits_until_one_of_four_closes() {
-    for layout in LAYOUTS {
-        let mut server = TestServer::start(&["--layout", layout, "--max-connections", "4"]);
-        let mut served: Vec<_> = (0..4).map(|_| server.connect()).collect();
-        for client in &mut served {
-            assert_eq!(round_trip(client, b"in"), b"in");
-        }
-
-        // The kernel completes the handshake from the backlog, but the
-        // server does not accept: no echo.
-        let mut fifth = server.connect();
-        fifth.write_all(b"waiting").unwrap();
-        assert!(
-            !echoed_within(&mut fifth, b"waiting", Duration::from_millis(500)),
-            "{layout}: a fifth connection was served with --max-connections 4"
-        );
-
-        drop(served.remove(0));
-        assert!(
-            echoed_within(&mut fifth, b"waiting", PATIENCE),
-            "{layout}: the fifth client was not served after one of four closed"
-        );
-        drop(served);
-        drop(fifth);
-        assert!(server.stop().success());
+per_layout!(a_fifth_client_waits_until_one_of_four_closes);
+fn a_fifth_client_waits_until_one_of_four_closes(layout: &str) {
+    let mut server = TestServer::start(&["--layout", layout, "--max-connections", "4"]);
+    let mut served: Vec<_> = (0..4).map(|_| server.connect()).collect();
+    for client in &mut served {
+        assert_eq!(round_trip(client, b"in"), b"in");
     }
+
+    // The kernel completes the handshake from the backlog, but the
+    // server does not accept: no echo.
+    let mut fifth = server.connect();
+    fifth.write_all(b"waiting").unwrap();
+    assert!(
+        !echoed_within(&mut fifth, b"waiting", Duration::from_millis(500)),
+        "{layout}: a fifth connection was served with --max-connections 4"
+    );
+
+    drop(served.remove(0));
+    assert!(
+        echoed_within(&mut fifth, b"waiting", PATIENCE),
+        "{layout}: the fifth client was not served after one of four closed"
+    );
+    drop(served);
+    drop(fifth);
+    assert!(server.stop().success());
 }
 
-#[test]
-fn out_of_descriptors_the_server_pauses_without_spinning_logs_once_a_second_and_recovers() {
-    for layout in LAYOUTS {
-        let mut server = TestServer::start(&["--layout", layout]);
-        let pid = server.pid();
-        let born = start_time(pid);
-        // Leave room for exactly three connections. The server fitted
-        // --max-connections to the limit it started with; lowering the limit
-        // under it is how descriptors run out in production too (other
-        // files, other sockets).
-        let open = open_descriptors(pid);
-        let limit = open.len() as u64 + 3;
-        rlimit::prlimit(pid as i32, Resource::NOFILE, Some((limit, limit)), None).unwrap();
-        // New descriptors take free numbers below the limit; inherited ones
-        // above it (a jobserver pipe, say) leave more room.
-        let fits = (limit - open.iter().filter(|&&fd| fd < limit).count() as u64) as usize;
+per_layout!(out_of_descriptors_the_server_pauses_without_spinning_logs_once_a_second_and_recovers);
+fn out_of_descriptors_the_server_pauses_without_spinning_logs_once_a_second_and_recovers(
+    layout: &str,
+) {
+    let mut server = TestServer::start(&["--layout", layout]);
+    let pid = server.pid();
+    let born = start_time(pid);
+    // Leave room for exactly three connections. The server fitted
+    // --max-connections to the limit it started with; lowering the limit
+    // under it is how descriptors run out in production too (other
+    // files, other sockets).
+    let open = open_descriptors(pid);
+    let limit = open.len() as u64 + 3;
+    rlimit::prlimit(pid as i32, Resource::NOFILE, Some((limit, limit)), None).unwrap();
+    // New descriptors take free numbers below the limit; inherited ones
+    // above it (a jobserver pipe, say) leave more room.
+    let fits = (limit - open.iter().filter(|&&fd| fd < limit).count() as u64) as usize;
 
-        // No warning can come before the first client: the window in which
-        // warnings are counted opens here.
-        let window = Instant::now();
-        let mut clients: Vec<_> = (0..fits + 5)
-            .map(|i| {
-                let mut client = server.connect();
-                client.write_all(format!("client {i}").as_bytes()).unwrap();
-                client
-            })
-            .collect();
-        let warning = server.wait_for_line(PAUSE_WARNING);
+    // No warning can come before the first client: the window in which
+    // warnings are counted opens here.
+    let window = Instant::now();
+    let mut clients: Vec<_> = (0..fits + 5)
+        .map(|i| {
+            let mut client = server.connect();
+            client.write_all(format!("client {i}").as_bytes()).unwrap();
+            client
+        })
+        .collect();
+    let warning = server.wait_for_line(PAUSE_WARNING);
+    assert!(
+        warning.contains("emfile"),
+        "{layout}: the warning does not name EMFILE: {warning}"
+    );
+
+    // Paused, not spinning: a retry loop without backoff burns a whole
+    // core. 15% of one core over 2 s is 300 ms.
+    let before = cpu_time(pid);
+    std::thread::sleep(CPU_WINDOW);
+    let used = cpu_time(pid) - before;
+    assert!(
+        used < CPU_WINDOW * 15 / 100,
+        "{layout}: {used:?} of CPU in {CPU_WINDOW:?} while out of descriptors"
+    );
+
+    // Rate-limited: the first error is logged at once, then at most one
+    // line per second, however often the listener retries. Every warning
+    // read so far was written inside the window, which closes after the
+    // read.
+    let warnings = server.stderr().matches(PAUSE_WARNING).count();
+    let elapsed = window.elapsed();
+    let allowed = 1 + elapsed.as_secs() as usize;
+    assert!(
+        (1..=allowed).contains(&warnings),
+        "{layout}: {warnings} warnings in {elapsed:?}, at most {allowed} allowed:\n{}",
+        server.stderr()
+    );
+
+    // Exactly the clients that fit were served: the accept queue is
+    // first in, first out, so they are the first ones to connect. The
+    // rest wait in the backlog, unharmed.
+    let mut waiting = clients.split_off(fits);
+    for (i, client) in clients.iter_mut().enumerate() {
+        let expected = format!("client {i}");
         assert!(
-            warning.contains("emfile"),
-            "{layout}: the warning does not name EMFILE: {warning}"
+            echoed_within(client, expected.as_bytes(), PATIENCE),
+            "{layout}: client {i} of the {fits} that fit was not served"
         );
-
-        // Paused, not spinning: a retry loop without backoff burns a whole
-        // core. 15% of one core over 2 s is 300 ms.
-        let before = cpu_time(pid);
-        std::thread::sleep(CPU_WINDOW);
-        let used = cpu_time(pid) - before;
-        assert!(
-            used < CPU_WINDOW * 15 / 100,
-            "{layout}: {used:?} of CPU in {CPU_WINDOW:?} while out of descriptors"
-        );
-
-        // Rate-limited: the first error is logged at once, then at most one
-        // line per second, however often the listener retries. Every warning
-        // read so far was written inside the window, which closes after the
-        // read.
-        let warnings = server.stderr().matches(PAUSE_WARNING).count();
-        let elapsed = window.elapsed();
-        let allowed = 1 + elapsed.as_secs() as usize;
-        assert!(
-            (1..=allowed).contains(&warnings),
-            "{layout}: {warnings} warnings in {elapsed:?}, at most {allowed} allowed:\n{}",
-            server.stderr()
-        );
-
-        // Exactly the clients that fit were served: the accept queue is
-        // first in, first out, so they are the first ones to connect. The
-        // rest wait in the backlog, unharmed.
-        let mut waiting = clients.split_off(fits);
-        for (i, client) in clients.iter_mut().enumerate() {
-            let expected = format!("client {i}");
-            assert!(
-                echoed_within(client, expected.as_bytes(), PATIENCE),
-                "{layout}: client {i} of the {fits} that fit was not served"
-            );
-        }
-        for (i, client) in waiting.iter_mut().enumerate() {
-            let i = fits + i;
-            let expected = format!("client {i}");
-            assert!(
-                !echoed_within(client, expected.as_bytes(), Duration::from_millis(100)),
-                "{layout}: client {i} was served although only {fits} descriptors were free"
-            );
-        }
-
-        // Once the served clients leave, the waiting ones are served, a few
-        // at a time, under the same limit.
-        drop(clients);
-        let mut waiting: Vec<_> = waiting
-            .into_iter()
-            .enumerate()
-            .map(|(i, client)| (fits + i, client))
-            .collect();
-        let deadline = Instant::now() + PATIENCE;
-        while !waiting.is_empty() {
-            assert!(
-                Instant::now() < deadline,
-                "{layout}: clients {:?} never served",
-                waiting.iter().map(|(i, _)| i).collect::<Vec<_>>()
-            );
-            let (i, mut client) = waiting.remove(0);
-            let expected = format!("client {i}");
-            if echoed_within(&mut client, expected.as_bytes(), Duration::from_millis(100)) {
-                drop(client);
-            } else {
-                waiting.push((i, client));
-            }
-        }
-
-        // Everyone has left: every descriptor a connection took is given
-        // back, so the server is as it was before the limit was lowered...
-        let deadline = Instant::now() + PATIENCE;
-        while open_descriptors(pid).len() > open.len() {
-            assert!(
-                Instant::now() < deadline,
-                "{layout}: {} descriptors open after every client left, {} before",
-                open_descriptors(pid).len(),
-                open.len()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        // ...and serves normally: as many new clients at the same time as
-        // fit, each echoed in full, by the same process as at the start.
-        let mut fresh: Vec<_> = (0..fits).map(|_| server.connect()).collect();
-        for (i, client) in fresh.iter_mut().enumerate() {
-            let payload = random_bytes(1024 + i);
-            assert!(
-                round_trip(client, &payload) == payload,
-                "{layout}: echo differs"
-            );
-        }
-        drop(fresh);
-        assert_eq!(
-            start_time(pid),
-            born,
-            "{layout}: pid {pid} is no longer the server"
-        );
-        assert!(server.stop().success(), "{layout}: {}", server.stderr());
     }
+    for (i, client) in waiting.iter_mut().enumerate() {
+        let i = fits + i;
+        let expected = format!("client {i}");
+        assert!(
+            !echoed_within(client, expected.as_bytes(), Duration::from_millis(100)),
+            "{layout}: client {i} was served although only {fits} descriptors were free"
+        );
+    }
+
+    // Once the served clients leave, the waiting ones are served, a few
+    // at a time, under the same limit.
+    drop(clients);
+    let mut waiting: Vec<_> = waiting
+        .into_iter()
+        .enumerate()
+        .map(|(i, client)| (fits + i, client))
+        .collect();
+    let deadline = Instant::now() + PATIENCE;
+    while !waiting.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "{layout}: clients {:?} never served",
+            waiting.iter().map(|(i, _)| i).collect::<Vec<_>>()
+        );
+        let (i, mut client) = waiting.remove(0);
+        let expected = format!("client {i}");
+        if echoed_within(&mut client, expected.as_bytes(), Duration::from_millis(100)) {
+            drop(client);
+        } else {
+            waiting.push((i, client));
+        }
+    }
+
+    // Everyone has left: every descriptor a connection took is given
+    // back, so the server is as it was before the limit was lowered...
+    let deadline = Instant::now() + PATIENCE;
+    while open_descriptors(pid).len() > open.len() {
+        assert!(
+            Instant::now() < deadline,
+            "{layout}: {} descriptors open after every client left, {} before",
+            open_descriptors(pid).len(),
+            open.len()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // ...and serves normally: as many new clients at the same time as
+    // fit, each echoed in full, by the same process as at the start.
+    let mut fresh: Vec<_> = (0..fits).map(|_| server.connect()).collect();
+    for (i, client) in fresh.iter_mut().enumerate() {
+        let payload = random_bytes(1024 + i);
+        assert!(
+            round_trip(client, &payload) == payload,
+            "{layout}: echo differs"
+        );
+    }
+    drop(fresh);
+    assert_eq!(
+        start_time(pid),
+        born,
+        "{layout}: pid {pid} is no longer the server"
+    );
+    assert!(server.stop().success(), "{layout}: {}", server.stderr());
 }
 
 #[test]

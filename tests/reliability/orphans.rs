@@ -15,7 +15,7 @@ use std::thread;
 use std::time::Duration;
 
 use crate::common::admin::scrape_until;
-use crate::common::{LAYOUTS, TestServer, round_trip};
+use crate::common::{TestServer, per_layout, round_trip};
 
 /// Clients that send and never read.
 const CLIENTS: usize = 8;
@@ -86,33 +86,25 @@ fn unread_clients(
     (unread, senders)
 }
 
-#[test]
-fn a_client_cut_at_shutdown_while_its_echo_waits_unread_leaves_no_orphan() {
-    for layout in LAYOUTS {
-        let mut server = TestServer::start(&["--layout", layout, "--shutdown-timeout", "300ms"]);
-        let port = server.addr.port();
-        let (unread, senders) = unread_clients(&server, CLIENTS);
-        // The clients have sent what the server takes; nobody reads.
-        thread::sleep(Duration::from_secs(1));
-        // Drained for 300 ms, cut, and reset after the cut's 1 s linger.
-        assert!(server.stop().success(), "{layout}");
-        let orphans = orphans_holding_echo(port);
-        assert_eq!(orphans, 0, "{layout}: {orphans} orphaned sockets");
-        drop(unread);
-        for sender in senders {
-            sender.join().unwrap();
-        }
+per_layout!(a_client_cut_at_shutdown_while_its_echo_waits_unread_leaves_no_orphan);
+fn a_client_cut_at_shutdown_while_its_echo_waits_unread_leaves_no_orphan(layout: &str) {
+    let mut server = TestServer::start(&["--layout", layout, "--shutdown-timeout", "300ms"]);
+    let port = server.addr.port();
+    let (unread, senders) = unread_clients(&server, CLIENTS);
+    // The clients have sent what the server takes; nobody reads.
+    thread::sleep(Duration::from_secs(1));
+    // Drained for 300 ms, cut, and reset after the cut's 1 s linger.
+    assert!(server.stop().success(), "{layout}");
+    let orphans = orphans_holding_echo(port);
+    assert_eq!(orphans, 0, "{layout}: {orphans} orphaned sockets");
+    drop(unread);
+    for sender in senders {
+        sender.join().unwrap();
     }
 }
 
-#[test]
-fn a_client_closed_while_its_echo_waits_unread_is_reset_and_leaves_no_orphan() {
-    for layout in LAYOUTS {
-        unread_echo_is_reset(layout);
-    }
-}
-
-fn unread_echo_is_reset(layout: &str) {
+per_layout!(a_client_closed_while_its_echo_waits_unread_is_reset_and_leaves_no_orphan);
+fn a_client_closed_while_its_echo_waits_unread_is_reset_and_leaves_no_orphan(layout: &str) {
     let mut server = TestServer::start_with_admin(&[
         "--layout",
         layout,

@@ -13,7 +13,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 
 use crate::common::admin::scrape_until;
-use crate::common::{LAYOUTS, PATIENCE, TestServer, round_trip};
+use crate::common::{PATIENCE, TestServer, per_layout, round_trip};
 
 /// True if the server closed `stream` without echoing anything.
 fn refused_without_echo(stream: &mut TcpStream) -> bool {
@@ -29,44 +29,42 @@ fn refused_without_echo(stream: &mut TcpStream) -> bool {
     }
 }
 
-#[test]
-fn a_client_over_its_cap_is_closed_at_once_and_counted_in_every_layout() {
-    for layout in LAYOUTS {
-        let mut server =
-            TestServer::start_with_admin(&["--layout", layout, "--max-connections-per-ip", "3"]);
-        let mut held: Vec<TcpStream> = (0..3).map(|_| server.connect()).collect();
-        for client in &mut held {
-            assert_eq!(round_trip(client, b"mine"), b"mine", "{layout}");
-        }
-
-        for _ in 0..2 {
-            let mut extra = server.connect();
-            assert!(refused_without_echo(&mut extra), "{layout}");
-        }
-        scrape_until(
-            server.admin_addr(),
-            &[
-                ("tandem_connections_accepted_total", 5.0),
-                ("tandem_connections_rejected_total", 2.0),
-                ("tandem_connections_active", 3.0),
-            ],
-        );
-
-        // The three admitted connections were not disturbed.
-        for client in &mut held {
-            assert_eq!(round_trip(client, b"still"), b"still", "{layout}");
-        }
-
-        // One leaves: its place is the client's again.
-        drop(held.pop());
-        scrape_until(server.admin_addr(), &[("tandem_connections_active", 2.0)]);
-        let mut again = server.connect();
-        assert_eq!(round_trip(&mut again, b"back"), b"back", "{layout}");
-
-        drop(held);
-        drop(again);
-        assert!(server.stop().success(), "{layout}");
+per_layout!(a_client_over_its_cap_is_closed_at_once_and_counted_in_every_layout);
+fn a_client_over_its_cap_is_closed_at_once_and_counted_in_every_layout(layout: &str) {
+    let mut server =
+        TestServer::start_with_admin(&["--layout", layout, "--max-connections-per-ip", "3"]);
+    let mut held: Vec<TcpStream> = (0..3).map(|_| server.connect()).collect();
+    for client in &mut held {
+        assert_eq!(round_trip(client, b"mine"), b"mine", "{layout}");
     }
+
+    for _ in 0..2 {
+        let mut extra = server.connect();
+        assert!(refused_without_echo(&mut extra), "{layout}");
+    }
+    scrape_until(
+        server.admin_addr(),
+        &[
+            ("tandem_connections_accepted_total", 5.0),
+            ("tandem_connections_rejected_total", 2.0),
+            ("tandem_connections_active", 3.0),
+        ],
+    );
+
+    // The three admitted connections were not disturbed.
+    for client in &mut held {
+        assert_eq!(round_trip(client, b"still"), b"still", "{layout}");
+    }
+
+    // One leaves: its place is the client's again.
+    drop(held.pop());
+    scrape_until(server.admin_addr(), &[("tandem_connections_active", 2.0)]);
+    let mut again = server.connect();
+    assert_eq!(round_trip(&mut again, b"back"), b"back", "{layout}");
+
+    drop(held);
+    drop(again);
+    assert!(server.stop().success(), "{layout}");
 }
 
 #[test]

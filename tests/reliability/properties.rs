@@ -16,7 +16,7 @@ use proptest::test_runner::{Config, TestError, TestRunner};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use crate::common::{LAYOUTS, TestServer};
+use crate::common::{TestServer, per_layout};
 
 /// Largest single write or read: far beyond the server's 4 KiB chunks and
 /// the kernel's default socket buffers.
@@ -233,29 +233,27 @@ fn echoes_exactly(server: &TestServer, session: &Session) -> Result<(), TestCase
     Ok(())
 }
 
-#[test]
-fn arbitrary_writes_reads_and_half_closes_get_back_exactly_the_bytes_sent() {
-    for layout in LAYOUTS {
-        let mut server = TestServer::start(&["--layout", layout]);
-        let config = Config {
-            cases: CASES,
-            // Nothing written to the source tree: a failure prints its
-            // minimal session, which is the regression to keep.
-            failure_persistence: None,
-            // A failure that shows as a read timeout costs seconds per
-            // shrinking step: shrink for a minute at most, then report the
-            // smallest session found so far.
-            max_shrink_time: 60_000,
-            ..Config::default()
-        };
-        let mut runner = TestRunner::new(config);
-        match runner.run(&session(), |session| echoes_exactly(&server, &session)) {
-            Ok(()) => {}
-            Err(TestError::Fail(reason, session)) => {
-                panic!("{layout}: {reason}\nminimal failing session: {session:?}")
-            }
-            Err(TestError::Abort(reason)) => panic!("{layout}: aborted: {reason}"),
+per_layout!(arbitrary_writes_reads_and_half_closes_get_back_exactly_the_bytes_sent);
+fn arbitrary_writes_reads_and_half_closes_get_back_exactly_the_bytes_sent(layout: &str) {
+    let mut server = TestServer::start(&["--layout", layout]);
+    let config = Config {
+        cases: CASES,
+        // Nothing written to the source tree: a failure prints its
+        // minimal session, which is the regression to keep.
+        failure_persistence: None,
+        // A failure that shows as a read timeout costs seconds per
+        // shrinking step: shrink for a minute at most, then report the
+        // smallest session found so far.
+        max_shrink_time: 60_000,
+        ..Config::default()
+    };
+    let mut runner = TestRunner::new(config);
+    match runner.run(&session(), |session| echoes_exactly(&server, &session)) {
+        Ok(()) => {}
+        Err(TestError::Fail(reason, session)) => {
+            panic!("{layout}: {reason}\nminimal failing session: {session:?}")
         }
-        assert!(server.stop().success(), "{layout}");
+        Err(TestError::Abort(reason)) => panic!("{layout}: aborted: {reason}"),
     }
+    assert!(server.stop().success(), "{layout}");
 }

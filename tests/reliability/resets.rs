@@ -15,7 +15,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use crate::common::admin::{Exposition, POLL_INTERVAL, scrape};
-use crate::common::{LAYOUTS, PATIENCE, TestServer, random_bytes, round_trip};
+use crate::common::{PATIENCE, TestServer, per_layout, random_bytes, round_trip};
 
 /// Clients that reset.
 const CLIENTS: usize = 1000;
@@ -123,71 +123,69 @@ fn reset(client: TcpStream) {
     drop(client);
 }
 
-#[test]
-fn a_thousand_clients_resetting_mid_echo_are_all_counted_closed_and_nothing_panics() {
-    for layout in LAYOUTS {
-        let mut server = TestServer::start_with_admin(&["--layout", layout]);
-        let admin = server.admin_addr();
+per_layout!(a_thousand_clients_resetting_mid_echo_are_all_counted_closed_and_nothing_panics);
+fn a_thousand_clients_resetting_mid_echo_are_all_counted_closed_and_nothing_panics(layout: &str) {
+    let mut server = TestServer::start_with_admin(&["--layout", layout]);
+    let admin = server.admin_addr();
 
-        // Made once: random bytes are slow to make in a debug build.
-        let chunk = random_bytes(CHUNK);
-        for wave in 0..CLIENTS / WAVE {
-            let clients: Vec<_> = (wave * WAVE..(wave + 1) * WAVE)
-                .map(|index| drive(&server, Stage::of(index), &chunk))
-                .collect();
-            clients.into_iter().for_each(reset);
-        }
-
-        // The server learns of each reset on its own schedule: wait until
-        // it has let go of every connection and counted each one closed.
-        let deadline = Instant::now() + PATIENCE;
-        let exposition = loop {
-            let exposition = scrape(admin);
-            let accepted = exposition.get("tandem_connections_accepted_total");
-            if exposition.get("tandem_connections_active") == Some(0.0)
-                && accepted == Some(CLIENTS as f64)
-                && closed_total(&exposition) == CLIENTS as f64
-            {
-                break exposition;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{layout}: connections not all accounted for; the last scrape was:\n{}",
-                exposition.text
-            );
-            std::thread::sleep(POLL_INTERVAL);
-        };
-        // Reset clients are resets: not I/O errors, not clean closes.
-        for (reason, expected) in [
-            ("reset", CLIENTS),
-            ("eof", 0),
-            ("error", 0),
-            ("idle_timeout", 0),
-            ("shutdown", 0),
-        ] {
-            assert_eq!(
-                exposition.get(&closed(reason)),
-                Some(expected as f64),
-                "{layout}: closed{{reason={reason:?}}}; the scrape was:\n{}",
-                exposition.text
-            );
-        }
-        assert_eq!(
-            exposition.get("tandem_connections_rejected_total"),
-            Some(0.0),
-            "{layout}"
-        );
-
-        // Still serving, and still able to stop cleanly.
-        let mut client = server.connect();
-        let payload = random_bytes(64 * 1024);
-        assert!(
-            round_trip(&mut client, &payload) == payload,
-            "{layout}: a new client's echo differs after the resets"
-        );
-        drop(client);
-        assert!(server.stop().success(), "{layout}: {}", server.stderr());
-        let log = server.stderr();
-        assert!(!log.contains("panicked"), "{layout}: a panic:\n{log}");
+    // Made once: random bytes are slow to make in a debug build.
+    let chunk = random_bytes(CHUNK);
+    for wave in 0..CLIENTS / WAVE {
+        let clients: Vec<_> = (wave * WAVE..(wave + 1) * WAVE)
+            .map(|index| drive(&server, Stage::of(index), &chunk))
+            .collect();
+        clients.into_iter().for_each(reset);
     }
+
+    // The server learns of each reset on its own schedule: wait until
+    // it has let go of every connection and counted each one closed.
+    let deadline = Instant::now() + PATIENCE;
+    let exposition = loop {
+        let exposition = scrape(admin);
+        let accepted = exposition.get("tandem_connections_accepted_total");
+        if exposition.get("tandem_connections_active") == Some(0.0)
+            && accepted == Some(CLIENTS as f64)
+            && closed_total(&exposition) == CLIENTS as f64
+        {
+            break exposition;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{layout}: connections not all accounted for; the last scrape was:\n{}",
+            exposition.text
+        );
+        std::thread::sleep(POLL_INTERVAL);
+    };
+    // Reset clients are resets: not I/O errors, not clean closes.
+    for (reason, expected) in [
+        ("reset", CLIENTS),
+        ("eof", 0),
+        ("error", 0),
+        ("idle_timeout", 0),
+        ("shutdown", 0),
+    ] {
+        assert_eq!(
+            exposition.get(&closed(reason)),
+            Some(expected as f64),
+            "{layout}: closed{{reason={reason:?}}}; the scrape was:\n{}",
+            exposition.text
+        );
+    }
+    assert_eq!(
+        exposition.get("tandem_connections_rejected_total"),
+        Some(0.0),
+        "{layout}"
+    );
+
+    // Still serving, and still able to stop cleanly.
+    let mut client = server.connect();
+    let payload = random_bytes(64 * 1024);
+    assert!(
+        round_trip(&mut client, &payload) == payload,
+        "{layout}: a new client's echo differs after the resets"
+    );
+    drop(client);
+    assert!(server.stop().success(), "{layout}: {}", server.stderr());
+    let log = server.stderr();
+    assert!(!log.contains("panicked"), "{layout}: a panic:\n{log}");
 }

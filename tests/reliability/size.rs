@@ -11,7 +11,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
 
-use crate::common::{LAYOUTS, TestServer};
+use crate::common::{TestServer, per_layout};
 
 /// The length of the stream: far beyond every buffer on the way (socket
 /// buffers, the server's 4 KiB chunks), so the stream wraps every counter
@@ -21,60 +21,58 @@ const STREAM_LEN: u64 = 256 * 1024 * 1024;
 /// Bytes generated, written and hashed at a time.
 const CHUNK: usize = 64 * 1024;
 
-#[test]
-fn a_256_mib_random_stream_comes_back_byte_exact() {
-    for layout in LAYOUTS {
-        let mut server = TestServer::start(&["--layout", layout]);
-        let mut reader = server.connect();
-        let mut writer = reader.try_clone().unwrap();
+per_layout!(a_256_mib_random_stream_comes_back_byte_exact);
+fn a_256_mib_random_stream_comes_back_byte_exact(layout: &str) {
+    let mut server = TestServer::start(&["--layout", layout]);
+    let mut reader = server.connect();
+    let mut writer = reader.try_clone().unwrap();
 
-        // The writer runs on a thread of its own while this one reads:
-        // a client that wrote 256 MiB before reading would stall as soon as
-        // the echo filled the socket buffers.
-        let sender = thread::spawn(move || {
-            // A fast generator seeded afresh each run: the test binary is
-            // unoptimised, and a cryptographic generator would dominate the
-            // run time.
-            let mut rng = SmallRng::seed_from_u64(rand::random());
-            let mut chunk = vec![0u8; CHUNK];
-            let mut hash = Sha256::new();
-            let mut sent = 0u64;
-            while sent < STREAM_LEN {
-                rng.fill_bytes(&mut chunk);
-                writer.write_all(&chunk).expect("write");
-                hash.update(&chunk);
-                sent += CHUNK as u64;
-            }
-            // The half-close asks for everything back, then the server's FIN.
-            writer.shutdown(Shutdown::Write).unwrap();
-            (sent, hash.finalize())
-        });
-
+    // The writer runs on a thread of its own while this one reads:
+    // a client that wrote 256 MiB before reading would stall as soon as
+    // the echo filled the socket buffers.
+    let sender = thread::spawn(move || {
+        // A fast generator seeded afresh each run: the test binary is
+        // unoptimised, and a cryptographic generator would dominate the
+        // run time.
+        let mut rng = SmallRng::seed_from_u64(rand::random());
         let mut chunk = vec![0u8; CHUNK];
         let mut hash = Sha256::new();
-        let mut received = 0u64;
-        loop {
-            let n = reader
-                .read(&mut chunk)
-                .unwrap_or_else(|err| panic!("{layout}: read after {received} bytes: {err}"));
-            if n == 0 {
-                break;
-            }
-            hash.update(&chunk[..n]);
-            received += n as u64;
+        let mut sent = 0u64;
+        while sent < STREAM_LEN {
+            rng.fill_bytes(&mut chunk);
+            writer.write_all(&chunk).expect("write");
+            hash.update(&chunk);
+            sent += CHUNK as u64;
         }
-        let (sent, sent_hash) = sender.join().expect("sender");
+        // The half-close asks for everything back, then the server's FIN.
+        writer.shutdown(Shutdown::Write).unwrap();
+        (sent, hash.finalize())
+    });
 
-        assert_eq!(sent, STREAM_LEN);
-        assert_eq!(
-            received, sent,
-            "{layout}: {received} bytes came back of {sent} sent"
-        );
-        assert_eq!(
-            hash.finalize(),
-            sent_hash,
-            "{layout}: the echo has the right length but different bytes"
-        );
-        assert!(server.stop().success(), "{layout}");
+    let mut chunk = vec![0u8; CHUNK];
+    let mut hash = Sha256::new();
+    let mut received = 0u64;
+    loop {
+        let n = reader
+            .read(&mut chunk)
+            .unwrap_or_else(|err| panic!("{layout}: read after {received} bytes: {err}"));
+        if n == 0 {
+            break;
+        }
+        hash.update(&chunk[..n]);
+        received += n as u64;
     }
+    let (sent, sent_hash) = sender.join().expect("sender");
+
+    assert_eq!(sent, STREAM_LEN);
+    assert_eq!(
+        received, sent,
+        "{layout}: {received} bytes came back of {sent} sent"
+    );
+    assert_eq!(
+        hash.finalize(),
+        sent_hash,
+        "{layout}: the echo has the right length but different bytes"
+    );
+    assert!(server.stop().success(), "{layout}");
 }

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::admin::scrape_until;
 use crate::common::process::{open_descriptors, rss_bytes};
-use crate::common::{LAYOUTS, TestServer};
+use crate::common::{TestServer, per_layout};
 
 /// Warm-up: allocator pools, runtime queues and buffer caches reach their
 /// working size in the first seconds; growth is judged after it.
@@ -79,90 +79,92 @@ fn median(mut values: Vec<u64>) -> u64 {
     values[values.len() / 2]
 }
 
-#[test]
-#[ignore = "a minute per layout: run by hand (see the module docs)"]
-fn soak_under_mixed_load_leaves_no_growth_in_memory_or_descriptors() {
+// In turn: each layout's minute of load has the machine to itself, so that
+// what its samples show is its own server's growth.
+per_layout!(
+    #[ignore = "a minute per layout: run by hand (see the module docs)"]
+    soak_under_mixed_load_leaves_no_growth_in_memory_or_descriptors,
+    in_turn
+);
+fn soak_under_mixed_load_leaves_no_growth_in_memory_or_descriptors(layout: &str) {
     let length = soak_length();
-    for layout in LAYOUTS {
-        let mut server = TestServer::start_with_admin(&["--layout", layout]);
-        let pid = server.pid();
-        let idle_descriptors = open_descriptors(pid).len();
+    let mut server = TestServer::start_with_admin(&["--layout", layout]);
+    let pid = server.pid();
+    let idle_descriptors = open_descriptors(pid).len();
 
-        let secs = length.as_secs();
-        let closed = bench(&server, secs, &["--connections", "50"]);
-        let churn = bench(&server, secs, &["--churn", "--connections", "4"]);
-        let stop = Arc::new(AtomicBool::new(false));
-        let resets = Arc::new(AtomicU64::new(0));
-        let reset_thread = {
-            let (addr, stop, resets) = (server.addr, stop.clone(), resets.clone());
-            std::thread::spawn(move || resetter(addr, stop, resets))
-        };
+    let secs = length.as_secs();
+    let closed = bench(&server, secs, &["--connections", "50"]);
+    let churn = bench(&server, secs, &["--churn", "--connections", "4"]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let resets = Arc::new(AtomicU64::new(0));
+    let reset_thread = {
+        let (addr, stop, resets) = (server.addr, stop.clone(), resets.clone());
+        std::thread::spawn(move || resetter(addr, stop, resets))
+    };
 
-        let started = Instant::now();
-        let mut samples = Vec::new();
-        while started.elapsed() < length {
-            std::thread::sleep(Duration::from_secs(1));
-            samples.push((
-                started.elapsed(),
-                rss_bytes(pid),
-                open_descriptors(pid).len(),
-            ));
-        }
-        stop.store(true, Ordering::Relaxed);
-        reset_thread.join().unwrap();
-        for (name, child) in [("closed loop", closed), ("churn", churn)] {
-            let out = child.wait_with_output().unwrap();
-            assert!(
-                out.status.success(),
-                "{layout}: bench {name} failed:\n{}\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-
-        let measured: Vec<_> = samples.iter().filter(|(at, _, _)| *at >= WARMUP).collect();
-        assert!(measured.len() >= 8, "{layout}: too short a soak to judge");
-        let quarter = measured.len() / 4;
-        let rss = |part: &[&(Duration, u64, usize)]| median(part.iter().map(|s| s.1).collect());
-        let fds =
-            |part: &[&(Duration, u64, usize)]| median(part.iter().map(|s| s.2 as u64).collect());
-        let (first, last) = (
-            &measured[..quarter.max(1)],
-            &measured[measured.len() - quarter.max(1)..],
-        );
-        let (rss_first, rss_last) = (rss(first), rss(last));
-        let (fds_first, fds_last) = (fds(first), fds(last));
-        println!(
-            "{layout}: RSS after warm-up {:.1} MiB, at the end {:.1} MiB; descriptors {fds_first} -> {fds_last}; \
-             {} resets; peak RSS {:.1} MiB",
-            rss_first as f64 / 1048576.0,
-            rss_last as f64 / 1048576.0,
-            resets.load(Ordering::Relaxed),
-            samples.iter().map(|s| s.1).max().unwrap_or(0) as f64 / 1048576.0,
-        );
-        assert!(
-            rss_last <= rss_first + RSS_SLACK,
-            "{layout}: RSS grew from {rss_first} to {rss_last} bytes under steady load"
-        );
-        // The load holds about 55 connections at any moment; churn and
-        // resets come and go. A leak of descriptors would climb steadily.
-        assert!(
-            fds_last <= fds_first + 20,
-            "{layout}: descriptors grew from {fds_first} to {fds_last} under steady load"
-        );
-
-        // Load over: every connection gone.
-        scrape_until(server.admin_addr(), &[("tandem_connections_active", 0.0)]);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while open_descriptors(pid).len() > idle_descriptors && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        assert_eq!(
+    let started = Instant::now();
+    let mut samples = Vec::new();
+    while started.elapsed() < length {
+        std::thread::sleep(Duration::from_secs(1));
+        samples.push((
+            started.elapsed(),
+            rss_bytes(pid),
             open_descriptors(pid).len(),
-            idle_descriptors,
-            "{layout}: descriptors left open after the load"
-        );
-        assert!(!server.stderr().contains("panicked"), "{layout}");
-        assert!(server.stop().success(), "{layout}");
+        ));
     }
+    stop.store(true, Ordering::Relaxed);
+    reset_thread.join().unwrap();
+    for (name, child) in [("closed loop", closed), ("churn", churn)] {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{layout}: bench {name} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    let measured: Vec<_> = samples.iter().filter(|(at, _, _)| *at >= WARMUP).collect();
+    assert!(measured.len() >= 8, "{layout}: too short a soak to judge");
+    let quarter = measured.len() / 4;
+    let rss = |part: &[&(Duration, u64, usize)]| median(part.iter().map(|s| s.1).collect());
+    let fds = |part: &[&(Duration, u64, usize)]| median(part.iter().map(|s| s.2 as u64).collect());
+    let (first, last) = (
+        &measured[..quarter.max(1)],
+        &measured[measured.len() - quarter.max(1)..],
+    );
+    let (rss_first, rss_last) = (rss(first), rss(last));
+    let (fds_first, fds_last) = (fds(first), fds(last));
+    println!(
+        "{layout}: RSS after warm-up {:.1} MiB, at the end {:.1} MiB; descriptors {fds_first} -> {fds_last}; \
+         {} resets; peak RSS {:.1} MiB",
+        rss_first as f64 / 1048576.0,
+        rss_last as f64 / 1048576.0,
+        resets.load(Ordering::Relaxed),
+        samples.iter().map(|s| s.1).max().unwrap_or(0) as f64 / 1048576.0,
+    );
+    assert!(
+        rss_last <= rss_first + RSS_SLACK,
+        "{layout}: RSS grew from {rss_first} to {rss_last} bytes under steady load"
+    );
+    // The load holds about 55 connections at any moment; churn and
+    // resets come and go. A leak of descriptors would climb steadily.
+    assert!(
+        fds_last <= fds_first + 20,
+        "{layout}: descriptors grew from {fds_first} to {fds_last} under steady load"
+    );
+
+    // Load over: every connection gone.
+    scrape_until(server.admin_addr(), &[("tandem_connections_active", 0.0)]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while open_descriptors(pid).len() > idle_descriptors && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        open_descriptors(pid).len(),
+        idle_descriptors,
+        "{layout}: descriptors left open after the load"
+    );
+    assert!(!server.stderr().contains("panicked"), "{layout}");
+    assert!(server.stop().success(), "{layout}");
 }

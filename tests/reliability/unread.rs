@@ -25,7 +25,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::common::process::rss_bytes;
-use crate::common::{LAYOUTS, PATIENCE, TestServer};
+use crate::common::{PATIENCE, TestServer, per_layout};
 
 /// What the server's resident memory may grow by while the clients' echo
 /// is stuck: a fraction of the 200 MiB they send.
@@ -55,23 +55,19 @@ fn payloads(clients: usize, per_client: usize) -> Vec<Arc<Vec<u8>>> {
         .collect()
 }
 
-#[test]
-fn clients_that_never_read_grow_memory_by_less_than_32_mib_and_get_every_byte_back() {
-    for layout in LAYOUTS {
-        unread_clients(layout, 50, 4 * 1024 * 1024);
-    }
+per_layout!(clients_that_never_read_grow_memory_by_less_than_32_mib_and_get_every_byte_back);
+fn clients_that_never_read_grow_memory_by_less_than_32_mib_and_get_every_byte_back(layout: &str) {
+    unread_clients(layout, 50, 4 * 1024 * 1024);
 }
 
-#[test]
-fn clients_sending_far_more_than_the_kernel_holds_are_stalled_by_backpressure() {
-    for layout in LAYOUTS {
-        let (clients, per_client) = (8, 24 * 1024 * 1024);
-        let stalled_at = unread_clients(layout, clients, per_client);
-        assert!(
-            stalled_at < (clients * per_client) as u64,
-            "{layout}: all {clients} x {per_client} bytes were taken without anyone reading"
-        );
-    }
+per_layout!(clients_sending_far_more_than_the_kernel_holds_are_stalled_by_backpressure);
+fn clients_sending_far_more_than_the_kernel_holds_are_stalled_by_backpressure(layout: &str) {
+    let (clients, per_client) = (8, 24 * 1024 * 1024);
+    let stalled_at = unread_clients(layout, clients, per_client);
+    assert!(
+        stalled_at < (clients * per_client) as u64,
+        "{layout}: all {clients} x {per_client} bytes were taken without anyone reading"
+    );
 }
 
 /// `clients` clients each send `per_client` bytes and read nothing until

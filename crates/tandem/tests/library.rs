@@ -8,6 +8,7 @@ use std::io::{self, Read};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use common::per_layout;
 use tandem::range::OutOfRange;
 use tandem::{
     Close, Connection, Event, Handler, Layout, Metrics, Server, ServerConfig, ServerError,
@@ -246,27 +247,25 @@ fn wait_for_sample(metrics: &Metrics, name: &str, want: f64) {
     }
 }
 
-#[test]
-fn two_servers_in_one_process_keep_their_metrics_apart() {
-    for layout in [Layout::Split, Layout::Single, Layout::Sharded] {
-        let busy = ProbeServer::start(config(layout));
-        let quiet = ProbeServer::start(config(layout));
-        let mut sent = 0;
-        for _ in 0..3 {
-            let (line, _conn) = busy.probe();
-            sent += line.len() + 1;
-        }
-        let (quiet_line, _conn) = quiet.probe();
-        let busy_metrics = &busy.metrics;
-        let quiet_metrics = &quiet.metrics;
-        wait_for_sample(busy_metrics, "tandem_connections_accepted_total", 3.0);
-        wait_for_sample(quiet_metrics, "tandem_connections_accepted_total", 1.0);
-        // What the probe writes through `Connection::write_all` is counted,
-        // on whichever runtime thread served it, for its own server only.
-        wait_for_sample(busy_metrics, "tandem_bytes_sent_total", sent as f64);
-        let quiet_sent = quiet_line.len() + 1;
-        wait_for_sample(quiet_metrics, "tandem_bytes_sent_total", quiet_sent as f64);
+per_layout!(two_servers_in_one_process_keep_their_metrics_apart);
+fn two_servers_in_one_process_keep_their_metrics_apart(layout: Layout) {
+    let busy = ProbeServer::start(config(layout));
+    let quiet = ProbeServer::start(config(layout));
+    let mut sent = 0;
+    for _ in 0..3 {
+        let (line, _conn) = busy.probe();
+        sent += line.len() + 1;
     }
+    let (quiet_line, _conn) = quiet.probe();
+    let busy_metrics = &busy.metrics;
+    let quiet_metrics = &quiet.metrics;
+    wait_for_sample(busy_metrics, "tandem_connections_accepted_total", 3.0);
+    wait_for_sample(quiet_metrics, "tandem_connections_accepted_total", 1.0);
+    // What the probe writes through `Connection::write_all` is counted,
+    // on whichever runtime thread served it, for its own server only.
+    wait_for_sample(busy_metrics, "tandem_bytes_sent_total", sent as f64);
+    let quiet_sent = quiet_line.len() + 1;
+    wait_for_sample(quiet_metrics, "tandem_bytes_sent_total", quiet_sent as f64);
 }
 
 #[test]
@@ -514,39 +513,37 @@ fn a_shutdown_timer_built_outside_any_runtime_stops_the_server() {
     assert_eq!(report.cut, 0);
 }
 
-#[test]
-fn a_service_runs_on_the_serving_runtime_until_the_shutdown_begins() {
+per_layout!(a_service_runs_on_the_serving_runtime_until_the_shutdown_begins);
+fn a_service_runs_on_the_serving_runtime_until_the_shutdown_begins(layout: Layout) {
     use std::sync::{Arc, Mutex};
-    for layout in [Layout::Split, Layout::Single, Layout::Sharded] {
-        // The thread the service's task ran on, and whether it saw the stop.
-        let seen: Arc<Mutex<(String, bool)>> = Arc::default();
-        let record = seen.clone();
-        let server = Server::new(config(layout)).service("probe", move |context| {
-            // Set up inside the serving runtime: a socket registered here
-            // belongs to its reactor.
-            let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
-            socket.set_nonblocking(true)?;
-            let socket = tokio::net::UdpSocket::from_std(socket)?;
-            Ok(async move {
-                let thread = std::thread::current().name().unwrap_or("").to_owned();
-                context.stop().cancelled().await;
-                drop(socket);
-                *record.lock().unwrap() = (thread, true);
-            })
-        });
-        let listener = tandem::server::bind("127.0.0.1:0".parse().unwrap(), 16).unwrap();
-        let running = server.start(listener, Probe).unwrap();
-        let report = running.wait(async {}).unwrap();
-        assert_eq!(report.live, 0);
-        let (thread, stopped) = seen.lock().unwrap().clone();
-        assert!(stopped, "{layout}: the service never saw the stop");
-        let serving = if layout == Layout::Sharded {
-            "tandem-shard-0"
-        } else {
-            "tandem-worker"
-        };
-        assert!(thread.starts_with(serving), "{layout}: ran on {thread:?}");
-    }
+    // The thread the service's task ran on, and whether it saw the stop.
+    let seen: Arc<Mutex<(String, bool)>> = Arc::default();
+    let record = seen.clone();
+    let server = Server::new(config(layout)).service("probe", move |context| {
+        // Set up inside the serving runtime: a socket registered here
+        // belongs to its reactor.
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        socket.set_nonblocking(true)?;
+        let socket = tokio::net::UdpSocket::from_std(socket)?;
+        Ok(async move {
+            let thread = std::thread::current().name().unwrap_or("").to_owned();
+            context.stop().cancelled().await;
+            drop(socket);
+            *record.lock().unwrap() = (thread, true);
+        })
+    });
+    let listener = tandem::server::bind("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+    let running = server.start(listener, Probe).unwrap();
+    let report = running.wait(async {}).unwrap();
+    assert_eq!(report.live, 0);
+    let (thread, stopped) = seen.lock().unwrap().clone();
+    assert!(stopped, "{layout}: the service never saw the stop");
+    let serving = if layout == Layout::Sharded {
+        "tandem-shard-0"
+    } else {
+        "tandem-worker"
+    };
+    assert!(thread.starts_with(serving), "{layout}: ran on {thread:?}");
 }
 
 #[test]
@@ -638,18 +635,16 @@ fn a_panicking_compute_job_ends_its_connection_with_an_error_and_the_pool_lives_
     assert_eq!(report.cut, 0);
 }
 
+per_layout!(the_largest_shutdown_timeout_and_grace_do_not_overflow_the_clock);
 /// A library caller may mean "wait for ever" by the largest duration: the
 /// shutdown's clock saturates instead of overflowing, and a server with
 /// nothing to drain stops at once.
-#[test]
-fn the_largest_shutdown_timeout_and_grace_do_not_overflow_the_clock() {
-    for layout in [Layout::Split, Layout::Single, Layout::Sharded] {
-        let server = ProbeServer::start(
-            config(layout)
-                .shutdown_timeout(Duration::MAX)
-                .shutdown_grace(Duration::MAX),
-        );
-        let report = server.finish();
-        assert_eq!(report.live, 0, "{layout}");
-    }
+fn the_largest_shutdown_timeout_and_grace_do_not_overflow_the_clock(layout: Layout) {
+    let server = ProbeServer::start(
+        config(layout)
+            .shutdown_timeout(Duration::MAX)
+            .shutdown_grace(Duration::MAX),
+    );
+    let report = server.finish();
+    assert_eq!(report.live, 0, "{layout}");
 }
