@@ -137,6 +137,19 @@ impl Boolean {
     }
 }
 
+/// Every boolean option of [`ServeOptions`] (an `Option<bool>`), made one
+/// way in one place: it takes the values of [`BOOLEANS`] ([`Boolean`]),
+/// and its flag alone (`--nodelay`) means `true`.
+fn boolean_option(arg: clap::Arg) -> clap::Arg {
+    if arg.get_value_parser().type_id() != std::any::TypeId::of::<bool>() {
+        return arg;
+    }
+    arg.value_name("BOOL")
+        .num_args(0..=1)
+        .default_missing_value("true")
+        .value_parser(Boolean)
+}
+
 /// Longest line of a parse error quoted from a file: a value of megabytes on
 /// one line must not become an error message of megabytes.
 const QUOTED_LINE: usize = 160;
@@ -428,6 +441,7 @@ pub fn stated_default(arg: &clap::Arg) -> Option<String> {
 /// can be told apart. The same struct is read from the command line (with
 /// environment variables) and from the TOML file.
 #[derive(Debug, Clone, Default, Args, Deserialize, Serialize)]
+#[command(mut_args = boolean_option)]
 #[serde(deny_unknown_fields)]
 pub struct ServeOptions {
     /// TOML file with any of these options as keys (e.g. `workers = 4`) [default: none].
@@ -476,8 +490,7 @@ pub struct ServeOptions {
     /// SO_REUSEPORT: let several tandem processes listen on the same
     /// address and port, the kernel spreading connections among them
     /// [default: false].
-    #[arg(long, value_name = "BOOL", num_args = 0..=1,
-          default_missing_value = "true", value_parser = Boolean)]
+    #[arg(long)]
     pub reuse_port: Option<bool>,
 
     /// Largest chunk read and echoed at once, in bytes: reads start at
@@ -492,13 +505,11 @@ pub struct ServeOptions {
     pub buffer_memory: Option<usize>,
 
     /// Set TCP_NODELAY on accepted sockets [default: true].
-    #[arg(long, value_name = "BOOL", num_args = 0..=1,
-          default_missing_value = "true", value_parser = Boolean)]
+    #[arg(long)]
     pub nodelay: Option<bool>,
 
     /// Write a `\n` after each echoed chunk as the article's server does [default: false].
-    #[arg(long, value_name = "BOOL", num_args = 0..=1,
-          default_missing_value = "true", value_parser = Boolean)]
+    #[arg(long)]
     pub append_newline: Option<bool>,
 
     /// Benchmarking knob: CPU time spent per chunk before echoing it, to
@@ -558,8 +569,7 @@ pub struct ServeOptions {
     pub shutdown_grace: Option<HumanDuration>,
 
     /// Also echo UDP datagrams on the same address and port [default: false].
-    #[arg(long, value_name = "BOOL", num_args = 0..=1,
-          default_missing_value = "true", value_parser = Boolean)]
+    #[arg(long)]
     pub udp: Option<bool>,
 
     /// UDP datagrams answered per second per source address [default: 100].
@@ -568,8 +578,7 @@ pub struct ServeOptions {
 
     /// Require a PROXY protocol header (v1 or v2) at the start of every
     /// connection, and take the client address from it [default: false].
-    #[arg(long, value_name = "BOOL", num_args = 0..=1,
-          default_missing_value = "true", value_parser = Boolean)]
+    #[arg(long)]
     pub proxy_protocol: Option<bool>,
 
     /// How long a connection may take to send its PROXY header [default: 5s].
