@@ -10,13 +10,15 @@
 //!
 //! An option is declared once, as a field of [`ServeOptions`]: clap makes
 //! the flag from it, [`env_named_after_flag`] its variable, serde its key,
-//! and the layers merge as TOML tables ([`ServeOptions::or`]), so no list
-//! of options is kept anywhere else: the check for misspelled variables
-//! ([`unknown_variables`]) reads the same declaration. Its default is the library's
-//! ([`ServerConfig::default`]); the help states it, and tests hold the help
-//! to the library, the README's table to the help and the start-up line to
-//! the options. Adding an option is its field, its rule in `validate`, its
-//! README row and its field in the start-up line.
+//! and the layers merge as maps of their keys ([`ServeOptions::or`]), so
+//! no list of options is kept anywhere else: the check for misspelled
+//! variables ([`unknown_variables`]) and the start-up line
+//! ([`crate::startup`]) read the same declaration. Its default is the
+//! library's ([`ServerConfig::default`]), set in the lowest layer
+//! ([`ServeOptions::defaults`]); the help states it, and tests hold the
+//! help to the library and the README's table to the help. Adding an
+//! option is its field, its default (the compiler asks for it), its rule
+//! in `validate` and its README row.
 //!
 //! This module owns parsing and validation only; it never opens sockets or
 //! builds runtimes.
@@ -53,8 +55,6 @@ pub const DEFAULT_UDP_RATE_LIMIT: u32 = 100;
 /// Highest minimum rate, 1 GiB/s: beyond it the rule would close
 /// connections that stream as fast as loopback allows.
 const MAX_MIN_RATE: u64 = 1 << 30;
-/// Largest read chunk: a typo should not become an absurd allocation.
-const MAX_BUFFER_SIZE: usize = 16 * 1024 * 1024;
 /// A year as durations are written (`1y` is 365.25 days): longer timeouts
 /// are typos, and far-future instants overflow.
 const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 60 * 60 + 6 * 60 * 60);
@@ -137,6 +137,19 @@ impl Boolean {
             .map(|(name, _)| PossibleValue::new(*name))
             .collect()
     }
+}
+
+/// Every boolean option of [`ServeOptions`] (an `Option<bool>`), made one
+/// way in one place: it takes the values of [`BOOLEANS`] ([`Boolean`]),
+/// and its flag alone (`--nodelay`) means `true`.
+fn boolean_option(arg: clap::Arg) -> clap::Arg {
+    if arg.get_value_parser().type_id() != std::any::TypeId::of::<bool>() {
+        return arg;
+    }
+    arg.value_name("BOOL")
+        .num_args(0..=1)
+        .default_missing_value("true")
+        .value_parser(Boolean)
 }
 
 /// Longest line of a parse error quoted from a file: a value of megabytes on
@@ -430,6 +443,7 @@ pub fn stated_default(arg: &clap::Arg) -> Option<String> {
 /// can be told apart. The same struct is read from the command line (with
 /// environment variables) and from the TOML file.
 #[derive(Debug, Clone, Default, Args, Deserialize, Serialize)]
+#[command(mut_args = boolean_option)]
 #[serde(deny_unknown_fields)]
 pub struct ServeOptions {
     /// TOML file with any of these options as keys (e.g. `workers = 4`) [default: none].
@@ -478,8 +492,7 @@ pub struct ServeOptions {
     /// SO_REUSEPORT: let several tandem processes listen on the same
     /// address and port, the kernel spreading connections among them
     /// [default: false].
-    #[arg(long, value_name = "BOOL", num_args = 0..=1,
-          default_missing_value = "true", value_parser = Boolean)]
+    #[arg(long)]
     pub reuse_port: Option<bool>,
 
     /// Largest chunk read and echoed at once, in bytes: reads start at
@@ -494,13 +507,11 @@ pub struct ServeOptions {
     pub buffer_memory: Option<usize>,
 
     /// Set TCP_NODELAY on accepted sockets [default: true].
-    #[arg(long, value_name = "BOOL", num_args = 0..=1,
-          default_missing_value = "true", value_parser = Boolean)]
+    #[arg(long)]
     pub nodelay: Option<bool>,
 
     /// Write a `\n` after each echoed chunk as the article's server does [default: false].
-    #[arg(long, value_name = "BOOL", num_args = 0..=1,
-          default_missing_value = "true", value_parser = Boolean)]
+    #[arg(long)]
     pub append_newline: Option<bool>,
 
     /// Benchmarking knob: CPU time spent per chunk before echoing it, to
@@ -560,8 +571,7 @@ pub struct ServeOptions {
     pub shutdown_grace: Option<HumanDuration>,
 
     /// Also echo UDP datagrams on the same address and port [default: false].
-    #[arg(long, value_name = "BOOL", num_args = 0..=1,
-          default_missing_value = "true", value_parser = Boolean)]
+    #[arg(long)]
     pub udp: Option<bool>,
 
     /// UDP datagrams answered per second per source address [default: 100].
@@ -570,8 +580,7 @@ pub struct ServeOptions {
 
     /// Require a PROXY protocol header (v1 or v2) at the start of every
     /// connection, and take the client address from it [default: false].
-    #[arg(long, value_name = "BOOL", num_args = 0..=1,
-          default_missing_value = "true", value_parser = Boolean)]
+    #[arg(long)]
     pub proxy_protocol: Option<bool>,
 
     /// How long a connection may take to send its PROXY header [default: 5s].
@@ -680,6 +689,17 @@ fn refuse_shorthand_ipv4(host: &str, port: u16) -> Result<(), String> {
     Ok(())
 }
 
+/// A listen address written as an address (the default).
+impl From<SocketAddr> for ListenAddress {
+    fn from(addr: SocketAddr) -> Self {
+        ListenAddress {
+            text: addr.to_string(),
+            host: addr.ip().to_string(),
+            port: addr.port(),
+        }
+    }
+}
+
 impl fmt::Display for ListenAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.text)
@@ -733,6 +753,10 @@ pub struct ServeConfig {
     pub compute: ComputeConfig,
     /// Log format on stderr.
     pub log_format: LogFormat,
+    /// Every option as the layers set it, over the library's defaults:
+    /// what the values above were made from, and what the start-up line
+    /// states ([`crate::startup`]).
+    pub options: ServeOptions,
 }
 
 impl ServeConfig {
@@ -889,16 +913,122 @@ impl ServeOptions {
         merged.validate()
     }
 
-    /// Fills in defaults and checks every value against its rule.
+    /// The lowest layer: every option at the library's default, or unset
+    /// where it is off until asked for. Each field is named, so that an
+    /// option cannot be added without its default; what the server runs
+    /// with is then read from one place, the merged layers, which the
+    /// start-up line states whole.
+    pub fn defaults() -> ServeOptions {
+        let server = ServerConfig::default();
+        let echo = EchoConfig::default();
+        let compute = ComputeConfig::default();
+        ServeOptions {
+            config: None,
+            listen: Some(ListenAddress::from(DEFAULT_LISTEN)),
+            admin_listen: None,
+            layout: Some(server.layout),
+            acceptor_threads: Some(server.acceptor_threads),
+            workers: Some(server.workers),
+            handoff_capacity: Some(server.handoff_capacity),
+            max_connections: Some(server.max_connections),
+            backlog: Some(DEFAULT_BACKLOG),
+            reuse_port: Some(false),
+            buffer_size: Some(echo.buffer_size),
+            // Worked out here rather than by the server, so that the
+            // start-up line states the budget in bytes.
+            buffer_memory: Some(
+                server
+                    .buffer_memory
+                    .unwrap_or_else(tandem::buffer::default_budget),
+            ),
+            nodelay: Some(server.nodelay),
+            append_newline: Some(echo.append_newline),
+            simulate_work: Some(echo.simulate_work),
+            compute_threads: Some(compute.threads),
+            compute_via: Some(compute.via),
+            compute_queue: Some(compute.queue),
+            offload_above: Some(HumanDuration(echo.offload_above)),
+            idle_timeout: Some(HumanDuration(server.idle_timeout.unwrap_or_default())),
+            min_rate: Some(server.min_rate),
+            max_connections_per_ip: server.max_connections_per_ip,
+            shutdown_timeout: Some(HumanDuration(server.shutdown_timeout)),
+            shutdown_grace: Some(HumanDuration(server.shutdown_grace)),
+            udp: Some(false),
+            udp_rate_limit: Some(DEFAULT_UDP_RATE_LIMIT),
+            proxy_protocol: Some(server.proxy_protocol.is_some()),
+            proxy_protocol_timeout: Some(HumanDuration(DEFAULT_PROXY_HEADER_TIMEOUT)),
+            proxy_protocol_from: server.proxy_protocol_from,
+            tls_cert: None,
+            tls_key: None,
+            tls_handshake_timeout: Some(HumanDuration(DEFAULT_HANDSHAKE_TIMEOUT)),
+            log_format: Some(LogFormat::Text),
+        }
+    }
+
+    /// Fills in defaults, as the lowest layer, and checks every value
+    /// against its rule. When several are wrong, the first reported is the
+    /// first in this order.
     fn validate(self) -> Result<ServeConfig, ConfigError> {
-        // The library's defaults fill whatever no layer set.
-        let defaults = ServerConfig::default();
-        let echo_defaults = EchoConfig::default();
-        let idle_timeout = at_most(
-            "idle_timeout",
-            self.idle_timeout
-                .map_or(defaults.idle_timeout.unwrap_or_default(), |d| d.0),
-        )?;
+        let options = self.or(ServeOptions::defaults())?;
+        let server = options.server_config()?;
+        let backlog = filled(options.backlog, "backlog")?;
+        let backlog = in_range("backlog", backlog, 1, i32::MAX as u32)?;
+        let echo = options.echo_config()?;
+        let compute = options.compute_config()?;
+        let listen = filled(options.listen.as_ref(), "listen")?;
+        Ok(ServeConfig {
+            listen_resolved: listen.resolve()?,
+            listen: listen.to_string(),
+            admin_listen: options.admin_listen,
+            backlog,
+            reuse_port: filled(options.reuse_port, "reuse_port")?,
+            udp_rate_limit: options.udp_rate_limit()?,
+            tls: options.tls()?,
+            server,
+            echo,
+            compute,
+            log_format: filled(options.log_format, "log_format")?,
+            options,
+        })
+    }
+
+    /// The server's runtimes, limits and timeouts.
+    fn server_config(&self) -> Result<ServerConfig, ConfigError> {
+        let idle_timeout = self.idle_timeout()?;
+        let min_rate = filled(self.min_rate, "min_rate")?;
+        let min_rate = in_range("min_rate", min_rate, 0, MAX_MIN_RATE)?;
+        let shutdown_timeout = filled(self.shutdown_timeout, "shutdown_timeout")?;
+        let shutdown_timeout = at_most("shutdown_timeout", shutdown_timeout.0)?;
+        let shutdown_grace = filled(self.shutdown_grace, "shutdown_grace")?;
+        let shutdown_grace = at_most("shutdown_grace", shutdown_grace.0)?;
+        let buffer_memory = self
+            .buffer_memory
+            .map(|bytes| in_range("buffer_memory", bytes, MIN_BUDGET, MAX_BUFFER_MEMORY))
+            .transpose()?;
+        let (proxy_protocol, proxy_protocol_from) = self.proxy_protocol()?;
+        let server = ServerConfig::default()
+            .layout(filled(self.layout, "layout")?)
+            .acceptor_threads(filled(self.acceptor_threads, "acceptor_threads")?)
+            .workers(filled(self.workers, "workers")?)
+            .handoff_capacity(filled(self.handoff_capacity, "handoff_capacity")?)
+            .max_connections(filled(self.max_connections, "max_connections")?)
+            .max_connections_per_ip(self.max_connections_per_ip)
+            .idle_timeout(idle_timeout)
+            .min_rate(min_rate)
+            .shutdown_timeout(shutdown_timeout)
+            .shutdown_grace(shutdown_grace)
+            .buffer_memory(buffer_memory)
+            .nodelay(filled(self.nodelay, "nodelay")?)
+            .proxy_protocol(proxy_protocol)
+            .proxy_protocol_from(proxy_protocol_from);
+        server.validate()?;
+        Ok(server)
+    }
+
+    /// `--idle-timeout`, `None` for 0 (off).
+    fn idle_timeout(&self) -> Result<Option<Duration>, ConfigError> {
+        let idle_timeout = filled(self.idle_timeout, "idle_timeout")?;
+        let idle_timeout = at_most("idle_timeout", idle_timeout.0)?;
         if !idle_timeout.is_zero() && idle_timeout < MIN_IDLE_TIMEOUT {
             return Err(ConfigError::Invalid {
                 option: OptionName("idle_timeout"),
@@ -910,116 +1040,61 @@ impl ServeOptions {
                 value: humantime::format_duration(idle_timeout).to_string(),
             });
         }
-        let server = defaults
-            .clone()
-            .layout(self.layout.unwrap_or(defaults.layout))
-            .acceptor_threads(self.acceptor_threads.unwrap_or(defaults.acceptor_threads))
-            .workers(self.workers.unwrap_or(defaults.workers))
-            .handoff_capacity(self.handoff_capacity.unwrap_or(defaults.handoff_capacity))
-            .max_connections(self.max_connections.unwrap_or(defaults.max_connections))
-            .max_connections_per_ip(self.max_connections_per_ip)
-            .idle_timeout(Some(idle_timeout).filter(|d| !d.is_zero()))
-            .min_rate(in_range(
-                "min_rate",
-                self.min_rate.unwrap_or(defaults.min_rate),
-                0,
-                MAX_MIN_RATE,
-            )?)
-            .shutdown_timeout(at_most(
-                "shutdown_timeout",
-                self.shutdown_timeout
-                    .map_or(defaults.shutdown_timeout, |d| d.0),
-            )?)
-            .shutdown_grace(at_most(
-                "shutdown_grace",
-                self.shutdown_grace.map_or(defaults.shutdown_grace, |d| d.0),
-            )?)
-            .buffer_memory(
-                self.buffer_memory
-                    .map(|bytes| in_range("buffer_memory", bytes, MIN_BUDGET, MAX_BUFFER_MEMORY))
-                    .transpose()?,
-            )
-            .nodelay(self.nodelay.unwrap_or(defaults.nodelay))
-            .proxy_protocol(match self.proxy_protocol {
-                Some(true) => Some(positive(
-                    "proxy_protocol_timeout",
-                    self.proxy_protocol_timeout
-                        .map_or(DEFAULT_PROXY_HEADER_TIMEOUT, |d| d.0),
-                )?),
-                _ => None,
-            })
-            .proxy_protocol_from(
-                match (self.proxy_protocol, self.proxy_protocol_from.clone()) {
-                    (Some(true), from) => from,
-                    (_, None) => None,
-                    (_, Some(from)) => {
-                        return Err(ConfigError::Invalid {
-                            option: OptionName("proxy_protocol_from"),
-                            rule: "needs --proxy-protocol as well".to_owned(),
-                            value: from.to_string(),
-                        });
-                    }
-                },
-            );
-        server.validate()?;
-        let backlog = in_range(
-            "backlog",
-            self.backlog.unwrap_or(DEFAULT_BACKLOG),
-            1,
-            i32::MAX as u32,
-        )?;
-        let echo = EchoConfig::default()
-            .buffer_size(in_range(
-                "buffer_size",
-                self.buffer_size.unwrap_or(echo_defaults.buffer_size),
-                1,
-                MAX_BUFFER_SIZE,
-            )?)
-            .append_newline(self.append_newline.unwrap_or(echo_defaults.append_newline))
-            .simulate_work({
-                let work = self.simulate_work.unwrap_or(echo_defaults.simulate_work);
-                at_most("simulate_work", work.duration())?;
-                work
-            })
-            .offload_above(at_most(
-                "offload_above",
-                self.offload_above
-                    .map_or(echo_defaults.offload_above, |d| d.0),
-            )?);
-        let compute_defaults = ComputeConfig::default();
-        let compute = compute_defaults
-            .threads(self.compute_threads.unwrap_or(compute_defaults.threads))
-            .queue(self.compute_queue.unwrap_or(compute_defaults.queue))
-            .via(self.compute_via.unwrap_or(compute_defaults.via));
+        Ok(Some(idle_timeout).filter(|d| !d.is_zero()))
+    }
+
+    /// With `--proxy-protocol`, how long a connection may take over its
+    /// header, and the peers trusted to send one; without, neither, and
+    /// a list of trusted peers is a mistake.
+    fn proxy_protocol(&self) -> Result<(Option<Duration>, Option<IpRanges>), ConfigError> {
+        if filled(self.proxy_protocol, "proxy_protocol")? {
+            let timeout = filled(self.proxy_protocol_timeout, "proxy_protocol_timeout")?;
+            let timeout = positive("proxy_protocol_timeout", timeout.0)?;
+            return Ok((Some(timeout), self.proxy_protocol_from.clone()));
+        }
+        match &self.proxy_protocol_from {
+            None => Ok((None, None)),
+            Some(from) => Err(ConfigError::Invalid {
+                option: OptionName("proxy_protocol_from"),
+                rule: "needs --proxy-protocol as well".to_owned(),
+                value: from.to_string(),
+            }),
+        }
+    }
+
+    /// The echo handler's buffers and work.
+    fn echo_config(&self) -> Result<EchoConfig, ConfigError> {
+        let buffer_size = filled(self.buffer_size, "buffer_size")?;
+        EchoConfig::default().buffer_size(buffer_size).validate()?;
+        let simulate_work = filled(self.simulate_work, "simulate_work")?;
+        at_most("simulate_work", simulate_work.duration())?;
+        let offload_above = filled(self.offload_above, "offload_above")?;
+        let offload_above = at_most("offload_above", offload_above.0)?;
+        Ok(EchoConfig::default()
+            .buffer_size(buffer_size)
+            .append_newline(filled(self.append_newline, "append_newline")?)
+            .simulate_work(simulate_work)
+            .offload_above(offload_above))
+    }
+
+    /// Where the echo's heavy work runs.
+    fn compute_config(&self) -> Result<ComputeConfig, ConfigError> {
+        let compute = ComputeConfig::default()
+            .threads(filled(self.compute_threads, "compute_threads")?)
+            .queue(filled(self.compute_queue, "compute_queue")?)
+            .via(filled(self.compute_via, "compute_via")?);
         compute.validate()?;
-        let listen_resolved = match &self.listen {
-            Some(listen) => listen.resolve()?,
-            None => vec![DEFAULT_LISTEN],
-        };
-        Ok(ServeConfig {
-            listen: self
-                .listen
-                .as_ref()
-                .map_or_else(|| DEFAULT_LISTEN.to_string(), ToString::to_string),
-            listen_resolved,
-            admin_listen: self.admin_listen,
-            backlog,
-            reuse_port: self.reuse_port.unwrap_or(false),
-            udp_rate_limit: match self.udp {
-                Some(true) => Some(in_range(
-                    "udp_rate_limit",
-                    self.udp_rate_limit.unwrap_or(DEFAULT_UDP_RATE_LIMIT),
-                    1,
-                    1_000_000,
-                )?),
-                _ => None,
-            },
-            tls: self.tls()?,
-            server,
-            echo,
-            compute,
-            log_format: self.log_format.unwrap_or(LogFormat::Text),
-        })
+        Ok(compute)
+    }
+
+    /// With `--udp`, the datagrams answered per second per source;
+    /// `None` without.
+    fn udp_rate_limit(&self) -> Result<Option<u32>, ConfigError> {
+        if !filled(self.udp, "udp")? {
+            return Ok(None);
+        }
+        let rate = filled(self.udp_rate_limit, "udp_rate_limit")?;
+        in_range("udp_rate_limit", rate, 1, 1_000_000).map(Some)
     }
 
     /// Loads the TLS identity, if one is configured: both files or
@@ -1041,15 +1116,19 @@ impl ServeOptions {
                 });
             }
         };
-        let timeout = positive(
-            "tls_handshake_timeout",
-            self.tls_handshake_timeout
-                .map_or(DEFAULT_HANDSHAKE_TIMEOUT, |d| d.0),
-        )?;
+        let timeout = filled(self.tls_handshake_timeout, "tls_handshake_timeout")?;
+        let timeout = positive("tls_handshake_timeout", timeout.0)?;
         Ok(Some(
             ServerTls::from_pem_files(cert, key)?.with_handshake_timeout(timeout),
         ))
     }
+}
+
+/// The value of an option that [`ServeOptions::defaults`] sets, once that
+/// layer is under the others: never missing, but refused rather than
+/// panicked on were an option given no default there.
+fn filled<T>(value: Option<T>, option: &'static str) -> Result<T, ConfigError> {
+    value.ok_or_else(|| ConfigError::Merge(format!("{option} has no default")))
 }
 
 /// The library's own range checks, reported under the option's three names.

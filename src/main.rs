@@ -7,6 +7,7 @@
 //! shutdown short.
 
 use std::io::{IsTerminal, Write};
+use std::net::{SocketAddr, TcpListener};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -14,6 +15,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use sd_notify::NotifyState;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
+use tandem::server::Running;
 use tandem::{Compute, Echo, Server, ServerTls};
 use tandem_bench::bench::BenchOptions;
 use tandem_bench::suite::SuiteOptions;
@@ -24,6 +26,7 @@ use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::prelude::*;
 
 use tandem_cli::config::{self, ConfigError, LogFormat, OptionName, ServeConfig, ServeOptions};
+use tandem_cli::startup::StartupLine;
 
 #[cfg(all(feature = "console", not(tokio_unstable)))]
 compile_error!(
@@ -235,7 +238,7 @@ fn init_logging(format: LogFormat) {
 /// Binds the first address `--listen` stands for that can be bound (a
 /// name may resolve to an IPv6 address on a host without IPv6); the error
 /// of the last one otherwise.
-fn bind_first(config: &ServeConfig) -> anyhow::Result<std::net::TcpListener> {
+fn bind_first(config: &ServeConfig) -> anyhow::Result<TcpListener> {
     let options = tandem::server::ListenOptions {
         backlog: config.backlog,
         reuse_port: config.reuse_port,
@@ -285,75 +288,66 @@ fn run(config: ServeConfig) -> anyhow::Result<()> {
     // Before the `listening on` line: a supervisor may signal as soon as it
     // reads it, and the default action of SIGTERM skips the graceful path.
     let shutdown = watch_signals(config.tls.clone())?;
-    let listener = match tandem::server::inherited()? {
-        Some(listener) => {
-            info!(
-                "serving the socket passed by the service manager; --listen, --backlog and --reuse-port do not apply"
-            );
-            listener
-        }
-        None => bind_first(&config)?,
-    };
+    let listener = listener(&config)?;
     let addr = listener
         .local_addr()
         .context("cannot read the bound address")?;
     // Bound before the start-up line, so that it states the port taken.
-    let admin = match config.admin_listen {
-        Some(admin) => {
-            Some(tandem::server::bind(admin, ADMIN_BACKLOG).map_err(
-                |err| match refused_address("admin_listen", err) {
-                    refused if refused.is::<ConfigError>() => refused,
-                    failed => failed.context("cannot start the admin listener (--admin-listen)"),
-                },
-            )?)
-        }
-        None => None,
-    };
-    let admin_bound = match &admin {
-        Some(listener) => listener
-            .local_addr()
-            .context("cannot read the admin endpoint's bound address")?
-            .to_string(),
-        None => "off".to_owned(),
-    };
-    let server = &config.server;
-    // Each option as it was given, then what it came to: `listen` the
-    // address or name asked for, `listen_resolved` what the name stands
-    // for, `listening_on` the address bound, its port chosen.
+    let admin = admin_listener(config.admin_listen)?;
+    let admin_addr = admin
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()
+        .context("cannot read the admin endpoint's bound address")?;
+    StartupLine::new(&config, addr, admin_addr)
+        .context("cannot state the configuration")?
+        .log();
+    let running = start(config, listener, admin, addr)?;
+    announce(&running, addr);
+    let report = running.wait(stopping(shutdown))?;
     info!(
-        listen = %config.listen,
-        listen_resolved = %config.listen_resolved.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
-        listening_on = %addr,
-        admin_listen = %config.admin_listen.map_or("off".to_owned(), |admin| admin.to_string()),
-        admin_listening_on = %admin_bound,
-        reuse_port = config.reuse_port,
-        udp = %config.udp_rate_limit.map_or("off".to_owned(), |rate| format!("on, {rate}/s per source")),
-        layout = %server.layout,
-        acceptor_threads = server.acceptor_threads,
-        workers = server.workers,
-        handoff_capacity = server.handoff_capacity,
-        max_connections = server.max_connections,
-        max_connections_per_ip = %server.max_connections_per_ip.map_or("off".to_owned(), |n| n.to_string()),
-        backlog = config.backlog,
-        buffer_size = config.echo.buffer_size,
-        buffer_memory = server.buffer_memory.unwrap_or_else(tandem::buffer::default_budget),
-        nodelay = server.nodelay,
-        append_newline = config.echo.append_newline,
-        simulate_work = %config.echo.simulate_work,
-        compute_threads = config.compute.threads,
-        compute_via = %config.compute.via,
-        compute_queue = config.compute.queue,
-        offload_above = %humantime::format_duration(config.echo.offload_above),
-        idle_timeout = %server.idle_timeout.map_or("off".to_owned(), |d| humantime::format_duration(d).to_string()),
-        min_rate = server.min_rate,
-        proxy_protocol = %server.proxy_protocol.map_or("off".to_owned(), |d| format!("on, header within {}", humantime::format_duration(d))),
-        proxy_protocol_from = %server.proxy_protocol_from.as_ref().map_or("any peer".to_owned(), ToString::to_string),
-        tls = %config.tls.as_ref().map_or("off".to_owned(), |tls| format!("on, handshake within {}", humantime::format_duration(tls.handshake_timeout()))),
-        shutdown_timeout = %humantime::format_duration(server.shutdown_timeout),
-        shutdown_grace = %humantime::format_duration(server.shutdown_grace),
-        "tandem serve starting"
+        live = report.live,
+        drained = report.drained,
+        cut = report.cut,
+        "shutdown complete"
     );
+    Ok(())
+}
 
+/// The socket a service manager passed, or else `--listen` bound.
+fn listener(config: &ServeConfig) -> anyhow::Result<TcpListener> {
+    match tandem::server::inherited()? {
+        Some(listener) => {
+            info!(
+                "serving the socket passed by the service manager; --listen, --backlog and --reuse-port do not apply"
+            );
+            Ok(listener)
+        }
+        None => bind_first(config),
+    }
+}
+
+/// The admin endpoint's listener, with `--admin-listen`.
+fn admin_listener(admin: Option<SocketAddr>) -> anyhow::Result<Option<TcpListener>> {
+    let Some(admin) = admin else {
+        return Ok(None);
+    };
+    tandem::server::bind(admin, ADMIN_BACKLOG)
+        .map(Some)
+        .map_err(|err| match refused_address("admin_listen", err) {
+            refused if refused.is::<ConfigError>() => refused,
+            failed => failed.context("cannot start the admin listener (--admin-listen)"),
+        })
+}
+
+/// Starts serving the echo on `listener` (bound to `addr`), with the
+/// compute runtime, TLS, the admin endpoint and UDP as configured.
+fn start(
+    config: ServeConfig,
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    addr: SocketAddr,
+) -> anyhow::Result<Running<Echo>> {
     // The article's runtime for heavy work, beside the serving runtimes:
     // the echo sends it work, the server reports and stops it.
     let compute = Compute::start(&config.compute)?;
@@ -368,7 +362,12 @@ fn run(config: ServeConfig) -> anyhow::Result<()> {
         // The TCP listener's address, its port resolved.
         server = server.udp(tandem::server::bind_udp(addr)?, rate_limit);
     }
-    let running = server.start(listener, Echo::new(config.echo).compute(compute))?;
+    Ok(server.start(listener, Echo::new(config.echo).compute(compute))?)
+}
+
+/// Says that the server serves: in the log, on stdout and to the service
+/// manager.
+fn announce(running: &Running<Echo>, addr: SocketAddr) {
     if let Some(udp) = running.udp_addr() {
         info!(udp = %udp, "echoing UDP datagrams too");
     }
@@ -391,21 +390,16 @@ fn run(config: ServeConfig) -> anyhow::Result<()> {
         NotifyState::Ready,
         NotifyState::Status(&format!("serving on {addr}")),
     ]);
-    let stopping = async move {
-        shutdown.cancelled().await;
-        notify(&[
-            NotifyState::Stopping,
-            NotifyState::Status("draining connections"),
-        ]);
-    };
-    let report = running.wait(stopping)?;
-    info!(
-        live = report.live,
-        drained = report.drained,
-        cut = report.cut,
-        "shutdown complete"
-    );
-    Ok(())
+}
+
+/// Completes at the first signal, once the service manager is told that
+/// the server is stopping.
+async fn stopping(shutdown: CancellationToken) {
+    shutdown.cancelled().await;
+    notify(&[
+        NotifyState::Stopping,
+        NotifyState::Status("draining connections"),
+    ]);
 }
 
 /// Tells the service manager about a change of state, if one listens.
