@@ -26,7 +26,7 @@ pub struct ComputeConfig {
     /// Threads that run the work; 0 runs it inline. Default: 0.
     pub threads: usize,
     /// Jobs admitted at once, queued or running; beyond it,
-    /// [`Compute::run`] waits. Default: 128.
+    /// [`Compute::run`](super::Compute::run) waits. Default: 128.
     pub queue: usize,
     /// Which threads run the work. Default: [`ComputeVia::Runtime`].
     pub via: ComputeVia,

@@ -10,7 +10,7 @@ use crate::range::OutOfRange;
 /// Why the compute runtime could not start.
 #[derive(Debug, Error)]
 pub enum ComputeStartError {
-    /// A [`ComputeConfig`] field is out of range.
+    /// A [`ComputeConfig`](super::ComputeConfig) field is out of range.
     #[error("invalid compute configuration: {0}")]
     InvalidConfig(#[from] OutOfRange),
     /// The OS refused its threads.
