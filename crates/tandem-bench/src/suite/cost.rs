@@ -108,7 +108,7 @@ pub fn per_message(total: f64, messages: u64) -> Option<f64> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "with", rename_all = "lowercase")]
 pub enum Counter {
-    /// `perf stat` with every event of [`EVENTS`].
+    /// `perf stat` with every event of `EVENTS`.
     Perf,
     /// `/proc/PID/stat`, for CPU only; `why` perf could not be used.
     Proc { why: String },
@@ -153,7 +153,7 @@ impl Counter {
         Counter::Proc { why }
     }
 
-    /// Starts counting `pid`'s costs; [`Counting::finish`] ends the count.
+    /// Starts counting `pid`'s costs; `Counting::finish` ends the count.
     pub fn start(&self, pid: u32) -> Result<Counting, String> {
         Ok(match self {
             Counter::Perf => Counting::Perf(Perf::start(pid)?),

@@ -179,7 +179,7 @@ impl CpuSplit {
         Ok(Pinned { before })
     }
 
-    /// The servers' CPUs, for [`pin`].
+    /// The servers' CPUs, for `pin`.
     pub fn server_set(&self) -> Result<CpuSet, SuiteError> {
         self.servers.set()
     }

@@ -122,7 +122,7 @@ pub struct Offload {
     pub common_flags: Vec<String>,
     pub light: Group,
     pub heavy: Group,
-    /// In the order of [`VARIANTS`].
+    /// In the order of `VARIANTS`.
     pub variants: Vec<Variant>,
 }
 

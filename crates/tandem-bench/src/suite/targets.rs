@@ -49,7 +49,7 @@ pub struct Comparison {
 pub struct LayoutTargets {
     pub layout: String,
     /// Read syscalls per echoed 64 B message (target: at most
-    /// [`READS_TARGET`]).
+    /// `READS_TARGET`).
     pub reads_per_msg: Option<f64>,
     /// Server CPU per message over the epoll reference's.
     pub cpu_vs_epoll: Option<f64>,
