@@ -39,6 +39,20 @@
 //! `examples/uppercase/` is the same server with Ctrl-C wired, to try
 //! with `nc`.
 //!
+//! [`Server::run`] blocks its thread and runs the server's runtimes on
+//! threads of their own. A program that already has a tokio runtime
+//! (`#[tokio::main]`) awaits [`Server::serve`] instead, which does the same
+//! from a thread of the server's.
+//!
+//! # Logs
+//!
+//! The library logs only through [`tracing`](https://docs.rs/tracing):
+//! warnings and errors (a listener out of descriptors, an accept task
+//! that failed, a handler that panicked) and, at debug level, each
+//! connection's close. It installs no subscriber; a program that installs
+//! one (`tracing-subscriber`) sees them, under targets that start with
+//! `tandem`.
+//!
 //! # What a handler author uses
 //!
 //! At the crate's root, the items of the quick start and what they take:

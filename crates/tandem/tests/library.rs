@@ -195,6 +195,45 @@ fn starting_inside_a_tokio_runtime_is_an_error_not_a_panic() {
     assert!(matches!(result, Err(ServerError::InsideRuntime)));
 }
 
+/// As `#[tokio::main]` would: the program's own runtime, on which the
+/// server is only awaited.
+#[test]
+fn a_server_started_inside_a_tokio_runtime_serves_on_its_own_threads() {
+    let program = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("program")
+        .enable_all()
+        .build()
+        .unwrap();
+    let report = program.block_on(async {
+        let listener = tandem::server::bind("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server =
+            tokio::spawn(
+                Server::new(config(Layout::Split)).serve(listener, Probe, async move {
+                    let _ = stopped.await;
+                }),
+            );
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while line.last() != Some(&b'\n') {
+            use tokio::io::AsyncReadExt;
+            assert_eq!(client.read(&mut byte).await.unwrap(), 1, "{line:?}");
+            line.push(byte[0]);
+        }
+        let line = String::from_utf8(line).unwrap();
+        // Served by the server's worker runtime, not the program's.
+        assert!(line.starts_with("tandem-worker"), "{line}");
+        drop(client);
+        stop.send(()).unwrap();
+        server.await.unwrap()
+    });
+    let report = report.unwrap();
+    assert_eq!(report.cut, 0, "{report:?}");
+}
+
 #[test]
 fn a_config_out_of_range_is_an_error_not_a_panic() {
     let listener = tandem::server::bind("127.0.0.1:0".parse().unwrap(), 16).unwrap();

@@ -156,4 +156,79 @@ impl Server {
     ) -> Result<ShutdownReport, ServerError> {
         self.start(listener, handler)?.wait(shutdown)
     }
+
+    /// [`run`](Server::run) for a program that already has a tokio runtime
+    /// (inside `#[tokio::main]`, or a service that runs other work): serves
+    /// `listener` with `handler` until `shutdown` completes, then shuts
+    /// down gracefully and reports how it went.
+    ///
+    /// What it needs from the caller: `shutdown` is polled on the caller's
+    /// runtime, so it may use that runtime's timers, signals and channels,
+    /// and it must be `Send` and `'static`. The server's own runtimes
+    /// (acceptor, workers or shards, admin) are its own threads, as with
+    /// [`run`](Server::run): the caller's runtime serves no connection. One
+    /// more thread of the server's, `tandem-control`, starts them and waits
+    /// on their shutdown, which blocks, so that no thread of the caller's
+    /// runtime ever does. Dropping the returned future starts the same
+    /// graceful shutdown, and lets it finish on that thread.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use tandem::{Echo, EchoConfig, Server, ServerConfig};
+    /// #[tokio::main]
+    /// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    ///     let listener = tandem::server::bind("127.0.0.1:7000".parse()?, 1024)?;
+    ///     let for_a_minute = tokio::time::sleep(Duration::from_secs(60));
+    ///     let echo = Echo::new(EchoConfig::default());
+    ///     let report = Server::new(ServerConfig::default()).serve(listener, echo, for_a_minute).await?;
+    ///     println!("drained {}, cut {}", report.drained, report.cut);
+    ///     Ok(())
+    /// }
+    /// ```
+    pub async fn serve<H: Handler>(
+        self,
+        listener: std::net::TcpListener,
+        handler: H,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<ShutdownReport, ServerError> {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (report, reported) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("tandem-control".to_owned())
+            .spawn(move || {
+                // The caller's sender dropped (its future dropped) stops
+                // the server as its signal does.
+                let stopping = async move {
+                    let _ = stopped.await;
+                };
+                let _ = report.send(self.run(listener, handler, stopping));
+            })
+            .map_err(|cause| ServerError::Runtime {
+                role: "tandem-control".to_owned(),
+                cause,
+            })?;
+        let mut reported = std::pin::pin!(reported);
+        let shutdown = std::pin::pin!(shutdown);
+        // A server that fails to start, or whose acceptor fails, reports
+        // before any shutdown.
+        tokio::select! {
+            ended = &mut reported => return control_ended(ended),
+            () = shutdown => {}
+        }
+        let _ = stop.send(());
+        control_ended(reported.await)
+    }
+}
+
+/// The report sent by the `tandem-control` thread; an error if it ended
+/// without one, which only a panic in it would do.
+fn control_ended(
+    ended: Result<Result<ShutdownReport, ServerError>, tokio::sync::oneshot::error::RecvError>,
+) -> Result<ShutdownReport, ServerError> {
+    ended.unwrap_or_else(|_| {
+        Err(ServerError::Runtime {
+            role: "tandem-control".to_owned(),
+            cause: io::Error::other("the server's control thread ended without a report"),
+        })
+    })
 }

@@ -43,9 +43,11 @@ pub enum ServerError {
         /// The OS reason.
         cause: io::Error,
     },
-    /// [`Server::run`](super::Server::run) blocks its thread and starts runtimes of its own, so it
-    /// cannot be called from inside a tokio runtime.
-    #[error("Server::run must be called outside any tokio runtime")]
+    /// [`Server::run`](super::Server::run) and
+    /// [`Server::start`](super::Server::start) block their thread and start
+    /// runtimes of their own, so they cannot be called from inside a tokio
+    /// runtime; [`Server::serve`](super::Server::serve) can.
+    #[error("Server::run must be called outside any tokio runtime; inside one, use Server::serve")]
     InsideRuntime,
     /// A [`ServerConfig`](super::ServerConfig) field is out of range.
     #[error("invalid server configuration: {0}")]
