@@ -58,18 +58,44 @@ use crate::connection::Connection;
 pub trait Handler: Send + Sync + 'static {
     /// Serves `conn` until it ends. An `Err` is the peer's or the network's
     /// fault (reset, broken pipe, timeout): the server logs it at debug level
-    /// and counts it, nothing more.
+    /// and counts it, nothing more. The idle rule's error
+    /// ([`IdleTimeout`](crate::connection::IdleTimeout)) counts as
+    /// `idle_timeout` and the cut's ([`Cut`](crate::connection::Cut)) as
+    /// `shutdown`, passed on as they came; any other error, a `TimedOut`
+    /// of the handler's own included, counts as `error` (or `reset`, for a
+    /// peer that reset or vanished).
     fn serve(&self, conn: &mut Connection) -> impl Future<Output = io::Result<Close>> + Send;
 }
 
-/// Why a connection ended without error.
+/// Why a connection ended without error: the `reason` it is counted under
+/// in `tandem_connections_closed_total`.
+///
+/// When the handler ends the connection itself ([`Eof`](Close::Eof),
+/// [`Protocol`](Close::Protocol), [`Handler`](Close::Handler)), it writes
+/// what it owes the peer (an error line) and half-closes
+/// ([`Connection::shutdown`]) before it returns, if it wants the peer to
+/// see a clean end; the server then closes the socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Close {
-    /// The peer closed its side and everything owed to it was sent.
+    /// The peer closed its side and everything owed to it was sent:
+    /// `reason="eof"`.
     Eof,
-    /// The peer stayed silent past the idle timeout.
+    /// The peer stayed silent past the idle timeout: `reason="idle_timeout"`.
     IdleTimeout,
     /// The cut: the server was shutting down and the shutdown timeout
-    /// passed.
+    /// passed: `reason="shutdown"`.
     Cut,
+    /// The handler ended the connection because the peer broke the
+    /// protocol: a line too long, a request it cannot parse.
+    /// `reason="protocol"`, apart from the peer's own close.
+    Protocol,
+    /// The handler ended the connection for a reason of its own, named
+    /// here: `Ok(Close::Handler(&"quota exceeded"))`. Counted as
+    /// `reason="handler"`, one series for every name (a label value per
+    /// name could grow without bound), and the name is in the close's log
+    /// line (debug level). A reference to the name, not the name itself,
+    /// so that a `Close` stays two words, and with it every connection's
+    /// task (the server keeps a `Close` across the connection's close).
+    Handler(&'static &'static str),
 }

@@ -25,7 +25,7 @@ use super::config::ServerConfig;
 use super::per_ip::{self, PerIpLimit};
 use super::proxy_header;
 use super::stop_times::StopTimes;
-use crate::connection::Connection;
+use crate::connection::{Connection, Cut, IdleTimeout};
 use crate::handler::{Close, Handler};
 use crate::ip_ranges::IpRanges;
 use crate::metrics::{CloseReason, Metrics, ProxyHeaderError};
@@ -307,19 +307,22 @@ async fn prepare<H: Handler>(serving: &Serving<H>, accepted: Box<Accepted>) -> O
     Some(Box::new(Served { conn, admission }))
 }
 
-/// How an outcome is counted in `tandem_connections_closed_total`.
+/// How an outcome is counted in `tandem_connections_closed_total`: the
+/// server's own errors (the idle rule's, the cut's) by their
+/// type, whatever their kind, so that a handler's own `TimedOut` is not
+/// taken for the idle rule.
 fn close_reason(outcome: &std::io::Result<Close>) -> CloseReason {
-    use std::io::ErrorKind::{
-        BrokenPipe, ConnectionAborted, ConnectionReset, TimedOut, UnexpectedEof,
-    };
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
     match outcome {
         Ok(Close::Eof) => CloseReason::Eof,
         Ok(Close::IdleTimeout) => CloseReason::IdleTimeout,
-        // A write whose peer did not read within the idle rule.
-        Err(err) if err.kind() == TimedOut => CloseReason::IdleTimeout,
+        // A read or write whose peer broke the idle rule.
+        Err(err) if IdleTimeout::is(err) => CloseReason::IdleTimeout,
         Ok(Close::Cut) => CloseReason::Cut,
         // The cut, met by a handler reading through `AsyncRead`.
-        Err(err) if crate::connection::is_cut(err) => CloseReason::Cut,
+        Err(err) if Cut::is(err) => CloseReason::Cut,
+        Ok(Close::Protocol) => CloseReason::Protocol,
+        Ok(Close::Handler(_)) => CloseReason::Handler,
         // UnexpectedEof: a TLS peer that closed its TCP connection without
         // a close_notify, gone as abruptly as one that resets.
         Err(err)
@@ -342,6 +345,8 @@ fn log_close(peer: SocketAddr, outcome: &std::io::Result<Close>, reason: CloseRe
         }
         Ok(Close::IdleTimeout) => debug!(%peer, reset, "connection closed after idle timeout"),
         Ok(Close::Cut) => debug!(%peer, reset, "connection cut at shutdown"),
+        Ok(Close::Protocol) => debug!(%peer, "connection closed by the handler: protocol error"),
+        Ok(Close::Handler(why)) => debug!(%peer, why, "connection closed by the handler"),
         Err(err) => debug!(%peer, reset, cause = %err, "connection ended with error"),
     }
 }
