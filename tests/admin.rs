@@ -29,7 +29,7 @@ use serde_json::Value;
 const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The `reason` label values of `tandem_connections_closed_total`.
-const CLOSE_REASONS: [&str; 8] = [
+const CLOSE_REASONS: [&str; 9] = [
     "eof",
     "reset",
     "idle_timeout",
@@ -37,6 +37,7 @@ const CLOSE_REASONS: [&str; 8] = [
     "shutdown",
     "protocol",
     "handler",
+    "panic",
     "error",
 ];
 

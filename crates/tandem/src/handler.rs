@@ -3,7 +3,9 @@
 //! The machinery (acceptor, hand-off, runtimes, limits, shutdown) is generic
 //! over a [`Handler`]; echo is one implementation. A handler owns nothing but
 //! its protocol: it is given a [`Connection`] already registered with the
-//! runtime that serves it, and returns why the connection ended.
+//! runtime that serves it, and returns why the connection ended. This
+//! module also owns the guard the server polls a handler through, which
+//! turns a panic into that connection's end.
 //!
 //! ```
 //! use std::io;
@@ -44,7 +46,11 @@
 
 use std::future::Future;
 use std::io;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
+use crate::compute::panic_message;
 use crate::connection::Connection;
 
 /// Serves one connection of a protocol.
@@ -55,6 +61,19 @@ use crate::connection::Connection;
 /// data buffer while it waits for the peer (see [`crate::buffer::Buffer`]), return
 /// [`Close::IdleTimeout`] or [`Close::Cut`] when
 /// [`Connection::ready`] says so, and never panic on anything the peer sends.
+///
+/// # Panics
+///
+/// A panic in `serve` ends that connection and no other: the server
+/// catches it where it polls the handler's future, drops the future, and
+/// closes the connection as it closes one that ended with an error (the
+/// socket closed, its place under the connection limits given back),
+/// counted as `reason="panic"` in `tandem_connections_closed_total` and
+/// logged at error level with the peer and the panic's message. Every other
+/// connection, and the server, go on; the process's panic hook still runs
+/// first (by default, a message on stderr). The handler value is shared by
+/// every connection: a lock it held when it panicked stays poisoned for
+/// the others. Under `panic = "abort"` nothing is caught: the process ends.
 pub trait Handler: Send + Sync + 'static {
     /// Serves `conn` until it ends. An `Err` is the peer's or the network's
     /// fault (reset, broken pipe, timeout): the server logs it at debug level
@@ -98,4 +117,41 @@ pub enum Close {
     /// so that a `Close` stays two words, and with it every connection's
     /// task (the server keeps a `Close` across the connection's close).
     Handler(&'static &'static str),
+}
+
+/// A handler's future, with a panic in one of its polls caught and turned
+/// into its connection's end: the error [`Panicked`], so that the server
+/// closes the connection, and counts it, as it does every other. The
+/// future by value and nothing else, so the connection's task does not
+/// grow, and no allocation unless it panics.
+pub(crate) struct Caught<F>(pub(crate) F);
+
+impl<F: Future<Output = io::Result<Close>>> Future for Caught<F> {
+    type Output = io::Result<Close>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: the handler's future is pinned with its wrapper and never
+        // moved out of it: the wrapper has no `Drop`, is `Unpin` only when
+        // the future is, and gives out nothing but this pinned reference.
+        let serve = unsafe { self.map_unchecked_mut(|caught| &mut caught.0) };
+        // Unwind safe enough: after a panic the future is never polled
+        // again, only dropped, and the connection it borrowed only closed.
+        catch_unwind(AssertUnwindSafe(|| serve.poll(cx))).unwrap_or_else(|payload| {
+            let panicked = Panicked(panic_message(&*payload));
+            Poll::Ready(Err(io::Error::other(panicked)))
+        })
+    }
+}
+
+/// How a handler that panicked ended its connection, with the panic's
+/// message.
+#[derive(Debug, thiserror::Error)]
+#[error("the handler panicked: {0}")]
+pub(crate) struct Panicked(String);
+
+impl Panicked {
+    /// True if `err` is a caught panic's.
+    pub(crate) fn is(err: &io::Error) -> bool {
+        err.get_ref().is_some_and(|inner| inner.is::<Panicked>())
+    }
 }

@@ -43,7 +43,8 @@
 //!
 //! At the crate's root, the items of the quick start and what they take:
 //!
-//! - [`Handler`], the trait a protocol implements, and [`Close`], how a connection ended, each way counted under
+//! - [`Handler`], the trait a protocol implements (and what a panic in it
+//!   does), and [`Close`], how a connection ended, each way counted under
 //!   its own reason: the peer's close, the idle rule, the cut, the peer
 //!   breaking the protocol, or a reason of the handler's own;
 //! - [`Connection`], what a handler is given: the socket, registered with

@@ -1,6 +1,6 @@
 //! How a connection's end is counted: by what ended it, told apart by
-//! type, never guessed from an error's kind. A handler's own close
-//! reasons and its own timeouts each have their series; the idle
+//! type, never guessed from an error's kind. A handler's panic, its own
+//! close reasons and its own timeouts each have their series; the idle
 //! rule's and the cut's errors are public types a handler on tokio's I/O
 //! helpers can recognise.
 //!
@@ -21,6 +21,7 @@ use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
 /// Ends its connection as the first byte it reads says:
+/// - `!`: panics;
 /// - `p`: the peer broke the protocol, `Close::Protocol`;
 /// - `n`: a reason of its own, `Close::Handler(&"quota exceeded")`;
 /// - `t`: its own backend timed out, a `TimedOut` error of its own;
@@ -41,6 +42,7 @@ impl Handler for Reasons {
             return Ok(Close::Eof);
         }
         match byte[0] {
+            b'!' => panic!("the test handler panics on request"),
             b'p' => Ok(Close::Protocol),
             b'n' => Ok(Close::Handler(&"quota exceeded")),
             b't' => Err(io::Error::new(
@@ -258,6 +260,57 @@ impl tracing::field::Visit for Fields<'_> {
 
 fn config() -> ServerConfig {
     ServerConfig::default().layout(Layout::Split).workers(2)
+}
+
+#[test]
+fn a_panicking_handler_closes_its_own_connection_counted_as_panic_and_logged() {
+    logged();
+    let server = Running::start(config());
+    // Served before the panic, and served on after it.
+    let mut bystander = server.client();
+    bystander.write_all(b"a").unwrap();
+    let mut echoed = [0u8; 1];
+    bystander.read_exact(&mut echoed).unwrap();
+
+    let mut panicking = server.client();
+    let panicking_addr = panicking.local_addr().unwrap();
+    panicking.write_all(b"!").unwrap();
+    assert!(read_to_close(&mut panicking).is_empty());
+    server.wait_for_closed("panic", 1);
+    let line = wait_for_log(&[&format!("peer={panicking_addr}"), "panic"]);
+    assert!(line.starts_with("ERROR"), "{line}");
+    assert!(
+        line.contains("the test handler panics on request"),
+        "{line}"
+    );
+
+    bystander.write_all(b"bc").unwrap();
+    let mut echoed = [0u8; 2];
+    bystander.read_exact(&mut echoed).unwrap();
+    assert_eq!(&echoed, b"bc");
+    // And new connections are served as before.
+    let mut after = server.client();
+    after.write_all(b"d").unwrap();
+    after.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(read_to_close(&mut after), b"d");
+    server.wait_for_closed("eof", 1);
+    bystander.shutdown(std::net::Shutdown::Write).unwrap();
+    read_to_close(&mut bystander);
+    server.wait_for_closed("eof", 2);
+    // Every connection accepted is closed, and counted once: three and
+    // three (the panicking one was accepted and never closed, before).
+    let exposition = server.metrics.render();
+    let accepted = exposition
+        .lines()
+        .find_map(|line| line.strip_prefix("tandem_connections_accepted_total "));
+    assert_eq!(accepted, Some("3"));
+    let closed: u64 = exposition
+        .lines()
+        .filter(|line| line.starts_with("tandem_connections_closed_total{"))
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<u64>().ok())
+        .sum();
+    assert_eq!(closed, 3, "{exposition}");
+    assert_eq!(server.closed("error"), Some(0));
 }
 
 #[test]

@@ -26,6 +26,8 @@ label_set! {
         /// The handler closed it for a reason of its own
         /// (`Close::Handler`, whatever its name).
         Handler => "handler",
+        /// The handler panicked.
+        Panic => "panic",
         /// Any other I/O error, a handler's own timeouts included.
         Error => "error",
     }
