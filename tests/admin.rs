@@ -29,7 +29,17 @@ use serde_json::Value;
 const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The `reason` label values of `tandem_connections_closed_total`.
-const CLOSE_REASONS: [&str; 6] = ["eof", "reset", "idle_timeout", "shed", "shutdown", "error"];
+const CLOSE_REASONS: [&str; 9] = [
+    "eof",
+    "reset",
+    "idle_timeout",
+    "shed",
+    "shutdown",
+    "protocol",
+    "handler",
+    "panic",
+    "error",
+];
 
 /// The `kind` label values of `tandem_accept_errors_total`.
 const ACCEPT_ERROR_KINDS: [&str; 10] = [

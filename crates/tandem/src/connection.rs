@@ -119,21 +119,76 @@ impl Interrupted {
     /// which the server counts as `idle_timeout` or `shutdown`.
     fn error(self) -> io::Error {
         match self {
-            Interrupted::Idle => not_reading(),
-            Interrupted::Cut => io::Error::other(Cut),
+            Interrupted::Idle => IdleTimeout.into(),
+            Interrupted::Cut => Cut.into(),
         }
     }
 }
 
 /// The error a connection's `AsyncRead` returns once the server has cut
-/// it at the end of the shutdown timeout.
-#[derive(Debug, thiserror::Error)]
+/// it at the end of the shutdown timeout, inside an [`io::Error`] of kind
+/// `Other`. A handler on tokio's I/O helpers that meets it can pass it on
+/// with `?` (the server counts the connection as cut), or recognise it
+/// with [`Cut::is`] to write a last word first.
+///
+/// ```
+/// use tandem::connection::Cut;
+///
+/// let err = std::io::Error::from(Cut);
+/// assert!(Cut::is(&err));
+/// assert!(err.get_ref().is_some_and(|inner| inner.is::<Cut>()));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the server is shutting down: connection cut at the end of the shutdown timeout")]
-pub(crate) struct Cut;
+pub struct Cut;
 
-/// True if `err` is the cut's.
-pub(crate) fn is_cut(err: &io::Error) -> bool {
-    err.get_ref().is_some_and(|inner| inner.is::<Cut>())
+impl Cut {
+    /// True if `err` is the cut's, as the connection returned it.
+    pub fn is(err: &io::Error) -> bool {
+        err.get_ref().is_some_and(|inner| inner.is::<Cut>())
+    }
+}
+
+impl From<Cut> for io::Error {
+    fn from(cut: Cut) -> Self {
+        io::Error::other(cut)
+    }
+}
+
+/// The error a connection's reads and writes return when the idle rule
+/// closes it, inside an [`io::Error`] of kind `TimedOut`: its peer was
+/// silent for [`ServerConfig::idle_timeout`](crate::ServerConfig::idle_timeout),
+/// moved fewer bytes than [`min_rate`](crate::ServerConfig::min_rate) asks for, or stopped reading what it was
+/// sent; or the server shed it to make room. The server counts it as
+/// `idle_timeout` (or `shed`); a `TimedOut` error of any other origin, a
+/// handler's own backend timing out, counts as `error`.
+///
+/// ```
+/// use tandem::connection::IdleTimeout;
+///
+/// let err = std::io::Error::from(IdleTimeout);
+/// assert!(IdleTimeout::is(&err));
+/// assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+/// let own = std::io::Error::from(std::io::ErrorKind::TimedOut);
+/// assert!(!IdleTimeout::is(&own));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the peer broke the idle rule (ServerConfig::idle_timeout, min_rate): silent, too slow, or not reading what it was sent"
+)]
+pub struct IdleTimeout;
+
+impl IdleTimeout {
+    /// True if `err` is the idle rule's, as the connection returned it.
+    pub fn is(err: &io::Error) -> bool {
+        err.get_ref().is_some_and(|inner| inner.is::<IdleTimeout>())
+    }
+}
+
+impl From<IdleTimeout> for io::Error {
+    fn from(idle: IdleTimeout) -> Self {
+        io::Error::new(io::ErrorKind::TimedOut, idle)
+    }
 }
 
 impl Connection {
@@ -190,9 +245,9 @@ impl Connection {
 
     /// Waits for bytes and reads them into `buf`: `Ok(0)` is the end of the
     /// stream (with TLS, the peer's close_notify). A wait that the idle
-    /// rule ends is a `TimedOut` error, and one the shutdown cut ends an
-    /// error the server counts as the cut, so a handler can pass either on
-    /// with `?`. Counted as [`try_read`](Self::try_read) counts. The simple
+    /// rule ends is an [`IdleTimeout`] error (of kind `TimedOut`), and one
+    /// the shutdown cut ends a [`Cut`] error, which the server counts as
+    /// such, so a handler can pass either on with `?`. Counted as [`try_read`](Self::try_read) counts. The simple
     /// way to read; [`ready`](Self::ready) and `try_read` are the way to
     /// hold no buffer while waiting.
     pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -397,14 +452,6 @@ impl Connection {
     }
 }
 
-/// The error of a write whose peer broke the idle rule.
-fn not_reading() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::TimedOut,
-        "peer did not read its echo within the idle rule (--idle-timeout, --min-rate)",
-    )
-}
-
 /// Size of the buffer that lingering reads discard into.
 const LINGER_SCRATCH: usize = 4096;
 
@@ -424,9 +471,9 @@ impl Drop for Connection {
 
 /// tokio's `AsyncRead`, for its helpers (`copy`, `read_exact`, codecs):
 /// bytes are counted as `try_read` counts them, and a read waiting for the
-/// peer ends with an error when the idle rule says idle (`TimedOut`) or the
-/// server cuts the connection; the server counts either as it counts the
-/// events of [`Connection::ready`].
+/// peer ends with an error when the idle rule says idle ([`IdleTimeout`]) or
+/// the server cuts the connection ([`Cut`]); the server counts either as it
+/// counts the events of [`Connection::ready`].
 impl AsyncRead for Connection {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -526,7 +573,7 @@ fn unless_idle<T>(
     if polled.is_pending() {
         watched.register(cx.waker());
         if watched.is_idle() {
-            return Poll::Ready(Err(not_reading()));
+            return Poll::Ready(Err(IdleTimeout.into()));
         }
     }
     polled

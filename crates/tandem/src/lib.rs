@@ -57,8 +57,10 @@
 //!
 //! At the crate's root, the items of the quick start and what they take:
 //!
-//! - [`Handler`], the trait a protocol implements, and [`Close`], how a
-//!   connection ended;
+//! - [`Handler`], the trait a protocol implements (and what a panic in it
+//!   does), and [`Close`], how a connection ended, each way counted under
+//!   its own reason: the peer's close, the idle rule, the cut, the peer
+//!   breaking the protocol, or a reason of the handler's own;
 //! - [`Connection`], what a handler is given: the socket, registered with
 //!   the runtime that serves it, under the idle rule and the shutdown cut,
 //!   and [`Event`], what a wait on it returns;
@@ -73,7 +75,8 @@
 //! The details each of those brings sit in its module: [`server`]
 //! (binding, listener options, services, the PROXY protocol's trusted
 //! ranges), [`connection`] (socket options, the byte stream under a
-//! connection), [`compute`] (where the work runs, its errors), [`tls`],
+//! connection, the idle rule's and the cut's errors,
+//! [`IdleTimeout`](connection::IdleTimeout) and [`Cut`](connection::Cut)), [`compute`] (where the work runs, its errors), [`tls`],
 //! [`buffer`] (data buffers within one memory budget) and [`echo`].
 //!
 //! # Layout of the crate

@@ -38,10 +38,14 @@ impl From<ComputeError> for std::io::Error {
 
 /// A panic's payload as the job's error.
 pub(super) fn panicked(payload: Box<dyn Any + Send>) -> ComputeError {
-    let message = payload
+    ComputeError::Panicked(panic_message(&*payload))
+}
+
+/// A panic's message, when its payload is text (as `panic!` makes it).
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    payload
         .downcast_ref::<&str>()
         .map(|text| (*text).to_owned())
         .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a non-text payload".to_owned());
-    ComputeError::Panicked(message)
+        .unwrap_or_else(|| "a non-text payload".to_owned())
 }

@@ -75,6 +75,7 @@ use self::turns::{Place, Turns, lock, take_turn};
 use crate::metrics::{ComputeOutcome, Metrics};
 
 pub use self::config::{ComputeConfig, ComputeVia, UnknownComputeVia};
+pub(crate) use self::error::panic_message;
 pub use self::error::{ComputeError, ComputeStartError};
 
 /// Where CPU-heavy work goes: threads of its own, or inline. Cloning is

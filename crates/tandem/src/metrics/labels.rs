@@ -20,7 +20,15 @@ label_set! {
         Shed => "shed",
         /// Cut at the end of the shutdown timeout.
         Cut => "shutdown",
-        /// Any other I/O error.
+        /// The handler closed it because the peer broke the protocol
+        /// (`Close::Protocol`).
+        Protocol => "protocol",
+        /// The handler closed it for a reason of its own
+        /// (`Close::Handler`, whatever its name).
+        Handler => "handler",
+        /// The handler panicked.
+        Panic => "panic",
+        /// Any other I/O error, a handler's own timeouts included.
         Error => "error",
     }
 }

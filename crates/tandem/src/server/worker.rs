@@ -8,7 +8,8 @@
 //!
 //! Whatever the client does (resets, half-closes, vanishes, sends a bad
 //! header or handshake), the errors end this one task and are counted by
-//! reason; nothing here unwraps network input (invariant 4).
+//! reason; nothing here unwraps network input (invariant 4). A handler
+//! that panics ends its own connection the same way, counted as `panic`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,15 +19,15 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, trace, warn};
+use tracing::{debug, error, trace, warn};
 
 use super::admission::{Accepted, Admission};
 use super::config::ServerConfig;
 use super::per_ip::{self, PerIpLimit};
 use super::proxy_header;
 use super::stop_times::StopTimes;
-use crate::connection::Connection;
-use crate::handler::{Close, Handler};
+use crate::connection::{Connection, Cut, IdleTimeout};
+use crate::handler::{Caught, Close, Handler, Panicked};
 use crate::ip_ranges::IpRanges;
 use crate::metrics::{CloseReason, Metrics, ProxyHeaderError};
 use crate::sweep::{IdleRule, Sweep};
@@ -140,7 +141,7 @@ pub(crate) async fn serve_connection<H: Handler>(
     let Some(mut served) = Box::pin(prepare(&serving, accepted)).await else {
         return;
     };
-    let outcome = serving.handler.serve(&mut served.conn).await;
+    let outcome = Caught(serving.handler.serve(&mut served.conn)).await;
     finish(&serving, served, outcome).await;
 }
 
@@ -307,19 +308,23 @@ async fn prepare<H: Handler>(serving: &Serving<H>, accepted: Box<Accepted>) -> O
     Some(Box::new(Served { conn, admission }))
 }
 
-/// How an outcome is counted in `tandem_connections_closed_total`.
+/// How an outcome is counted in `tandem_connections_closed_total`: the
+/// server's own errors (the idle rule's, the cut's, a panic) by their
+/// type, whatever their kind, so that a handler's own `TimedOut` is not
+/// taken for the idle rule.
 fn close_reason(outcome: &std::io::Result<Close>) -> CloseReason {
-    use std::io::ErrorKind::{
-        BrokenPipe, ConnectionAborted, ConnectionReset, TimedOut, UnexpectedEof,
-    };
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
     match outcome {
         Ok(Close::Eof) => CloseReason::Eof,
         Ok(Close::IdleTimeout) => CloseReason::IdleTimeout,
-        // A write whose peer did not read within the idle rule.
-        Err(err) if err.kind() == TimedOut => CloseReason::IdleTimeout,
+        // A read or write whose peer broke the idle rule.
+        Err(err) if IdleTimeout::is(err) => CloseReason::IdleTimeout,
         Ok(Close::Cut) => CloseReason::Cut,
         // The cut, met by a handler reading through `AsyncRead`.
-        Err(err) if crate::connection::is_cut(err) => CloseReason::Cut,
+        Err(err) if Cut::is(err) => CloseReason::Cut,
+        Ok(Close::Protocol) => CloseReason::Protocol,
+        Ok(Close::Handler(_)) => CloseReason::Handler,
+        Err(err) if Panicked::is(err) => CloseReason::Panic,
         // UnexpectedEof: a TLS peer that closed its TCP connection without
         // a close_notify, gone as abruptly as one that resets.
         Err(err)
@@ -342,6 +347,12 @@ fn log_close(peer: SocketAddr, outcome: &std::io::Result<Close>, reason: CloseRe
         }
         Ok(Close::IdleTimeout) => debug!(%peer, reset, "connection closed after idle timeout"),
         Ok(Close::Cut) => debug!(%peer, reset, "connection cut at shutdown"),
+        Ok(Close::Protocol) => debug!(%peer, "connection closed by the handler: protocol error"),
+        Ok(Close::Handler(why)) => debug!(%peer, why, "connection closed by the handler"),
+        // A bug in the handler, not the peer's doing: error level.
+        Err(err) if reason == CloseReason::Panic => {
+            error!(%peer, panic = %err, "handler panicked; its connection closed");
+        }
         Err(err) => debug!(%peer, reset, cause = %err, "connection ended with error"),
     }
 }
