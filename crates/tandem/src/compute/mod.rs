@@ -421,6 +421,7 @@ impl Drop for Pool {
 
 #[cfg(test)]
 mod tests {
+    #[cfg(feature = "admin")] // used by the tests that count
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     use super::turns::Key;
@@ -679,6 +680,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "admin")] // read through the exposition
     /// The value of series `name` in `metrics`' exposition.
     fn sample(metrics: &Metrics, name: &str) -> Option<f64> {
         metrics.render().lines().find_map(|line| {
@@ -687,6 +689,7 @@ mod tests {
         })
     }
 
+    #[cfg(feature = "admin")] // read through the exposition
     fn jobs(metrics: &Metrics, outcome: &str) -> Option<f64> {
         sample(
             metrics,
@@ -694,6 +697,7 @@ mod tests {
         )
     }
 
+    #[cfg(feature = "admin")] // read through the exposition
     #[test]
     fn a_queued_job_whose_caller_goes_never_runs_and_frees_its_slot_at_once() {
         let metrics = Metrics::new();
@@ -721,6 +725,7 @@ mod tests {
         assert_eq!(sample(&metrics, "tandem_compute_queue_depth"), Some(0.0));
     }
 
+    #[cfg(feature = "admin")] // read through the exposition
     #[test]
     fn a_job_in_slices_whose_caller_goes_ends_with_the_slice_it_is_in() {
         let metrics = Metrics::new();
@@ -762,6 +767,7 @@ mod tests {
         assert_eq!(jobs(&metrics, "cancelled"), Some(1.0));
     }
 
+    #[cfg(feature = "admin")] // read through the exposition
     #[test]
     fn a_job_whose_caller_stops_waiting_keeps_its_slot_until_it_ends() {
         let metrics = Metrics::new();
@@ -786,6 +792,7 @@ mod tests {
         compute.stop(Duration::from_secs(1));
     }
 
+    #[cfg(feature = "admin")] // read through the exposition
     #[test]
     fn a_job_counts_as_done_panicked_cancelled_or_stopped_by_how_far_it_got() {
         let metrics = Metrics::new();
@@ -818,6 +825,7 @@ mod tests {
         assert_eq!(slots.available_permits(), 4, "every slot went back");
     }
 
+    #[cfg(feature = "admin")] // read through the exposition
     #[test]
     fn stopping_fails_the_waiting_jobs_as_stopped() {
         let metrics = Metrics::new();

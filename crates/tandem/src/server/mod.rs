@@ -73,6 +73,7 @@
 //!    acceptor stops first, the serving runtimes last ([`Server::run`]).
 
 mod acceptor;
+#[cfg(feature = "admin")]
 mod admin;
 mod admission;
 mod builder;
@@ -83,6 +84,7 @@ mod layout;
 mod limits;
 pub mod listener;
 mod per_ip;
+#[cfg(feature = "proxy-protocol")]
 mod proxy_header;
 mod report;
 mod runtimes;
@@ -99,7 +101,9 @@ pub use self::config::{
     UnknownLayout,
 };
 pub use self::error::ServerError;
-pub use self::listener::{ListenOptions, bind, bind_udp, bind_with, inherited};
+#[cfg(feature = "systemd")]
+pub use self::listener::inherited;
+pub use self::listener::{ListenOptions, bind, bind_udp, bind_with};
 pub use self::report::ShutdownReport;
 pub use self::service::ServiceContext;
 pub use self::start::Running;
