@@ -24,6 +24,7 @@
 //!   the server's capacity;
 //! - `handoff`: how it crosses from the acceptor to the serving runtime;
 //! - `worker`: the connection task on the serving side;
+//! - `tracker`: the connection tasks the shutdown waits for;
 //! - `threads`: whether the OS will start a runtime's threads, asked
 //!   before tokio, which hangs when it cannot;
 //! - `service`: what else runs on the serving runtime ([`Server::service`]),
@@ -93,6 +94,7 @@ mod shutdown;
 mod start;
 mod stop_times;
 pub(crate) mod threads;
+mod tracker;
 mod worker;
 
 pub use self::builder::Server;

@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio_util::task::TaskTracker;
 use tracing::{debug, trace, warn};
 
 use super::admission::{Accepted, Admission};
@@ -28,6 +27,7 @@ use super::per_ip::PerIpLimit;
 #[cfg(feature = "proxy-protocol")]
 use super::proxy_header;
 use super::stop_times::StopTimes;
+use super::tracker::TaskTracker;
 use crate::connection::Connection;
 use crate::handler::{Close, Handler};
 #[cfg(feature = "proxy-protocol")]
