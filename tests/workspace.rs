@@ -129,29 +129,34 @@ fn a_server_on_the_library_without_its_features_depends_on_at_most_45_crates() {
 }
 
 #[test]
-fn a_server_on_the_library_without_its_features_compiles_in_at_most_twice_plain_tokios_work_and_echoes()
+fn a_server_on_the_library_without_its_features_compiles_in_at_most_twice_plain_tokios_work_and_serves()
  {
     let server = lean::Scratch::one_handler();
     let tokio = lean::Scratch::plain_tokio();
-    // One clean build each, one after the other, each in a target folder
-    // of its own.
-    let server_cost = server.build();
-    let tokio_cost = tokio.build();
+    // One clean build each, each in a target folder of its own, side by
+    // side: whatever else loads the machine loads both.
+    let (server_cost, tokio_cost) = std::thread::scope(|builds| {
+        let server_build = builds.spawn(|| server.build());
+        let tokio_cost = tokio.build();
+        (server_build.join().expect("the server's build"), tokio_cost)
+    });
     assert!(server_cost > 0.0 && tokio_cost > 0.0, "no CPU time read");
+    eprintln!("compile work: one handler {server_cost:.1} s, plain tokio {tokio_cost:.1} s");
     // Compile work is the CPU time of cargo and every rustc it ran, not
     // the wall time: the project judges speed with benchmarks, never with
     // timed assertions, and a busy machine stretches wall time with its
-    // load where CPU time stays the compiler's own work. Measured on the
-    // 2-core test machine: 20.2 s against 11.7 s, a ratio of 1.73; the
-    // same pair measured at other moments varied by under 10%, which the
-    // bound of 2 (the issue's) leaves room for. Before the features the
-    // server took 63 s, 5.4 times tokio's.
+    // load where CPU time stays mostly the compiler's own work. Measured
+    // side by side on the 2-core test machine: 19.7 to 21.1 s against 11.1
+    // to 12.2 s, ratios of 1.73 to 1.77, 12% under the issue's bound of 2.
+    // Built one after the other, at a busier moment for one than the
+    // other, the ratio reached 1.95: hence side by side. With every
+    // feature the same server takes 57 s, 4.4 times tokio's.
     assert!(
         server_cost <= 2.0 * tokio_cost,
         "the server on the library took {server_cost:.1} s of CPU to compile, \
          plain tokio {tokio_cost:.1} s"
     );
-    server.echoes();
+    server.serves();
 }
 
 /// Scratch crates built beside the workspace: a server with one handler on
@@ -186,27 +191,14 @@ mod lean {
             .to_owned()
     }
 
+    /// The library's example handler (`examples/uppercase/upper.rs`), and
+    /// a main that serves it until stdin closes.
     const SERVER: &str = r#"
 use std::io::{BufRead, Write};
 
-use tandem::{Close, Connection, Handler, Server, ServerConfig};
+use tandem::{Server, ServerConfig};
 
-/// Writes back what it reads, until the client closes.
-struct Echo;
-
-impl Handler for Echo {
-    async fn serve(&self, conn: &mut Connection) -> std::io::Result<Close> {
-        let mut buf = [0; 4096];
-        loop {
-            let n = conn.read(&mut buf).await?;
-            if n == 0 {
-                conn.shutdown().await?;
-                return Ok(Close::Eof);
-            }
-            conn.write_all(&buf[..n]).await?;
-        }
-    }
-}
+mod upper;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = tandem::server::bind("127.0.0.1:0".parse()?, 128)?;
@@ -218,7 +210,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for _ in std::io::stdin().lock().lines() {}
         let _ = stop.send(());
     });
-    let report = Server::new(ServerConfig::default()).run(listener, Echo, async move {
+    let report = Server::new(ServerConfig::default()).run(listener, upper::Upper, async move {
         let _ = stopped.await;
     })?;
     println!("drained {} cut {}", report.drained, report.cut);
@@ -261,14 +253,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 "#;
 
     impl Scratch {
-        /// One handler on the library, with none of its features.
+        /// One handler on the library, with none of its features: the
+        /// library's example's.
         pub fn one_handler() -> Self {
             let library = root().join("crates/tandem");
             let dependency = format!(
                 "tandem = {{ path = {:?}, default-features = false }}",
                 library.display().to_string()
             );
-            Self::new("one-handler", &dependency, SERVER)
+            let scratch = Self::new("one-handler", &dependency, SERVER);
+            let handler = library.join("examples/uppercase/upper.rs");
+            std::fs::copy(handler, scratch.dir.path().join("src/upper.rs"))
+                .expect("copy the example's handler");
+            scratch
         }
 
         /// The same echo on tokio alone.
@@ -352,9 +349,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             children.split_whitespace().map(seconds).sum()
         }
 
-        /// Runs what it built, echoes a line through it over loopback, and
-        /// stops it by closing its stdin.
-        pub fn echoes(&self) {
+        /// Runs what it built, has a line uppercased through it over
+        /// loopback, and stops it by closing its stdin.
+        pub fn serves(&self) {
             let binary = self.target().join("debug").join("one-handler");
             let mut server = Command::new(&binary)
                 .stdin(Stdio::piped())
@@ -371,7 +368,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .expect("close the sending side");
             let mut echoed = String::new();
             client.read_to_string(&mut echoed).expect("read the echo");
-            assert_eq!(echoed, "hello\n");
+            assert_eq!(echoed, "HELLO\n");
             drop(server.stdin.take());
             let deadline = Instant::now() + Duration::from_secs(60);
             let status = loop {
