@@ -1,13 +1,26 @@
 //! The workspace's promises. To a server built on the library: depending on
 //! `tandem` pulls in neither the command line nor the load generator, as
-//! `cargo tree` resolves it from the lockfile. To a reader of any crate: no
-//! two files need each other, so each file can be read, tested and moved
-//! after the files it imports (see [`import_cycles`] for what counts).
+//! `cargo tree` resolves it from the lockfile, and with
+//! `default-features = false` it weighs little more than tokio itself (see
+//! [`lean`]). To a reader of any crate: no two files need each other, so
+//! each file can be read, tested and moved after the files it imports (see
+//! [`import_cycles`] for what counts).
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Command;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+/// Held by each test of this file that runs cargo or reads the sources, so
+/// that the timed builds share the machine with nothing else of this file's:
+/// a test that ran beside the longer of the two builds only would load one
+/// and not the other.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn alone() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Crates of the command line, the load generator and the suite's report,
 /// which a server built on the library must not compile.
@@ -45,6 +58,7 @@ fn normal_tree(package: &str) -> BTreeSet<String> {
 
 #[test]
 fn the_library_builds_without_the_command_line_or_the_load_generator() {
+    let _alone = alone();
     let library = normal_tree("tandem");
     assert!(library.contains("tokio"), "{library:?}");
     for name in NOT_IN_THE_LIBRARY {
@@ -71,6 +85,7 @@ const CRATES: [(&str, &[&str]); 3] = [
 
 #[test]
 fn no_crate_of_the_workspace_has_an_import_cycle_between_its_files() {
+    let _alone = alone();
     let mut cycles = String::new();
     for (folder, roots) in CRATES {
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(folder);
@@ -99,6 +114,341 @@ fn no_crate_of_the_workspace_has_an_import_cycle_between_its_files() {
         "files that import each other; move what they share into a file that \
          imports neither (a leaf), or move the item to the file that uses it:\n{cycles}"
     );
+}
+
+#[test]
+fn a_server_on_the_library_without_its_features_depends_on_at_most_45_crates() {
+    let _alone = alone();
+    let server = lean::Scratch::one_handler();
+    let crates = server.crates();
+    // The issue's measure: one handler on tokio alone, against 103 crates
+    // with every feature (hyper, the Prometheus exporter, rustls and ring,
+    // ppp, crc32c, listenfd). The count is the lockfile's resolution, the
+    // same on every machine.
+    assert!(crates.len() <= 45, "{} crates: {crates:?}", crates.len());
+    for heavy in [
+        "hyper",
+        "metrics-exporter-prometheus",
+        "rustls",
+        "ppp",
+        "listenfd",
+    ] {
+        assert!(
+            !crates
+                .iter()
+                .any(|name| name.split(' ').next() == Some(heavy)),
+            "{heavy} is built without its feature"
+        );
+    }
+}
+
+#[test]
+fn a_server_on_the_library_without_its_features_compiles_in_at_most_twice_plain_tokios_work_and_serves_what_it_has()
+ {
+    let _alone = alone();
+    let server = lean::Scratch::one_handler();
+    let tokio = lean::Scratch::plain_tokio();
+    // One clean build each, each in a target folder of its own, side by
+    // side: whatever else loads the machine loads both.
+    let (server_cost, tokio_cost) = std::thread::scope(|builds| {
+        let server_build = builds.spawn(|| server.build());
+        let tokio_cost = tokio.build();
+        (server_build.join().expect("the server's build"), tokio_cost)
+    });
+    assert!(server_cost > 0.0 && tokio_cost > 0.0, "no CPU time read");
+    eprintln!("compile work: one handler {server_cost:.1} s, plain tokio {tokio_cost:.1} s");
+    // Compile work is the CPU time of cargo and every rustc it ran, not
+    // the wall time: the project judges speed with benchmarks, never with
+    // timed assertions, and a busy machine stretches wall time with its
+    // load where CPU time stays mostly the compiler's own work. Measured
+    // by this test on the 2-core test machine while other work loaded it:
+    // 19.7 to 26.3 s against 11.1 to 15.2 s, ratios of 1.73 to 1.87, the
+    // issue's bound of 2 above them all; on a quiet machine, 18.4 s
+    // against 11.5 s (1.60). Built one after the other, at a busier
+    // moment for one than the other, the ratio reached 1.95: hence side
+    // by side, and no other test of this file beside them. With every
+    // feature the same server takes 54 to 57 s, 4.4 times tokio's or more.
+    assert!(
+        server_cost <= 2.0 * tokio_cost,
+        "the server on the library took {server_cost:.1} s of CPU to compile, \
+         plain tokio {tokio_cost:.1} s"
+    );
+    server.serves();
+    server.refuses_the_proxy_header();
+}
+
+/// Scratch crates built beside the workspace: a server with one handler on
+/// the library with `default-features = false`, and the same echo on plain
+/// tokio, for the two figures of the library's weight.
+mod lean {
+    use std::collections::BTreeSet;
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpStream;
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    /// A crate in a folder of its own, outside the workspace.
+    pub struct Scratch {
+        dir: tempfile::TempDir,
+    }
+
+    /// The workspace's root.
+    fn root() -> &'static Path {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+    }
+
+    /// The workspace's tokio requirement, as the library takes it: the
+    /// plain-tokio crate asks for the same features.
+    fn tokio_requirement() -> String {
+        let manifest = std::fs::read_to_string(root().join("Cargo.toml")).expect("read Cargo.toml");
+        manifest
+            .lines()
+            .find(|line| line.starts_with("tokio = "))
+            .expect("the workspace names tokio")
+            .to_owned()
+    }
+
+    /// The library's example handler (`examples/uppercase/upper.rs`), and
+    /// a main that serves it until stdin closes.
+    const SERVER: &str = r#"
+use std::io::{BufRead, Write};
+
+use tandem::{Server, ServerConfig};
+
+mod upper;
+
+fn main() {
+    if let Err(err) = serve() {
+        eprintln!("{err}");
+        std::process::exit(1);
+    }
+}
+
+fn serve() -> Result<(), Box<dyn std::error::Error>> {
+    let mut config = ServerConfig::default();
+    // Asks for the PROXY header, which this build leaves out.
+    if std::env::args().any(|arg| arg == "proxy-protocol") {
+        config.proxy_protocol = Some(std::time::Duration::from_secs(1));
+    }
+    let listener = tandem::server::bind("127.0.0.1:0".parse()?, 128)?;
+    println!("{}", listener.local_addr()?);
+    std::io::stdout().flush()?;
+    // Stops when stdin closes.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        for _ in std::io::stdin().lock().lines() {}
+        let _ = stop.send(());
+    });
+    let report = Server::new(config).run(listener, upper::Upper, async move {
+        let _ = stopped.await;
+    })?;
+    println!("drained {} cut {}", report.drained, report.cut);
+    Ok(())
+}
+"#;
+
+    const PLAIN_TOKIO: &str = r#"
+use std::io::{BufRead, Write};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("{}", listener.local_addr()?);
+    std::io::stdout().flush()?;
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        for _ in std::io::stdin().lock().lines() {}
+        let _ = stop.send(());
+    });
+    loop {
+        tokio::select! {
+            _ = &mut stopped => return Ok(()),
+            accepted = listener.accept() => {
+                let (mut socket, _) = accepted?;
+                tokio::spawn(async move {
+                    let mut buf = [0; 4096];
+                    while let Ok(n) = socket.read(&mut buf).await {
+                        if n == 0 || socket.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        }
+    }
+}
+"#;
+
+    impl Scratch {
+        /// One handler on the library, with none of its features: the
+        /// library's example's.
+        pub fn one_handler() -> Self {
+            let library = root().join("crates/tandem");
+            let dependency = format!(
+                "tandem = {{ path = {:?}, default-features = false }}",
+                library.display().to_string()
+            );
+            let scratch = Self::new("one-handler", &dependency, SERVER);
+            let handler = library.join("examples/uppercase/upper.rs");
+            std::fs::copy(handler, scratch.dir.path().join("src/upper.rs"))
+                .expect("copy the example's handler");
+            scratch
+        }
+
+        /// The same echo on tokio alone.
+        pub fn plain_tokio() -> Self {
+            Self::new("plain-tokio", "", PLAIN_TOKIO)
+        }
+
+        fn new(name: &str, dependency: &str, main: &str) -> Self {
+            let dir = tempfile::tempdir().expect("a scratch folder");
+            // `[workspace]`: a workspace of its own, not a stray member of
+            // whatever encloses the temporary folder.
+            let manifest = format!(
+                "[package]\nname = {name:?}\nversion = \"0.1.0\"\nedition = \"2024\"\n\n\
+                 [dependencies]\n{}\n{dependency}\n\n[workspace]\n",
+                tokio_requirement()
+            );
+            std::fs::write(dir.path().join("Cargo.toml"), manifest).expect("write Cargo.toml");
+            std::fs::create_dir(dir.path().join("src")).expect("create src");
+            std::fs::write(dir.path().join("src/main.rs"), main).expect("write main.rs");
+            // The workspace's lockfile: the versions its own builds and
+            // tests use, every one of them in the local registry cache.
+            std::fs::copy(root().join("Cargo.lock"), dir.path().join("Cargo.lock"))
+                .expect("copy Cargo.lock");
+            Scratch { dir }
+        }
+
+        /// A cargo command run in the crate, offline, with a target folder
+        /// of its own whatever the environment names.
+        fn cargo(&self) -> Command {
+            let mut cargo = Command::new(env!("CARGO"));
+            cargo
+                .current_dir(self.dir.path())
+                .env("CARGO_TARGET_DIR", self.target())
+                .arg("--offline");
+            cargo
+        }
+
+        fn target(&self) -> PathBuf {
+            self.dir.path().join("target")
+        }
+
+        /// The crates it builds with, itself included, as `name version`:
+        /// its normal dependencies, as `cargo tree` resolves them.
+        pub fn crates(&self) -> BTreeSet<String> {
+            let output = self
+                .cargo()
+                .args(["tree", "--edges", "normal", "--prefix", "none"])
+                .output()
+                .expect("run cargo tree");
+            assert!(
+                output.status.success(),
+                "cargo tree: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .map(|line| line.split(' ').take(2).collect::<Vec<_>>().join(" "))
+                .collect()
+        }
+
+        /// Builds it from clean and returns the CPU seconds that took:
+        /// cargo's and every compiler's it ran, user and system, as the
+        /// shell's `times` reports its children.
+        pub fn build(&self) -> f64 {
+            let output = Command::new("sh")
+                .arg("-c")
+                .arg(r#""$0" build --offline --quiet; built=$?; times; exit $built"#)
+                .arg(env!("CARGO"))
+                .current_dir(self.dir.path())
+                .env("CARGO_TARGET_DIR", self.target())
+                .output()
+                .expect("run sh");
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            assert!(
+                output.status.success(),
+                "cargo build: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            // `times` prints the shell's own times, then its children's.
+            let children = stdout.lines().last().unwrap_or_default();
+            children.split_whitespace().map(seconds).sum()
+        }
+
+        /// Runs what it built, has a line uppercased through it over
+        /// loopback, and stops it by closing its stdin.
+        pub fn serves(&self) {
+            let binary = self.target().join("debug").join("one-handler");
+            let mut server = Command::new(&binary)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("start the built server");
+            let mut stdout = BufReader::new(server.stdout.take().expect("its stdout"));
+            let mut addr = String::new();
+            stdout.read_line(&mut addr).expect("read its address");
+            let mut client = TcpStream::connect(addr.trim()).expect("connect over loopback");
+            client.write_all(b"hello\n").expect("send a line");
+            client
+                .shutdown(std::net::Shutdown::Write)
+                .expect("close the sending side");
+            let mut echoed = String::new();
+            client.read_to_string(&mut echoed).expect("read the echo");
+            assert_eq!(echoed, "HELLO\n");
+            drop(server.stdin.take());
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let status = loop {
+                if let Some(status) = server.try_wait().expect("wait for the server") {
+                    break status;
+                }
+                if Instant::now() > deadline {
+                    let _ = server.kill();
+                    panic!("the server did not stop when its stdin closed");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            let mut report = String::new();
+            stdout.read_to_string(&mut report).expect("read its report");
+            assert!(status.success(), "the server failed: {report}");
+            assert_eq!(report, "drained 0 cut 0\n");
+        }
+    }
+
+    impl Scratch {
+        /// Runs what it built with a configuration that asks for the PROXY
+        /// header: it must refuse to start, naming the feature, rather
+        /// than hand a balancer's header to its handler as data.
+        pub fn refuses_the_proxy_header(&self) {
+            let binary = self.target().join("debug").join("one-handler");
+            let output = Command::new(&binary)
+                .arg("proxy-protocol")
+                .stdin(Stdio::null())
+                .output()
+                .expect("start the built server");
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(!output.status.success(), "it started: {stderr}");
+            assert!(
+                stderr.contains("proxy_protocol needs the `proxy-protocol` feature"),
+                "{stderr}"
+            );
+        }
+    }
+
+    /// `1m2.5s` (as `times` writes a duration) in seconds.
+    fn seconds(time: &str) -> f64 {
+        let (minutes, rest) = time.split_once('m').unwrap_or(("0", time));
+        let unreadable = |_| panic!("`times` wrote {time:?}");
+        let minutes: f64 = minutes.parse().unwrap_or_else(unreadable);
+        let seconds: f64 = rest
+            .trim_end_matches('s')
+            .parse()
+            .unwrap_or_else(unreadable);
+        minutes * 60.0 + seconds
+    }
 }
 
 mod import_cycles {

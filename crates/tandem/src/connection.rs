@@ -216,6 +216,7 @@ impl Connection {
 
     /// The TLS session (version, cipher suite, ALPN protocol), when the
     /// server speaks TLS.
+    #[cfg(feature = "tls")]
     pub fn tls(&self) -> Option<&rustls::CommonState> {
         self.transport.tls()
     }

@@ -79,6 +79,25 @@
 //! [`IdleTimeout`](connection::IdleTimeout) and [`Cut`](connection::Cut)), [`compute`] (where the work runs, its errors), [`tls`],
 //! [`buffer`] (data buffers within one memory budget) and [`echo`].
 //!
+//! # Features
+//!
+//! All on by default; a server that needs less says
+//! `default-features = false` and names what it needs, and builds on tokio
+//! and a few small crates alone:
+//!
+//! - `tls`: [`Server::tls`], [`ServerTls`] and [`Connection::tls`], on
+//!   rustls with ring;
+//! - `proxy-protocol`: [`ServerConfig::proxy_protocol`], the PROXY header a
+//!   load balancer sends (v1 and v2). Without it the field stays, and a
+//!   server that sets it refuses to start ([`ServerError::FeatureOff`]);
+//! - `admin`: [`Server::admin`] (`/metrics`, `/healthz`, `/readyz`) on
+//!   hyper, and the Prometheus exposition it serves,
+//!   [`Metrics::render`]. Without it the metrics are not kept;
+//! - `systemd`: [`server::inherited`], the listener systemd passes.
+//!
+//! Every server gets the layouts, the limits, the idle rule, the graceful
+//! shutdown, the compute runtime and the echo handler.
+//!
 //! # Layout of the crate
 //!
 //! - [`server`]: the machinery, generic over a [`Handler`]: listener,
@@ -141,6 +160,7 @@ pub mod compute;
 pub mod connection;
 pub mod echo;
 pub mod server;
+#[cfg(feature = "tls")]
 pub mod tls;
 
 #[doc(hidden)]
@@ -163,4 +183,5 @@ pub use handler::{Close, Handler};
 pub use metrics::Metrics;
 pub use range::OutOfRange;
 pub use server::{Layout, Running, Server, ServerConfig, ServerError, ShutdownReport};
+#[cfg(feature = "tls")]
 pub use tls::ServerTls;

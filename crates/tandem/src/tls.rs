@@ -6,7 +6,8 @@
 //! like every other byte of the connection: the acceptor only accepts. It
 //! runs under a timeout, so that a client that connects and never
 //! completes it (or never starts) holds its slot for that long at most.
-//! rustls does the protocol with the `ring` provider: TLS 1.2 and 1.3, safe
+//! rustls does the protocol with the provider of [`crypto_provider`]: the
+//! one the application installed, else `ring`; TLS 1.2 and 1.3, safe
 //! defaults only, no client certificates.
 //!
 //! An identity read from PEM files can be read again
@@ -33,6 +34,26 @@ use tokio_rustls::TlsAcceptor;
 use crate::file::FileError;
 use crate::metrics::TlsHandshakeError;
 use crate::transport::Transport;
+
+/// The cryptography rustls uses, for the server and for clients that
+/// talk to it: the provider the application installed for the process
+/// ([`CryptoProvider::install_default`], `aws-lc-rs`'s for post-quantum key
+/// exchange, say), else `ring`'s, which this crate builds with.
+pub fn crypto_provider() -> Arc<CryptoProvider> {
+    if let Some(installed) = CryptoProvider::get_default() {
+        return installed.clone();
+    }
+    // rustls 0.23.48 deprecates ring's provider because ring has no
+    // post-quantum key exchange, and offers no other way to build it (its
+    // random source and key loader are private; `ServerConfig::builder()`
+    // would reach it but panics when a dependent's build enables both ring
+    // and aws-lc-rs). ring stays, as the provider that needs no C
+    // toolchain; an application that wants post-quantum key exchange
+    // installs its own provider, which comes first above.
+    #[allow(deprecated)]
+    let ring = rustls::crypto::ring::default_provider();
+    Arc::new(ring)
+}
 
 /// How long a client may take over the TLS handshake by default.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -155,7 +176,7 @@ impl ServerTls {
     /// PKCS#1 or SEC1).
     /// These files can be read again with [`reload`](Self::reload).
     pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Self, TlsError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = crypto_provider();
         let identity = Arc::new(PemIdentity {
             current: RwLock::new(PemIdentity::load(cert, key, &provider)?),
             cert: cert.to_owned(),

@@ -32,6 +32,7 @@ use std::task::{Context, Poll, Waker};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+#[cfg(feature = "tls")]
 use tokio_rustls::TlsStream;
 
 /// A connection's byte stream.
@@ -41,6 +42,7 @@ pub enum Transport {
     Tcp(TcpStream),
     /// TLS over TCP, its handshake done. Boxed: the TLS state is large, and
     /// plain connections should not carry room for it.
+    #[cfg(feature = "tls")]
     Tls(Box<TlsStream<TcpStream>>),
 }
 
@@ -51,15 +53,18 @@ impl Transport {
     pub(crate) fn tcp(&self) -> &TcpStream {
         match self {
             Transport::Tcp(tcp) => tcp,
+            #[cfg(feature = "tls")]
             Transport::Tls(tls) => tls.get_ref().0,
         }
     }
 
     /// The TLS session's state (version, cipher suite, ALPN protocol), if
     /// the stream is TLS.
+    #[cfg(feature = "tls")]
     pub fn tls(&self) -> Option<&rustls::CommonState> {
         match self {
             Transport::Tcp(_) => None,
+            #[cfg(feature = "tls")]
             Transport::Tls(tls) => Some(tls.get_ref().1),
         }
     }
@@ -83,6 +88,7 @@ impl Transport {
     pub(crate) fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
             Transport::Tcp(tcp) => tcp.poll_read_ready(cx),
+            #[cfg(feature = "tls")]
             Transport::Tls(tls) => {
                 let (tcp, session) = tls.get_ref();
                 // After the handshake, rustls wants to read exactly when it
@@ -125,6 +131,7 @@ impl Transport {
     pub fn try_flush(&mut self) -> io::Result<()> {
         match self {
             Transport::Tcp(_) => Ok(()),
+            #[cfg(feature = "tls")]
             Transport::Tls(tls) => poll_now(|cx| Pin::new(&mut **tls).poll_flush(cx)),
         }
     }
@@ -137,6 +144,7 @@ impl Transport {
             Transport::Tcp(tcp) => shut_write(tcp),
             // tokio-rustls queues the close_notify once; later calls only
             // push what is left.
+            #[cfg(feature = "tls")]
             Transport::Tls(tls) => poll_now(|cx| Pin::new(&mut **tls).poll_shutdown(cx)),
         }
     }
@@ -167,6 +175,7 @@ impl AsyncRead for Transport {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Transport::Tcp(tcp) => Pin::new(tcp).poll_read(cx, buf),
+            #[cfg(feature = "tls")]
             Transport::Tls(tls) => Pin::new(&mut **tls).poll_read(cx, buf),
         }
     }
@@ -180,6 +189,7 @@ impl AsyncWrite for Transport {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Transport::Tcp(tcp) => Pin::new(tcp).poll_write(cx, buf),
+            #[cfg(feature = "tls")]
             Transport::Tls(tls) => Pin::new(&mut **tls).poll_write(cx, buf),
         }
     }
@@ -187,6 +197,7 @@ impl AsyncWrite for Transport {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Transport::Tcp(tcp) => Pin::new(tcp).poll_flush(cx),
+            #[cfg(feature = "tls")]
             Transport::Tls(tls) => Pin::new(&mut **tls).poll_flush(cx),
         }
     }
@@ -195,6 +206,7 @@ impl AsyncWrite for Transport {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Transport::Tcp(tcp) => Pin::new(tcp).poll_shutdown(cx),
+            #[cfg(feature = "tls")]
             Transport::Tls(tls) => Pin::new(&mut **tls).poll_shutdown(cx),
         }
     }

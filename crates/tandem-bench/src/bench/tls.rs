@@ -56,7 +56,7 @@ impl ClientTls {
         target: SocketAddr,
         resume: bool,
     ) -> Result<Self, BenchError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = tandem::tls::crypto_provider();
         let invalid = |what: String| BenchError::Tls(what);
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()

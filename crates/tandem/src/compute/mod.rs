@@ -422,6 +422,7 @@ impl Drop for Pool {
 
 #[cfg(test)]
 mod tests {
+    #[cfg(feature = "admin")] // used by the tests that count
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     use super::turns::Key;
@@ -680,6 +681,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "admin")] // read through the exposition
     /// The value of series `name` in `metrics`' exposition.
     fn sample(metrics: &Metrics, name: &str) -> Option<f64> {
         metrics.render().lines().find_map(|line| {
@@ -688,6 +690,7 @@ mod tests {
         })
     }
 
+    #[cfg(feature = "admin")] // read through the exposition
     fn jobs(metrics: &Metrics, outcome: &str) -> Option<f64> {
         sample(
             metrics,
@@ -695,6 +698,7 @@ mod tests {
         )
     }
 
+    #[cfg(feature = "admin")] // read through the exposition
     #[test]
     fn a_queued_job_whose_caller_goes_never_runs_and_frees_its_slot_at_once() {
         let metrics = Metrics::new();
@@ -722,6 +726,7 @@ mod tests {
         assert_eq!(sample(&metrics, "tandem_compute_queue_depth"), Some(0.0));
     }
 
+    #[cfg(feature = "admin")] // read through the exposition
     #[test]
     fn a_job_in_slices_whose_caller_goes_ends_with_the_slice_it_is_in() {
         let metrics = Metrics::new();
@@ -763,6 +768,7 @@ mod tests {
         assert_eq!(jobs(&metrics, "cancelled"), Some(1.0));
     }
 
+    #[cfg(feature = "admin")] // read through the exposition
     #[test]
     fn a_job_whose_caller_stops_waiting_keeps_its_slot_until_it_ends() {
         let metrics = Metrics::new();
@@ -787,6 +793,7 @@ mod tests {
         compute.stop(Duration::from_secs(1));
     }
 
+    #[cfg(feature = "admin")] // read through the exposition
     #[test]
     fn a_job_counts_as_done_panicked_cancelled_or_stopped_by_how_far_it_got() {
         let metrics = Metrics::new();
@@ -819,6 +826,7 @@ mod tests {
         assert_eq!(slots.available_permits(), 4, "every slot went back");
     }
 
+    #[cfg(feature = "admin")] // read through the exposition
     #[test]
     fn stopping_fails_the_waiting_jobs_as_stopped() {
         let metrics = Metrics::new();

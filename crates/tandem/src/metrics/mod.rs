@@ -18,27 +18,40 @@
 //! Every label set (why a connection closed, what an accept error or a
 //! refused header or handshake was, what became of a datagram) is an enum
 //! in `labels`, which the producers name and the registry indexes.
+//!
+//! The registry is the Prometheus exporter's, with the `admin` feature,
+//! which serves it. Without it nothing could read the series, so they are
+//! not kept: the producers update handles that do nothing, and neither the
+//! exporter nor the per-runtime sampling is built.
 
 mod labels;
+#[cfg(feature = "admin")]
 pub(crate) mod runtimes;
 pub(crate) mod tally;
 
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::atomic::AtomicUsize;
+#[cfg(feature = "admin")]
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+#[cfg(feature = "admin")]
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder, SharedString};
+#[cfg(feature = "admin")]
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 pub use self::labels::{
     AcceptError, CloseReason, ComputeOutcome, ProxyHeaderError, TlsHandshakeError, UdpOutcome,
 };
+#[cfg(feature = "admin")]
 use self::runtimes::RuntimeProbe;
 use self::tally::Totals;
 
 /// Bucket bounds of `tandem_handoff_wait_seconds`, from 10 µs (an idle
 /// server) to 10 s (a hand-off queue thousands deep behind a stalled worker).
+#[cfg(feature = "admin")]
 const HANDOFF_WAIT_BUCKETS: [f64; 19] = [
     0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -46,6 +59,7 @@ const HANDOFF_WAIT_BUCKETS: [f64; 19] = [
 
 /// Bucket bounds of `tandem_compute_wait_seconds`: the hand-off's, for the
 /// same range of waits, from none to a queue seconds deep.
+#[cfg(feature = "admin")]
 const COMPUTE_WAIT_BUCKETS: [f64; 19] = HANDOFF_WAIT_BUCKETS;
 
 /// The help line of every series.
@@ -148,14 +162,25 @@ const HELP: &[(&str, &str)] = &[
     ),
 ];
 
+/// Where the series are registered: the exporter's registry, or, with
+/// nothing to serve them, none.
+#[cfg(feature = "admin")]
+type Registry = PrometheusRecorder;
+#[cfg(not(feature = "admin"))]
+type Registry = metrics::NoopRecorder;
+
 /// A server's metrics. Cheap to clone; every clone is the same registry.
 #[derive(Clone)]
 pub struct Metrics {
     inner: Arc<Inner>,
 }
 
+// Without the exposition, the gauges that a scrape sets and the state they
+// mirror are never read.
+#[cfg_attr(not(feature = "admin"), allow(dead_code))]
 struct Inner {
-    recorder: PrometheusRecorder,
+    recorder: Registry,
+    #[cfg(feature = "admin")]
     handle: PrometheusHandle,
     accepted: Counter,
     rejected: Counter,
@@ -163,7 +188,12 @@ struct Inner {
     /// One counter per variant of each label set, in its `ALL` order.
     closed: Vec<Counter>,
     accept_errors: Vec<Counter>,
+    // Registered in every build, so that the exposition has the same
+    // series whatever the features; counted only by a build that reads
+    // headers or speaks TLS.
+    #[cfg_attr(not(feature = "proxy-protocol"), allow(dead_code))]
     proxy_header_errors: Vec<Counter>,
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     tls_handshake_errors: Vec<Counter>,
     udp_datagrams: Vec<Counter>,
     bytes_received: Counter,
@@ -186,10 +216,12 @@ struct Inner {
     buffer_waits: Counter,
     /// What the gauges mirror; set once the server has started.
     load: OnceLock<Load>,
+    #[cfg(feature = "admin")]
     runtimes: Mutex<Vec<RuntimeProbe>>,
 }
 
 /// The server state that gauges mirror at each scrape.
+#[cfg_attr(not(feature = "admin"), allow(dead_code))]
 pub(crate) struct Load {
     /// Connections admitted and not yet closed.
     pub(crate) active: Arc<AtomicUsize>,
@@ -225,6 +257,7 @@ fn key(name: &'static str, labels: &[(&'static str, impl AsRef<str>)]) -> Key {
 /// a person reading two scrapes, or a diff of them, needs one order. A
 /// histogram's lines keep the exporter's order: buckets rising, then sum
 /// and count.
+#[cfg(feature = "admin")]
 fn in_name_order(text: &str) -> String {
     let mut families: Vec<(&str, Vec<&str>)> = text
         .split("\n\n")
@@ -267,6 +300,7 @@ const METADATA: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, N
 
 /// The recorder, with the buckets of the histograms whose range the
 /// exporter's defaults do not fit.
+#[cfg(feature = "admin")]
 fn recorder() -> PrometheusRecorder {
     PrometheusBuilder::new()
         .set_buckets_for_metric(
@@ -284,8 +318,13 @@ fn recorder() -> PrometheusRecorder {
         .build_recorder()
 }
 
+#[cfg(not(feature = "admin"))]
+fn recorder() -> Registry {
+    metrics::NoopRecorder
+}
+
 /// Registers the fixed series with the recorder, each once, at start-up.
-struct Registrar<'a>(&'a PrometheusRecorder);
+struct Registrar<'a>(&'a Registry);
 
 impl Registrar<'_> {
     fn counter(&self, name: &'static str, labels: &[(&'static str, &'static str)]) -> Counter {
@@ -366,7 +405,9 @@ impl Metrics {
             buffer_limit: r.gauge("tandem_buffer_memory_limit_bytes", &[]),
             buffer_waits: r.counter("tandem_buffer_waits_total", &[]),
             load: OnceLock::new(),
+            #[cfg(feature = "admin")]
             runtimes: Mutex::new(Vec::new()),
+            #[cfg(feature = "admin")]
             handle: recorder.handle(),
             recorder,
         };
@@ -376,7 +417,9 @@ impl Metrics {
     }
 
     /// The whole registry in the Prometheus text exposition format, with
-    /// the gauges that mirror server state read now.
+    /// the gauges that mirror server state read now. With the `admin`
+    /// feature, which builds the exporter.
+    #[cfg(feature = "admin")]
     pub fn render(&self) -> String {
         let inner = &*self.inner;
         if let Some(load) = inner.load.get() {
@@ -418,9 +461,16 @@ impl Metrics {
     /// folds the histogram samples recorded since the last tick into their
     /// buckets, so that a server nobody scrapes does not accumulate them.
     pub(crate) fn tick(&self) {
-        self.inner.handle.run_upkeep();
         // Free mapped buffers unused for a second go back to the system.
         crate::buffer::trim();
+        #[cfg(feature = "admin")]
+        self.sample();
+    }
+
+    /// The exposition's share of the tick.
+    #[cfg(feature = "admin")]
+    fn sample(&self) {
+        self.inner.handle.run_upkeep();
         let mut probes = self
             .inner
             .runtimes
@@ -431,8 +481,13 @@ impl Metrics {
         }
     }
 
+    /// Without the exposition, there is nothing to watch a runtime for.
+    #[cfg(not(feature = "admin"))]
+    pub(crate) fn watch_runtime(&self, _label: &str, _handle: &tokio::runtime::Handle) {}
+
     /// Starts watching a runtime, under `runtime="<label>"`. Its series
     /// exist from this call on.
+    #[cfg(feature = "admin")]
     pub(crate) fn watch_runtime(&self, label: &str, handle: &tokio::runtime::Handle) {
         let recorder = &self.inner.recorder;
         let labels = [("runtime", label.to_owned())];
@@ -503,11 +558,13 @@ impl Metrics {
     }
 
     /// Counts a connection closed for its PROXY header.
+    #[cfg(feature = "proxy-protocol")]
     pub(crate) fn proxy_header_error(&self, kind: ProxyHeaderError) {
         self.inner.proxy_header_errors[kind as usize].increment(1);
     }
 
     /// Counts a failed TLS handshake.
+    #[cfg(feature = "tls")]
     pub(crate) fn tls_handshake_error(&self, kind: TlsHandshakeError) {
         self.inner.tls_handshake_errors[kind as usize].increment(1);
     }

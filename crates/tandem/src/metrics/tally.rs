@@ -27,6 +27,7 @@ pub(crate) struct Totals {
 
 impl Totals {
     /// Bytes received and sent, as flushed so far.
+    #[cfg(any(feature = "admin", test))]
     pub(crate) fn read(&self) -> (u64, u64) {
         (
             self.received.load(Ordering::Relaxed),

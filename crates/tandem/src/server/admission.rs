@@ -49,6 +49,13 @@ pub(crate) struct Admission {
     // (or its permit is free) the client may connect again.
     /// Set by the acceptor, or by the serving side once a PROXY header
     /// has named the client.
+    #[cfg_attr(
+        not(feature = "proxy-protocol"),
+        expect(
+            dead_code,
+            reason = "written only once a PROXY header names the client, else held for its Drop"
+        )
+    )]
     pub(crate) per_ip: Option<Box<PerIpClaim>>,
     #[expect(dead_code, reason = "held for its Drop")]
     pub(crate) permit: OwnedSemaphorePermit,

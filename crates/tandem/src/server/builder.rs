@@ -12,6 +12,7 @@ use super::report::ShutdownReport;
 use super::service::{self, ServiceContext};
 use crate::compute::Compute;
 use crate::handler::Handler;
+#[cfg(feature = "tls")]
 use crate::tls::ServerTls;
 
 /// A server: the layout's runtimes, the limits and the shutdown sequence
@@ -19,11 +20,13 @@ use crate::tls::ServerTls;
 #[derive(Debug)]
 pub struct Server {
     pub(super) config: ServerConfig,
+    #[cfg(feature = "admin")]
     pub(super) admin: Option<std::net::TcpListener>,
     /// Services to start on the serving runtime, in order.
     pub(super) services: Vec<service::Pending>,
     /// Where the UDP echo answers, when it is one of them.
     pub(super) udp_addr: Option<SocketAddr>,
+    #[cfg(feature = "tls")]
     pub(super) tls: Option<ServerTls>,
     pub(super) compute: Compute,
 }
@@ -33,9 +36,11 @@ impl Server {
     pub fn new(config: ServerConfig) -> Self {
         Server {
             config,
+            #[cfg(feature = "admin")]
             admin: None,
             services: Vec::new(),
             udp_addr: None,
+            #[cfg(feature = "tls")]
             tls: None,
             compute: Compute::inline(),
         }
@@ -56,6 +61,7 @@ impl Server {
     /// closed unserved and counted in `tandem_tls_handshake_errors_total`
     /// and as rejected. The handler then reads and writes plaintext
     /// through its [`Connection`](crate::Connection).
+    #[cfg(feature = "tls")]
     pub fn tls(mut self, tls: ServerTls) -> Self {
         self.tls = Some(tls);
         self
@@ -123,6 +129,7 @@ impl Server {
     ///   [`Running::wait`](super::Running::wait) begins the shutdown.
     ///
     /// The admin runtime stops last, after the serving runtimes.
+    #[cfg(feature = "admin")]
     pub fn admin(mut self, listener: std::net::TcpListener) -> Self {
         self.admin = Some(listener);
         self

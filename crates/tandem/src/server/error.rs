@@ -52,6 +52,17 @@ pub enum ServerError {
     /// A [`ServerConfig`](super::ServerConfig) field is out of range.
     #[error("invalid server configuration: {0}")]
     InvalidConfig(#[from] OutOfRange),
+    /// A [`ServerConfig`](super::ServerConfig) field asks for what this
+    /// build of the library leaves out: its cargo feature is off.
+    #[error(
+        "invalid server configuration: {field} needs the `{feature}` feature of the tandem library, which this build leaves out"
+    )]
+    FeatureOff {
+        /// The field that was set.
+        field: &'static str,
+        /// The cargo feature that brings it.
+        feature: &'static str,
+    },
     /// Every accept task ended without being asked to.
     #[error("the acceptor stopped unexpectedly; see the log for the cause")]
     AcceptorFailed,

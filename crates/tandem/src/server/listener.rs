@@ -67,6 +67,7 @@ pub fn bind_with(addr: SocketAddr, options: ListenOptions) -> Result<TcpListener
 /// The manager set its backlog and options (`Backlog=`, `ReusePort=` in the
 /// `.socket` unit); a descriptor that is not a listening TCP socket is an
 /// error.
+#[cfg(feature = "systemd")]
 pub fn inherited() -> Result<Option<TcpListener>, ServerError> {
     let mut passed = listenfd::ListenFd::from_env();
     if passed.len() == 0 {

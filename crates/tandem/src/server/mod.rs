@@ -24,6 +24,7 @@
 //!   the server's capacity;
 //! - `handoff`: how it crosses from the acceptor to the serving runtime;
 //! - `worker`: the connection task on the serving side;
+//! - `tracker`: the connection tasks the shutdown waits for;
 //! - `threads`: whether the OS will start a runtime's threads, asked
 //!   before tokio, which hangs when it cannot;
 //! - `service`: what else runs on the serving runtime ([`Server::service`]),
@@ -73,6 +74,7 @@
 //!    acceptor stops first, the serving runtimes last ([`Server::run`]).
 
 mod acceptor;
+#[cfg(feature = "admin")]
 mod admin;
 mod admission;
 mod builder;
@@ -83,6 +85,7 @@ mod layout;
 mod limits;
 pub mod listener;
 mod per_ip;
+#[cfg(feature = "proxy-protocol")]
 mod proxy_header;
 mod report;
 mod runtimes;
@@ -91,6 +94,7 @@ mod shutdown;
 mod start;
 mod stop_times;
 pub(crate) mod threads;
+mod tracker;
 mod worker;
 
 pub use self::builder::Server;
@@ -99,7 +103,9 @@ pub use self::config::{
     UnknownLayout,
 };
 pub use self::error::ServerError;
-pub use self::listener::{ListenOptions, bind, bind_udp, bind_with, inherited};
+#[cfg(feature = "systemd")]
+pub use self::listener::inherited;
+pub use self::listener::{ListenOptions, bind, bind_udp, bind_with};
 pub use self::report::ShutdownReport;
 pub use self::service::ServiceContext;
 pub use self::start::Running;

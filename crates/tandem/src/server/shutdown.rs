@@ -92,6 +92,7 @@ impl<H: Handler> Running<H> {
     fn stop_accepting(&mut self, times: StopTimes) -> usize {
         // Before anything stops: a load balancer polling `/readyz` moves
         // new clients elsewhere while the live ones drain.
+        #[cfg(feature = "admin")]
         self.readiness.stopping();
         // Services have no connections to drain (datagrams have none): they
         // stop here.
@@ -161,12 +162,14 @@ impl<H: Handler> Running<H> {
         let left = || -> Duration { left_until(stop_by) };
         let Running {
             started,
+            #[cfg(feature = "admin")]
             admin,
             compute,
             ..
         } = self;
         started.shut_down_serving(left());
         compute.stop(left());
+        #[cfg(feature = "admin")]
         drop(admin);
     }
 }

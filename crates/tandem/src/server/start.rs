@@ -11,6 +11,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+#[cfg(feature = "admin")]
 use super::admin::{Admin, Readiness};
 use super::builder::Server;
 use super::config::ServerConfig;
@@ -33,9 +34,11 @@ pub struct Running<H> {
     pub(super) control: Runtime,
     pub(super) started: Started,
     pub(super) serving: Arc<Serving<H>>,
+    #[cfg(feature = "admin")]
     pub(super) readiness: Readiness,
     /// Dropped after the serving runtimes, so that the drain stays
     /// observable.
+    #[cfg(feature = "admin")]
     pub(super) admin: Option<Admin>,
     /// The UDP echo's address, if it runs.
     pub(super) udp_addr: Option<SocketAddr>,
@@ -62,9 +65,11 @@ impl Server {
         }
         let Server {
             config,
+            #[cfg(feature = "admin")]
             admin,
             services,
             udp_addr,
+            #[cfg(feature = "tls")]
             tls,
             compute,
         } = self;
@@ -76,7 +81,10 @@ impl Server {
                 role: "control".to_owned(),
                 cause,
             })?;
+        #[cfg(feature = "tls")]
         let serving = Arc::new(Serving::new(&config, handler, tls));
+        #[cfg(not(feature = "tls"))]
+        let serving = Arc::new(Serving::new(&config, handler));
         compute.report_to(&serving.metrics);
         crate::buffer::set_budget(
             config
@@ -93,20 +101,27 @@ impl Server {
         started.serving_handle().spawn(serving.sweep.clone().run());
         let services_stop = CancellationToken::new();
         start_services(&started, &serving, services, &services_stop)?;
+        #[cfg(feature = "admin")]
         let readiness = Readiness::default();
+        #[cfg(feature = "admin")]
         let admin = start_admin(admin, &started, &serving.metrics, &readiness)?;
+        #[cfg(not(feature = "admin"))]
+        start_ticks(&started, &serving.metrics);
         // Permits last: until now no connection could be accepted, so a
         // service or the admin endpoint that fails to start refuses none.
         let max_connections = limits::fit_connection_limit(config.max_connections);
         limit.add_permits(max_connections);
         serving.metrics.connection_limit(max_connections);
+        #[cfg(feature = "admin")]
         readiness.accepting();
         Ok(Running {
             config,
             control,
             started,
             serving,
+            #[cfg(feature = "admin")]
             readiness,
+            #[cfg(feature = "admin")]
             admin,
             udp_addr,
             services_stop,
@@ -119,6 +134,16 @@ impl Server {
 /// unsafe.
 fn check(config: &ServerConfig) -> Result<(), ServerError> {
     config.validate()?;
+    // The field stays in every build, so that one configuration type (and
+    // file) serves them all; a build without the header reader refuses it
+    // rather than serve a load balancer's header to the handler as data.
+    #[cfg(not(feature = "proxy-protocol"))]
+    if config.proxy_protocol.is_some() {
+        return Err(ServerError::FeatureOff {
+            field: "proxy_protocol",
+            feature: "proxy-protocol",
+        });
+    }
     if config.proxy_protocol.is_some() && config.proxy_protocol_from.is_none() {
         warn!(
             "PROXY headers are read from any peer, so any client may set its own address; \
@@ -155,6 +180,7 @@ fn start_services<H>(
 /// waits into their histogram: on the admin runtime when there is one, so
 /// that it keeps time while the workers are saturated, else on the serving
 /// runtime (untracked, as the sweep).
+#[cfg(feature = "admin")]
 fn start_admin(
     listener: Option<TcpListener>,
     started: &Started,
@@ -162,9 +188,7 @@ fn start_admin(
     readiness: &Readiness,
 ) -> Result<Option<Admin>, ServerError> {
     let Some(listener) = listener else {
-        started
-            .serving_handle()
-            .spawn(metrics.clone().tick_every_second());
+        start_ticks(started, metrics);
         return Ok(None);
     };
     Ok(Some(Admin::start(
@@ -174,8 +198,17 @@ fn start_admin(
     )?))
 }
 
+/// The once-a-second work of the metrics, without an admin runtime to
+/// run it: on the serving runtime, untracked, as the sweep.
+fn start_ticks(started: &Started, metrics: &Metrics) {
+    started
+        .serving_handle()
+        .spawn(metrics.clone().tick_every_second());
+}
+
 impl<H> Running<H> {
     /// The admin endpoint's address, if the server has one.
+    #[cfg(feature = "admin")]
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin.as_ref().map(Admin::local_addr)
     }
@@ -186,7 +219,7 @@ impl<H> Running<H> {
     }
 
     /// The server's metrics, kept whether or not an admin endpoint serves
-    /// them: what [`Metrics::render`] prints is what `/metrics` would.
+    /// them: what `Metrics::render` prints is what `/metrics` would.
     pub fn metrics(&self) -> &Metrics {
         &self.serving.metrics
     }

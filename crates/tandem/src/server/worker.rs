@@ -18,19 +18,26 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio_util::task::TaskTracker;
 use tracing::{debug, error, trace, warn};
 
 use super::admission::{Accepted, Admission};
 use super::config::ServerConfig;
-use super::per_ip::{self, PerIpLimit};
+#[cfg(feature = "proxy-protocol")]
+use super::per_ip;
+use super::per_ip::PerIpLimit;
+#[cfg(feature = "proxy-protocol")]
 use super::proxy_header;
 use super::stop_times::StopTimes;
+use super::tracker::TaskTracker;
 use crate::connection::{Connection, Cut, IdleTimeout};
 use crate::handler::{Caught, Close, Handler, Panicked};
+#[cfg(feature = "proxy-protocol")]
 use crate::ip_ranges::IpRanges;
-use crate::metrics::{CloseReason, Metrics, ProxyHeaderError};
+#[cfg(feature = "proxy-protocol")]
+use crate::metrics::ProxyHeaderError;
+use crate::metrics::{CloseReason, Metrics};
 use crate::sweep::{IdleRule, Sweep};
+#[cfg(feature = "tls")]
 use crate::tls::ServerTls;
 use crate::transport::Transport;
 
@@ -43,8 +50,10 @@ pub(crate) struct Serving<H> {
     /// `--proxy-protocol`: the header timeout, when a header is required.
     pub(crate) proxy_protocol: Option<Duration>,
     /// `--proxy-protocol-from`: the peers allowed to send a header.
+    #[cfg(feature = "proxy-protocol")]
     pub(crate) proxy_protocol_from: Option<IpRanges>,
     /// `--tls-cert`/`--tls-key`: the handshake, after the PROXY header.
+    #[cfg(feature = "tls")]
     pub(crate) tls: Option<ServerTls>,
     /// `--max-connections-per-ip`: counted by the acceptor, or here once
     /// the PROXY header has named the client.
@@ -69,7 +78,11 @@ pub(crate) struct Serving<H> {
 impl<H> Serving<H> {
     /// The serving side of a server configured by `config`, running
     /// `handler`, with `tls` if it speaks TLS.
-    pub(crate) fn new(config: &ServerConfig, handler: H, tls: Option<ServerTls>) -> Self {
+    pub(crate) fn new(
+        config: &ServerConfig,
+        handler: H,
+        #[cfg(feature = "tls")] tls: Option<ServerTls>,
+    ) -> Self {
         let stop_times = StopTimes {
             drain: config.shutdown_timeout,
             grace: config.shutdown_grace,
@@ -83,7 +96,9 @@ impl<H> Serving<H> {
             )),
             nodelay: config.nodelay,
             proxy_protocol: config.proxy_protocol,
+            #[cfg(feature = "proxy-protocol")]
             proxy_protocol_from: config.proxy_protocol_from.clone(),
+            #[cfg(feature = "tls")]
             tls,
             per_ip: config.max_connections_per_ip.map(PerIpLimit::new),
             tracker: TaskTracker::new(),
@@ -211,6 +226,7 @@ async fn finish<H: Handler>(
 /// it; `None` if the connection was closed unserved (and counted so).
 /// The client a load balancer's PROXY header names (`peer` itself for a
 /// `LOCAL` header), or why there is none to trust.
+#[cfg(feature = "proxy-protocol")]
 async fn read_proxy_header<H>(
     serving: &Serving<H>,
     stream: &mut TcpStream,
@@ -248,6 +264,8 @@ async fn read_proxy_header<H>(
     }
 }
 
+// Without the PROXY header there is no other peer to take its place.
+#[cfg_attr(not(feature = "proxy-protocol"), allow(unused_mut))]
 async fn prepare<H: Handler>(serving: &Serving<H>, accepted: Box<Accepted>) -> Option<Box<Served>> {
     let Accepted {
         stream,
@@ -275,6 +293,7 @@ async fn prepare<H: Handler>(serving: &Serving<H>, accepted: Box<Accepted>) -> O
     }
     // Behind a load balancer: the header first, then the client it names
     // is the peer, and is counted against its limit.
+    #[cfg(feature = "proxy-protocol")]
     if let Some(header_timeout) = serving.proxy_protocol {
         peer = match read_proxy_header(serving, &mut stream, peer, header_timeout).await {
             Ok(client) => client,
@@ -292,6 +311,7 @@ async fn prepare<H: Handler>(serving: &Serving<H>, accepted: Box<Accepted>) -> O
     }
     // The PROXY header travels in the clear, ahead of the TLS handshake,
     // as a load balancer passing TLS through sends it.
+    #[cfg(feature = "tls")]
     let transport = match &serving.tls {
         None => Transport::Tcp(stream),
         Some(tls) => match tls.accept(stream).await {
@@ -304,6 +324,8 @@ async fn prepare<H: Handler>(serving: &Serving<H>, accepted: Box<Accepted>) -> O
             }
         },
     };
+    #[cfg(not(feature = "tls"))]
+    let transport = Transport::Tcp(stream);
     let conn = Connection::new(transport, peer, &serving.sweep);
     Some(Box::new(Served { conn, admission }))
 }

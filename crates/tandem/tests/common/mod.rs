@@ -6,6 +6,7 @@
 #![allow(dead_code)] // each test file uses its own part of this harness
 
 mod basics;
+#[cfg(feature = "tls")]
 pub mod tls;
 
 #[allow(unused_imports)] // not every test file has per-layout tests

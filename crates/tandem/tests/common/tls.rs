@@ -61,7 +61,7 @@ impl Identity {
     ) -> Arc<ClientConfig> {
         let mut roots = RootCertStore::empty();
         roots.add(self.der.clone()).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = tandem::tls::crypto_provider();
         let config = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(versions)
             .unwrap()
