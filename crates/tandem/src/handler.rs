@@ -119,21 +119,29 @@ pub enum Close {
     Handler(&'static &'static str),
 }
 
-/// A handler's future, with a panic in one of its polls caught and turned
-/// into its connection's end: the error [`Panicked`], so that the server
-/// closes the connection, and counts it, as it does every other. The
-/// future by value and nothing else, so the connection's task does not
-/// grow, and no allocation unless it panics.
-pub(crate) struct Caught<F>(pub(crate) F);
+pin_project_lite::pin_project! {
+    /// A handler's future, with a panic in one of its polls caught and turned
+    /// into its connection's end: the error [`Panicked`], so that the server
+    /// closes the connection, and counts it, as it does every other. The
+    /// future by value and nothing else, so the connection's task does not
+    /// grow, and no allocation unless it panics.
+    pub(crate) struct Caught<F> {
+        #[pin]
+        serve: F,
+    }
+}
+
+impl<F> Caught<F> {
+    pub(crate) fn new(serve: F) -> Self {
+        Caught { serve }
+    }
+}
 
 impl<F: Future<Output = io::Result<Close>>> Future for Caught<F> {
     type Output = io::Result<Close>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // SAFETY: the handler's future is pinned with its wrapper and never
-        // moved out of it: the wrapper has no `Drop`, is `Unpin` only when
-        // the future is, and gives out nothing but this pinned reference.
-        let serve = unsafe { self.map_unchecked_mut(|caught| &mut caught.0) };
+        let serve = self.project().serve;
         // Unwind safe enough: after a panic the future is never polled
         // again, only dropped, and the connection it borrowed only closed.
         catch_unwind(AssertUnwindSafe(|| serve.poll(cx))).unwrap_or_else(|payload| {

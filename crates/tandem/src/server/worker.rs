@@ -156,7 +156,7 @@ pub(crate) async fn serve_connection<H: Handler>(
     let Some(mut served) = Box::pin(prepare(&serving, accepted)).await else {
         return;
     };
-    let outcome = Caught(serving.handler.serve(&mut served.conn)).await;
+    let outcome = Caught::new(serving.handler.serve(&mut served.conn)).await;
     finish(&serving, served, outcome).await;
 }
 
